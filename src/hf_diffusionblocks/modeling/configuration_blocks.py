@@ -1,0 +1,125 @@
+"""Configuration fields shared by every DiffusionBlocks family: the blocks and their partition."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import PreTrainedConfig
+
+from ..partition import NoisePartition, assign_layers_to_blocks, validate_partition_settings
+from ..preconditioning import EDMPreconditioning
+
+# Keys of `to_dict()` that describe where/how a config was saved, not what the model is.
+_NON_ARCHITECTURE_KEYS = frozenset(
+    {"_name_or_path", "transformers_version", "architectures", "dtype", "torch_dtype", "auto_map"}
+)
+
+
+class BlockPartitionedConfig(PreTrainedConfig):
+    """Fields every block-partitioned model has.
+
+    Args:
+        num_hidden_layers (`int`, defaults to 12): total number of transformer layers L.
+        num_blocks (`int`, defaults to 3): number of blocks B; blocks own contiguous groups of layers.
+        layers_per_block (`list[int]`, *optional*): explicit layer counts per block (summing to L);
+            without it L must be divisible by B.
+    """
+
+    num_hidden_layers: int = 12
+    num_blocks: int = 3
+    layers_per_block: list[int] | None = None
+
+    def __post_init__(self, **kwargs):
+        if not isinstance(self.num_blocks, int) or isinstance(self.num_blocks, bool) or self.num_blocks < 1:
+            raise ValueError(f"num_blocks must be an integer >= 1, got {self.num_blocks!r}.")
+        if not isinstance(self.num_hidden_layers, int) or self.num_hidden_layers < 1:
+            raise ValueError(f"num_hidden_layers must be an integer >= 1, got {self.num_hidden_layers!r}.")
+        if self.layers_per_block is not None:
+            self.layers_per_block = list(self.layers_per_block)
+        assign_layers_to_blocks(self.num_hidden_layers, self.num_blocks, self.layers_per_block)
+        super().__post_init__(**kwargs)
+
+    @property
+    def resolved_layers_per_block(self) -> list[int]:
+        """Layer count of every block."""
+        return assign_layers_to_blocks(self.num_hidden_layers, self.num_blocks, self.layers_per_block)
+
+    def architecture_dict(self) -> dict[str, Any]:
+        """`to_dict()` without the keys that say where or how the config was saved."""
+        return {key: value for key, value in self.to_dict().items() if key not in _NON_ARCHITECTURE_KEYS}
+
+    def differing_fields(self, other: "BlockPartitionedConfig | dict[str, Any]") -> list[str]:
+        """Names of the architecture fields whose values differ from `other`'s."""
+        mine = self.architecture_dict()
+        theirs = other.architecture_dict() if isinstance(other, BlockPartitionedConfig) else {
+            key: value for key, value in other.items() if key not in _NON_ARCHITECTURE_KEYS
+        }
+        return sorted(key for key in mine.keys() | theirs.keys() if mine.get(key) != theirs.get(key))
+
+
+class DiffusionBlocksConfig(BlockPartitionedConfig):
+    """Block fields plus the continuous-noise partition (DESIGN §1; EDM defaults).
+
+    Args:
+        sigma_min (`float`, defaults to 0.002), sigma_max (`float`, defaults to 80.0): noise range.
+        sigma_data (`float`, defaults to 0.5): data standard deviation of EDM preconditioning.
+        p_mean (`float`, defaults to -1.2), p_std (`float`, defaults to 1.2): log-normal p_noise.
+        partition (`str`, defaults to `"equiprobable"`): `"equiprobable"`, `"uniform_linear"` or `"uniform_log"`.
+        overlap (`float`, defaults to 0.05): block overlap γ for training.
+    """
+
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    sigma_data: float = 0.5
+    p_mean: float = -1.2
+    p_std: float = 1.2
+    partition: str = "equiprobable"
+    overlap: float = 0.05
+
+    def __post_init__(self, **kwargs):
+        for name in ("sigma_min", "sigma_max", "sigma_data", "p_mean", "p_std", "overlap"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ValueError(f"{name} must be a number, got {value!r}.")
+            setattr(self, name, float(value))
+        validate_partition_settings(
+            num_blocks=self.num_blocks,
+            sigma_min=self.sigma_min,
+            sigma_max=self.sigma_max,
+            p_std=self.p_std,
+            partition=self.partition,
+            overlap=self.overlap,
+        )
+        # EDMPreconditioning validates sigma_data.
+        EDMPreconditioning(self.sigma_data)
+        super().__post_init__(**kwargs)
+
+    @property
+    def noise_partition(self) -> NoisePartition:
+        """The partition of the σ range these blocks were (or will be) trained on."""
+        return NoisePartition(
+            num_blocks=self.num_blocks,
+            sigma_min=self.sigma_min,
+            sigma_max=self.sigma_max,
+            p_mean=self.p_mean,
+            p_std=self.p_std,
+            partition=self.partition,
+            overlap=self.overlap,
+        )
+
+    @property
+    def preconditioning(self) -> EDMPreconditioning:
+        return EDMPreconditioning(self.sigma_data)
+
+    def scheduler_kwargs(self) -> dict[str, Any]:
+        """The arguments of a `DiffusionBlocksScheduler` that samples with exactly this partition."""
+        return {
+            "num_blocks": self.num_blocks,
+            "sigma_min": self.sigma_min,
+            "sigma_max": self.sigma_max,
+            "sigma_data": self.sigma_data,
+            "p_mean": self.p_mean,
+            "p_std": self.p_std,
+            "partition": self.partition,
+            "overlap": self.overlap,
+        }

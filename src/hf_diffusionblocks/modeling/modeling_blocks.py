@@ -1,0 +1,278 @@
+"""`DiffusionBlocksPreTrainedModel`: a `PreTrainedModel` made of B independent blocks.
+
+Written once for every family. A family subclass only says how to build one block
+(`build_block`) and how to run it (`forward_block`). This base class knows:
+- which layers each block owns (`config.resolved_layers_per_block`);
+- which blocks are materialised: `Model(config, block_indices=[b])` builds block b alone, so
+  training or serving one block needs ≈1/B of the parameters;
+- the parameters of one block (for its optimizer);
+- saving one block or all blocks (`block_<b>.safetensors`, see `block_checkpoint.py`) and loading
+  all of them or just one with `from_pretrained(path_or_repo, block_index=b)`.
+
+Blocks share no trainable parameter: every embedder and readout lives inside its block.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Iterable, Iterator, Sequence
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from transformers import PreTrainedModel
+
+from ..hub_utils import HubOptions, resolve_file
+from .block_checkpoint import (
+    CONFIG_NAME,
+    atomic_write_json,
+    INDEX_NAME,
+    block_weights_name,
+    read_block_metadata,
+    save_block_file,
+    write_index,
+)
+from .configuration_blocks import BlockPartitionedConfig
+
+# Arguments transformers' Auto classes or PushToHubMixin may pass that do not change what is loaded/saved.
+_IGNORED_LOAD_KWARGS = frozenset({"trust_remote_code", "_from_auto", "_from_pipeline", "_commit_hash", "adapter_kwargs"})
+_IGNORED_SAVE_KWARGS = frozenset({"max_shard_size", "safe_serialization", "variant", "token", "save_original_format"})
+
+
+def validate_block_indices(block_indices: Iterable[int], num_blocks: int) -> list[int]:
+    """Sorted unique block indices; a `ValueError` naming the valid range for any other value."""
+    indices = list(block_indices)
+    for block_index in indices:
+        if not isinstance(block_index, int) or isinstance(block_index, bool) or not 0 <= block_index < num_blocks:
+            raise ValueError(f"block_index must be an int in [0, {num_blocks - 1}] (num_blocks={num_blocks}), got {block_index!r}.")
+    if not indices:
+        raise ValueError("block_indices must name at least one block.")
+    return sorted(set(indices))
+
+
+class DiffusionBlocksPreTrainedModel(PreTrainedModel):
+    """Base class of every DiffusionBlocks model: B blocks, each a standalone module and checkpoint."""
+
+    config_class = BlockPartitionedConfig
+    base_model_prefix = "model"
+    main_input_name = "sample"
+    supports_gradient_checkpointing = True
+
+    def __init__(self, config: BlockPartitionedConfig, block_indices: Sequence[int] | None = None):
+        super().__init__(config)
+        self.layers_per_block = config.resolved_layers_per_block
+        indices = range(config.num_blocks) if block_indices is None else validate_block_indices(block_indices, config.num_blocks)
+        self.blocks = nn.ModuleDict(
+            {str(block_index): self.build_block(block_index, self.layers_per_block[block_index]) for block_index in indices}
+        )
+        self.post_init()
+
+    # ---- what a family provides ------------------------------------------------------------
+    def build_block(self, block_index: int, num_layers: int) -> nn.Module:
+        """Build block `block_index` with its own embedders, `num_layers` layers and readout."""
+        raise NotImplementedError
+
+    def forward_block(self, block_index: int, *args, **kwargs):
+        """Run block `block_index` alone."""
+        raise NotImplementedError
+
+    # ---- weights initialisation (DiT): xavier linears, zero-init AdaLN and readouts --------
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            if getattr(module, "_zero_init", False):
+                nn.init.zeros_(module.weight)
+            else:
+                nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+        elif isinstance(module, nn.Conv2d):
+            nn.init.xavier_uniform_(module.weight.view(module.weight.shape[0], -1))
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    # ---- blocks ----------------------------------------------------------------------------
+    @property
+    def loaded_block_indices(self) -> list[int]:
+        """Indices of the blocks materialised in this instance."""
+        return sorted(int(key) for key in self.blocks.keys())
+
+    @property
+    def is_complete(self) -> bool:
+        return len(self.blocks) == self.config.num_blocks
+
+    def get_block(self, block_index: int) -> nn.Module:
+        """The module of block `block_index`; a clear error if it is out of range or not loaded."""
+        validate_block_indices([block_index], self.config.num_blocks)
+        if str(block_index) not in self.blocks:
+            raise ValueError(
+                f"block {block_index} is not loaded in this model (loaded blocks: {self.loaded_block_indices}); "
+                f"load it with from_pretrained(..., block_index={block_index})."
+            )
+        return self.blocks[str(block_index)]
+
+    def block_parameters(self, block_index: int) -> Iterator[nn.Parameter]:
+        """The trainable parameters of one block: what its optimizer gets."""
+        return self.get_block(block_index).parameters()
+
+    def block_state_dict(self, block_index: int) -> dict[str, torch.Tensor]:
+        """Block `block_index`'s weights under their full names (`blocks.<b>.…`)."""
+        prefix = f"blocks.{block_index}."
+        return {prefix + name: tensor for name, tensor in self.get_block(block_index).state_dict().items()}
+
+    def num_block_parameters(self, block_index: int) -> int:
+        return sum(parameter.numel() for parameter in self.block_parameters(block_index))
+
+    # ---- saving ----------------------------------------------------------------------------
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        block_indices: Sequence[int] | None = None,
+        is_main_process: bool = True,
+        push_to_hub: bool = False,
+        training_steps: dict[int, int] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Write config, index and one `block_<b>.safetensors` per block (all loaded blocks by default).
+
+        Several processes may save different blocks into the same folder: each file is written
+        atomically and the shared config/index are identical whoever writes them.
+        """
+        unknown = set(kwargs) - _IGNORED_SAVE_KWARGS
+        if unknown:
+            raise ValueError(f"save_pretrained got unexpected arguments: {sorted(unknown)}.")
+        if push_to_hub:
+            raise ValueError("use push_to_hub(...) or hf_diffusionblocks.push_block_to_hub to upload blocks.")
+        if os.path.isfile(save_directory):
+            raise ValueError(f"save_directory {save_directory!r} is a file, not a folder.")
+        indices = self.loaded_block_indices if block_indices is None else validate_block_indices(block_indices, self.config.num_blocks)
+        for block_index in indices:
+            self.get_block(block_index)
+        if not is_main_process:
+            return
+        os.makedirs(save_directory, exist_ok=True)
+        self.save_root_files(save_directory)
+        for block_index in indices:
+            self.save_block(save_directory, block_index, training_steps=(training_steps or {}).get(block_index))
+
+    def save_root_files(self, save_directory: str | os.PathLike) -> None:
+        """config.json and the index mapping every weight of every block to its block file."""
+        config = self.config
+        config.architectures = [self.__class__.__name__]
+        atomic_write_json(os.path.join(save_directory, CONFIG_NAME), config.to_dict())
+        with torch.device("meta"):
+            skeleton = type(self)(config)
+        weight_map = {name: block_weights_name(int(name.split(".")[1])) for name in skeleton.state_dict()}
+        total_size = sum(t.numel() * t.element_size() for t in skeleton.state_dict().values())
+        write_index(os.path.join(save_directory, INDEX_NAME), weight_map, total_size)
+
+    def save_block(self, save_directory: str | os.PathLike, block_index: int, training_steps: int | None = None) -> str:
+        """Write `block_<b>.safetensors` alone (atomically). Returns its path."""
+        path = os.path.join(save_directory, block_weights_name(block_index))
+        save_block_file(
+            path,
+            self.block_state_dict(block_index),
+            block_index=block_index,
+            num_blocks=self.config.num_blocks,
+            config_dict=self.config.architecture_dict(),
+            training_steps=training_steps,
+        )
+        return path
+
+    # ---- loading ---------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *model_args: Any,
+        block_index: int | Sequence[int] | None = None,
+        config: BlockPartitionedConfig | None = None,
+        subfolder: str = "",
+        revision: str | None = None,
+        cache_dir: str | None = None,
+        token: str | bool | None = None,
+        local_files_only: bool = False,
+        force_download: bool = False,
+        dtype: torch.dtype | str | None = None,
+        device: str | torch.device | None = None,
+        **kwargs: Any,
+    ) -> "DiffusionBlocksPreTrainedModel":
+        """Load all blocks, or only `block_index` (an int or a list), from a folder or Hub repo.
+
+        Only the requested blocks' files are read (or downloaded), so loading one block needs
+        ≈1/B of the memory. Missing blocks raise an error listing the missing and present ones;
+        a block file trained under a different config raises an error naming the fields that differ.
+        """
+        if model_args:
+            raise ValueError(f"{cls.__name__}.from_pretrained takes no positional model arguments, got {model_args}.")
+        unknown = {key for key in kwargs if key not in _IGNORED_LOAD_KWARGS and not key.startswith("_")}
+        if unknown:
+            raise ValueError(f"{cls.__name__}.from_pretrained got unexpected arguments: {sorted(unknown)}.")
+        options = HubOptions(subfolder, revision, cache_dir, token, local_files_only, force_download)
+        source = str(pretrained_model_name_or_path)
+        if config is None:
+            config = cls.load_config(source, options)
+
+        requested = list(range(config.num_blocks)) if block_index is None else (
+            [block_index] if isinstance(block_index, int) else list(block_index)
+        )
+        indices = validate_block_indices(requested, config.num_blocks)
+        files = {index: resolve_file(source, block_weights_name(index), options) for index in indices}
+        missing = [index for index, path in files.items() if path is None]
+        if missing:
+            present = [
+                index for index in range(config.num_blocks)
+                if index not in missing and (files.get(index) or resolve_file(source, block_weights_name(index), options))
+            ]
+            raise ValueError(
+                f"{source}{'/' + subfolder if subfolder else ''} is missing blocks {missing} "
+                f"(present: {present}, num_blocks={config.num_blocks})."
+            )
+
+        state_dict: dict[str, torch.Tensor] = {}
+        for index, path in files.items():
+            cls.check_block_file(path, index, config)
+            state_dict.update(load_file(path))
+        model = cls(config, block_indices=indices)
+        model.load_state_dict(state_dict, strict=True)
+        if dtype is not None:
+            model = model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
+        if device is not None:
+            model = model.to(device)
+        model.eval()
+        return model
+
+    @classmethod
+    def load_config(cls, source: str, options: HubOptions = HubOptions()) -> BlockPartitionedConfig:
+        """Read config.json and check it belongs to this model family."""
+        path = resolve_file(source, CONFIG_NAME, options)
+        if path is None:
+            where = f"{source}/{options.subfolder}" if options.subfolder else source
+            raise ValueError(f"no {CONFIG_NAME} found in {where!r} (a folder or Hub repo of a DiffusionBlocks model).")
+        with open(path, encoding="utf-8") as file:
+            config_dict = json.load(file)
+        expected = cls.config_class.model_type
+        if config_dict.get("model_type") != expected:
+            raise ValueError(
+                f"{source} holds a checkpoint of model_type={config_dict.get('model_type')!r}, "
+                f"but {cls.__name__} expects model_type={expected!r}."
+            )
+        config_dict.pop("transformers_version", None)
+        return cls.config_class.from_dict(config_dict)
+
+    @classmethod
+    def check_block_file(cls, path: str, block_index: int, config: BlockPartitionedConfig) -> dict[str, Any]:
+        """Verify a block file is block `block_index` of a model with exactly this config."""
+        metadata = read_block_metadata(path)
+        if metadata["block_index"] != block_index:
+            raise ValueError(f"{path} holds block {metadata['block_index']}, expected block {block_index}.")
+        differing = config.differing_fields(metadata["config"])
+        if differing:
+            details = ", ".join(
+                f"{name}: config={config.architecture_dict().get(name)!r} vs block={metadata['config'].get(name)!r}"
+                for name in differing
+            )
+            raise ValueError(f"block {block_index} ({path}) was trained under a different config; differing fields: {details}.")
+        return metadata

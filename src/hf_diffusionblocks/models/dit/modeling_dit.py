@@ -1,0 +1,187 @@
+"""DiffusionBlocks DiT. What differs from the shared machinery: patchify/unpatchify, the class-label
+embedder with classifier-free-guidance dropout, and the image-shaped denoiser output.
+
+Each block is a complete small DiT (patch, label and noise embedders, its layers, final layer)
+that denoises images whose noise level lies in its σ interval. `forward_block` returns the
+EDM-preconditioned denoised image D(z, σ, y).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers.utils import ModelOutput
+
+from ...modeling.adaln import AdaLNZeroFinalLayer, AdaLNZeroTransformerLayer
+from ...modeling.embeddings import NoiseEmbedder
+from ...modeling.modeling_blocks import DiffusionBlocksPreTrainedModel
+from .configuration_dit import DiffusionBlocksDiTConfig
+
+
+@dataclass
+class DiffusionBlocksDiTOutput(ModelOutput):
+    """
+    Args:
+        sample (`torch.Tensor` of shape `(batch, num_channels, image_size, image_size)`):
+            the denoised estimate D(z, σ, y) of the clean image.
+    """
+
+    sample: torch.Tensor | None = None
+
+
+def sincos_2d_position_embedding(hidden_size: int, grid_size: int) -> torch.Tensor:
+    """Fixed 2-D sin/cos position embedding `(grid_size², hidden_size)` (MAE / DiT)."""
+    quarter = hidden_size // 4
+    frequencies = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+    coordinates = torch.arange(grid_size, dtype=torch.float64)
+    rows, columns = torch.meshgrid(coordinates, coordinates, indexing="ij")
+    features = []
+    for axis in (columns, rows):
+        arguments = axis.flatten()[:, None] * frequencies[None]
+        features += [torch.sin(arguments), torch.cos(arguments)]
+    embedding = torch.cat(features, dim=1)
+    return nn.functional.pad(embedding, (0, hidden_size - embedding.shape[1])).float()
+
+
+class LabelEmbedder(nn.Module):
+    """Class label → vector; row `num_labels` is the null label of classifier-free guidance."""
+
+    def __init__(self, num_labels: int, hidden_size: int, dropout_prob: float):
+        super().__init__()
+        self.num_labels = num_labels
+        self.dropout_prob = dropout_prob
+        self.embedding = nn.Embedding(num_labels + 1, hidden_size)
+
+    def forward(self, class_labels: torch.Tensor) -> torch.Tensor:
+        if self.training and self.dropout_prob > 0:
+            drop = torch.rand(class_labels.shape, device=class_labels.device) < self.dropout_prob
+            class_labels = torch.where(drop, torch.full_like(class_labels, self.num_labels), class_labels)
+        return self.embedding(class_labels)
+
+
+class DiTBlock(nn.Module):
+    """One DiffusionBlocks block: a complete DiT over `num_layers` layers, computing the raw network F."""
+
+    def __init__(self, config: DiffusionBlocksDiTConfig, num_layers: int):
+        super().__init__()
+        self.patch_size = config.patch_size
+        self.num_channels = config.num_channels
+        self.grid_size = config.image_size // config.patch_size
+        self.patch_embedder = nn.Conv2d(
+            config.num_channels, config.hidden_size, kernel_size=config.patch_size, stride=config.patch_size
+        )
+        self.register_buffer(
+            "position_embedding",
+            sincos_2d_position_embedding(config.hidden_size, self.grid_size)[None],
+            persistent=False,
+        )
+        self.noise_embedder = NoiseEmbedder(config.hidden_size)
+        self.label_embedder = LabelEmbedder(config.num_labels, config.hidden_size, config.class_dropout_prob)
+        self.layers = nn.ModuleList(
+            AdaLNZeroTransformerLayer(
+                config.hidden_size,
+                config.num_attention_heads,
+                config.intermediate_size,
+                norm_eps=config.layer_norm_eps,
+            )
+            for _ in range(num_layers)
+        )
+        self.final_layer = AdaLNZeroFinalLayer(
+            config.hidden_size, config.patch_size**2 * config.num_channels, norm_eps=config.layer_norm_eps
+        )
+
+    def unpatchify(self, patches: torch.Tensor) -> torch.Tensor:
+        """`(batch, grid², p²·C)` → `(batch, C, grid·p, grid·p)`."""
+        batch, grid, p, channels = patches.shape[0], self.grid_size, self.patch_size, self.num_channels
+        patches = patches.view(batch, grid, grid, p, p, channels)
+        return patches.permute(0, 5, 1, 3, 2, 4).reshape(batch, channels, grid * p, grid * p)
+
+    def forward(self, scaled_sample: torch.Tensor, c_noise: torch.Tensor, class_labels: torch.Tensor) -> torch.Tensor:
+        """F(c_in·z, c_noise, y): `(batch, C, H, W)`, `(batch,)`, `(batch,)` → `(batch, C, H, W)`."""
+        hidden_states = self.patch_embedder(scaled_sample).flatten(2).transpose(1, 2)  # (batch, grid², hidden)
+        hidden_states = hidden_states + self.position_embedding
+        conditioning = self.noise_embedder(c_noise) + self.label_embedder(class_labels)  # (batch, hidden)
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, conditioning)
+        return self.unpatchify(self.final_layer(hidden_states, conditioning))
+
+
+class DiffusionBlocksDiTModel(DiffusionBlocksPreTrainedModel):
+    """Class-conditional DiT trained as `config.num_blocks` independent denoising blocks.
+
+    `DiffusionBlocksDiTModel(config, block_indices=[b])` builds block b alone;
+    `from_pretrained(path, block_index=b)` loads it alone.
+    """
+
+    config_class = DiffusionBlocksDiTConfig
+    _no_split_modules = ["DiTBlock"]
+
+    def build_block(self, block_index: int, num_layers: int) -> DiTBlock:
+        return DiTBlock(self.config, num_layers)
+
+    def _check_inputs(self, sample: torch.Tensor, sigma: torch.Tensor, class_labels: torch.Tensor | None):
+        config = self.config
+        expected = (config.num_channels, config.image_size, config.image_size)
+        if sample.ndim != 4 or tuple(sample.shape[1:]) != expected:
+            raise ValueError(f"sample must have shape (batch, {', '.join(map(str, expected))}), got {tuple(sample.shape)}.")
+        batch = sample.shape[0]
+        sigma = torch.as_tensor(sigma, dtype=sample.dtype, device=sample.device)
+        if sigma.ndim == 0:
+            sigma = sigma.expand(batch)
+        if sigma.shape != (batch,):
+            raise ValueError(f"sigma must be a scalar or have shape ({batch},), got {tuple(sigma.shape)}.")
+        if class_labels is None:
+            class_labels = torch.full((batch,), config.num_labels, dtype=torch.long, device=sample.device)
+        class_labels = torch.as_tensor(class_labels, device=sample.device).long()
+        if class_labels.shape != (batch,):
+            raise ValueError(f"class_labels must have shape ({batch},), got {tuple(class_labels.shape)}.")
+        if class_labels.numel() and (class_labels.min() < 0 or class_labels.max() > config.num_labels):
+            raise ValueError(
+                f"class_labels must be in [0, {config.num_labels - 1}] (or {config.num_labels} for the null label)."
+            )
+        return sigma, class_labels
+
+    def forward_block(
+        self,
+        block_index: int,
+        sample: torch.Tensor,
+        sigma: torch.Tensor | float,
+        class_labels: torch.Tensor | None = None,
+        return_dict: bool = True,
+    ) -> DiffusionBlocksDiTOutput | tuple[torch.Tensor]:
+        """Denoise with block `block_index` alone.
+
+        Args:
+            sample (`torch.Tensor` of shape `(batch, num_channels, image_size, image_size)`): noisy z = y + σε.
+            sigma (`float` or `torch.Tensor` of shape `(batch,)`): noise levels.
+            class_labels (`torch.LongTensor` of shape `(batch,)`, *optional*): labels in
+                `[0, num_labels)`; `num_labels` (or None) is the null label.
+        Returns:
+            `DiffusionBlocksDiTOutput` with `sample` = D(z, σ, y), the EDM-preconditioned estimate of y.
+        """
+        block = self.get_block(block_index)
+        sigma, class_labels = self._check_inputs(sample, sigma, class_labels)
+        preconditioning = self.config.preconditioning
+        network_output = block(
+            preconditioning.scale_input(sample, sigma), preconditioning.c_noise(sigma), class_labels
+        )
+        denoised = preconditioning.denoise(sample, network_output.to(sample.dtype), sigma)
+        return DiffusionBlocksDiTOutput(sample=denoised) if return_dict else (denoised,)
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        sigma: torch.Tensor | float,
+        class_labels: torch.Tensor | None = None,
+        return_dict: bool = True,
+    ) -> DiffusionBlocksDiTOutput | tuple[torch.Tensor]:
+        """The assembled denoiser: every sample goes to the block that owns its σ (inference routing)."""
+        sigma, class_labels = self._check_inputs(sample, sigma, class_labels)
+        owners = self.config.noise_partition.block_index_for_sigma(sigma.detach().cpu()).to(sample.device)
+        denoised = torch.empty_like(sample)
+        for block_index in owners.unique().tolist():
+            chosen = owners == block_index
+            denoised[chosen] = self.forward_block(block_index, sample[chosen], sigma[chosen], class_labels[chosen]).sample
+        return DiffusionBlocksDiTOutput(sample=denoised) if return_dict else (denoised,)

@@ -1,0 +1,190 @@
+"""DiffusionBlocksScheduler: the VE probability-flow ODE split into B blocks (continuous noise).
+
+Training: `sample_training_sigmas(block_index, ...)` draws σ from the truncated log-normal
+restricted to a block's overlap-extended interval. Inference: `set_timesteps(N)` builds N sigmas
+equally spaced in the truncated CDF (equal steps per block for the equi-probability partition),
+and `block_indices[i]` says which block runs model evaluation i. `step` takes the *denoised*
+estimate D (the models apply EDM preconditioning themselves) and integrates
+`dz/dσ = (z − D) / σ` with Euler or Heun.
+
+Note: Eq. 4/5 of the paper print the Euler update with the wrong sign; the update used here,
+`z ← z + (σ_next − σ)·(z − D)/σ`, is the probability-flow ODE of EDM (Karras et al. 2022, Alg. 1).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.schedulers.scheduling_utils import SchedulerMixin, SchedulerOutput
+
+from ..partition import NoisePartition, format_partition_table
+from ..preconditioning import EDMPreconditioning, add_noise
+
+SOLVERS = ("euler", "heun")
+
+
+class DiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
+    """Noise partition, training-σ sampler and block-routed ODE sampler of DiffusionBlocks.
+
+    Args:
+        num_blocks (`int`, defaults to 3): number of blocks B.
+        sigma_min (`float`, defaults to 0.002): lowest noise level (EDM).
+        sigma_max (`float`, defaults to 80.0): highest noise level; sampling starts from σ_max·ε.
+        sigma_data (`float`, defaults to 0.5): data standard deviation of EDM preconditioning.
+        p_mean (`float`, defaults to -1.2): mean of ln σ of the training noise distribution.
+        p_std (`float`, defaults to 1.2): standard deviation of ln σ.
+        partition (`"equiprobable" | "uniform_linear" | "uniform_log"`, defaults to `"equiprobable"`):
+            how the σ range is split (the paper's method, and its uniform ablations in σ and ln σ).
+        overlap (`float`, defaults to 0.05): block overlap γ used for training (0.1 for text).
+        solver (`"euler" | "heun"`, defaults to `"euler"`): first-order Euler (the paper) or
+            second-order Heun (EDM Alg. 1; the corrector runs on the same block as the predictor).
+    """
+
+    _compatibles: list = []
+    order = 1
+
+    @register_to_config
+    def __init__(
+        self,
+        num_blocks: int = 3,
+        sigma_min: float = 0.002,
+        sigma_max: float = 80.0,
+        sigma_data: float = 0.5,
+        p_mean: float = -1.2,
+        p_std: float = 1.2,
+        partition: Literal["equiprobable", "uniform_linear", "uniform_log"] = "equiprobable",
+        overlap: float = 0.05,
+        solver: Literal["euler", "heun"] = "euler",
+    ):
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {list(SOLVERS)}, got {solver!r}.")
+        self.noise_partition = NoisePartition(
+            num_blocks=num_blocks,
+            sigma_min=sigma_min,
+            sigma_max=sigma_max,
+            p_mean=p_mean,
+            p_std=p_std,
+            partition=partition,
+            overlap=overlap,
+        )
+        self.preconditioning = EDMPreconditioning(sigma_data=sigma_data)
+        self.order = 2 if solver == "heun" else 1
+        self.num_inference_steps: int | None = None
+        self.sigmas: torch.Tensor | None = None
+        self.timesteps: torch.Tensor | None = None
+        self.block_indices: torch.Tensor | None = None
+        self._step_index: int | None = None
+        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    # ---- partition -------------------------------------------------------------------------
+    @property
+    def block_sigmas(self) -> torch.Tensor:
+        """Boundaries `(num_blocks + 1,)`, decreasing from σ_max to σ_min; block b covers `[block_sigmas[b+1], block_sigmas[b]]`."""
+        return self.noise_partition.block_sigmas
+
+    @property
+    def init_noise_sigma(self) -> float:
+        """Sampling starts from σ_max·ε."""
+        return self.config.sigma_max
+
+    def block_index_for_sigma(self, sigma: torch.Tensor | float) -> torch.Tensor:
+        """The block that owns σ at inference (block b owns `(block_sigmas[b+1], block_sigmas[b]]`)."""
+        return self.noise_partition.block_index_for_sigma(sigma)
+
+    def training_interval(self, block_index: int) -> tuple[float, float]:
+        """The overlap-extended σ interval block `block_index` trains on."""
+        return self.noise_partition.training_interval(block_index)
+
+    def sample_training_sigmas(
+        self, block_index: int, batch_size: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """σ of shape `(batch_size,)` from p_noise restricted to the block's overlap-extended interval."""
+        return self.noise_partition.sample_training_sigmas(block_index, batch_size, generator)
+
+    def partition_table(self, layers_per_block: list[int] | None = None) -> str:
+        """A printable table block ↔ σ interval ↔ training interval ↔ probability mass [↔ layers]."""
+        return format_partition_table(self.noise_partition, layers_per_block)
+
+    # ---- forward process -------------------------------------------------------------------
+    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """z_σ = y + σ·ε; `timesteps` are the noise levels σ, shape `(batch,)` or scalar."""
+        return add_noise(original_samples, noise, timesteps)
+
+    def scale_model_input(self, sample: torch.Tensor, timestep: torch.Tensor | float | None = None) -> torch.Tensor:
+        """Identity: the DiffusionBlocks models apply c_in themselves."""
+        return sample
+
+    # ---- sampling --------------------------------------------------------------------------
+    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
+        """Build the CDF-spaced σ grid of `num_inference_steps` steps and the block of every model evaluation.
+
+        Sets `sigmas` (`num_inference_steps + 1`, last 0), `timesteps` (the σ of each model
+        evaluation) and `block_indices` (the block that runs it). Heun evaluates twice per step but
+        once on the final step to σ = 0.
+        """
+        sigmas = self.noise_partition.inference_sigmas(num_inference_steps)
+        step_blocks = self.noise_partition.block_index_for_sigma(sigmas[:-1])
+        if self.config.solver == "euler":
+            timesteps, block_indices = sigmas[:-1], step_blocks
+        else:
+            # predictor at σ_i and corrector at σ_{i+1}, both on the block of step i
+            timesteps = torch.stack([sigmas[:-1], sigmas[1:]], dim=1).flatten()[:-1]
+            block_indices = step_blocks.repeat_interleave(2)[:-1]
+        self.num_inference_steps = num_inference_steps
+        self.sigmas = sigmas.to(device=device, dtype=torch.float32)
+        self.timesteps = timesteps.to(device=device, dtype=torch.float32)
+        self.block_indices = block_indices.to(device=device)
+        self._step_index = 0
+        self._pending = None
+
+    @property
+    def step_index(self) -> int | None:
+        """Index of the current step in `sigmas` (None before `set_timesteps`)."""
+        return self._step_index
+
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: torch.Tensor | float,
+        sample: torch.Tensor,
+        generator: torch.Generator | None = None,
+        return_dict: bool = True,
+    ) -> SchedulerOutput | tuple[torch.Tensor]:
+        """Advance the ODE by one model evaluation.
+
+        Args:
+            model_output (`torch.Tensor`): the denoised estimate D(z, σ) at `timestep`, shape of `sample`.
+            timestep (`float` or `torch.Tensor`): the σ this evaluation was made at (`self.timesteps[i]`).
+            sample (`torch.Tensor`): the current z the model was evaluated on.
+        """
+        if self._step_index is None:
+            raise ValueError("call set_timesteps(num_inference_steps) before step().")
+        if self._step_index >= self.num_inference_steps:
+            raise ValueError(f"all {self.num_inference_steps} steps are done; call set_timesteps again.")
+        sigma, sigma_next = self.sigmas[self._step_index], self.sigmas[self._step_index + 1]
+        expected = sigma_next if self._pending is not None else sigma
+        if not torch.isclose(torch.as_tensor(timestep, dtype=torch.float32).cpu(), expected.cpu(), rtol=1e-5):
+            raise ValueError(f"step() expected the model output at sigma={float(expected)}, got timestep={float(timestep)}.")
+
+        if self._pending is None:
+            derivative = (sample - model_output) / sigma  # dz/dσ = (z − D)/σ
+            next_sample = sample + (sigma_next - sigma) * derivative
+            if self.config.solver == "heun" and sigma_next > 0:
+                self._pending = (sample, derivative)  # corrector evaluates D at (next_sample, σ_next)
+            else:
+                self._step_index += 1
+        else:
+            start_sample, derivative = self._pending
+            corrected_derivative = (sample - model_output) / sigma_next
+            next_sample = start_sample + (sigma_next - sigma) * 0.5 * (derivative + corrected_derivative)
+            self._pending = None
+            self._step_index += 1
+        next_sample = next_sample.to(model_output.dtype)
+        if not return_dict:
+            return (next_sample,)
+        return SchedulerOutput(prev_sample=next_sample)
+
+    def __len__(self) -> int:
+        return self.config.num_blocks
