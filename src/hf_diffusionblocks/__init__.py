@@ -10,6 +10,7 @@ from transformers import AutoConfig, AutoModel
 from .losses import BlockDenoisingLoss
 from .modeling import BlockPartitionedConfig, DiffusionBlocksConfig, DiffusionBlocksPreTrainedModel
 from .models.dit import DiffusionBlocksDiTConfig, DiffusionBlocksDiTModel
+from .pipelines import DiffusionBlocksImagePipeline
 from .partition import NoisePartition, assign_layers_to_blocks, format_partition_table
 from .preconditioning import EDMPreconditioning
 from .schedulers import DiffusionBlocksScheduler, MaskedDiffusionBlocksScheduler
@@ -25,6 +26,7 @@ __all__ = [
     "DiffusionBlocksConfig",
     "DiffusionBlocksDiTConfig",
     "DiffusionBlocksDiTModel",
+    "DiffusionBlocksImagePipeline",
     "DiffusionBlocksPreTrainedModel",
     "DiffusionBlocksScheduler",
     "EDMPreconditioning",

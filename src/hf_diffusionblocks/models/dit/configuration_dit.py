@@ -19,7 +19,8 @@ class DiffusionBlocksDiTConfig(DiffusionBlocksConfig):
         num_attention_heads (`int`, defaults to 6), intermediate_size (`int`, defaults to 1536): DiT-S sizes.
         num_labels (`int`, defaults to 10): number of classes; the label embedder has one more row,
             the null label used for classifier-free guidance.
-        class_dropout_prob (`float`, defaults to 0.1): probability of training with the null label.
+        class_dropout_prob (`float`, defaults to 0.1): probability that training replaces a label by the null
+            label (see `drop_class_labels`), so the model also learns the unconditional denoiser.
         layer_norm_eps (`float`, defaults to 1e-6).
         num_blocks, layers_per_block, sigma_min, sigma_max, sigma_data, p_mean, p_std, partition,
         overlap: see `DiffusionBlocksConfig` (paper: B=3, equi-probability, γ=0.05).

@@ -45,20 +45,14 @@ def sincos_2d_position_embedding(hidden_size: int, grid_size: int) -> torch.Tens
     return nn.functional.pad(embedding, (0, hidden_size - embedding.shape[1])).float()
 
 
-class LabelEmbedder(nn.Module):
-    """Class label → vector; row `num_labels` is the null label of classifier-free guidance."""
-
-    def __init__(self, num_labels: int, hidden_size: int, dropout_prob: float):
-        super().__init__()
-        self.num_labels = num_labels
-        self.dropout_prob = dropout_prob
-        self.embedding = nn.Embedding(num_labels + 1, hidden_size)
-
-    def forward(self, class_labels: torch.Tensor) -> torch.Tensor:
-        if self.training and self.dropout_prob > 0:
-            drop = torch.rand(class_labels.shape, device=class_labels.device) < self.dropout_prob
-            class_labels = torch.where(drop, torch.full_like(class_labels, self.num_labels), class_labels)
-        return self.embedding(class_labels)
+def drop_class_labels(
+    class_labels: torch.Tensor, num_labels: int, dropout_prob: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Replace each label by the null label `num_labels` with probability `dropout_prob` (CFG training)."""
+    if dropout_prob <= 0:
+        return class_labels
+    drop = torch.rand(class_labels.shape, generator=generator).to(class_labels.device) < dropout_prob
+    return torch.where(drop, torch.full_like(class_labels, num_labels), class_labels)
 
 
 class DiTBlock(nn.Module):
@@ -78,7 +72,8 @@ class DiTBlock(nn.Module):
             persistent=False,
         )
         self.noise_embedder = NoiseEmbedder(config.hidden_size)
-        self.label_embedder = LabelEmbedder(config.num_labels, config.hidden_size, config.class_dropout_prob)
+        # row `num_labels` is the null label of classifier-free guidance
+        self.label_embedder = nn.Embedding(config.num_labels + 1, config.hidden_size)
         self.layers = nn.ModuleList(
             AdaLNZeroTransformerLayer(
                 config.hidden_size,

@@ -1,0 +1,3 @@
+from .pipeline_image import DiffusionBlocksImagePipeline
+
+__all__ = ["DiffusionBlocksImagePipeline"]
