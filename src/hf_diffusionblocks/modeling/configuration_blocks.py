@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from transformers import PreTrainedConfig
@@ -13,6 +14,11 @@ from ..preconditioning import EDMPreconditioning
 _NON_ARCHITECTURE_KEYS = frozenset(
     {"_name_or_path", "transformers_version", "architectures", "dtype", "torch_dtype", "auto_map"}
 )
+
+
+def _as_json(payload: dict[str, Any]) -> dict[str, Any]:
+    """The value after a JSON round trip (int dict keys become strings, tuples lists)."""
+    return json.loads(json.dumps(payload, sort_keys=True))
 
 
 class BlockPartitionedConfig(PreTrainedConfig):
@@ -45,15 +51,15 @@ class BlockPartitionedConfig(PreTrainedConfig):
         return assign_layers_to_blocks(self.num_hidden_layers, self.num_blocks, self.layers_per_block)
 
     def architecture_dict(self) -> dict[str, Any]:
-        """`to_dict()` without the keys that say where or how the config was saved."""
-        return {key: value for key, value in self.to_dict().items() if key not in _NON_ARCHITECTURE_KEYS}
+        """`to_dict()` without the keys that say where or how the config was saved, as JSON would store it."""
+        return _as_json({key: value for key, value in self.to_dict().items() if key not in _NON_ARCHITECTURE_KEYS})
 
     def differing_fields(self, other: "BlockPartitionedConfig | dict[str, Any]") -> list[str]:
         """Names of the architecture fields whose values differ from `other`'s."""
         mine = self.architecture_dict()
-        theirs = other.architecture_dict() if isinstance(other, BlockPartitionedConfig) else {
-            key: value for key, value in other.items() if key not in _NON_ARCHITECTURE_KEYS
-        }
+        theirs = other.architecture_dict() if isinstance(other, BlockPartitionedConfig) else _as_json(
+            {key: value for key, value in other.items() if key not in _NON_ARCHITECTURE_KEYS}
+        )
         return sorted(key for key in mine.keys() | theirs.keys() if mine.get(key) != theirs.get(key))
 
 

@@ -62,6 +62,8 @@ class DiffusionBlocksPreTrainedModel(PreTrainedModel):
     def __init__(self, config: BlockPartitionedConfig, block_indices: Sequence[int] | None = None):
         super().__init__(config)
         self.layers_per_block = config.resolved_layers_per_block
+        # training steps of each block, recorded in its block file on save (filled by training and loading)
+        self.block_training_steps: dict[int, int] = {}
         indices = range(config.num_blocks) if block_indices is None else validate_block_indices(block_indices, config.num_blocks)
         self.blocks = nn.ModuleDict(
             {str(block_index): self.build_block(block_index, self.layers_per_block[block_index]) for block_index in indices}
@@ -155,7 +157,8 @@ class DiffusionBlocksPreTrainedModel(PreTrainedModel):
         os.makedirs(save_directory, exist_ok=True)
         self.save_root_files(save_directory)
         for block_index in indices:
-            self.save_block(save_directory, block_index, training_steps=(training_steps or {}).get(block_index))
+            steps = (training_steps or {}).get(block_index, self.block_training_steps.get(block_index))
+            self.save_block(save_directory, block_index, training_steps=steps)
 
     def save_root_files(self, save_directory: str | os.PathLike) -> None:
         """config.json and the index mapping every weight of every block to its block file."""
@@ -232,11 +235,15 @@ class DiffusionBlocksPreTrainedModel(PreTrainedModel):
             )
 
         state_dict: dict[str, torch.Tensor] = {}
+        training_steps: dict[int, int] = {}
         for index, path in files.items():
-            cls.check_block_file(path, index, config)
+            metadata = cls.check_block_file(path, index, config)
+            if metadata["training_steps"] is not None:
+                training_steps[index] = metadata["training_steps"]
             state_dict.update(load_file(path))
         model = cls(config, block_indices=indices)
         model.load_state_dict(state_dict, strict=True)
+        model.block_training_steps = training_steps
         if dtype is not None:
             model = model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
         if device is not None:

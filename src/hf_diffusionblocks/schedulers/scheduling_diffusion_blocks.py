@@ -38,8 +38,12 @@ class DiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
         partition (`"equiprobable" | "uniform_linear" | "uniform_log"`, defaults to `"equiprobable"`):
             how the σ range is split (the paper's method, and its uniform ablations in σ and ln σ).
         overlap (`float`, defaults to 0.05): block overlap γ used for training (0.1 for text).
-        solver (`"euler" | "heun"`, defaults to `"euler"`): first-order Euler (the paper) or
-            second-order Heun (EDM Alg. 1; the corrector runs on the same block as the predictor).
+        solver (`"euler" | "heun"`, defaults to `"euler"`): first-order Euler (the paper) or a
+            second-order Heun step (two evaluations per step, the corrector on the same block as the
+            predictor). Heun is applied to the ODE in the coordinates x = z/σ, u = 1/σ, where it
+            reads dx/du = D: the trapezoid then averages D, is exact when D is constant over a step,
+            and stays accurate on the CDF-spaced grid, whose first step is long (80 → 3.4 for 48
+            steps; the trapezoid in σ errs by 20% there on Gaussian data).
     """
 
     _compatibles: list = []
@@ -172,13 +176,14 @@ class DiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
             derivative = (sample - model_output) / sigma  # dz/dσ = (z − D)/σ
             next_sample = sample + (sigma_next - sigma) * derivative
             if self.config.solver == "heun" and sigma_next > 0:
-                self._pending = (sample, derivative)  # corrector evaluates D at (next_sample, σ_next)
+                self._pending = (sample, model_output)  # corrector evaluates D at (next_sample, σ_next)
             else:
                 self._step_index += 1
         else:
-            start_sample, derivative = self._pending
-            corrected_derivative = (sample - model_output) / sigma_next
-            next_sample = start_sample + (sigma_next - sigma) * 0.5 * (derivative + corrected_derivative)
+            # Trapezoid on D in x = z/σ, u = 1/σ, where the ODE reads dx/du = D (see the class docstring).
+            start_sample, start_denoised = self._pending
+            ratio = sigma_next / sigma
+            next_sample = ratio * start_sample + (1 - ratio) * 0.5 * (start_denoised + model_output)
             self._pending = None
             self._step_index += 1
         next_sample = next_sample.to(model_output.dtype)

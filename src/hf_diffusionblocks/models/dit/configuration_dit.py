@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ...modeling.configuration_blocks import DiffusionBlocksConfig
 
 
@@ -57,3 +59,24 @@ class DiffusionBlocksDiTConfig(DiffusionBlocksConfig):
     @property
     def num_patches(self) -> int:
         return (self.image_size // self.patch_size) ** 2
+
+
+@dataclass(frozen=True)
+class DiTSize:
+    """Width and depth of a DiT (DiT paper, Table 1; `XS` is this library's CPU-sized model)."""
+
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+
+    @property
+    def intermediate_size(self) -> int:
+        return 4 * self.hidden_size
+
+
+DIT_SIZES: dict[str, DiTSize] = {
+    "XS": DiTSize(hidden_size=128, num_hidden_layers=12, num_attention_heads=4),
+    "S": DiTSize(hidden_size=384, num_hidden_layers=12, num_attention_heads=6),
+    "B": DiTSize(hidden_size=768, num_hidden_layers=12, num_attention_heads=12),
+    "L": DiTSize(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16),
+}

@@ -1,0 +1,36 @@
+"""Block-wise training shared by every family: flags, batch order, checkpoints, the training loop."""
+
+from ..modeling.modeling_blocks import validate_block_indices
+from .arguments import (
+    TRAINING_MODES,
+    OptimizationSettings,
+    add_common_training_arguments,
+    parse_block_index,
+    validate_common_arguments,
+)
+from .checkpointing import BlockCheckpoint, BlockCheckpointManager
+from .data_order import BatchOrder
+from .trainer import BlockTrainer, BlockTrainingResult, TrainingTask
+
+
+def blocks_to_train(block_index: int | str, num_blocks: int) -> list[int]:
+    """`--block_index`: `all` → every block in order; an int → that block (validated)."""
+    if block_index == "all":
+        return list(range(num_blocks))
+    return validate_block_indices([block_index], num_blocks)
+
+
+__all__ = [
+    "TRAINING_MODES",
+    "BatchOrder",
+    "BlockCheckpoint",
+    "BlockCheckpointManager",
+    "BlockTrainer",
+    "BlockTrainingResult",
+    "OptimizationSettings",
+    "TrainingTask",
+    "add_common_training_arguments",
+    "blocks_to_train",
+    "parse_block_index",
+    "validate_common_arguments",
+]

@@ -1,0 +1,130 @@
+"""Per-block training checkpoints that survive being killed mid-save.
+
+    <output_dir>/checkpoints/block_<b>/checkpoint-<step>/
+        block_<b>.safetensors    the block's weights (a standalone block file)
+        training_state.pt        optimizer, learning-rate schedule, RNG and gradient-scaler state
+        trainer_state.json       step, block, and what the run was (written last)
+
+A checkpoint is assembled in a hidden temporary folder and renamed into place, so a folder named
+`checkpoint-<step>` is always complete; a run killed mid-save leaves only the temporary folder,
+which is ignored and removed by the next save.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..modeling.block_checkpoint import atomic_write_json, block_weights_name
+
+_CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+TRAINER_STATE_NAME = "trainer_state.json"
+TRAINING_STATE_NAME = "training_state.pt"
+
+
+@dataclass
+class BlockCheckpoint:
+    """A complete checkpoint folder of one block."""
+
+    path: str
+    block_index: int
+    step: int
+
+    @property
+    def weights_path(self) -> str:
+        return os.path.join(self.path, block_weights_name(self.block_index))
+
+    def load_training_state(self) -> dict[str, Any]:
+        return torch.load(os.path.join(self.path, TRAINING_STATE_NAME), map_location="cpu", weights_only=False)
+
+
+class BlockCheckpointManager:
+    """Save, list, prune and find the latest checkpoint of one block.
+
+    Args:
+        output_dir: the run's output folder.
+        block_index: the block whose checkpoints these are.
+        total_limit: keep at most this many checkpoints (None keeps all).
+    """
+
+    def __init__(self, output_dir: str, block_index: int, total_limit: int | None = None):
+        if total_limit is not None and total_limit < 1:
+            raise ValueError(f"checkpoints_total_limit must be >= 1, got {total_limit}.")
+        self.directory = os.path.join(output_dir, "checkpoints", f"block_{block_index}")
+        self.block_index = block_index
+        self.total_limit = total_limit
+
+    def checkpoints(self) -> list[BlockCheckpoint]:
+        """Complete checkpoints, oldest first."""
+        if not os.path.isdir(self.directory):
+            return []
+        found = []
+        for name in os.listdir(self.directory):
+            match = _CHECKPOINT_PATTERN.match(name)
+            path = os.path.join(self.directory, name)
+            if match and os.path.isfile(os.path.join(path, TRAINER_STATE_NAME)):
+                found.append(BlockCheckpoint(path, self.block_index, int(match.group(1))))
+        return sorted(found, key=lambda checkpoint: checkpoint.step)
+
+    def latest(self) -> BlockCheckpoint | None:
+        checkpoints = self.checkpoints()
+        return checkpoints[-1] if checkpoints else None
+
+    def resolve(self, resume_from_checkpoint: str | None) -> BlockCheckpoint | None:
+        """`None` → no resume; `"latest"` → the latest complete checkpoint (or None); else a checkpoint folder path."""
+        if resume_from_checkpoint is None:
+            return None
+        if resume_from_checkpoint == "latest":
+            return self.latest()
+        path = os.path.abspath(resume_from_checkpoint)
+        match = _CHECKPOINT_PATTERN.match(os.path.basename(path))
+        if not match or not os.path.isfile(os.path.join(path, TRAINER_STATE_NAME)):
+            raise ValueError(
+                f"resume_from_checkpoint={resume_from_checkpoint!r} is not a complete checkpoint folder "
+                f"(expected .../checkpoint-<step> containing {TRAINER_STATE_NAME}), nor 'latest'."
+            )
+        if not os.path.isfile(os.path.join(path, block_weights_name(self.block_index))):
+            raise ValueError(f"{path} is not a checkpoint of block {self.block_index}.")
+        return BlockCheckpoint(path, self.block_index, int(match.group(1)))
+
+    def save(
+        self,
+        step: int,
+        model,
+        training_state: dict[str, Any],
+        trainer_state: dict[str, Any],
+    ) -> BlockCheckpoint:
+        """Write checkpoint `step` atomically (temporary folder + rename), then prune old ones."""
+        os.makedirs(self.directory, exist_ok=True)
+        self._remove_stale_temporaries()
+        final_path = os.path.join(self.directory, f"checkpoint-{step}")
+        temporary = tempfile.mkdtemp(dir=self.directory, prefix=f".checkpoint-{step}.", suffix=".tmp")
+        try:
+            model.save_block(temporary, self.block_index, training_steps=step)
+            torch.save(training_state, os.path.join(temporary, TRAINING_STATE_NAME))
+            atomic_write_json(os.path.join(temporary, TRAINER_STATE_NAME), {**trainer_state, "step": step})
+            if os.path.exists(final_path):
+                shutil.rmtree(final_path)
+            os.replace(temporary, final_path)
+        except BaseException:
+            shutil.rmtree(temporary, ignore_errors=True)
+            raise
+        self._prune()
+        return BlockCheckpoint(final_path, self.block_index, step)
+
+    def _remove_stale_temporaries(self) -> None:
+        for name in os.listdir(self.directory):
+            if name.startswith(".checkpoint-") and name.endswith(".tmp"):
+                shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+
+    def _prune(self) -> None:
+        if self.total_limit is None:
+            return
+        for checkpoint in self.checkpoints()[: -self.total_limit]:
+            shutil.rmtree(checkpoint.path, ignore_errors=True)

@@ -1,0 +1,194 @@
+"""The block-wise training loop, written once for every family.
+
+Training block b builds only block b (`task.build_model([b])`), gives only its parameters to
+its optimizer, and never runs another block: peak memory is that of L/B layers. End-to-end
+training is the same loop on a model with `num_blocks=1`.
+
+A family plugs in through a `TrainingTask` (its model, its batches, its loss, its pictures).
+Resuming is exact: batches come from `BatchOrder` (a function of seed, block and step), and the
+σ/noise generator, optimizer, learning-rate schedule and gradient scaler are checkpointed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from accelerate import Accelerator
+from diffusers.optimization import get_scheduler
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+
+from ..modeling.modeling_blocks import DiffusionBlocksPreTrainedModel
+from .arguments import OptimizationSettings
+from .checkpointing import BlockCheckpointManager
+from .data_order import BatchOrder
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingTask(Protocol):
+    """What a model family provides to `BlockTrainer`."""
+
+    num_examples: int
+
+    def build_model(self, block_indices: list[int]) -> DiffusionBlocksPreTrainedModel:
+        """A model with only `block_indices` materialised."""
+
+    def get_batch(self, indices: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
+        """The training examples at `indices`, on `device`."""
+
+    def loss(
+        self, model: DiffusionBlocksPreTrainedModel, block_index: int, batch: dict[str, torch.Tensor], generator: torch.Generator
+    ) -> torch.Tensor:
+        """The block's local objective on one batch (all randomness from `generator`)."""
+
+    def log_validation(
+        self, model: DiffusionBlocksPreTrainedModel, block_index: int, step: int, accelerator: Accelerator
+    ) -> None:
+        """Log pictures or metrics for one block (optional work; may do nothing)."""
+
+    def save_block(self, model: DiffusionBlocksPreTrainedModel, block_index: int, training_steps: int) -> None:
+        """Write the finished block into the run's output folder."""
+
+    def finished_steps(self, block_index: int) -> int | None:
+        """Training steps of the block already saved in the output folder (None if absent)."""
+
+
+@dataclass
+class BlockTrainingResult:
+    block_index: int
+    steps: int
+    final_loss: float
+    seconds: float
+    resumed_from: int | None = None
+    skipped: bool = False
+
+
+class BlockTrainer:
+    """Trains blocks one at a time with their own optimizer, checkpoints and logs."""
+
+    def __init__(self, task: TrainingTask, settings: OptimizationSettings, accelerator: Accelerator):
+        self.task = task
+        self.settings = settings
+        self.accelerator = accelerator
+
+    def _seed(self, block_index: int, purpose: int) -> int:
+        return (self.settings.seed * 1_000_003 + block_index * 10_007 + purpose) % (2**63)
+
+    def _build_optimization(self, model: DiffusionBlocksPreTrainedModel, block_index: int):
+        settings = self.settings
+        optimizer = torch.optim.AdamW(
+            list(model.block_parameters(block_index)),
+            lr=settings.learning_rate,
+            betas=(settings.adam_beta1, settings.adam_beta2),
+            weight_decay=settings.adam_weight_decay,
+            eps=settings.adam_epsilon,
+        )
+        lr_schedule = get_scheduler(
+            settings.lr_scheduler,
+            optimizer=optimizer,
+            num_warmup_steps=settings.lr_warmup_steps,
+            num_training_steps=settings.max_train_steps,
+        )
+        scaler = torch.amp.GradScaler(self.accelerator.device.type, enabled=settings.mixed_precision == "fp16")
+        return optimizer, lr_schedule, scaler
+
+    def train_block(self, block_index: int) -> BlockTrainingResult:
+        """Train block `block_index` to `max_train_steps`, resuming from a checkpoint when asked."""
+        settings, accelerator = self.settings, self.accelerator
+        finished = self.task.finished_steps(block_index) if settings.resume_from_checkpoint else None
+        if finished is not None and finished >= settings.max_train_steps:
+            logger.info("block %d already finished (%d steps); skipping.", block_index, finished)
+            return BlockTrainingResult(block_index, finished, math.nan, 0.0, skipped=True)
+
+        torch.manual_seed(self._seed(block_index, purpose=0))
+        model = self.task.build_model([block_index]).to(accelerator.device)
+        model.train()
+        optimizer, lr_schedule, scaler = self._build_optimization(model, block_index)
+        generator = torch.Generator().manual_seed(self._seed(block_index, purpose=1))
+        order = BatchOrder(self.task.num_examples, settings.train_batch_size, settings.seed, stream=block_index)
+        manager = BlockCheckpointManager(settings.output_dir, block_index, settings.checkpoints_total_limit)
+
+        start_step = 0
+        checkpoint = manager.resolve(settings.resume_from_checkpoint)
+        if checkpoint is not None:
+            type(model).check_block_file(checkpoint.weights_path, block_index, model.config)
+            model.load_state_dict(load_file(checkpoint.weights_path, device=str(accelerator.device)), strict=True)
+            state = checkpoint.load_training_state()
+            optimizer.load_state_dict(state["optimizer"])
+            lr_schedule.load_state_dict(state["lr_schedule"])
+            scaler.load_state_dict(state["scaler"])
+            generator.set_state(state["generator"])
+            start_step = checkpoint.step
+            logger.info("block %d: resumed from %s (step %d).", block_index, checkpoint.path, start_step)
+
+        parameters = list(model.block_parameters(block_index))
+        logger.info(
+            "block %d: %d trainable parameters, %d layers, steps %d → %d.",
+            block_index, sum(p.numel() for p in parameters), model.layers_per_block[block_index],
+            start_step, settings.max_train_steps,
+        )
+        progress = tqdm(
+            range(start_step, settings.max_train_steps),
+            initial=start_step,
+            total=settings.max_train_steps,
+            desc=f"block {block_index}",
+            disable=not accelerator.is_local_main_process,
+        )
+        started = time.perf_counter()
+        running_loss, running_count, last_loss = 0.0, 0, math.nan
+        for step in progress:
+            batch = self.task.get_batch(order.indices_for_step(step), accelerator.device)
+            with accelerator.autocast():
+                loss = self.task.loss(model, block_index, batch, generator)
+            scaler.scale(loss).backward()
+            if settings.max_grad_norm > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            lr_schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+
+            running_loss += loss.detach().item()
+            running_count += 1
+            completed = step + 1
+            if completed % settings.logging_steps == 0 or completed == settings.max_train_steps:
+                last_loss = running_loss / running_count
+                accelerator.log(
+                    {f"train/loss_block_{block_index}": last_loss, f"train/lr_block_{block_index}": lr_schedule.get_last_lr()[0]},
+                    step=completed,
+                )
+                progress.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr_schedule.get_last_lr()[0]:.2e}")
+                running_loss, running_count = 0.0, 0
+            if completed % settings.checkpointing_steps == 0 and completed < settings.max_train_steps:
+                self._save_checkpoint(manager, completed, model, optimizer, lr_schedule, scaler, generator)
+            if settings.validation_steps and completed % settings.validation_steps == 0:
+                model.eval()
+                self.task.log_validation(model, block_index, completed, accelerator)
+                model.train()
+        progress.close()
+
+        model.eval()
+        self.task.log_validation(model, block_index, settings.max_train_steps, accelerator)
+        self.task.save_block(model, block_index, settings.max_train_steps)
+        seconds = time.perf_counter() - started
+        logger.info("block %d: done in %.1fs, final loss %.4f.", block_index, seconds, last_loss)
+        return BlockTrainingResult(
+            block_index, settings.max_train_steps, last_loss, seconds,
+            resumed_from=checkpoint.step if checkpoint else None,
+        )
+
+    def _save_checkpoint(self, manager, step, model, optimizer, lr_schedule, scaler, generator) -> None:
+        training_state: dict[str, Any] = {
+            "optimizer": optimizer.state_dict(),
+            "lr_schedule": lr_schedule.state_dict(),
+            "scaler": scaler.state_dict(),
+            "generator": generator.get_state(),
+        }
+        manager.save(step, model, training_state, {"block_index": manager.block_index, "max_train_steps": self.settings.max_train_steps})

@@ -1,0 +1,112 @@
+"""DiffusionBlocksScheduler: config round trip, grid and routing, sampler correctness on Gaussian data."""
+
+import pytest
+import torch
+
+from hf_diffusionblocks import DiffusionBlocksScheduler
+
+
+def gaussian_denoiser(variance: float):
+    """The exact denoiser of y ~ N(0, variance·I): D(z, σ) = variance / (variance + σ²) · z."""
+    return lambda z, sigma: variance / (variance + sigma**2) * z
+
+
+def sample_gaussian(scheduler, num_inference_steps, variance, num_samples=20000, seed=0):
+    denoiser = gaussian_denoiser(variance)
+    scheduler.set_timesteps(num_inference_steps)
+    generator = torch.Generator().manual_seed(seed)
+    sample = torch.randn(num_samples, 1, generator=generator, dtype=torch.float64) * scheduler.init_noise_sigma
+    calls = []
+    for sigma, block_index in zip(scheduler.timesteps, scheduler.block_indices.tolist()):
+        calls.append((float(sigma), block_index))
+        denoised = denoiser(sample, sigma.double())
+        sample = scheduler.step(denoised, sigma, sample).prev_sample
+    return sample, calls
+
+
+def test_save_and_load_round_trip(tmp_path):
+    scheduler = DiffusionBlocksScheduler(num_blocks=4, partition="uniform_log", overlap=0.1, solver="heun")
+    scheduler.save_pretrained(tmp_path)
+    loaded = DiffusionBlocksScheduler.from_pretrained(tmp_path)
+    public = lambda config: {k: v for k, v in config.items() if not k.startswith('_')}
+    assert public(loaded.config) == public(scheduler.config)
+    assert torch.equal(loaded.block_sigmas, scheduler.block_sigmas)
+
+
+def test_set_timesteps_routes_equal_steps_to_every_block():
+    scheduler = DiffusionBlocksScheduler(num_blocks=3)
+    scheduler.set_timesteps(12)
+    assert scheduler.sigmas.shape == (13,)
+    assert scheduler.block_indices.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    assert torch.all(scheduler.timesteps[:-1] > scheduler.timesteps[1:])
+
+
+def test_heun_evaluations_run_on_the_block_of_their_step():
+    scheduler = DiffusionBlocksScheduler(num_blocks=3, solver="heun")
+    scheduler.set_timesteps(6)
+    assert len(scheduler.timesteps) == 2 * 6 - 1
+    assert scheduler.block_indices.tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2]
+
+
+@pytest.mark.parametrize("solver", ["euler", "heun"])
+def test_sampler_recovers_gaussian_variance(solver):
+    variance = 0.25
+    scheduler = DiffusionBlocksScheduler(num_blocks=3, solver=solver)
+    sample, calls = sample_gaussian(scheduler, 48, variance)
+    assert float(sample.var()) == pytest.approx(variance, rel=0.05)
+    # every block is used, in order 0 → B−1
+    blocks = [block for _, block in calls]
+    assert blocks == sorted(blocks) and set(blocks) == {0, 1, 2}
+
+
+def test_heun_is_closer_than_euler_at_equal_steps():
+    variance, steps = 0.25, 12
+    euler, _ = sample_gaussian(DiffusionBlocksScheduler(num_blocks=3, solver="euler"), steps, variance)
+    heun, _ = sample_gaussian(DiffusionBlocksScheduler(num_blocks=3, solver="heun"), steps, variance)
+    # the exact ODE maps N(0, σ_max²) to N(0, variance·σ_max²/(variance + σ_max²)) ≈ variance
+    assert abs(float(heun.var()) - variance) < abs(float(euler.var()) - variance)
+
+
+def test_step_checks_its_inputs():
+    scheduler = DiffusionBlocksScheduler(num_blocks=2)
+    with pytest.raises(ValueError, match="set_timesteps"):
+        scheduler.step(torch.zeros(1), 80.0, torch.zeros(1))
+    scheduler.set_timesteps(2)
+    with pytest.raises(ValueError, match="expected the model output at sigma"):
+        scheduler.step(torch.zeros(1), 1.0, torch.zeros(1))
+
+
+def test_add_noise_and_training_sigmas():
+    scheduler = DiffusionBlocksScheduler(num_blocks=3)
+    clean, noise = torch.ones(2, 3), torch.ones(2, 3)
+    noisy = scheduler.add_noise(clean, noise, torch.tensor([0.5, 2.0]))
+    assert noisy[:, 0].tolist() == [1.5, 3.0]
+    sigmas = scheduler.sample_training_sigmas(2, 100, torch.Generator().manual_seed(0))
+    low, high = scheduler.training_interval(2)
+    assert sigmas.min() >= low and sigmas.max() <= high
+    assert scheduler.block_index_for_sigma(torch.tensor([80.0, 0.3, 0.002])).tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"num_blocks": 0}, "num_blocks"),
+        ({"sigma_min": 90.0}, "sigma_min"),
+        ({"partition": "quantile"}, "partition"),
+        ({"overlap": -1.0}, "overlap"),
+        ({"solver": "rk4"}, "solver"),
+    ],
+)
+def test_bad_config_raises_naming_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        DiffusionBlocksScheduler(**kwargs)
+
+
+def test_block_index_out_of_range():
+    with pytest.raises(ValueError, match="block_index"):
+        DiffusionBlocksScheduler(num_blocks=3).sample_training_sigmas(3, 4)
+
+
+def test_partition_table():
+    table = DiffusionBlocksScheduler(num_blocks=3).partition_table([4, 4, 4])
+    assert "0.1796" in table and "0.5050" in table and "4-7" in table
