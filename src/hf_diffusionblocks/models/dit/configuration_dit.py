@@ -75,7 +75,7 @@ class DiTSize:
 
 
 DIT_SIZES: dict[str, DiTSize] = {
-    "XS": DiTSize(hidden_size=128, num_hidden_layers=12, num_attention_heads=4),
+    "XS": DiTSize(hidden_size=64, num_hidden_layers=6, num_attention_heads=4),
     "S": DiTSize(hidden_size=384, num_hidden_layers=12, num_attention_heads=6),
     "B": DiTSize(hidden_size=768, num_hidden_layers=12, num_attention_heads=12),
     "L": DiTSize(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16),

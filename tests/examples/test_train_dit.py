@@ -1,0 +1,129 @@
+"""examples/train_dit.py: block-wise, all, end_to_end, exact resume, outputs, bad input, accelerate launch."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hf_diffusionblocks import DiffusionBlocksDiTModel, DiffusionBlocksImagePipeline
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "examples" / "train_dit.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("train_dit", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_args(output_dir, *extra):
+    return [
+        "--output_dir", str(output_dir), "--dataset", "digits", "--num_hidden_layers", "3",
+        "--train_batch_size", "16", "--max_train_steps", "4", "--logging_steps", "2",
+        "--checkpointing_steps", "2", "--num_inference_steps", "3", "--samples_per_class", "1",
+        "--report_to", "none", *extra,
+    ]
+
+
+def block_weights(output_dir, block_index):
+    return load_file(Path(output_dir) / "transformer" / f"block_{block_index}.safetensors")
+
+
+def test_blockwise_all_writes_a_loadable_pipeline_folder(tmp_path):
+    summary = load_script().main(tiny_args(tmp_path, "--block_index", "all"))
+    assert [block["steps"] for block in summary["blocks"]] == [4, 4, 4]
+    assert (tmp_path / "samples.png").is_file()
+    assert (tmp_path / "validation" / "block_2_step_4.png").is_file()
+    pipeline = DiffusionBlocksImagePipeline.from_pretrained(tmp_path)
+    assert pipeline.transformer.config.num_blocks == 3 and pipeline.transformer.block_training_steps == {0: 4, 1: 4, 2: 4}
+    one = DiffusionBlocksDiTModel.from_pretrained(tmp_path, subfolder="transformer", block_index=1)
+    assert one.loaded_block_indices == [1]
+    # the blocks were trained: they moved away from their (zero) initial readouts, and differently
+    finals = [block_weights(tmp_path, b)[f"blocks.{b}.final_layer.linear.weight"] for b in range(3)]
+    assert all(weight.abs().sum() > 0 for weight in finals)
+    assert not torch.equal(finals[0], finals[1])
+
+
+def test_one_block_per_run_then_the_pipeline_assembles(tmp_path):
+    script = load_script()
+    for block_index in (2, 0):
+        summary = script.main(tiny_args(tmp_path, "--block_index", str(block_index)))
+        assert summary["sample_grid"] is None  # not all blocks are there yet
+    assert sorted(os.listdir(tmp_path / "transformer")) == [
+        "block_0.safetensors", "block_2.safetensors", "config.json", "model.safetensors.index.json"]
+    summary = script.main(tiny_args(tmp_path, "--block_index", "1"))
+    assert summary["sample_grid"] is not None
+    assert DiffusionBlocksImagePipeline.from_pretrained(tmp_path).transformer.is_complete
+
+
+def test_resume_continues_exactly(tmp_path):
+    script = load_script()
+    uninterrupted, interrupted = tmp_path / "uninterrupted", tmp_path / "interrupted"
+    script.main(tiny_args(uninterrupted, "--block_index", "1"))
+
+    original_loss, calls = script.DiTTrainingTask.loss, {"count": 0}
+
+    def crashing_loss(self, *args, **kwargs):
+        calls["count"] += 1
+        if calls["count"] == 4:  # after the checkpoint at step 2, during step 4
+            raise KeyboardInterrupt("simulated kill")
+        return original_loss(self, *args, **kwargs)
+
+    script.DiTTrainingTask.loss = crashing_loss
+    with pytest.raises(KeyboardInterrupt):
+        script.main(tiny_args(interrupted, "--block_index", "1"))
+    script.DiTTrainingTask.loss = original_loss
+    assert not (interrupted / "transformer").exists()
+    assert (interrupted / "checkpoints" / "block_1" / "checkpoint-2" / "trainer_state.json").is_file()
+
+    summary = script.main(tiny_args(interrupted, "--block_index", "1", "--resume_from_checkpoint", "latest"))
+    assert summary["blocks"][0]["resumed_from"] == 2
+    expected, resumed = block_weights(uninterrupted, 1), block_weights(interrupted, 1)
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        assert torch.equal(expected[name], resumed[name]), name
+    # resuming a finished block skips it
+    again = script.main(tiny_args(interrupted, "--block_index", "1", "--resume_from_checkpoint", "latest"))
+    assert again["blocks"][0]["skipped"]
+
+
+def test_end_to_end_trains_one_block_over_the_whole_range(tmp_path):
+    summary = load_script().main(tiny_args(tmp_path, "--training_mode", "end_to_end"))
+    assert summary["num_blocks"] == 1
+    config = json.loads((tmp_path / "transformer" / "config.json").read_text())
+    assert config["num_blocks"] == 1 and config["num_hidden_layers"] == 3
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--block_index", "3"], "block_index must be an int in"),
+        (["--dataset", "no_such_dataset_anywhere"], "digits"),
+        (["--image_size", "9"], "divisible by patch_size"),
+        (["--training_mode", "end_to_end", "--block_index", "2"], "end_to_end trains a single block"),
+        (["--max_train_steps", "0"], "--max_train_steps"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(tmp_path, extra, message):
+    with pytest.raises(ValueError, match=message):
+        load_script().main(tiny_args(tmp_path, *extra))
+
+
+def test_accelerate_launch_smoke(tmp_path):
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", str(SCRIPT),
+        *tiny_args(tmp_path, "--block_index", "0", "--max_train_steps", "2", "--report_to", "tensorboard"),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "transformer" / "block_0.safetensors").is_file()
+    assert any((tmp_path / "logs").rglob("events.out.tfevents.*"))
