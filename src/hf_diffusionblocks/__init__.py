@@ -11,6 +11,8 @@ from .losses import BlockDenoisingLoss
 from .modeling import BlockPartitionedConfig, DiffusionBlocksConfig, DiffusionBlocksPreTrainedModel
 from .models.dit import DiffusionBlocksDiTConfig, DiffusionBlocksDiTModel
 from .pipelines import DiffusionBlocksImagePipeline
+from .hub import push_block_to_hub, push_folder_to_hub, push_root_files_to_hub
+from .model_card import write_model_card
 from .partition import NoisePartition, assign_layers_to_blocks, format_partition_table
 from .preconditioning import EDMPreconditioning
 from .schedulers import DiffusionBlocksScheduler, MaskedDiffusionBlocksScheduler
@@ -34,4 +36,8 @@ __all__ = [
     "NoisePartition",
     "assign_layers_to_blocks",
     "format_partition_table",
+    "push_block_to_hub",
+    "push_folder_to_hub",
+    "push_root_files_to_hub",
+    "write_model_card",
 ]

@@ -1,12 +1,25 @@
-"""Resolving files of a model from a local folder or a Hub repository (with the Hub cache)."""
+"""Resolving files of a model from a local folder or a Hub repository (with the Hub cache).
+
+Also reads what a folder or repo holds without loading weights: where its model config lives,
+the config class registered for its `model_type`, and safetensors headers (metadata, parameter counts).
+"""
 
 from __future__ import annotations
 
+import json
+import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from huggingface_hub import hf_hub_download
+from huggingface_hub import HfApi, hf_hub_download
+from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import EntryNotFoundError, HFValidationError, LocalEntryNotFoundError
+from safetensors import safe_open
+from transformers import CONFIG_MAPPING, MODEL_MAPPING, PreTrainedConfig
+
+if TYPE_CHECKING:
+    from .modeling.configuration_blocks import BlockPartitionedConfig
 
 
 @dataclass(frozen=True)
@@ -42,3 +55,96 @@ def resolve_file(path_or_repo: str | os.PathLike, filename: str, options: HubOpt
         return None
     except HFValidationError as error:
         raise ValueError(f"{path_or_repo!r} is neither an existing local folder nor a valid Hub repo id.") from error
+
+
+# ---- reading what a folder or repo holds, without loading weights --------------------------
+
+
+@dataclass(frozen=True)
+class BlockFileHeader:
+    """The header of one `block_<b>.safetensors`: its metadata strings and its parameter count."""
+
+    metadata: dict[str, str]
+    parameter_count: int
+
+    @property
+    def training_steps(self) -> int | None:
+        steps = self.metadata.get("training_steps")
+        return int(steps) if steps is not None else None
+
+
+def read_local_safetensors_header(path: str) -> BlockFileHeader:
+    """Metadata and parameter count of a local safetensors file; reads the header only, no tensor data."""
+    with safe_open(path, framework="pt") as file:
+        metadata = dict(file.metadata() or {})
+        parameter_count = sum(math.prod(file.get_slice(name).get_shape()) for name in file.keys())
+    return BlockFileHeader(metadata, parameter_count)
+
+
+def read_safetensors_header(
+    path_or_repo: str | os.PathLike, filename: str, options: HubOptions = HubOptions()
+) -> BlockFileHeader | None:
+    """Header of `filename` in a folder or Hub repo, or None if the file is absent.
+
+    Online, a Hub file's header is read with HTTP range requests (no weights are downloaded); offline
+    (or with `local_files_only`), only a file already in the Hub cache is read.
+    """
+    path_or_repo = str(path_or_repo)
+    if os.path.isdir(path_or_repo) or options.local_files_only or hf_constants.is_offline_mode():
+        local_options = replace(options, local_files_only=not os.path.isdir(path_or_repo))
+        path = resolve_file(path_or_repo, filename, local_options)
+        return None if path is None else read_local_safetensors_header(path)
+    path_in_repo = f"{options.subfolder}/{filename}" if options.subfolder else filename
+    try:
+        header = HfApi(token=options.token).parse_safetensors_file_metadata(
+            path_or_repo, path_in_repo, revision=options.revision
+        )
+    except EntryNotFoundError:
+        return None
+    parameter_count = sum(tensor.parameter_count for tensor in header.tensors.values())
+    return BlockFileHeader(dict(header.metadata), parameter_count)
+
+
+def locate_model(
+    path_or_repo: str | os.PathLike, subfolder: str = "transformer", options: HubOptions = HubOptions()
+) -> tuple[str, HubOptions]:
+    """Path of `config.json` of the model in a model folder/repo, or in `subfolder` of a pipeline folder/repo.
+
+    Returns the config path, and the options (with the model's subfolder) to fetch the model's other files.
+    """
+    candidates = [subfolder, ""] if subfolder else [""]
+    for candidate in candidates:
+        candidate_options = replace(options, subfolder=candidate)
+        config_path = resolve_file(path_or_repo, "config.json", candidate_options)
+        if config_path is not None:
+            return config_path, candidate_options
+    where = " or ".join(repr(f"{path_or_repo}/{name}" if name else str(path_or_repo)) for name in candidates)
+    raise ValueError(f"no config.json in {where}: not a DiffusionBlocks model or pipeline folder/repo.")
+
+
+def load_config_file(config_path: str) -> BlockPartitionedConfig:
+    """The block-partitioned config in `config_path`, built with the class registered for its `model_type`."""
+    from .modeling.configuration_blocks import BlockPartitionedConfig  # here: modeling imports this module
+
+    with open(config_path, encoding="utf-8") as file:
+        config_dict = json.load(file)
+    model_type = config_dict.get("model_type")
+    if model_type not in CONFIG_MAPPING:
+        raise ValueError(
+            f"{config_path} has model_type={model_type!r}, which no installed family registers "
+            f"(is `hf_diffusionblocks` imported?)."
+        )
+    config_class = CONFIG_MAPPING[model_type]
+    if not issubclass(config_class, BlockPartitionedConfig):
+        raise ValueError(f"{config_path} holds a {config_class.__name__}, not a DiffusionBlocks config.")
+    config_dict.pop("transformers_version", None)
+    return config_class.from_dict(config_dict)
+
+
+def model_class_for_config(config: PreTrainedConfig) -> type:
+    """The model class registered with `AutoModel` for this config's class."""
+    try:
+        return MODEL_MAPPING[type(config)]
+    except KeyError:
+        message = f"no model class is registered with AutoModel for {type(config).__name__}."
+        raise ValueError(message) from None

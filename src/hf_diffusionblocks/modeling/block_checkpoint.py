@@ -33,6 +33,12 @@ def block_weights_name(block_index: int) -> str:
     return f"block_{block_index}.safetensors"
 
 
+def _current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def atomic_write(path: str, write: Callable[[str], None]) -> None:
     """Call `write(temporary_path)` then rename onto `path` (atomic on POSIX)."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -41,6 +47,7 @@ def atomic_write(path: str, write: Callable[[str], None]) -> None:
     os.close(handle)
     try:
         write(temporary)
+        os.chmod(temporary, 0o666 & ~_current_umask())  # mkstemp creates 0600; give the usual mode
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):

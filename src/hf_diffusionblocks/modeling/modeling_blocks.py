@@ -184,6 +184,26 @@ class DiffusionBlocksPreTrainedModel(PreTrainedModel):
         )
         return path
 
+    def push_block_to_hub(
+        self,
+        repo_id: str,
+        block_index: int,
+        *,
+        save_directory: str | os.PathLike,
+        subfolder: str = "transformer",
+        **hub_kwargs: Any,
+    ):
+        """Save block `block_index` (and the shared root files) into `save_directory`, then upload that block alone.
+
+        Each block is its own commit that adds only its own file, so blocks finishing at the same
+        time on different machines do not conflict (see `hf_diffusionblocks.hub`).
+        """
+        from ..hub import push_block_to_hub
+
+        self.save_root_files(save_directory)
+        self.save_block(save_directory, block_index, training_steps=self.block_training_steps.get(block_index))
+        return push_block_to_hub(save_directory, repo_id, block_index, subfolder=subfolder, **hub_kwargs)
+
     # ---- loading ---------------------------------------------------------------------------
     @classmethod
     def from_pretrained(

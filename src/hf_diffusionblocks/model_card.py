@@ -1,0 +1,289 @@
+"""Model cards (README.md) for DiffusionBlocks pipeline and model folders.
+
+The card is rendered with `huggingface_hub.ModelCard` from the package's Jinja template
+(`hf_diffusionblocks/templates/model_card.md`; `model_cards/` in a source checkout points to it).
+Its YAML front-matter comes from `ModelCardData`; its body shows the partition of the blocks, which
+blocks are present and how long each was trained (from the block files' safetensors metadata, read
+without loading weights), the data, the metrics, how to load the pipeline or a single block, and
+the paper's citation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from huggingface_hub import ModelCard, ModelCardData
+
+from .hub_utils import (
+    BlockFileHeader,
+    HubOptions,
+    load_config_file,
+    model_class_for_config,
+    read_safetensors_header,
+)
+from .modeling.block_checkpoint import CONFIG_NAME, atomic_write, block_weights_name
+from .modeling.configuration_blocks import BlockPartitionedConfig
+from .partition import format_partition_table
+from .pipelines import DiffusionBlocksImagePipeline
+from .pipelines.pipeline_utils import MODEL_INDEX_NAME
+
+LIBRARY_NAME = "hf-diffusionblocks"
+TRAINING_MODES = ("blockwise", "end_to_end")
+MODEL_SUBFOLDER = "transformer"
+
+
+@dataclass(frozen=True)
+class FamilyCard:
+    """What a model card says about a family: a phrase, its Hub tags and its Hub pipeline tag."""
+
+    description: str
+    tags: tuple[str, ...]
+    pipeline_tag: str | None
+
+
+# Families of DESIGN §1, by the name the training scripts use (`examples/train_<family>.py`).
+FAMILY_CARDS = {
+    "dit": FamilyCard(
+        "class-conditional diffusion transformer (DiT)",
+        ("image-generation",),
+        "unconditional-image-generation",
+    ),
+    "vit": FamilyCard("Vision Transformer classifier", ("image-classification",), "image-classification"),
+    "mdm": FamilyCard(
+        "masked diffusion language model", ("text-generation", "masked-diffusion"), "text-generation"
+    ),
+    "ar": FamilyCard("autoregressive transformer language model", ("text-generation",), "text-generation"),
+    "recurrent": FamilyCard(
+        "recurrent-depth language model (prelude / core / coda)", ("text-generation",), "text-generation"
+    ),
+}
+
+# How each pipeline is called in the card's snippet, keyed by the pipeline class.
+SAMPLE_CALLS = {
+    DiffusionBlocksImagePipeline: (
+        "images = pipeline(class_labels=[0, 1, 2, 3], num_inference_steps=50, "
+        "generator=torch.Generator().manual_seed(0)).images"
+    ),
+}
+DEFAULT_SAMPLE_CALL = "output = pipeline(generator=torch.Generator().manual_seed(0))"
+
+
+@dataclass(frozen=True)
+class BlockStatus:
+    """One block of a checkpoint: its layers, and its file's header if the file is present."""
+
+    block_index: int
+    layers: str
+    header: BlockFileHeader | None
+
+    @property
+    def present(self) -> bool:
+        return self.header is not None
+
+    @property
+    def training_steps(self) -> int | None:
+        return self.header.training_steps if self.header is not None else None
+
+    @property
+    def parameter_count(self) -> int | None:
+        return self.header.parameter_count if self.header is not None else None
+
+
+def layer_ranges(layers_per_block: list[int]) -> list[str]:
+    """`[2, 2, 2]` → `["0-1", "2-3", "4-5"]`: the layers each block owns."""
+    ranges, first = [], 0
+    for count in layers_per_block:
+        ranges.append(f"{first}-{first + count - 1}")
+        first += count
+    return ranges
+
+
+def read_block_statuses(
+    path_or_repo: str | os.PathLike, config: BlockPartitionedConfig, options: HubOptions = HubOptions()
+) -> list[BlockStatus]:
+    """Presence, training steps and parameter count of every block, from the block files' headers only."""
+    ranges = layer_ranges(config.resolved_layers_per_block)
+    return [
+        BlockStatus(
+            block_index,
+            ranges[block_index],
+            read_safetensors_header(path_or_repo, block_weights_name(block_index), options),
+        )
+        for block_index in range(config.num_blocks)
+    ]
+
+
+def partition_table(config: BlockPartitionedConfig) -> str:
+    """The partition table of a config with a continuous-noise partition; blocks ↔ layers otherwise."""
+    layers_per_block = config.resolved_layers_per_block
+    if hasattr(config, "noise_partition"):
+        return format_partition_table(config.noise_partition, layers_per_block)
+    rows = [f"num_blocks={config.num_blocks}", f"{'block':>5}  {'layers':>9}"]
+    rows += [f"{index:>5}  {layers:>9}" for index, layers in enumerate(layer_ranges(layers_per_block))]
+    return "\n".join(rows)
+
+
+def template_text(template: str | os.PathLike | None = None) -> str:
+    """The Jinja template in file `template`, or the one shipped with the package."""
+    if template is not None:
+        with open(template, encoding="utf-8") as file:
+            return file.read()
+    return (
+        resources.files("hf_diffusionblocks")
+        .joinpath("templates", "model_card.md")
+        .read_text(encoding="utf-8")
+    )
+
+
+def _pipeline_class(output_dir: str) -> type | None:
+    """The pipeline class named by `model_index.json` (one of this library's), or None for a model folder."""
+    import hf_diffusionblocks
+
+    index_path = os.path.join(output_dir, MODEL_INDEX_NAME)
+    if not os.path.isfile(index_path):
+        return None
+    with open(index_path, encoding="utf-8") as file:
+        class_name = json.load(file).get("_class_name")
+    pipeline_class = getattr(hf_diffusionblocks, str(class_name), None)
+    if not isinstance(pipeline_class, type):
+        raise ValueError(
+            f"{index_path} names pipeline class {class_name!r}, which hf_diffusionblocks does not provide."
+        )
+    return pipeline_class
+
+
+def _check_sample_grid(output_dir: str, sample_grid: str | None) -> str | None:
+    """A URL, or a path relative to `output_dir` of an image that exists there."""
+    if sample_grid is None or sample_grid.startswith(("http://", "https://")):
+        return sample_grid
+    relative = os.path.relpath(sample_grid, output_dir) if os.path.isabs(sample_grid) else sample_grid
+    if not os.path.isfile(os.path.join(output_dir, relative)) or relative.startswith(".."):
+        raise ValueError(f"sample_grid={sample_grid!r} must be a URL or an image file inside {output_dir!r}.")
+    return relative.replace(os.sep, "/")
+
+
+def _format_metrics(metrics: dict[str, Any] | None) -> dict[str, str]:
+    return {
+        name: f"{value:.4g}" if isinstance(value, float) else str(value)
+        for name, value in (metrics or {}).items()
+    }
+
+
+def build_card_data(
+    family: str, dataset: str | None, pipeline_tag_override: str | None = None
+) -> ModelCardData:
+    """YAML front-matter: library, tags (method, family, task), datasets and pipeline tag."""
+    family_card = FAMILY_CARDS.get(family, FamilyCard(family, (), None))
+    tags = ["diffusion-blocks", "block-wise-training", family, *family_card.tags]
+    return ModelCardData(
+        library_name=LIBRARY_NAME,
+        tags=list(dict.fromkeys(tags)),
+        datasets=[dataset] if dataset else None,
+        pipeline_tag=pipeline_tag_override or family_card.pipeline_tag,
+    )
+
+
+def render_model_card(
+    output_dir: str | os.PathLike,
+    *,
+    family: str,
+    dataset: str,
+    training_mode: str,
+    metrics: dict[str, Any] | None = None,
+    sample_grid: str | None = None,
+    extra: dict[str, Any] | None = None,
+    repo_id: str | None = None,
+    template: str | os.PathLike | None = None,
+) -> ModelCard:
+    """The model card of a pipeline folder (with `transformer/`) or a model folder, without writing it.
+
+    Arguments as `write_model_card`.
+    """
+    output_dir = str(output_dir)
+    if training_mode not in TRAINING_MODES:
+        raise ValueError(f"training_mode must be one of {list(TRAINING_MODES)}, got {training_mode!r}.")
+    pipeline_class = _pipeline_class(output_dir)
+    model_dir = os.path.join(output_dir, MODEL_SUBFOLDER) if pipeline_class is not None else output_dir
+    if not os.path.isfile(os.path.join(model_dir, CONFIG_NAME)):
+        raise ValueError(
+            f"no {CONFIG_NAME} in {model_dir!r}: write the model (save_pretrained) before its card."
+        )
+    config = load_config_file(os.path.join(model_dir, CONFIG_NAME))
+    blocks = read_block_statuses(model_dir, config)
+    repo_id = repo_id or f"your-username/{os.path.basename(os.path.abspath(output_dir))}"
+    return ModelCard.from_template(
+        build_card_data(family, dataset),
+        template_str=template_text(template),
+        model_name=repo_id.split("/")[-1],
+        family_description=FAMILY_CARDS[family].description if family in FAMILY_CARDS else f"{family} model",
+        model_type=config.model_type,
+        model_class=model_class_for_config(config).__name__,
+        num_hidden_layers=config.num_hidden_layers,
+        num_blocks=config.num_blocks,
+        training_mode=training_mode,
+        dataset=dataset,
+        partition_table=partition_table(config),
+        blocks=blocks,
+        present_blocks=[block.block_index for block in blocks if block.present],
+        missing_blocks=[block.block_index for block in blocks if not block.present],
+        metrics=_format_metrics(metrics),
+        sample_grid=_check_sample_grid(output_dir, sample_grid),
+        extra=extra or {},
+        repo_id=repo_id,
+        pipeline_class=pipeline_class.__name__ if pipeline_class is not None else None,
+        sample_call=SAMPLE_CALLS.get(pipeline_class, DEFAULT_SAMPLE_CALL),
+        subfolder_argument=f', subfolder="{MODEL_SUBFOLDER}"' if pipeline_class is not None else "",
+    )
+
+
+def write_model_card(
+    output_dir: str | os.PathLike,
+    *,
+    family: str,
+    dataset: str,
+    training_mode: str,
+    metrics: dict[str, Any] | None = None,
+    sample_grid: str | None = None,
+    extra: dict[str, Any] | None = None,
+    repo_id: str | None = None,
+    template: str | os.PathLike | None = None,
+) -> str:
+    """Render and write `README.md` in a pipeline folder (with `transformer/`) or a model folder.
+
+    Args:
+        output_dir (`str` or `os.PathLike`): the folder written by training (`save_pretrained`).
+        family (`str`): the model family, e.g. `"dit"`, `"vit"`, `"mdm"`, `"ar"`, `"recurrent"`; sets the
+            tags and the Hub pipeline tag (another name gives a card with only the generic tags).
+        dataset (`str`): the training data (a Hub dataset id, or a description of local data).
+        training_mode (`str`): `"blockwise"` or `"end_to_end"`.
+        metrics (`dict`, *optional*): metric name → value (floats are shown with 4 significant digits).
+        sample_grid (`str`, *optional*): a URL, or the path of an image inside `output_dir`.
+        extra (`dict`, *optional*): more training details (hyperparameters, hardware, ...), listed as is.
+        repo_id (`str`, *optional*): the Hub repo named in the loading snippets.
+        template (`str`, *optional*): another Jinja template file; the package's by default.
+    Returns:
+        `str`: the path of the written `README.md`.
+    """
+    card = render_model_card(
+        output_dir,
+        family=family,
+        dataset=dataset,
+        training_mode=training_mode,
+        metrics=metrics,
+        sample_grid=sample_grid,
+        extra=extra,
+        repo_id=repo_id,
+        template=template,
+    )
+    path = os.path.join(str(output_dir), "README.md")
+
+    def write(temporary: str) -> None:
+        with open(temporary, "w", encoding="utf-8") as file:
+            file.write(str(card))
+
+    atomic_write(path, write)
+    return path

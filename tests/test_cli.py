@@ -1,0 +1,165 @@
+"""The `hf-diffusionblocks` CLI: info, assemble, partition."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from conftest import randomize_
+
+from hf_diffusionblocks import (
+    DiffusionBlocksDiTConfig,
+    DiffusionBlocksDiTModel,
+    DiffusionBlocksImagePipeline,
+    DiffusionBlocksScheduler,
+)
+from hf_diffusionblocks.cli import main
+
+
+def variant(config: DiffusionBlocksDiTConfig, **changes) -> DiffusionBlocksDiTConfig:
+    """The same config with some fields changed (validated again)."""
+    return DiffusionBlocksDiTConfig(**{**config.architecture_dict(), **changes})
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    status = main([str(argument) for argument in argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+@pytest.fixture
+def config(tiny_dit_config) -> DiffusionBlocksDiTConfig:
+    return variant(tiny_dit_config, layers_per_block=[1, 2, 3])
+
+
+@pytest.fixture
+def model(config) -> DiffusionBlocksDiTModel:
+    return randomize_(DiffusionBlocksDiTModel(config))
+
+
+def save_pipeline(
+    model: DiffusionBlocksDiTModel, folder, block_indices: list[int], steps: dict[int, int]
+) -> None:
+    """A pipeline folder as one training process writes it: root files and its own blocks only."""
+    DiffusionBlocksImagePipeline(
+        model, DiffusionBlocksScheduler(**model.config.scheduler_kwargs())
+    ).save_pretrained(folder)
+    for block_index in range(model.config.num_blocks):
+        os.remove(folder / "transformer" / f"block_{block_index}.safetensors")
+    model.save_pretrained(folder / "transformer", block_indices=block_indices, training_steps=steps)
+
+
+def block_rows(output: str) -> dict[int, list[str]]:
+    """The per-block rows of `info`: block index → [layers, status, training_steps, parameters]."""
+    rows = {}
+    for line in output.splitlines():
+        fields = line.split()
+        if len(fields) == 5 and fields[0].isdigit() and fields[2] in ("present", "missing"):
+            rows[int(fields[0])] = fields[1:]
+    return rows
+
+
+def test_info_lists_blocks_steps_and_parameter_counts(capsys, model, tmp_path):
+    model.save_pretrained(tmp_path, block_indices=[0, 2], training_steps={0: 7, 2: 9})
+    status, output, _ = run(capsys, "info", tmp_path)
+    assert status == 0
+    assert "model_type: diffusion_blocks_dit (DiffusionBlocksDiTModel)" in output
+    assert "[0.1796, 0.5050]" in output  # the partition table
+    assert block_rows(output) == {
+        0: ["0-0", "present", "7", str(model.num_block_parameters(0))],
+        1: ["1-2", "missing", "-", "-"],
+        2: ["3-5", "present", "9", str(model.num_block_parameters(2))],
+    }
+    assert "missing blocks: [1]" in output
+
+
+def test_info_finds_the_model_of_a_pipeline_folder(capsys, model, tmp_path):
+    save_pipeline(model, tmp_path, [1], {1: 5})
+    status, output, _ = run(capsys, "info", tmp_path)
+    assert status == 0 and f"model: {tmp_path}/transformer" in output
+    assert block_rows(output)[1] == ["1-2", "present", "5", str(model.num_block_parameters(1))]
+
+
+def test_assemble_model_folders_loads_bit_exactly(capsys, model, tmp_path):
+    model.save_pretrained(tmp_path / "a", block_indices=[0, 1])
+    model.save_pretrained(tmp_path / "b", block_indices=[1, 2])  # block 1 twice, identical
+    status, output, err = run(capsys, "assemble", tmp_path / "out", tmp_path / "a", tmp_path / "b")
+    assert status == 0, err
+    assert "missing blocks: []" in output
+    assert sorted(os.listdir(tmp_path / "out")) == [
+        "block_0.safetensors",
+        "block_1.safetensors",
+        "block_2.safetensors",
+        "config.json",
+        "model.safetensors.index.json",
+    ]
+    loaded = DiffusionBlocksDiTModel.from_pretrained(tmp_path / "out")
+    expected = model.state_dict()
+    assert loaded.state_dict().keys() == expected.keys()
+    assert all(torch.equal(loaded.state_dict()[name], tensor) for name, tensor in expected.items())
+
+
+def test_assemble_pipeline_folders_gives_a_pipeline(capsys, model, tmp_path):
+    save_pipeline(model, tmp_path / "rank0", [0], {0: 3})
+    save_pipeline(model, tmp_path / "rank1", [1, 2], {1: 4, 2: 5})
+    status, output, err = run(capsys, "assemble", tmp_path / "out", tmp_path / "rank0", tmp_path / "rank1")
+    assert status == 0, err
+    assert {row[2] for row in block_rows(output).values()} == {"3", "4", "5"}
+    pipeline = DiffusionBlocksImagePipeline.from_pretrained(tmp_path / "out")
+    assert pipeline.transformer.loaded_block_indices == [0, 1, 2]
+    assert [name for name in os.listdir(tmp_path) if name.startswith(".")] == []  # no staging folder left
+
+
+def test_assemble_refuses_a_different_config_naming_the_field(capsys, model, config, tmp_path):
+    model.save_pretrained(tmp_path / "a", block_indices=[0])
+    other = DiffusionBlocksDiTModel(variant(config, partition="uniform_log"), block_indices=[1])
+    other.save_pretrained(tmp_path / "b")
+    status, _, err = run(capsys, "assemble", tmp_path / "out", tmp_path / "a", tmp_path / "b")
+    assert status == 1
+    assert "differing fields: partition" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_assemble_refuses_a_block_file_from_another_config(capsys, model, config, tmp_path):
+    model.save_pretrained(tmp_path / "a", block_indices=[0])
+    other = DiffusionBlocksDiTModel(variant(config, overlap=0.1), block_indices=[1])
+    other.save_block(tmp_path / "a", 1)  # a foreign block dropped into a folder whose config.json is fine
+    status, _, err = run(capsys, "assemble", tmp_path / "out", tmp_path / "a")
+    assert status == 1 and "overlap" in err
+
+
+def test_assemble_refuses_duplicate_blocks_with_different_contents(capsys, model, config, tmp_path):
+    model.save_pretrained(tmp_path / "a", block_indices=[0])
+    retrained = randomize_(DiffusionBlocksDiTModel(config, block_indices=[0]), seed=1)
+    retrained.save_pretrained(tmp_path / "b")
+    status, _, err = run(capsys, "assemble", tmp_path / "out", tmp_path / "a", tmp_path / "b")
+    assert status == 1 and "block 0 is in" in err and "different contents" in err
+
+
+def test_assemble_reports_missing_blocks(capsys, model, tmp_path):
+    model.save_pretrained(tmp_path / "a", block_indices=[2])
+    status, _, err = run(capsys, "assemble", tmp_path / "out", tmp_path / "a")
+    assert status == 0 and "blocks [0, 1] are missing" in err
+    status, _, err = run(capsys, "assemble", tmp_path / "strict", tmp_path / "a", "--require_complete")
+    assert status == 1 and "blocks [0, 1] are in none of the inputs" in err
+    assert not (tmp_path / "strict").exists()
+    status, _, err = run(capsys, "assemble", tmp_path / "out", tmp_path / "a")
+    assert status == 1 and "already exists" in err
+
+
+def test_partition_prints_the_reference_boundaries(capsys):
+    status, output, _ = run(capsys, "partition", "--num_blocks", "3", "--layers_per_block", "4", "4", "4")
+    assert status == 0
+    assert "boundaries (increasing): 0.0020, 0.1796, 0.5050, 80.0000" in output
+    assert "partition=equiprobable" in output and "4-7" in output
+    status, output, _ = run(
+        capsys, "partition", "--num_blocks", "2", "--partition", "uniform_log", "--overlap", "0"
+    )
+    log_midpoint = (0.002 * 80.0) ** 0.5
+    assert status == 0 and f"{log_midpoint:.4f}" in output
+
+
+def test_partition_rejects_bad_layer_counts(capsys):
+    status, _, err = run(capsys, "partition", "--num_blocks", "3", "--layers_per_block", "4", "4")
+    assert status == 1 and "layers_per_block" in err
