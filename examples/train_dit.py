@@ -32,11 +32,14 @@ from hf_diffusionblocks import (
 from hf_diffusionblocks.data import load_image_dataset
 from hf_diffusionblocks.models.dit import DIT_SIZES, drop_class_labels
 from hf_diffusionblocks.modeling.block_checkpoint import block_weights_name, read_block_metadata
+from hf_diffusionblocks.hub import push_block_to_hub, push_root_files_to_hub
 from hf_diffusionblocks.training import (
+    BlockProcessGroup,
     BlockTrainer,
     OptimizationSettings,
     add_common_training_arguments,
-    blocks_to_train,
+    assign_blocks,
+    init_distributed,
     validate_common_arguments,
 )
 from hf_diffusionblocks.utils.image_grid import save_image_grid
@@ -86,12 +89,13 @@ def build_config(args: argparse.Namespace, num_channels: int, image_size: int, n
 class DiTTrainingTask:
     """The DiT family's part of block-wise training: data, loss, pictures, outputs."""
 
-    def __init__(self, config: DiffusionBlocksDiTConfig, train_set, validation_set, output_dir: str):
+    def __init__(self, config: DiffusionBlocksDiTConfig, train_set, validation_set, output_dir: str, hub_model_id: str | None = None):
         self.config = config
         self.images, self.labels = train_set.images, train_set.labels
         self.num_examples = len(self.labels)
         self.validation_images = validation_set.images[:8]
         self.output_dir = output_dir
+        self.hub_model_id = hub_model_id
         self.model_dir = os.path.join(output_dir, "transformer")
         self.scheduler = DiffusionBlocksScheduler(**config.scheduler_kwargs())
         self.loss_function = BlockDenoisingLoss(config.noise_partition, config.preconditioning)
@@ -123,6 +127,8 @@ class DiTTrainingTask:
     def save_block(self, model, block_index: int, training_steps: int) -> None:
         model.block_training_steps[block_index] = training_steps
         DiffusionBlocksImagePipeline(model, self.scheduler).save_pretrained(self.output_dir)
+        if self.hub_model_id:  # each block is its own commit, as soon as it is done
+            push_block_to_hub(self.output_dir, self.hub_model_id, block_index)
 
     def finished_steps(self, block_index: int) -> int | None:
         path = os.path.join(self.model_dir, block_weights_name(block_index))
@@ -175,19 +181,28 @@ def main(argv: list[str] | None = None) -> dict:
     validation_set = load_image_dataset(args.dataset, "test", args.image_column, args.label_column, args.image_size)
     config = build_config(args, train_set.num_channels, train_set.image_size, train_set.num_labels)
     config.id2label = dict(enumerate(train_set.class_names))
-    task = DiTTrainingTask(config, train_set, validation_set, args.output_dir)
+    task = DiTTrainingTask(config, train_set, validation_set, args.output_dir, args.hub_model_id if args.push_to_hub else None)
     logger.info("%s, %d training images\n%s", args.training_mode, task.num_examples,
                 task.scheduler.partition_table(config.resolved_layers_per_block))
     if args.report_to != "none":
         accelerator.init_trackers("train_dit", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
 
-    trainer = BlockTrainer(task, OptimizationSettings.from_args(args), accelerator)
-    results = [trainer.train_block(block_index) for block_index in blocks_to_train(args.block_index, config.num_blocks)]
-    samples = write_sample_grid(args, train_set.class_names, accelerator)
+    rank, world_size = init_distributed()
+    assignment, all_groups = assign_blocks(args.block_index, config.num_blocks, rank, world_size)
+    if world_size > 1:
+        logger.info("process %d/%d trains blocks %s with ranks %s", rank, world_size, assignment.block_indices, assignment.group_ranks)
+    trainer = BlockTrainer(task, OptimizationSettings.from_args(args), accelerator, BlockProcessGroup(assignment, all_groups))
+    results = [trainer.train_block(block_index) for block_index in assignment.block_indices]
+    samples = None
+    if assignment.is_group_leader:  # the last group to finish finds every block present
+        samples = write_sample_grid(args, train_set.class_names, accelerator)
+        if samples and args.push_to_hub:
+            push_root_files_to_hub(args.output_dir, args.hub_model_id)
     summary = {
         "output_dir": args.output_dir,
         "training_mode": args.training_mode,
         "num_blocks": config.num_blocks,
+        "rank": rank,
         "blocks": [vars(result) for result in results],
         "sample_grid": samples,
     }

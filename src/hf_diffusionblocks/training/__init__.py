@@ -10,6 +10,7 @@ from .arguments import (
 )
 from .checkpointing import BlockCheckpoint, BlockCheckpointManager
 from .data_order import BatchOrder
+from .distributed import BlockAssignment, BlockProcessGroup, assign_blocks, init_distributed, local_batch
 from .trainer import BlockTrainer, BlockTrainingResult, TrainingTask
 
 
@@ -23,6 +24,8 @@ def blocks_to_train(block_index: int | str, num_blocks: int) -> list[int]:
 __all__ = [
     "TRAINING_MODES",
     "BatchOrder",
+    "BlockAssignment",
+    "BlockProcessGroup",
     "BlockCheckpoint",
     "BlockCheckpointManager",
     "BlockTrainer",
@@ -30,6 +33,9 @@ __all__ = [
     "OptimizationSettings",
     "TrainingTask",
     "add_common_training_arguments",
+    "assign_blocks",
+    "init_distributed",
+    "local_batch",
     "blocks_to_train",
     "parse_block_index",
     "validate_common_arguments",

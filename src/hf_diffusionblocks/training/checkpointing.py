@@ -2,7 +2,7 @@
 
     <output_dir>/checkpoints/block_<b>/checkpoint-<step>/
         block_<b>.safetensors    the block's weights (a standalone block file)
-        training_state.pt        optimizer, learning-rate schedule, RNG and gradient-scaler state
+        training_state.pt        optimizer, learning-rate schedule and gradient-scaler state
         trainer_state.json       step, block, and what the run was (written last)
 
 A checkpoint is assembled in a hidden temporary folder and renamed into place, so a folder named

@@ -5,12 +5,15 @@ its optimizer, and never runs another block: peak memory is that of L/B layers. 
 training is the same loop on a model with `num_blocks=1`.
 
 A family plugs in through a `TrainingTask` (its model, its batches, its loss, its pictures).
-Resuming is exact: batches come from `BatchOrder` (a function of seed, block and step), and the
-σ/noise generator, optimizer, learning-rate schedule and gradient scaler are checkpointed.
+Resuming is exact: batches come from `BatchOrder` (a function of seed, block and step), the
+σ/noise generator is re-seeded from (seed, block, replica, step) at every step, and the optimizer,
+learning-rate schedule and gradient scaler are checkpointed. Several processes may train one
+block data-parallel (`BlockProcessGroup`); its first process saves.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -27,6 +30,7 @@ from ..modeling.modeling_blocks import DiffusionBlocksPreTrainedModel
 from .arguments import OptimizationSettings
 from .checkpointing import BlockCheckpointManager
 from .data_order import BatchOrder
+from .distributed import BlockAssignment, BlockProcessGroup, local_batch
 
 logger = logging.getLogger(__name__)
 
@@ -67,18 +71,42 @@ class BlockTrainingResult:
     seconds: float
     resumed_from: int | None = None
     skipped: bool = False
+    weights_sha256: str | None = None
+
+
+def block_weights_digest(model: DiffusionBlocksPreTrainedModel, block_index: int) -> str:
+    """SHA-256 of a block's weights (names, shapes and bytes): equal digests mean bit-identical blocks."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.block_state_dict(block_index).items()):
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 class BlockTrainer:
     """Trains blocks one at a time with their own optimizer, checkpoints and logs."""
 
-    def __init__(self, task: TrainingTask, settings: OptimizationSettings, accelerator: Accelerator):
+    def __init__(
+        self,
+        task: TrainingTask,
+        settings: OptimizationSettings,
+        accelerator: Accelerator,
+        process_group: BlockProcessGroup | None = None,
+    ):
         self.task = task
         self.settings = settings
         self.accelerator = accelerator
+        self.process_group = process_group or BlockProcessGroup(BlockAssignment((), (0,), 0), [])
+        self.assignment = self.process_group.assignment
 
     def _seed(self, block_index: int, purpose: int) -> int:
         return (self.settings.seed * 1_000_003 + block_index * 10_007 + purpose) % (2**63)
+
+    def _step_seed(self, block_index: int, step: int) -> int:
+        """Seed of the σ/noise generator at `step`: distinct for every block, replica and step."""
+        replica = self.assignment.rank_in_group
+        return (((self.settings.seed * 1_000_003 + block_index) * 1_009 + replica) * 100_000_007 + step) % (2**63)
 
     def _build_optimization(self, model: DiffusionBlocksPreTrainedModel, block_index: int):
         settings = self.settings
@@ -110,8 +138,10 @@ class BlockTrainer:
         model = self.task.build_model([block_index]).to(accelerator.device)
         model.train()
         optimizer, lr_schedule, scaler = self._build_optimization(model, block_index)
-        generator = torch.Generator().manual_seed(self._seed(block_index, purpose=1))
-        order = BatchOrder(self.task.num_examples, settings.train_batch_size, settings.seed, stream=block_index)
+        self.process_group.broadcast_parameters(list(model.parameters()))
+        generator = torch.Generator()
+        replicas = self.assignment.group_size
+        order = BatchOrder(self.task.num_examples, settings.train_batch_size * replicas, settings.seed, stream=block_index)
         manager = BlockCheckpointManager(settings.output_dir, block_index, settings.checkpoints_total_limit)
 
         start_step = 0
@@ -123,7 +153,6 @@ class BlockTrainer:
             optimizer.load_state_dict(state["optimizer"])
             lr_schedule.load_state_dict(state["lr_schedule"])
             scaler.load_state_dict(state["scaler"])
-            generator.set_state(state["generator"])
             start_step = checkpoint.step
             logger.info("block %d: resumed from %s (step %d).", block_index, checkpoint.path, start_step)
 
@@ -143,10 +172,13 @@ class BlockTrainer:
         started = time.perf_counter()
         running_loss, running_count, last_loss = 0.0, 0, math.nan
         for step in progress:
-            batch = self.task.get_batch(order.indices_for_step(step), accelerator.device)
+            generator.manual_seed(self._step_seed(block_index, step))
+            indices = local_batch(order.indices_for_step(step), self.assignment)
+            batch = self.task.get_batch(indices, accelerator.device)
             with accelerator.autocast():
                 loss = self.task.loss(model, block_index, batch, generator)
             scaler.scale(loss).backward()
+            self.process_group.average_gradients(parameters)
             if settings.max_grad_norm > 0:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm)
@@ -166,29 +198,34 @@ class BlockTrainer:
                 )
                 progress.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr_schedule.get_last_lr()[0]:.2e}")
                 running_loss, running_count = 0.0, 0
-            if completed % settings.checkpointing_steps == 0 and completed < settings.max_train_steps:
-                self._save_checkpoint(manager, completed, model, optimizer, lr_schedule, scaler, generator)
-            if settings.validation_steps and completed % settings.validation_steps == 0:
+            if (
+                completed % settings.checkpointing_steps == 0
+                and completed < settings.max_train_steps
+                and self.assignment.is_group_leader
+            ):
+                self._save_checkpoint(manager, completed, model, optimizer, lr_schedule, scaler)
+            if settings.validation_steps and completed % settings.validation_steps == 0 and self.assignment.is_group_leader:
                 model.eval()
                 self.task.log_validation(model, block_index, completed, accelerator)
                 model.train()
         progress.close()
 
         model.eval()
-        self.task.log_validation(model, block_index, settings.max_train_steps, accelerator)
-        self.task.save_block(model, block_index, settings.max_train_steps)
+        if self.assignment.is_group_leader:
+            self.task.log_validation(model, block_index, settings.max_train_steps, accelerator)
+            self.task.save_block(model, block_index, settings.max_train_steps)
         seconds = time.perf_counter() - started
         logger.info("block %d: done in %.1fs, final loss %.4f.", block_index, seconds, last_loss)
         return BlockTrainingResult(
             block_index, settings.max_train_steps, last_loss, seconds,
             resumed_from=checkpoint.step if checkpoint else None,
+            weights_sha256=block_weights_digest(model, block_index),
         )
 
-    def _save_checkpoint(self, manager, step, model, optimizer, lr_schedule, scaler, generator) -> None:
+    def _save_checkpoint(self, manager, step, model, optimizer, lr_schedule, scaler) -> None:
         training_state: dict[str, Any] = {
             "optimizer": optimizer.state_dict(),
             "lr_schedule": lr_schedule.state_dict(),
             "scaler": scaler.state_dict(),
-            "generator": generator.get_state(),
         }
         manager.save(step, model, training_state, {"block_index": manager.block_index, "max_train_steps": self.settings.max_train_steps})
