@@ -22,7 +22,12 @@ import torch
 
 from hf_diffusionblocks import DiffusionBlocksImagePipeline
 from hf_diffusionblocks.data import load_image_dataset
-from hf_diffusionblocks.metrics import FrechetClassifierDistance, InceptionFrechetDistance, load_or_train_feature_classifier
+from hf_diffusionblocks.metrics import (
+    FeatureClassifierTrainingArguments,
+    FrechetClassifierDistance,
+    InceptionFrechetDistance,
+    load_or_train_feature_classifier,
+)
 from hf_diffusionblocks.modeling.block_checkpoint import atomic_write_json
 
 logger = logging.getLogger("evaluate_dit")
@@ -39,6 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--samples_per_class", type=int, default=None,
                         help="Default: as many as the test split has of each class.")
     parser.add_argument("--batch_size", type=int, default=500)
+    parser.add_argument("--classifier_train_size", type=int, default=None,
+                        help="Train the feature classifier on the first N training images (default: all).")
+    parser.add_argument("--classifier_threads", type=int, default=1, help="CPU threads for training the feature classifier.")
     parser.add_argument("--inception_path", default=None, help="TorchScript Inception file for FID (optional).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -83,7 +91,11 @@ def main(argv: list[str] | None = None) -> dict:
     if train_set.num_labels != config.num_labels:
         raise ValueError(f"--dataset {args.dataset} has {train_set.num_labels} classes, the model {config.num_labels}.")
 
-    classifier = load_or_train_feature_classifier(train_set.images, train_set.labels, train_set.num_labels)
+    size = args.classifier_train_size or len(train_set.labels)
+    classifier = load_or_train_feature_classifier(
+        train_set.images[:size], train_set.labels[:size], train_set.num_labels,
+        FeatureClassifierTrainingArguments(num_threads=args.classifier_threads),
+    )
     labels = class_balanced_labels(test_set.labels, config.num_labels, args.samples_per_class)
     generated, seconds_per_image = generate(pipeline, labels, args)
     metric = FrechetClassifierDistance(classifier)
@@ -99,6 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
         "guidance_scale": args.guidance_scale,
         "frechet_classifier_distance": metric.compute(test_set.images, generated),
         "classifier_accuracy": classifier.held_out_accuracy,
+        "classifier_train_size": size,
         "layer_evaluations_per_image": layer_evaluations_per_image(pipeline, args.guidance_scale),
         "seconds_per_image": seconds_per_image,
         "device": args.device,

@@ -33,6 +33,7 @@ from hf_diffusionblocks.data import load_image_dataset
 from hf_diffusionblocks.models.dit import DIT_SIZES, drop_class_labels
 from hf_diffusionblocks.modeling.block_checkpoint import block_weights_name, read_block_metadata
 from hf_diffusionblocks.hub import push_block_to_hub, push_root_files_to_hub
+from hf_diffusionblocks.model_card import write_model_card
 from hf_diffusionblocks.training import (
     BlockProcessGroup,
     BlockTrainer,
@@ -196,6 +197,9 @@ def main(argv: list[str] | None = None) -> dict:
     samples = None
     if assignment.is_group_leader:  # the last group to finish finds every block present
         samples = write_sample_grid(args, train_set.class_names, accelerator)
+        if samples:
+            write_model_card(args.output_dir, family="dit", dataset=args.dataset, training_mode=args.training_mode,
+                             sample_grid="samples.png", repo_id=args.hub_model_id)
         if samples and args.push_to_hub:
             push_root_files_to_hub(args.output_dir, args.hub_model_id)
     summary = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import threading
 from dataclasses import dataclass, field
 from urllib.parse import unquote
@@ -204,6 +205,17 @@ def test_root_files_are_everything_but_block_weights(pipeline_folder):
         "transformer/config.json",
         "transformer/model.safetensors.index.json",
     ]
+
+
+def test_root_files_skip_training_state_and_logs(pipeline_folder):
+    for relative in ("checkpoints/block_0/checkpoint-5/block_0.safetensors", "checkpoints/block_0/checkpoint-5/training_state.pt",
+                     "logs/train_dit/events.out.tfevents.1", "validation/block_0_step_5.png"):
+        path = pipeline_folder / relative if hasattr(pipeline_folder, "joinpath") else os.path.join(pipeline_folder, relative)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        open(path, "wb").close()
+    files = root_files(pipeline_folder)
+    assert "validation/block_0_step_5.png" in files
+    assert not any(name.startswith(("checkpoints/", "logs/")) for name in files)
 
 
 def test_concurrent_block_pushes_both_land(fake_hub, pipeline_folder):

@@ -26,11 +26,16 @@ BLOCK_FILE_PATTERN = re.compile(r"^block_\d+\.safetensors$")
 
 
 def _is_hidden_or_temporary(relative_path: str) -> bool:
-    """Dot-files/folders (e.g. the `.name.tmp` files of atomic writes) and `checkpoint-*` training state."""
+    """Dot-files/folders (e.g. the `.name.tmp` files of atomic writes), training state and logs.
+
+    Training scripts keep resumable state in `checkpoints/` (and `checkpoint-*`) and TensorBoard
+    events in `logs/` inside the output folder: they belong to the run, not to the model.
+    """
     parts = relative_path.split("/")
     return (
         any(part.startswith(".") for part in parts)
         or parts[0].startswith("checkpoint-")
+        or parts[0] in ("checkpoints", "logs")
         or "__pycache__" in parts
     )
 

@@ -41,6 +41,8 @@ def test_blockwise_all_writes_a_loadable_pipeline_folder(tmp_path):
     summary = load_script().main(tiny_args(tmp_path, "--block_index", "all"))
     assert [block["steps"] for block in summary["blocks"]] == [4, 4, 4]
     assert (tmp_path / "samples.png").is_file()
+    card = (tmp_path / "README.md").read_text()
+    assert "diffusion-blocks" in card and "0.1796" in card  # front-matter tag and the partition table
     assert (tmp_path / "validation" / "block_2_step_4.png").is_file()
     pipeline = DiffusionBlocksImagePipeline.from_pretrained(tmp_path)
     assert pipeline.transformer.config.num_blocks == 3 and pipeline.transformer.block_training_steps == {0: 4, 1: 4, 2: 4}

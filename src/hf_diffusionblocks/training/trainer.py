@@ -204,7 +204,12 @@ class BlockTrainer:
                 and self.assignment.is_group_leader
             ):
                 self._save_checkpoint(manager, completed, model, optimizer, lr_schedule, scaler)
-            if settings.validation_steps and completed % settings.validation_steps == 0 and self.assignment.is_group_leader:
+            if (
+                settings.validation_steps
+                and completed % settings.validation_steps == 0
+                and completed < settings.max_train_steps  # the final validation follows the loop
+                and self.assignment.is_group_leader
+            ):
                 model.eval()
                 self.task.log_validation(model, block_index, completed, accelerator)
                 model.train()
