@@ -14,13 +14,11 @@ that `DiffusionBlocksImagePipeline.from_pretrained` loads; each block is in
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration
 
 from hf_diffusionblocks import (
     BlockDenoisingLoss,
@@ -31,17 +29,15 @@ from hf_diffusionblocks import (
 )
 from hf_diffusionblocks.data import load_image_dataset
 from hf_diffusionblocks.models.dit import DIT_SIZES, drop_class_labels
-from hf_diffusionblocks.modeling.block_checkpoint import block_weights_name, read_block_metadata
 from hf_diffusionblocks.hub import push_block_to_hub, push_root_files_to_hub
 from hf_diffusionblocks.model_card import write_model_card
-from hf_diffusionblocks.training import (
-    BlockProcessGroup,
-    BlockTrainer,
-    OptimizationSettings,
-    add_common_training_arguments,
-    assign_blocks,
-    init_distributed,
-    validate_common_arguments,
+from hf_diffusionblocks.training import add_common_training_arguments, validate_common_arguments
+from hf_diffusionblocks.training.launch import (
+    create_accelerator,
+    finish_run,
+    finished_block_steps,
+    present_blocks,
+    train_assigned_blocks,
 )
 from hf_diffusionblocks.utils.image_grid import save_image_grid
 
@@ -129,11 +125,13 @@ class DiTTrainingTask:
         model.block_training_steps[block_index] = training_steps
         DiffusionBlocksImagePipeline(model, self.scheduler).save_pretrained(self.output_dir)
         if self.hub_model_id:  # each block is its own commit, as soon as it is done
+            # config, index and scheduler are identical from every process, so whoever finishes first
+            # makes the repo loadable for the blocks present; the model card follows when all are.
+            push_root_files_to_hub(self.output_dir, self.hub_model_id)
             push_block_to_hub(self.output_dir, self.hub_model_id, block_index)
 
     def finished_steps(self, block_index: int) -> int | None:
-        path = os.path.join(self.model_dir, block_weights_name(block_index))
-        return read_block_metadata(path)["training_steps"] if os.path.isfile(path) else None
+        return finished_block_steps(self.model_dir, block_index)
 
 
 def log_image(accelerator: Accelerator, tag: str, path: str, step: int) -> None:
@@ -150,7 +148,7 @@ def log_image(accelerator: Accelerator, tag: str, path: str, step: int) -> None:
 def write_sample_grid(args: argparse.Namespace, class_names: list[str], accelerator: Accelerator) -> str | None:
     """When every block is in the output folder: sample `samples_per_class` images of every class."""
     config = DiffusionBlocksDiTModel.load_config(os.path.join(args.output_dir, "transformer"))
-    present = [b for b in range(config.num_blocks) if os.path.isfile(os.path.join(args.output_dir, "transformer", block_weights_name(b)))]
+    present = present_blocks(os.path.join(args.output_dir, "transformer"), config.num_blocks)
     if len(present) < config.num_blocks:
         logger.info("blocks %s of %d are done; the sample grid is written when all are.", present, config.num_blocks)
         return None
@@ -172,12 +170,7 @@ def write_sample_grid(args: argparse.Namespace, class_names: list[str], accelera
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    accelerator = Accelerator(
-        mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, "logs")),
-    )
+    accelerator = create_accelerator(args, "train_dit")
     train_set = load_image_dataset(args.dataset, "train", args.image_column, args.label_column, args.image_size)
     validation_set = load_image_dataset(args.dataset, "test", args.image_column, args.label_column, args.image_size)
     config = build_config(args, train_set.num_channels, train_set.image_size, train_set.num_labels)
@@ -185,34 +178,17 @@ def main(argv: list[str] | None = None) -> dict:
     task = DiTTrainingTask(config, train_set, validation_set, args.output_dir, args.hub_model_id if args.push_to_hub else None)
     logger.info("%s, %d training images\n%s", args.training_mode, task.num_examples,
                 task.scheduler.partition_table(config.resolved_layers_per_block))
-    if args.report_to != "none":
-        accelerator.init_trackers("train_dit", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
 
-    rank, world_size = init_distributed()
-    assignment, all_groups = assign_blocks(args.block_index, config.num_blocks, rank, world_size)
-    if world_size > 1:
-        logger.info("process %d/%d trains blocks %s with ranks %s", rank, world_size, assignment.block_indices, assignment.group_ranks)
-    trainer = BlockTrainer(task, OptimizationSettings.from_args(args), accelerator, BlockProcessGroup(assignment, all_groups))
-    results = [trainer.train_block(block_index) for block_index in assignment.block_indices]
+    outcome = train_assigned_blocks(task, args, config.num_blocks, accelerator)
     samples = None
-    if assignment.is_group_leader:  # the last group to finish finds every block present
+    if outcome.assignment.is_group_leader:  # the last group to finish finds every block present
         samples = write_sample_grid(args, train_set.class_names, accelerator)
         if samples:
             write_model_card(args.output_dir, family="dit", dataset=args.dataset, training_mode=args.training_mode,
                              sample_grid="samples.png", repo_id=args.hub_model_id)
         if samples and args.push_to_hub:
             push_root_files_to_hub(args.output_dir, args.hub_model_id)
-    summary = {
-        "output_dir": args.output_dir,
-        "training_mode": args.training_mode,
-        "num_blocks": config.num_blocks,
-        "rank": rank,
-        "blocks": [vars(result) for result in results],
-        "sample_grid": samples,
-    }
-    accelerator.end_training()
-    print(json.dumps(summary, indent=2))
-    return summary
+    return finish_run(accelerator, args, config.num_blocks, outcome, sample_grid=samples)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The test models are tiny: one intra-op thread is as fast on a free machine and many times
+# faster when other processes share the cores (OpenMP workers spin on busy cores).
+torch.set_num_threads(1)
 
 
 def pytest_addoption(parser):

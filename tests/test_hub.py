@@ -366,3 +366,24 @@ def test_cli_info_on_a_hub_repo_reads_headers_only(hub_repo, tmp_path, capsys):
         byte_range for method, path, byte_range in hub_repo.requests if method == "GET" and "block_" in path
     ]
     assert len(block_gets) == 3 and all(byte_range for byte_range in block_gets)  # three headers, no weights
+
+
+def test_train_dit_pushes_each_block_as_it_finishes(fake_hub, tmp_path, monkeypatch):
+    import importlib.util
+    from pathlib import Path
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    script = Path(__file__).resolve().parents[1] / "examples" / "train_dit.py"
+    spec = importlib.util.spec_from_file_location("train_dit_for_hub", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main([
+        "--output_dir", str(tmp_path), "--num_hidden_layers", "3", "--max_train_steps", "2", "--train_batch_size", "8",
+        "--report_to", "none", "--num_inference_steps", "3", "--samples_per_class", "1", "--push_to_hub",
+        "--hub_model_id", REPO_ID, "--hub_token", TOKEN,
+    ])
+    block_commits = [commit.added for commit in fake_hub.repos[REPO_ID] if any(name.endswith(".safetensors") for name in commit.added)]
+    assert block_commits == [[f"transformer/block_{b}.safetensors"] for b in range(3)]  # one commit per block, in order
+    head = fake_hub.head(REPO_ID).files
+    assert {"README.md", "model_index.json", "transformer/config.json", "scheduler/scheduler_config.json"} <= set(head)
+    assert not any(name.startswith(("checkpoints/", "logs/")) for name in head)

@@ -7,12 +7,15 @@ the residual stream is exactly the Euler-step reading of DiffusionBlocks.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
+
+# `(key, value)` of the current tokens → the keys and values to attend over (e.g. a KV cache's update).
+KeyValueHook = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 def modulate(hidden_states: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -73,13 +76,19 @@ class SelfAttention(nn.Module):
         attention_mask: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         is_causal: bool = False,
+        key_value_hook: KeyValueHook | None = None,
     ) -> torch.Tensor:
+        """`key_value_hook(key, value)`, given the rotated `(batch, heads, seq, head_dim)` keys and values of
+        these tokens, returns those to attend over (a KV cache appends them to the past; a query that must
+        not be cached prepends the past without storing). `attention_mask` then spans the returned keys."""
         batch, seq_len, hidden = hidden_states.shape
         qkv = self.qkv(hidden_states).view(batch, seq_len, 3, self.num_attention_heads, self.head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4)                         # 3 × (batch, heads, seq, head_dim)
         if position_embeddings is not None:
             cos, sin = position_embeddings
             query, key = apply_rotary(query, cos, sin), apply_rotary(key, cos, sin)
+        if key_value_hook is not None:
+            key, value = key_value_hook(key, value)                             # (batch, heads, keys, head_dim)
         attended = F.scaled_dot_product_attention(
             query, key, value, attn_mask=attention_mask, is_causal=is_causal and attention_mask is None
         )                                                                       # (batch, heads, seq, head_dim)
@@ -137,8 +146,12 @@ class AdaLNZeroTransformerLayer(GradientCheckpointingLayer):
         attention_mask: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         is_causal: bool = False,
+        key_value_hook: KeyValueHook | None = None,
     ) -> torch.Tensor:
-        """`(batch, seq, hidden)` states, `(batch, hidden)` or per-token `(batch, seq, hidden)` conditioning."""
+        """`(batch, seq, hidden)` states, `(batch, hidden)` or per-token `(batch, seq, hidden)` conditioning.
+
+        `key_value_hook` (*optional*): see `SelfAttention.forward` (the causal LM's KV cache).
+        """
         if conditioning.ndim == 2:
             conditioning = conditioning.unsqueeze(1)                               # (batch, 1, hidden)
         shift_attn, scale_attn, gate_attn, shift_mlp, scale_mlp, gate_mlp = self.modulation(conditioning).chunk(6, dim=-1)
@@ -147,6 +160,7 @@ class AdaLNZeroTransformerLayer(GradientCheckpointingLayer):
             attention_mask=attention_mask,
             position_embeddings=position_embeddings,
             is_causal=is_causal,
+            key_value_hook=key_value_hook,
         )
         hidden_states = hidden_states + gate_attn * attended
         mlp_output = self.mlp(modulate(self.mlp_norm(hidden_states), shift_mlp, scale_mlp))

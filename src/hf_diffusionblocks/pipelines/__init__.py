@@ -1,3 +1,4 @@
 from .pipeline_image import DiffusionBlocksImagePipeline
+from .pipeline_text import DiffusionBlocksTextPipeline, TextPipelineOutput
 
-__all__ = ["DiffusionBlocksImagePipeline"]
+__all__ = ["DiffusionBlocksImagePipeline", "DiffusionBlocksTextPipeline", "TextPipelineOutput"]

@@ -22,6 +22,12 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin, SchedulerOutpu
 SCHEDULES = ("linear", "cosine")
 
 
+def _rand(shape: torch.Size, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """U(0, 1) drawn on the generator's device (so a CPU generator works with GPU tensors), then moved."""
+    draw_device = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, device=draw_device).to(device)
+
+
 class MaskedDiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
     """Masking schedule, block partition in time, and ancestral unmasking sampler.
 
@@ -120,7 +126,7 @@ class MaskedDiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mask each token with probability 1 − α(t). Returns (noisy ids, boolean mask of masked positions)."""
         keep_probability = self.alpha(t).to(torch.float32).reshape(-1, *([1] * (original_samples.ndim - 1)))
-        uniform = torch.rand(original_samples.shape, generator=generator, device=original_samples.device)
+        uniform = _rand(original_samples.shape, generator, original_samples.device)
         masked = uniform >= keep_probability.to(original_samples.device)
         return torch.where(masked, torch.full_like(original_samples, mask_token_id), original_samples), masked
 
@@ -181,10 +187,11 @@ class MaskedDiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
         logits = model_output.float() / temperature
         logits[..., mask_token_id] = -float("inf")
         probabilities = logits.softmax(dim=-1)                                    # (batch, seq, vocab)
+        draw_device = generator.device if generator is not None else sample.device
         proposals = torch.multinomial(
-            probabilities.flatten(0, 1), 1, generator=generator
-        ).view(sample.shape)                                                      # (batch, seq)
-        uniform = torch.rand(sample.shape, generator=generator, device=sample.device)
+            probabilities.flatten(0, 1).to(draw_device), 1, generator=generator
+        ).view(sample.shape).to(sample.device)                                    # (batch, seq)
+        uniform = _rand(sample.shape, generator, sample.device)
         reveal = (sample == mask_token_id) & (uniform < reveal_probability)
         next_sample = torch.where(reveal, proposals, sample)
         self._step_index += 1

@@ -1,0 +1,241 @@
+#!/usr/bin/env python
+"""Train a DiffusionBlocks autoregressive language model block by block (or end to end, the baseline).
+
+    accelerate launch examples/train_ar.py --dataset shakespeare --output_dir outputs/ar-shakespeare
+
+Block b learns to predict each token from the clean tokens before it and the token's embedding noised
+to a level σ in its interval (block 0 the highest noise); `--block_index b` trains block b alone (only
+its parameters are built and optimised), `--block_index all` the blocks one after another.
+`--training_mode end_to_end` trains the same decoder as an ordinary causal LM with next-token
+cross-entropy (num_blocks = 1, objective "next_token"): the baseline.
+
+The output folder is a transformers model folder:
+
+    config.json, model.safetensors.index.json   the model (AutoModelForCausalLM.from_pretrained(output_dir))
+    block_<b>.safetensors                       block b alone (from_pretrained(output_dir, block_index=b))
+    tokenizer.json / tokenizer_config.json      the tokenizer (AutoTokenizer.from_pretrained(output_dir))
+    samples.txt                                 continuations of validation prompts, once every block is done
+    checkpoints/, logs/                         resumable training state, TensorBoard
+
+The tokenizer (`--tokenizer bpe`: a byte-level BPE trained on the training split; `char`: one token per
+character of it) is written first and reused by later runs into the same folder, so blocks trained by
+separate runs share it. Training examples are windows of `--sequence_length` tokens starting at every
+token of the training split; `BatchOrder` draws the window starts, so a resumed run sees exactly the
+batches the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+import torch
+from accelerate import Accelerator
+from transformers import AutoTokenizer
+
+from hf_diffusionblocks import (
+    CausalLMDenoisingLoss,
+    CharacterTokenizer,
+    DiffusionBlocksCausalLMConfig,
+    DiffusionBlocksForCausalLM,
+    format_partition_table,
+)
+from hf_diffusionblocks.data import load_text_corpus
+from hf_diffusionblocks.tokenization_bpe import encode_corpus, train_bpe_tokenizer
+from hf_diffusionblocks.training import add_common_training_arguments, validate_common_arguments
+from hf_diffusionblocks.training.launch import (
+    create_accelerator,
+    finish_run,
+    finished_block_steps,
+    present_blocks,
+    train_assigned_blocks,
+)
+
+logger = logging.getLogger("train_ar")
+
+TOKENIZERS = ("bpe", "char")
+# Files uploaded next to each block with --push_to_hub (never checkpoints/ or logs/).
+HUB_ROOT_PATTERNS = ["config.json", "model.safetensors.index.json", "tokenizer*.json", "samples.txt", "README.md"]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_training_arguments(
+        parser, defaults={"dataset": "shakespeare", "overlap": 0.1, "num_blocks": 4, "train_batch_size": 32}
+    )
+    ar = parser.add_argument_group("autoregressive LM")
+    ar.add_argument("--tokenizer", choices=TOKENIZERS, default="bpe",
+                    help="'bpe': byte-level BPE trained on the training split; 'char': its characters.")
+    ar.add_argument("--vocab_size", type=int, default=1024, help="BPE vocabulary size (bytes and specials included).")
+    ar.add_argument("--hidden_size", type=int, default=128)
+    ar.add_argument("--num_hidden_layers", type=int, default=8, help="Total layers L (split into --num_blocks).")
+    ar.add_argument("--num_attention_heads", type=int, default=4)
+    ar.add_argument("--intermediate_size", type=int, default=None, help="SwiGLU width (default 8/3 × hidden_size, rounded).")
+    ar.add_argument("--sequence_length", type=int, default=64, help="Tokens per training window (the context).")
+    ar.add_argument("--target_embedding_dim", type=int, default=16, help="Width of the fixed target-embedding table.")
+    ar.add_argument("--text_column", type=str, default=None, help="Text column of a `datasets` dataset.")
+    ar.add_argument("--validation_windows", type=int, default=64, help="Validation windows of the logged block loss.")
+    ar.add_argument("--num_samples", type=int, default=4, help="Continuations written to samples.txt when all blocks are done.")
+    ar.add_argument("--sample_prompt_length", type=int, default=16, help="Prompt tokens of each sample.")
+    ar.add_argument("--sample_new_tokens", type=int, default=32, help="Generated tokens of each sample.")
+    args = parser.parse_args(argv)
+    validate_common_arguments(args)
+    validate_ar_arguments(args)
+    return args
+
+
+def validate_ar_arguments(args: argparse.Namespace) -> None:
+    """Sizes the decoder and the samples need, with errors that name the flag."""
+    for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "sequence_length", "target_embedding_dim",
+                 "validation_windows", "num_samples", "sample_prompt_length", "sample_new_tokens"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
+    if args.sample_prompt_length + args.sample_new_tokens > args.sequence_length:
+        raise ValueError(
+            f"--sample_prompt_length + --sample_new_tokens ({args.sample_prompt_length} + {args.sample_new_tokens}) "
+            f"must fit --sequence_length={args.sequence_length}."
+        )
+
+
+def load_or_train_tokenizer(args: argparse.Namespace, train_text: str):
+    """The tokenizer already in `output_dir` (written by an earlier run), else a new one saved there."""
+    if os.path.isfile(os.path.join(args.output_dir, "tokenizer_config.json")):
+        tokenizer = AutoTokenizer.from_pretrained(args.output_dir)
+        logger.info("reusing the tokenizer of %s (%d tokens)", args.output_dir, len(tokenizer))
+        return tokenizer
+    if args.tokenizer == "bpe":
+        tokenizer = train_bpe_tokenizer(train_text, vocab_size=args.vocab_size)
+    else:
+        tokenizer = CharacterTokenizer.from_corpus(train_text, strict=False, pad_token="[PAD]", padding_side="left")
+    os.makedirs(args.output_dir, exist_ok=True)
+    tokenizer.save_pretrained(args.output_dir)
+    return tokenizer
+
+
+def build_config(args: argparse.Namespace, tokenizer) -> DiffusionBlocksCausalLMConfig:
+    end_to_end = args.training_mode == "end_to_end"
+    return DiffusionBlocksCausalLMConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=args.hidden_size,
+        num_hidden_layers=args.num_hidden_layers,
+        num_attention_heads=args.num_attention_heads,
+        intermediate_size=args.intermediate_size or 8 * ((8 * args.hidden_size // 3 + 7) // 8),
+        max_position_embeddings=args.sequence_length,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        objective="next_token" if end_to_end else "diffusion",
+        target_embedding_dim=args.target_embedding_dim,
+        num_blocks=1 if end_to_end else args.num_blocks,
+        partition=args.partition,
+        overlap=args.overlap,
+    )
+
+
+class CausalLMTrainingTask:
+    """The causal LM family's part of block-wise training: windows of tokens, the block loss, outputs."""
+
+    def __init__(self, config, train_ids: torch.Tensor, validation_ids: torch.Tensor, args: argparse.Namespace):
+        self.config = config
+        self.sequence_length = args.sequence_length
+        if len(train_ids) < self.sequence_length:
+            raise ValueError(f"the training text has {len(train_ids)} tokens, fewer than --sequence_length={self.sequence_length}.")
+        self.train_ids = train_ids
+        self.num_examples = len(train_ids) - self.sequence_length + 1                  # one example per window start
+        self.window = torch.arange(self.sequence_length)
+        num_windows = min(args.validation_windows, len(validation_ids) // self.sequence_length)
+        self.validation_ids = validation_ids[: num_windows * self.sequence_length].view(num_windows, self.sequence_length)
+        self.output_dir = args.output_dir
+        self.push_to_hub, self.hub_model_id, self.hub_token = args.push_to_hub, args.hub_model_id, args.hub_token
+        self.loss_function = CausalLMDenoisingLoss(config)
+
+    def build_model(self, block_indices: list[int]) -> DiffusionBlocksForCausalLM:
+        return DiffusionBlocksForCausalLM(self.config, block_indices=block_indices)
+
+    def get_batch(self, indices: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
+        windows = indices[:, None] + self.window                                       # (batch, seq_len)
+        return {"input_ids": self.train_ids[windows].to(device)}
+
+    def loss(self, model, block_index: int, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+        return self.loss_function(model, block_index, batch["input_ids"], generator)
+
+    @torch.no_grad()
+    def log_validation(self, model, block_index: int, step: int, accelerator: Accelerator) -> None:
+        """The block's loss (nats per token) on fixed validation windows with fixed σ and noise."""
+        if len(self.validation_ids) == 0:
+            return
+        generator = torch.Generator().manual_seed(0)
+        value = float(self.loss_function(model, block_index, self.validation_ids.to(accelerator.device), generator))
+        accelerator.log({f"validation/loss_block_{block_index}": value}, step=step)
+        logger.info("block %d step %d: validation loss %.4f nats/token", block_index, step, value)
+
+    def save_block(self, model, block_index: int, training_steps: int) -> None:
+        model.block_training_steps[block_index] = training_steps
+        model.save_pretrained(self.output_dir, block_indices=[block_index])
+        if self.push_to_hub:
+            push_block(self.output_dir, self.hub_model_id, block_index, self.hub_token)
+
+    def finished_steps(self, block_index: int) -> int | None:
+        return finished_block_steps(self.output_dir, block_index)
+
+
+def push_block(output_dir: str, repo_id: str, block_index: int, token: str | None) -> None:
+    """Upload the shared files (config, index, tokenizer), then this block's file as its own commit."""
+    from huggingface_hub import HfApi
+
+    from hf_diffusionblocks.hub import push_block_to_hub
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, exist_ok=True)
+    api.upload_folder(repo_id=repo_id, folder_path=output_dir, allow_patterns=HUB_ROOT_PATTERNS,
+                      commit_message="Upload config, index and tokenizer")
+    push_block_to_hub(output_dir, repo_id, block_index, subfolder="", token=token)
+
+
+def write_samples(args: argparse.Namespace, tokenizer, validation_ids: torch.Tensor, accelerator: Accelerator) -> list[str] | None:
+    """When every block is in the output folder: continue `num_samples` validation prompts into samples.txt."""
+    config = DiffusionBlocksForCausalLM.load_config(args.output_dir)
+    present = present_blocks(args.output_dir, config.num_blocks)
+    if len(present) < config.num_blocks:
+        logger.info("blocks %s of %d are done; samples are written when all are.", present, config.num_blocks)
+        return None
+    model = DiffusionBlocksForCausalLM.from_pretrained(args.output_dir).to(accelerator.device)
+    stride = max(1, len(validation_ids) // args.num_samples)
+    starts = torch.arange(args.num_samples) * stride
+    prompts = validation_ids[starts[:, None] + torch.arange(args.sample_prompt_length)].to(accelerator.device)
+    output = model.generate(prompts, max_new_tokens=args.sample_new_tokens, do_sample=False,
+                            generator=torch.Generator().manual_seed(args.seed))
+    texts = [f"{tokenizer.decode(row[:args.sample_prompt_length])} ▶ {tokenizer.decode(row[args.sample_prompt_length:])}"
+             for row in output.cpu()]
+    separator = "\n" + "=" * 80 + "\n"
+    with open(os.path.join(args.output_dir, "samples.txt"), "w", encoding="utf-8") as file:
+        file.write(separator.join(texts) + "\n")
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            for index, text in enumerate(texts):
+                tracker.writer.add_text(f"samples/{index}", "    " + text.replace("\n", "\n    "), 0)
+    return texts
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    accelerator = create_accelerator(args, "train_ar")
+    train_text = load_text_corpus(args.dataset, "train", args.text_column)
+    validation_text = load_text_corpus(args.dataset, "validation", args.text_column)
+    tokenizer = load_or_train_tokenizer(args, train_text)
+    config = build_config(args, tokenizer)
+    validation_ids = encode_corpus(tokenizer, validation_text)
+    task = CausalLMTrainingTask(config, encode_corpus(tokenizer, train_text), validation_ids, args)
+    logger.info("%s, %d training tokens, vocabulary of %d tokens, %d blocks", args.training_mode,
+                len(task.train_ids), len(tokenizer), config.num_blocks)
+    if config.objective == "diffusion":
+        logger.info("\n%s", format_partition_table(config.noise_partition, config.resolved_layers_per_block))
+
+    outcome = train_assigned_blocks(task, args, config.num_blocks, accelerator)
+    samples = None if not outcome.assignment.is_group_leader else write_samples(args, tokenizer, validation_ids, accelerator)
+    return finish_run(accelerator, args, config.num_blocks, outcome, samples=samples)
+
+
+if __name__ == "__main__":
+    main()

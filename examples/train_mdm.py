@@ -1,0 +1,211 @@
+#!/usr/bin/env python
+"""Train a DiffusionBlocks masked diffusion language model (MDM), block by block (or end to end, the baseline).
+
+    accelerate launch examples/train_mdm.py --dataset shakespeare --output_dir outputs/mdm-shakespeare
+
+`--block_index b` trains block b alone (only its parameters are built and optimised);
+`--block_index all` trains the blocks one after another; `--training_mode end_to_end` trains the
+same layers as one block over all masking times t ∈ [0, 1]. Block b owns the times where
+α(t) ∈ [b/B, (b+1)/B] (block 0 the most masked) and minimises its share of the NELBO.
+
+The output folder is a pipeline folder (`DiffusionBlocksTextPipeline.from_pretrained`) with
+`transformer/block_<b>.safetensors`, `scheduler/` and `tokenizer/`; a block loads alone with
+`DiffusionBlocksForMaskedLM.from_pretrained(output_dir, subfolder="transformer", block_index=b)`.
+Training examples are windows of `--sequence_length` characters starting at every position of the
+training split; `BatchOrder` draws the window starts, so a resumed run sees exactly the same batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+import torch
+from accelerate import Accelerator
+
+from hf_diffusionblocks import (
+    CharacterTokenizer,
+    DiffusionBlocksForMaskedLM,
+    DiffusionBlocksMaskedLMConfig,
+    DiffusionBlocksTextPipeline,
+    MaskedDiffusionLoss,
+)
+from hf_diffusionblocks.data import load_text_corpus
+from hf_diffusionblocks.training import add_common_training_arguments, validate_common_arguments
+from hf_diffusionblocks.training.launch import (
+    create_accelerator,
+    finish_run,
+    finished_block_steps,
+    present_blocks,
+    train_assigned_blocks,
+)
+
+logger = logging.getLogger("train_mdm")
+
+VOCABULARIES = ("corpus", "text8", "bytes")
+# Files of the pipeline folder uploaded next to each block (never checkpoints/, logs/ or validation/).
+HUB_ROOT_PATTERNS = ["model_index.json", "scheduler/*", "tokenizer/*", "transformer/*.json", "samples.txt", "README.md"]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_training_arguments(
+        parser, defaults={"dataset": "shakespeare", "overlap": 0.0, "train_batch_size": 64, "learning_rate": 1e-3}
+    )
+    mdm = parser.add_argument_group("masked diffusion LM")
+    mdm.add_argument("--hidden_size", type=int, default=128)
+    mdm.add_argument("--num_hidden_layers", type=int, default=6, help="Total layers L (split into --num_blocks).")
+    mdm.add_argument("--num_attention_heads", type=int, default=4)
+    mdm.add_argument("--intermediate_size", type=int, default=None, help="MLP width (default 4 × hidden_size).")
+    mdm.add_argument("--sequence_length", type=int, default=128, help="Characters per training window.")
+    mdm.add_argument("--masking_schedule", choices=("linear", "cosine"), default="linear",
+                     help="alpha(t) = 1 - t, or 1 - cos(pi/2 (1 - t)); blocks take equal decrements of alpha.")
+    mdm.add_argument("--vocabulary", choices=VOCABULARIES, default="corpus",
+                     help="'corpus': the characters of the training split; 'text8': a-z and space (lower-cased); "
+                          "'bytes': the 256 UTF-8 byte values.")
+    mdm.add_argument("--text_column", type=str, default=None, help="Text column of a `datasets` dataset.")
+    mdm.add_argument("--validation_windows", type=int, default=64, help="Validation windows of the logged block loss.")
+    mdm.add_argument("--num_inference_steps", type=int, default=120, help="Unmasking steps of the final samples.")
+    mdm.add_argument("--num_samples", type=int, default=3, help="Samples written to samples.txt when all blocks are done.")
+    args = parser.parse_args(argv)
+    validate_common_arguments(args)
+    validate_masked_lm_arguments(args)
+    return args
+
+
+def validate_masked_lm_arguments(args: argparse.Namespace) -> None:
+    """Refuse the common flags that have no meaning for masked diffusion, and bad sizes."""
+    if args.overlap != 0.0:
+        raise ValueError(f"--overlap must be 0 for the masked diffusion family (blocks own disjoint t intervals), got {args.overlap}.")
+    if args.partition != "equiprobable":
+        raise ValueError(
+            f"--partition applies to the continuous-noise families; the masked family splits t by equal decrements "
+            f"of alpha (choose --masking_schedule). Got --partition {args.partition}."
+        )
+    for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "sequence_length", "validation_windows", "num_samples"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
+
+
+def build_tokenizer(vocabulary: str, train_text: str) -> CharacterTokenizer:
+    if vocabulary == "corpus":
+        return CharacterTokenizer.from_corpus(train_text)
+    return CharacterTokenizer(vocabulary_type=vocabulary, strict=False)
+
+
+def build_config(args: argparse.Namespace, tokenizer: CharacterTokenizer) -> DiffusionBlocksMaskedLMConfig:
+    return DiffusionBlocksMaskedLMConfig(
+        vocab_size=len(tokenizer),
+        mask_token_id=tokenizer.mask_token_id,
+        hidden_size=args.hidden_size,
+        num_hidden_layers=args.num_hidden_layers,
+        num_attention_heads=args.num_attention_heads,
+        intermediate_size=args.intermediate_size or 4 * args.hidden_size,
+        max_position_embeddings=args.sequence_length,
+        masking_schedule=args.masking_schedule,
+        num_blocks=1 if args.training_mode == "end_to_end" else args.num_blocks,
+    )
+
+
+class MaskedLMTrainingTask:
+    """The masked diffusion family's part of block-wise training: windows of text, the NELBO share, outputs."""
+
+    def __init__(self, config, tokenizer, train_ids: torch.Tensor, validation_ids: torch.Tensor, args: argparse.Namespace):
+        self.config = config
+        self.tokenizer = tokenizer
+        self.sequence_length = args.sequence_length
+        if len(train_ids) < self.sequence_length:
+            raise ValueError(f"the training text has {len(train_ids)} tokens, fewer than --sequence_length={self.sequence_length}.")
+        self.train_ids = train_ids
+        self.num_examples = len(train_ids) - self.sequence_length + 1   # one example per window start
+        self.window = torch.arange(self.sequence_length)
+        num_windows = min(args.validation_windows, len(validation_ids) // self.sequence_length)
+        self.validation_ids = validation_ids[: num_windows * self.sequence_length].view(num_windows, self.sequence_length)
+        self.output_dir = args.output_dir
+        self.push_to_hub, self.hub_model_id, self.hub_token = args.push_to_hub, args.hub_model_id, args.hub_token
+        self.scheduler = config.build_scheduler()
+        self.loss_function = MaskedDiffusionLoss(self.scheduler, config.mask_token_id)
+
+    def build_model(self, block_indices: list[int]) -> DiffusionBlocksForMaskedLM:
+        return DiffusionBlocksForMaskedLM(self.config, block_indices=block_indices)
+
+    def get_batch(self, indices: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
+        windows = indices[:, None] + self.window                                     # (batch, seq_len)
+        return {"input_ids": self.train_ids[windows].to(device)}
+
+    def loss(self, model, block_index: int, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+        return self.loss_function(model, block_index, batch["input_ids"], generator)
+
+    @torch.no_grad()
+    def log_validation(self, model, block_index: int, step: int, accelerator: Accelerator) -> None:
+        """The block's loss (nats per token) on fixed validation windows, fixed t and masks: the B blocks' values add up to the NELBO."""
+        if len(self.validation_ids) == 0:
+            return
+        generator = torch.Generator().manual_seed(0)
+        value = float(self.loss_function(model, block_index, self.validation_ids.to(accelerator.device), generator))
+        accelerator.log({f"validation/loss_block_{block_index}": value}, step=step)
+        logger.info("block %d step %d: validation loss %.4f nats/token", block_index, step, value)
+
+    def save_block(self, model, block_index: int, training_steps: int) -> None:
+        model.block_training_steps[block_index] = training_steps
+        DiffusionBlocksTextPipeline(model, self.scheduler, self.tokenizer).save_pretrained(self.output_dir)
+        if self.push_to_hub:
+            push_block(self.output_dir, self.hub_model_id, block_index, self.hub_token)
+
+    def finished_steps(self, block_index: int) -> int | None:
+        return finished_block_steps(os.path.join(self.output_dir, "transformer"), block_index)
+
+
+def push_block(output_dir: str, repo_id: str, block_index: int, token: str | None) -> None:
+    """Upload the pipeline's shared files, then this block's file as its own commit."""
+    from huggingface_hub import HfApi
+
+    from hf_diffusionblocks.hub import push_block_to_hub
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, exist_ok=True)
+    api.upload_folder(repo_id=repo_id, folder_path=output_dir, allow_patterns=HUB_ROOT_PATTERNS,
+                      commit_message="Upload pipeline configs, scheduler and tokenizer")
+    push_block_to_hub(output_dir, repo_id, block_index, token=token)
+
+
+def write_samples(args: argparse.Namespace, accelerator: Accelerator) -> list[str] | None:
+    """When every block is in the output folder: `num_samples` unconditional samples into samples.txt."""
+    config = DiffusionBlocksForMaskedLM.load_config(os.path.join(args.output_dir, "transformer"))
+    present = present_blocks(os.path.join(args.output_dir, "transformer"), config.num_blocks)
+    if len(present) < config.num_blocks:
+        logger.info("blocks %s of %d are done; samples are written when all are.", present, config.num_blocks)
+        return None
+    pipeline = DiffusionBlocksTextPipeline.from_pretrained(args.output_dir).to(accelerator.device)
+    generator = torch.Generator(accelerator.device).manual_seed(args.seed)
+    texts = pipeline(num_samples=args.num_samples, num_inference_steps=args.num_inference_steps, generator=generator).texts
+    separator = "\n" + "=" * 80 + "\n"
+    with open(os.path.join(args.output_dir, "samples.txt"), "w", encoding="utf-8") as file:
+        file.write(separator.join(texts) + "\n")
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            for index, text in enumerate(texts):
+                tracker.writer.add_text(f"samples/{index}", "    " + text.replace("\n", "\n    "), 0)
+    return texts
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    accelerator = create_accelerator(args, "train_mdm")
+    train_text = load_text_corpus(args.dataset, "train", args.text_column)
+    validation_text = load_text_corpus(args.dataset, "validation", args.text_column)
+    tokenizer = build_tokenizer(args.vocabulary, train_text)
+    config = build_config(args, tokenizer)
+    task = MaskedLMTrainingTask(config, tokenizer, tokenizer.encode_corpus(train_text), tokenizer.encode_corpus(validation_text), args)
+    logger.info("%s, %d training characters, vocabulary of %d tokens, blocks own t in %s",
+                args.training_mode, len(task.train_ids), len(tokenizer),
+                [f"[{low:.3f}, {high:.3f}]" for low, high in map(task.scheduler.block_interval, range(config.num_blocks))])
+
+    outcome = train_assigned_blocks(task, args, config.num_blocks, accelerator)
+    samples = None if not outcome.assignment.is_group_leader else write_samples(args, accelerator)
+    return finish_run(accelerator, args, config.num_blocks, outcome, samples=samples)
+
+
+if __name__ == "__main__":
+    main()

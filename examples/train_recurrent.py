@@ -1,0 +1,249 @@
+#!/usr/bin/env python
+"""Train a DiffusionBlocks recurrent-depth language model (Huginn-style prelude / core / coda), or its
+truncated-BPTT baseline.
+
+    accelerate launch examples/train_recurrent.py --dataset shakespeare --output_dir outputs/recurrent-shakespeare
+
+`--training_mode blockwise` (DiffusionBlocks): every step is ONE forward pass of prelude, core and
+coda at a σ drawn from p_noise: the state z = E[x_{t+1}] + σε is denoised into next-token logits
+(cross-entropy). With the default `--num_blocks 1` the one core owns every noise level (the paper's
+setting); `--num_blocks B` gives B cores, each owning an interval, trained one after another.
+`--training_mode end_to_end` is the same objective with `num_blocks=1`.
+`--training_mode bptt` is the baseline: the same model unrolled for r ~ Huginn's random depth
+(`--mean_recurrence`) iterations from z = σ_max·ε, backpropagating through the last `--bptt_steps`
+of them, cross-entropy at the last readout.
+
+At inference the core runs K = `--num_iterations` times, Euler steps on the σ grid. The output folder
+is a model folder with the tokenizer; `DiffusionBlocksRecurrentForCausalLM.from_pretrained(output_dir)`
+and `CharacterTokenizer.from_pretrained(output_dir)` load it. When the model is complete the held-out
+cross-entropy (nats and bits per character) at K = 1 and K = `--num_iterations` goes to `eval_results.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration
+
+from hf_diffusionblocks import CharacterTokenizer, DiffusionBlocksRecurrentConfig, DiffusionBlocksRecurrentForCausalLM
+from hf_diffusionblocks.data import load_text_corpus
+from hf_diffusionblocks.modeling.block_checkpoint import block_weights_name, read_block_metadata
+from hf_diffusionblocks.models.recurrent import RecurrentDenoisingLoss, TruncatedBPTTLoss
+from hf_diffusionblocks.models.recurrent.evaluation_recurrent import held_out_cross_entropy
+from hf_diffusionblocks.training import (
+    TRAINING_MODES,
+    BlockTrainer,
+    OptimizationSettings,
+    add_common_training_arguments,
+    blocks_to_train,
+    validate_common_arguments,
+)
+
+logger = logging.getLogger("train_recurrent")
+
+RECURRENT_TRAINING_MODES = (*TRAINING_MODES, "bptt")
+HUB_ROOT_PATTERNS = ["config.json", "model.safetensors.index.json", "tokenizer_config.json", "special_tokens_map.json",
+                     "eval_results.json", "README.md"]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_training_arguments(
+        parser, defaults={"dataset": "shakespeare", "num_blocks": 1, "train_batch_size": 32, "lr_warmup_steps": 50}
+    )
+    # This family's own third mode: the truncated-BPTT baseline (the shared flags know two).
+    parser._option_string_actions["--training_mode"].choices = RECURRENT_TRAINING_MODES
+    recurrent = parser.add_argument_group("recurrent depth")
+    recurrent.add_argument("--hidden_size", type=int, default=128)
+    recurrent.add_argument("--num_hidden_layers", type=int, default=2, help="Layers of the recurrent core (all blocks).")
+    recurrent.add_argument("--num_prelude_layers", type=int, default=1)
+    recurrent.add_argument("--num_coda_layers", type=int, default=1)
+    recurrent.add_argument("--num_attention_heads", type=int, default=4)
+    recurrent.add_argument("--intermediate_size", type=int, default=None, help="MLP width (default 4 × hidden_size).")
+    recurrent.add_argument("--sequence_length", type=int, default=128, help="Characters of context per training window.")
+    recurrent.add_argument("--num_iterations", type=int, default=8, help="K: core iterations at evaluation and generation.")
+    recurrent.add_argument("--mean_recurrence", type=float, default=8.0, help="bptt: mean of the random depth r (Huginn: 32).")
+    recurrent.add_argument("--bptt_steps", type=int, default=4, help="bptt: iterations backpropagated through (Huginn: 8).")
+    recurrent.add_argument("--p_mean", type=float, default=-1.2, help="Mean of ln(sigma) of the noise distribution.")
+    recurrent.add_argument("--p_std", type=float, default=1.2, help="Std of ln(sigma) of the noise distribution.")
+    recurrent.add_argument("--text_column", type=str, default=None, help="Text column of a `datasets` dataset.")
+    recurrent.add_argument("--validation_windows", type=int, default=32, help="Windows of the logged validation loss.")
+    recurrent.add_argument("--eval_windows", type=int, default=256, help="Windows of the final held-out loss.")
+    recurrent.add_argument("--sample_length", type=int, default=200, help="Characters generated into samples.txt.")
+    args = parser.parse_args(argv)
+    validate_common_arguments(args)
+    validate_recurrent_arguments(args)
+    return args
+
+
+def validate_recurrent_arguments(args: argparse.Namespace) -> None:
+    for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "sequence_length", "num_iterations",
+                 "bptt_steps", "validation_windows", "eval_windows"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
+    for name in ("num_prelude_layers", "num_coda_layers", "sample_length"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}.")
+    if not args.mean_recurrence > 0:
+        raise ValueError(f"--mean_recurrence must be > 0, got {args.mean_recurrence}.")
+    if args.training_mode == "bptt" and args.block_index not in ("all", 0):
+        raise ValueError(f"--training_mode bptt trains one recurrent core: --block_index must be 0 or 'all', got {args.block_index}.")
+
+
+def build_config(args: argparse.Namespace, tokenizer: CharacterTokenizer) -> DiffusionBlocksRecurrentConfig:
+    one_core = args.training_mode in ("end_to_end", "bptt")
+    return DiffusionBlocksRecurrentConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=args.hidden_size,
+        num_hidden_layers=args.num_hidden_layers,
+        num_prelude_layers=args.num_prelude_layers,
+        num_coda_layers=args.num_coda_layers,
+        num_attention_heads=args.num_attention_heads,
+        intermediate_size=args.intermediate_size or 4 * args.hidden_size,
+        max_position_embeddings=args.sequence_length,
+        num_iterations=args.num_iterations,
+        num_blocks=1 if one_core else args.num_blocks,
+        partition=args.partition,
+        overlap=0.0 if one_core else args.overlap,
+        p_mean=args.p_mean,
+        p_std=args.p_std,
+    )
+
+
+class RecurrentTrainingTask:
+    """The recurrent family's part of block-wise training: text windows, the step's loss, validation, outputs."""
+
+    def __init__(self, config, tokenizer, train_ids: torch.Tensor, validation_ids: torch.Tensor, args: argparse.Namespace):
+        self.config = config
+        self.tokenizer = tokenizer
+        self.window = torch.arange(args.sequence_length + 1)               # context + the next character
+        if len(train_ids) < len(self.window):
+            raise ValueError(f"the training text has {len(train_ids)} tokens, fewer than --sequence_length + 1.")
+        self.train_ids = train_ids
+        self.num_examples = len(train_ids) - len(self.window) + 1
+        self.validation_ids = validation_ids
+        self.validation_windows = args.validation_windows
+        self.num_iterations = args.num_iterations
+        self.output_dir = args.output_dir
+        self.push_to_hub, self.hub_model_id, self.hub_token = args.push_to_hub, args.hub_model_id, args.hub_token
+        if args.training_mode == "bptt":
+            self.loss_function = TruncatedBPTTLoss(args.mean_recurrence, args.bptt_steps)
+        else:
+            self.loss_function = RecurrentDenoisingLoss(config.noise_partition)
+
+    def build_model(self, block_indices: list[int]) -> DiffusionBlocksRecurrentForCausalLM:
+        return DiffusionBlocksRecurrentForCausalLM(self.config, block_indices=block_indices)
+
+    def get_batch(self, indices: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
+        return {"input_ids": self.train_ids[indices[:, None] + self.window].to(device)}
+
+    def loss(self, model, block_index: int, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+        return self.loss_function(model, block_index, batch["input_ids"], generator)
+
+    def log_validation(self, model, block_index: int, step: int, accelerator: Accelerator) -> None:
+        """Held-out nats per character at K = 1 and K = --num_iterations (complete models only)."""
+        if not model.is_complete:
+            return
+        values = {}
+        for num_iterations in sorted({1, self.num_iterations}):
+            values[f"validation/loss_K{num_iterations}"] = held_out_cross_entropy(
+                model, self.validation_ids, len(self.window) - 1, self.validation_windows, num_iterations)
+        accelerator.log(values, step=step)
+        logger.info("step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
+
+    def save_block(self, model, block_index: int, training_steps: int) -> None:
+        model.block_training_steps[block_index] = training_steps
+        model.save_pretrained(self.output_dir, block_indices=[block_index])
+        self.tokenizer.save_pretrained(self.output_dir)
+        if self.push_to_hub:
+            push_block(self.output_dir, self.hub_model_id, block_index, self.hub_token)
+
+    def finished_steps(self, block_index: int) -> int | None:
+        path = os.path.join(self.output_dir, block_weights_name(block_index))
+        return read_block_metadata(path)["training_steps"] if os.path.isfile(path) else None
+
+
+def push_block(output_dir: str, repo_id: str, block_index: int, token: str | None) -> None:
+    """Upload the config, index and tokenizer, then this block's file as its own commit."""
+    from huggingface_hub import HfApi
+
+    from hf_diffusionblocks.hub import push_block_to_hub
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, exist_ok=True)
+    api.upload_folder(repo_id=repo_id, folder_path=output_dir, allow_patterns=HUB_ROOT_PATTERNS,
+                      commit_message="Upload config, index and tokenizer")
+    push_block_to_hub(output_dir, repo_id, block_index, subfolder="", token=token)
+
+
+def evaluate_model(args: argparse.Namespace, validation_ids: torch.Tensor, accelerator: Accelerator) -> dict | None:
+    """When every block is saved: held-out loss / BPC at K = 1 and K = --num_iterations, and a sample."""
+    config = DiffusionBlocksRecurrentForCausalLM.load_config(args.output_dir)
+    present = [b for b in range(config.num_blocks) if os.path.isfile(os.path.join(args.output_dir, block_weights_name(b)))]
+    if len(present) < config.num_blocks:
+        logger.info("blocks %s of %d are done; evaluation runs when all are.", present, config.num_blocks)
+        return None
+    model = DiffusionBlocksRecurrentForCausalLM.from_pretrained(args.output_dir).to(accelerator.device)
+    tokenizer = CharacterTokenizer.from_pretrained(args.output_dir)
+    result: dict = {"training_mode": args.training_mode, "num_blocks": config.num_blocks, "eval_windows": args.eval_windows,
+                    "sequence_length": args.sequence_length}
+    for num_iterations in sorted({1, args.num_iterations}):
+        loss = held_out_cross_entropy(model, validation_ids, args.sequence_length, args.eval_windows, num_iterations)
+        result[f"loss_K{num_iterations}"] = loss
+        result[f"bpc_K{num_iterations}"] = loss / math.log(2)
+    prompt_length = max(1, args.sequence_length // 4)
+    new_tokens = min(args.sample_length, args.sequence_length - prompt_length)
+    if new_tokens > 0:
+        prompt = validation_ids[:prompt_length][None].to(accelerator.device)
+        generated = model.generate(prompt, max_new_tokens=new_tokens, do_sample=False, num_iterations=args.num_iterations)
+        with open(os.path.join(args.output_dir, "samples.txt"), "w", encoding="utf-8") as file:
+            file.write(tokenizer.decode(generated[0].tolist()) + "\n")
+    with open(os.path.join(args.output_dir, "eval_results.json"), "w", encoding="utf-8") as file:
+        json.dump(result, file, indent=2)
+    accelerator.log({f"test/{k}": v for k, v in result.items() if isinstance(v, float)}, step=0)
+    logger.info("held-out: %s", result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, "logs")),
+    )
+    train_text = load_text_corpus(args.dataset, "train", args.text_column)
+    validation_text = load_text_corpus(args.dataset, "validation", args.text_column)
+    tokenizer = CharacterTokenizer.from_corpus(train_text, strict=False)
+    config = build_config(args, tokenizer)
+    train_ids, validation_ids = tokenizer.encode_corpus(train_text), tokenizer.encode_corpus(validation_text)
+    task = RecurrentTrainingTask(config, tokenizer, train_ids, validation_ids, args)
+    logger.info("%s, %d training characters, vocabulary of %d tokens, %d block(s)",
+                args.training_mode, len(train_ids), len(tokenizer), config.num_blocks)
+    if args.report_to != "none":
+        accelerator.init_trackers("train_recurrent", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
+
+    trainer = BlockTrainer(task, OptimizationSettings.from_args(args), accelerator)
+    results = [trainer.train_block(block_index) for block_index in blocks_to_train(args.block_index, config.num_blocks)]
+    evaluation = evaluate_model(args, validation_ids, accelerator)
+    summary = {
+        "output_dir": args.output_dir,
+        "training_mode": args.training_mode,
+        "num_blocks": config.num_blocks,
+        "blocks": [vars(result) for result in results],
+        "eval": evaluation,
+    }
+    accelerator.end_training()
+    print(json.dumps(summary, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+#!/usr/bin/env python
+"""Train a DiffusionBlocks ViT classifier, block by block (or end to end, the baseline).
+
+    accelerate launch examples/train_vit.py --dataset fashion_mnist --output_dir outputs/vit-fashion
+
+`--block_index b` trains block b alone (only its parameters are built and optimised): it reads the
+image patches and a noisy label token z = E_y + σε with σ in its own noise interval, and learns
+p(y | x, z) (`--objective`). `--block_index all` trains the blocks one after another.
+`--training_mode end_to_end` is the paper's baseline: the same network (same layers, embedders and
+head) trained end to end as an ordinary classifier with cross-entropy, one pass per image
+(`classifier_type="standard"`: label token = a learned [CLS] embedding, constant AdaLN input).
+
+The output folder is a model folder: `DiffusionBlocksForImageClassification.from_pretrained(output_dir)`
+loads every block, `from_pretrained(output_dir, block_index=b)` block b alone. When every block is
+there, the test accuracy (B Euler steps from σ_max, the label from the last readout) is computed with
+the library's `evaluate` accuracy module and written to `eval_results.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration
+
+from hf_diffusionblocks import DiffusionBlocksForImageClassification, DiffusionBlocksScheduler, DiffusionBlocksViTConfig
+from hf_diffusionblocks.data import load_image_dataset
+from hf_diffusionblocks.modeling.block_checkpoint import block_weights_name, read_block_metadata
+from hf_diffusionblocks.models.vit import LABEL_OBJECTIVES, VIT_SIZES, classification_training_loss
+from hf_diffusionblocks.models.vit.evaluation_vit import accuracy_metric_path, predict_labels
+from hf_diffusionblocks.training import (
+    BlockTrainer,
+    OptimizationSettings,
+    add_common_training_arguments,
+    blocks_to_train,
+    validate_common_arguments,
+)
+
+logger = logging.getLogger("train_vit")
+
+HUB_ROOT_PATTERNS = ["config.json", "model.safetensors.index.json", "eval_results.json", "README.md"]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_training_arguments(parser, defaults={"dataset": "digits", "lr_warmup_steps": 50})
+    vit = parser.add_argument_group("ViT")
+    vit.add_argument("--model_size", choices=sorted(VIT_SIZES), default="XS",
+                     help="ViT width/depth: " + ", ".join(f"{k}={v}" for k, v in VIT_SIZES.items()))
+    vit.add_argument("--num_hidden_layers", type=int, default=None, help="Override the depth of --model_size.")
+    vit.add_argument("--patch_size", type=int, default=2)
+    vit.add_argument("--image_size", type=int, default=None, help="Resize images to this size (default: native).")
+    vit.add_argument("--image_column", type=str, default=None, help="Image column of a `datasets` dataset.")
+    vit.add_argument("--label_column", type=str, default=None, help="Label column of a `datasets` dataset.")
+    vit.add_argument("--label_embedding_dim", type=int, default=None,
+                     help="Dimension of the label space (default: the number of classes).")
+    vit.add_argument("--objective", choices=LABEL_OBJECTIVES, default="cross_entropy",
+                     help="Block loss: cross-entropy of the readout, or lambda(sigma)-weighted L2 on softmax(logits)·E.")
+    vit.add_argument("--p_mean", type=float, default=-1.2, help="Mean of ln(sigma) of the noise distribution (EDM).")
+    vit.add_argument("--p_std", type=float, default=1.2, help="Std of ln(sigma) of the noise distribution (EDM).")
+    vit.add_argument("--max_train_samples", type=int, default=None, help="Train on the first N training images.")
+    vit.add_argument("--max_eval_samples", type=int, default=None, help="Evaluate on the first N test images.")
+    vit.add_argument("--num_inference_steps", type=int, default=None,
+                     help="Euler steps of the evaluation (default: num_blocks, one step per block).")
+    vit.add_argument("--eval_batch_size", type=int, default=500)
+    args = parser.parse_args(argv)
+    validate_common_arguments(args)
+    validate_vit_arguments(args)
+    return args
+
+
+def validate_vit_arguments(args: argparse.Namespace) -> None:
+    for name in ("max_train_samples", "max_eval_samples", "num_inference_steps", "num_hidden_layers", "patch_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name} must be >= 1, got {value}.")
+    if args.eval_batch_size < 1:
+        raise ValueError(f"--eval_batch_size must be >= 1, got {args.eval_batch_size}.")
+
+
+def build_config(args: argparse.Namespace, num_channels: int, image_size: int, num_labels: int) -> DiffusionBlocksViTConfig:
+    size = VIT_SIZES[args.model_size]
+    end_to_end = args.training_mode == "end_to_end"
+    return DiffusionBlocksViTConfig(
+        image_size=image_size,
+        patch_size=args.patch_size,
+        num_channels=num_channels,
+        num_labels=num_labels,
+        hidden_size=size.hidden_size,
+        num_hidden_layers=args.num_hidden_layers or size.num_hidden_layers,
+        num_attention_heads=size.num_attention_heads,
+        intermediate_size=size.intermediate_size,
+        label_embedding_dim=args.label_embedding_dim,
+        classifier_type="standard" if end_to_end else "diffusion",
+        num_blocks=1 if end_to_end else args.num_blocks,
+        partition=args.partition,
+        overlap=0.0 if end_to_end else args.overlap,
+        p_mean=args.p_mean,
+        p_std=args.p_std,
+    )
+
+
+def first(dataset, count: int | None):
+    """The first `count` examples (all when None)."""
+    if count is None:
+        return dataset.images, dataset.labels
+    return dataset.images[:count], dataset.labels[:count]
+
+
+class ViTTrainingTask:
+    """The ViT family's part of block-wise training: images, the block loss, validation, outputs."""
+
+    def __init__(self, config: DiffusionBlocksViTConfig, train_set, validation_set, args: argparse.Namespace):
+        self.config = config
+        self.images, self.labels = first(train_set, args.max_train_samples)
+        self.num_examples = len(self.labels)
+        self.validation_images, self.validation_labels = validation_set.images[:256], validation_set.labels[:256]
+        self.objective = args.objective
+        self.output_dir = args.output_dir
+        self.push_to_hub, self.hub_model_id, self.hub_token = args.push_to_hub, args.hub_model_id, args.hub_token
+
+    def build_model(self, block_indices: list[int]) -> DiffusionBlocksForImageClassification:
+        return DiffusionBlocksForImageClassification(self.config, block_indices=block_indices)
+
+    def get_batch(self, indices: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
+        return {"pixel_values": self.images[indices].to(device), "labels": self.labels[indices].to(device)}
+
+    def loss(self, model, block_index: int, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+        return classification_training_loss(
+            model, block_index, batch["pixel_values"], batch["labels"], generator, self.objective
+        )
+
+    @torch.no_grad()
+    def log_validation(self, model, block_index: int, step: int, accelerator: Accelerator) -> None:
+        """The block's loss on 256 fixed test images with fixed σ and noise."""
+        batch = self.get_batch(torch.arange(len(self.validation_labels)), accelerator.device)
+        value = float(self.loss(model, block_index, batch, torch.Generator().manual_seed(0)))
+        accelerator.log({f"validation/loss_block_{block_index}": value}, step=step)
+        logger.info("block %d step %d: validation loss %.4f", block_index, step, value)
+
+    def save_block(self, model, block_index: int, training_steps: int) -> None:
+        model.block_training_steps[block_index] = training_steps
+        model.save_pretrained(self.output_dir, block_indices=[block_index])
+        if self.push_to_hub:
+            push_block(self.output_dir, self.hub_model_id, block_index, self.hub_token)
+
+    def finished_steps(self, block_index: int) -> int | None:
+        path = os.path.join(self.output_dir, block_weights_name(block_index))
+        return read_block_metadata(path)["training_steps"] if os.path.isfile(path) else None
+
+
+def push_block(output_dir: str, repo_id: str, block_index: int, token: str | None) -> None:
+    """Upload the model's shared files, then this block's file as its own commit."""
+    from huggingface_hub import HfApi
+
+    from hf_diffusionblocks.hub import push_block_to_hub
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, exist_ok=True)
+    api.upload_folder(repo_id=repo_id, folder_path=output_dir, allow_patterns=HUB_ROOT_PATTERNS,
+                      commit_message="Upload config and index")
+    push_block_to_hub(output_dir, repo_id, block_index, subfolder="", token=token)
+
+
+def evaluate_accuracy(args: argparse.Namespace, test_set, accelerator: Accelerator) -> dict | None:
+    """When every block is in the output folder: test accuracy with the `evaluate` accuracy module."""
+    import evaluate
+
+    config = DiffusionBlocksForImageClassification.load_config(args.output_dir)
+    present = [b for b in range(config.num_blocks) if os.path.isfile(os.path.join(args.output_dir, block_weights_name(b)))]
+    if len(present) < config.num_blocks:
+        logger.info("blocks %s of %d are done; the test accuracy is computed when all are.", present, config.num_blocks)
+        return None
+    model = DiffusionBlocksForImageClassification.from_pretrained(args.output_dir).to(accelerator.device)
+    images, labels = first(test_set, args.max_eval_samples)
+    predictions = predict_labels(model, images, args.eval_batch_size, args.num_inference_steps, seed=args.seed)
+    metric = evaluate.load(accuracy_metric_path())
+    result = metric.compute(predictions=predictions.tolist(), references=labels.tolist())
+    result.update(num_examples=len(labels), num_inference_steps=args.num_inference_steps or config.num_blocks,
+                  classifier_type=config.classifier_type, num_blocks=config.num_blocks)
+    with open(os.path.join(args.output_dir, "eval_results.json"), "w", encoding="utf-8") as file:
+        json.dump(result, file, indent=2)
+    accelerator.log({"test/accuracy": result["accuracy"]}, step=0)
+    logger.info("test accuracy %.4f on %d images", result["accuracy"], len(labels))
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, "logs")),
+    )
+    train_set = load_image_dataset(args.dataset, "train", args.image_column, args.label_column, args.image_size)
+    test_set = load_image_dataset(args.dataset, "test", args.image_column, args.label_column, args.image_size)
+    config = build_config(args, train_set.num_channels, train_set.image_size, train_set.num_labels)
+    config.id2label = dict(enumerate(train_set.class_names))
+    task = ViTTrainingTask(config, train_set, test_set, args)
+    scheduler_table = DiffusionBlocksScheduler(**config.scheduler_kwargs()).partition_table(config.resolved_layers_per_block)
+    logger.info("%s (%s), %d training images\n%s", args.training_mode, config.classifier_type, task.num_examples, scheduler_table)
+    if args.report_to != "none":
+        accelerator.init_trackers("train_vit", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
+
+    trainer = BlockTrainer(task, OptimizationSettings.from_args(args), accelerator)
+    results = [trainer.train_block(block_index) for block_index in blocks_to_train(args.block_index, config.num_blocks)]
+    evaluation = evaluate_accuracy(args, test_set, accelerator)
+    summary = {
+        "output_dir": args.output_dir,
+        "training_mode": args.training_mode,
+        "num_blocks": config.num_blocks,
+        "blocks": [vars(result) for result in results],
+        "eval": evaluation,
+    }
+    accelerator.end_training()
+    print(json.dumps(summary, indent=2))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+from .attention_masks import block_diffusion_attention_mask
+from .configuration_causal_lm import OBJECTIVES, DiffusionBlocksCausalLMConfig
+from .losses_causal_lm import CausalLMDenoisingLoss
+from .modeling_causal_lm import CausalLMBlock, DiffusionBlocksCausalLMBlockOutput, DiffusionBlocksForCausalLM
+from .target_embeddings import make_target_embeddings, posterior_entropy
+
+__all__ = [
+    "OBJECTIVES",
+    "CausalLMBlock",
+    "CausalLMDenoisingLoss",
+    "DiffusionBlocksCausalLMBlockOutput",
+    "DiffusionBlocksCausalLMConfig",
+    "DiffusionBlocksForCausalLM",
+    "block_diffusion_attention_mask",
+    "make_target_embeddings",
+    "posterior_entropy",
+]

@@ -1,0 +1,96 @@
+"""Configuration of the DiffusionBlocks autoregressive language model (a Llama-style decoder)."""
+
+from __future__ import annotations
+
+from ...modeling.configuration_blocks import DiffusionBlocksConfig
+
+OBJECTIVES = ("diffusion", "next_token")
+
+
+class DiffusionBlocksCausalLMConfig(DiffusionBlocksConfig):
+    """A causal decoder whose layers are split into `num_blocks` blocks that denoise the next token's embedding.
+
+    With `objective="diffusion"` (the paper's AR experiment; the AR detail of Block Diffusion
+    with block size 1) block b predicts token i from the clean tokens < i and a noisy embedding
+    z = E[token i] + σ·ε with σ in its noise interval. With `objective="next_token"` (requires
+    `num_blocks=1`) the same decoder is an ordinary causal LM trained with next-token cross-entropy: the
+    end-to-end baseline of `--training_mode end_to_end`. Field names follow transformers' Llama; the
+    defaults are the paper's AR setting (12 layers, B = 4, γ = 0.1) at a small width.
+
+    Args:
+        vocab_size (`int`, defaults to 1024): number of token ids (`len(tokenizer)`).
+        hidden_size (`int`, defaults to 256), num_hidden_layers (`int`, defaults to 12),
+        num_attention_heads (`int`, defaults to 4), intermediate_size (`int`, defaults to 688): decoder sizes
+            (SwiGLU MLP of width `intermediate_size`).
+        max_position_embeddings (`int`, defaults to 256): the context: prompt plus generated tokens.
+        rope_theta (`float`, defaults to 10000.0): base of the rotary position embedding.
+        rms_norm_eps (`float`, defaults to 1e-6): epsilon of the RMS norms.
+        bos_token_id, eos_token_id, pad_token_id (`int`, *optional*): special tokens for `generate()`.
+        objective (`"diffusion" | "next_token"`, defaults to `"diffusion"`): what the blocks are trained for
+            (see above).
+        target_embedding_dim (`int`, defaults to 16): width d of the fixed target-embedding table E.
+        target_embedding_seed (`int`, defaults to 0): seed of E; E is rebuilt from (vocab_size,
+            target_embedding_dim, sigma_data, seed), never trained, and shared by all blocks.
+        num_inference_steps (`int`, *optional*): Euler steps per generated token; defaults to `num_blocks`
+            (one step per block, the paper's setting).
+        num_blocks (`int`, defaults to 4), layers_per_block, sigma_min, sigma_max, sigma_data, p_mean, p_std,
+        partition, overlap (`float`, defaults to 0.1, the paper's value for text): see `DiffusionBlocksConfig`.
+    """
+
+    model_type = "diffusion_blocks_causal_lm"
+
+    vocab_size: int = 1024
+    hidden_size: int = 256
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 4
+    intermediate_size: int = 688
+    max_position_embeddings: int = 256
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-6
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+    pad_token_id: int | None = None
+    objective: str = "diffusion"
+    target_embedding_dim: int = 16
+    target_embedding_seed: int = 0
+    num_inference_steps: int | None = None
+    num_blocks: int = 4
+    overlap: float = 0.1
+
+    def __post_init__(self, **kwargs):
+        for name in ("vocab_size", "hidden_size", "num_attention_heads", "intermediate_size",
+                     "max_position_embeddings", "target_embedding_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+        if self.hidden_size % self.num_attention_heads != 0 or (self.hidden_size // self.num_attention_heads) % 2:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} must be divisible by num_attention_heads={self.num_attention_heads} "
+                f"into an even head dimension (rotary embeddings rotate pairs of channels)."
+            )
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {self.objective!r}.")
+        if self.objective == "next_token" and self.num_blocks != 1:
+            raise ValueError(
+                f"objective='next_token' is the end-to-end baseline and needs num_blocks=1, got num_blocks={self.num_blocks}."
+            )
+        if self.num_inference_steps is not None and (
+            not isinstance(self.num_inference_steps, int) or self.num_inference_steps < 1
+        ):
+            raise ValueError(f"num_inference_steps must be an integer >= 1 or None, got {self.num_inference_steps!r}.")
+        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or not 0 <= value < self.vocab_size):
+                raise ValueError(f"{name} must be None or an int in [0, {self.vocab_size - 1}], got {value!r}.")
+        if not self.rope_theta > 0:
+            raise ValueError(f"rope_theta must be > 0, got {self.rope_theta}.")
+        super().__post_init__(**kwargs)
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def default_num_inference_steps(self) -> int:
+        """Euler steps per generated token: `num_inference_steps`, or one per block."""
+        return self.num_inference_steps or self.num_blocks

@@ -1,0 +1,424 @@
+"""DiffusionBlocks autoregressive language model. What differs from the shared machinery: a Llama-style
+decoder (RMSNorm, rotary positions, SwiGLU, SDPA) over two streams, the fixed target-embedding table,
+and generation through transformers' `GenerationMixin` with a per-token Euler sampler.
+
+Each block is a complete small decoder: its own token embedding, noisy-input projection, noise embedder,
+`num_layers` AdaLN-Zero layers and vocabulary readout. For token i it reads the clean tokens < i (the
+clean stream, causal) and a noisy embedding z_i = E[x_i] + σ·ε (the noisy stream), and predicts x_i (the
+paper's AR experiment; Block Diffusion, Arriola et al. 2025, with block size 1: `attention_masks.py`).
+The clean stream is conditioned on a learned σ-free vector, so its keys/values are the same at every σ:
+generation caches them once per token in a `DynamicCache` (one cache layer per decoder layer of every
+block) and runs the Euler steps of the next token's embedding against that cache, one block per step.
+
+`objective="next_token"` (num_blocks = 1) is the end-to-end baseline: the same block without the noisy
+stream (no noisy-input projection, no noise embedder); its readout at clean position i predicts x_{i+1}.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import DynamicCache, GenerationMixin
+from transformers.cache_utils import Cache
+from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.utils import ModelOutput
+
+from ...modeling.adaln import AdaLNZeroFinalLayer, AdaLNZeroTransformerLayer
+from ...modeling.embeddings import NoiseEmbedder
+from ...modeling.modeling_blocks import DiffusionBlocksPreTrainedModel
+from ...schedulers.scheduling_diffusion_blocks import DiffusionBlocksScheduler
+from .attention_masks import (
+    block_diffusion_attention_mask,
+    cached_clean_attention_mask,
+    noisy_query_attention_mask,
+    rotary_cos_sin,
+)
+from .configuration_causal_lm import DiffusionBlocksCausalLMConfig
+from .generation_checks import check_generate_arguments
+from .target_embeddings import make_target_embeddings
+
+# Flags transformers may pass to `forward` that change nothing here when off.
+_IGNORED_FORWARD_FLAGS = ("output_attentions", "output_hidden_states")
+
+
+@dataclass
+class DiffusionBlocksCausalLMBlockOutput(ModelOutput):
+    """
+    Args:
+        logits (`torch.Tensor` of shape `(batch, seq_len, vocab_size)`): objective `"diffusion"`: logits of
+            p(x_i | x_<i, z_i) at every noisy position i; `"next_token"`: logits of p(x_{i+1} | x_≤i).
+        denoised (`torch.Tensor` of shape `(batch, seq_len, target_embedding_dim)`, diffusion only): the
+            denoised estimate D̂ = softmax(logits)·E in target-embedding space.
+    """
+
+    logits: torch.Tensor | None = None
+    denoised: torch.Tensor | None = None
+
+
+class CausalLMBlock(nn.Module):
+    """One block: token embedding, [noisy-input projection, noise embedder], `num_layers` layers, readout.
+
+    Its layers own the cache layers `first_layer_index … first_layer_index + num_layers − 1`.
+    """
+
+    def __init__(self, config: DiffusionBlocksCausalLMConfig, num_layers: int, first_layer_index: int):
+        super().__init__()
+        self.first_layer_index = first_layer_index
+        self.head_dim, self.rope_theta = config.head_dim, config.rope_theta
+        self.token_embedding = nn.Embedding(config.vocab_size, config.hidden_size)
+        # The clean stream's AdaLN conditioning: learned and σ-free, so its keys/values can be cached.
+        self.clean_conditioning = nn.Parameter(torch.zeros(config.hidden_size))
+        if config.objective == "diffusion":
+            self.noisy_input = nn.Linear(config.target_embedding_dim, config.hidden_size)
+            self.noise_embedder = NoiseEmbedder(config.hidden_size)
+        self.layers = nn.ModuleList(
+            AdaLNZeroTransformerLayer(
+                config.hidden_size, config.num_attention_heads, config.intermediate_size,
+                norm_type="rms_norm", mlp_type="swiglu", norm_eps=config.rms_norm_eps,
+            )
+            for _ in range(num_layers)
+        )
+        self.final_layer = AdaLNZeroFinalLayer(
+            config.hidden_size, config.vocab_size, norm_type="rms_norm", norm_eps=config.rms_norm_eps
+        )
+
+    def _rotary(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        return rotary_cos_sin(position_ids, self.head_dim, self.rope_theta, dtype)
+
+    def _clean_conditioning(self, dtype: torch.dtype) -> torch.Tensor:
+        return self.clean_conditioning.to(dtype)[None, None]                          # (1, 1, hidden)
+
+    def forward_training(self, input_ids: torch.Tensor, scaled_noisy: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        """Both streams in one pass under the block-diffusion mask.
+
+        `(batch, n)` clean ids, `(batch, n, d)` c_in·z, `(batch, n)` c_noise → logits `(batch, n, vocab)` at the noisy positions.
+        """
+        batch, seq_len = input_ids.shape
+        noisy = self.noisy_input(scaled_noisy)                                        # (batch, n, hidden)
+        clean = self.token_embedding(input_ids)                                       # (batch, n, hidden)
+        hidden_states = torch.cat([noisy, clean], dim=1)                              # (batch, 2n, hidden)
+        noise_conditioning = self.noise_embedder(c_noise).to(noisy.dtype)             # (batch, n, hidden)
+        conditioning = torch.cat(
+            [noise_conditioning, self._clean_conditioning(noisy.dtype).expand(batch, seq_len, -1)], dim=1
+        )                                                                             # (batch, 2n, hidden)
+        positions = torch.arange(seq_len, device=input_ids.device).repeat(2)[None]    # noisy i shares clean i's position
+        rotary = self._rotary(positions, noisy.dtype)
+        mask = block_diffusion_attention_mask(seq_len, device=input_ids.device)       # (2n, 2n)
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, conditioning, attention_mask=mask, position_embeddings=rotary)
+        return self.final_layer(hidden_states[:, :seq_len], noise_conditioning)
+
+    def forward_clean(
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cache: Cache | None = None,
+    ) -> torch.Tensor:
+        """The clean stream: `(batch, n)` ids → last hidden states `(batch, n, hidden)`.
+
+        With a `cache`, each layer appends its keys/values and attends over all cached tokens under
+        `attention_mask` `(batch, 1, n, past + n)`; without one, plain causal attention over the n tokens.
+        """
+        hidden_states = self.token_embedding(input_ids)                               # (batch, n, hidden)
+        conditioning = self._clean_conditioning(hidden_states.dtype)
+        rotary = self._rotary(position_ids, hidden_states.dtype)
+        for offset, layer in enumerate(self.layers):
+            hook = None
+            if cache is not None:
+                layer_index = self.first_layer_index + offset
+                hook = lambda key, value, index=layer_index: cache.update(key, value, index)  # noqa: E731
+            hidden_states = layer(
+                hidden_states, conditioning, attention_mask=attention_mask, position_embeddings=rotary,
+                is_causal=attention_mask is None, key_value_hook=hook,
+            )
+        return hidden_states
+
+    def readout_clean(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Next-token logits `(batch, n, vocab)` from clean-stream states (objective `"next_token"`)."""
+        return self.final_layer(hidden_states, self._clean_conditioning(hidden_states.dtype))
+
+    def forward_noisy(
+        self,
+        scaled_noisy: torch.Tensor,
+        c_noise: torch.Tensor,
+        position_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        cache: Cache,
+    ) -> torch.Tensor:
+        """Noisy queries against the cached clean stream; nothing is written to the cache.
+
+        `(batch, k, d)` c_in·z, `(batch, k)` c_noise, `(batch, k)` positions, mask `(batch, 1, k, past + k)`
+        → logits `(batch, k, vocab)`.
+        """
+        hidden_states = self.noisy_input(scaled_noisy)                                # (batch, k, hidden)
+        conditioning = self.noise_embedder(c_noise).to(hidden_states.dtype)           # (batch, k, hidden)
+        rotary = self._rotary(position_ids, hidden_states.dtype)
+        for offset, layer in enumerate(self.layers):
+            cached = cache.layers[self.first_layer_index + offset]
+
+            def prepend_past(key, value, cached=cached):
+                return torch.cat([cached.keys, key], dim=2), torch.cat([cached.values, value], dim=2)
+
+            hidden_states = layer(
+                hidden_states, conditioning, attention_mask=attention_mask, position_embeddings=rotary,
+                key_value_hook=prepend_past,
+            )
+        return self.final_layer(hidden_states, conditioning)
+
+
+class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin):
+    """Autoregressive LM whose `config.num_blocks` blocks each denoise the next token's embedding on one σ interval.
+
+    `DiffusionBlocksForCausalLM(config, block_indices=[b])` builds block b alone and
+    `from_pretrained(path, block_index=b)` loads it alone (training); `generate()` needs every block.
+    The fixed target-embedding table is the non-persistent buffer `target_embeddings` `(vocab_size,
+    target_embedding_dim)`, rebuilt from the config (`target_embeddings.py`), stored once for all blocks.
+    """
+
+    config_class = DiffusionBlocksCausalLMConfig
+    main_input_name = "input_ids"
+    _no_split_modules = ["CausalLMBlock"]
+
+    def __init__(self, config: DiffusionBlocksCausalLMConfig, block_indices: list[int] | None = None):
+        super().__init__(config, block_indices)
+        table = make_target_embeddings(
+            config.vocab_size, config.target_embedding_dim, config.sigma_data, config.target_embedding_seed
+        )
+        self.register_buffer("target_embeddings", table, persistent=False)
+
+    def build_block(self, block_index: int, num_layers: int) -> CausalLMBlock:
+        return CausalLMBlock(self.config, num_layers, first_layer_index=sum(self.layers_per_block[:block_index]))
+
+    # ---- inputs ----------------------------------------------------------------------------
+    def _check_input_ids(self, input_ids: Any, past_length: int = 0) -> None:
+        config = self.config
+        if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2 or input_ids.dtype != torch.long:
+            shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
+            raise ValueError(f"input_ids must be a LongTensor of shape (batch, seq_len), got {shape}.")
+        if past_length + input_ids.shape[1] > config.max_position_embeddings:
+            raise ValueError(
+                f"the sequence ({past_length} cached + {input_ids.shape[1]} new tokens) is longer than the context, "
+                f"max_position_embeddings={config.max_position_embeddings}."
+            )
+        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= config.vocab_size):
+            raise ValueError(
+                f"input_ids must lie in [0, {config.vocab_size - 1}] (vocab_size={config.vocab_size}), "
+                f"got values in [{int(input_ids.min())}, {int(input_ids.max())}]."
+            )
+
+    def _require_complete(self, purpose: str) -> None:
+        if not self.is_complete:
+            raise ValueError(
+                f"{purpose} needs all {self.config.num_blocks} blocks, but only blocks {self.loaded_block_indices} are "
+                f"loaded; load the model without block_index."
+            )
+
+    # ---- training: one block ---------------------------------------------------------------
+    def forward_block(
+        self,
+        block_index: int,
+        input_ids: torch.Tensor,
+        noisy_embeddings: torch.Tensor | None = None,
+        sigma: torch.Tensor | float | None = None,
+        return_dict: bool = True,
+    ) -> DiffusionBlocksCausalLMBlockOutput | tuple[torch.Tensor, ...]:
+        """Run block `block_index` alone over whole sequences (training and evaluation).
+
+        Args:
+            block_index (`int`): the block, in `[0, num_blocks)`; block 0 owns the highest noise.
+            input_ids (`torch.LongTensor` of shape `(batch, seq_len)`): the clean tokens x.
+            noisy_embeddings (`torch.Tensor` of shape `(batch, seq_len, target_embedding_dim)`, diffusion only):
+                z_i = E[x_i] + σ_i·ε_i.
+            sigma (`float` or `torch.Tensor` of shape `(batch,)` or `(batch, seq_len)`, diffusion only): the
+                noise level of every noisy position.
+        Returns:
+            `DiffusionBlocksCausalLMBlockOutput` (see there).
+        """
+        block = self.get_block(block_index)
+        self._check_input_ids(input_ids)
+        if self.config.objective == "next_token":
+            if noisy_embeddings is not None or sigma is not None:
+                raise ValueError("objective='next_token' has no noisy stream: pass neither noisy_embeddings nor sigma.")
+            position_ids = torch.arange(input_ids.shape[1], device=input_ids.device)[None]
+            logits = block.readout_clean(block.forward_clean(input_ids, position_ids))
+            return DiffusionBlocksCausalLMBlockOutput(logits=logits) if return_dict else (logits,)
+        noisy_embeddings, sigma = self._check_noisy_inputs(input_ids, noisy_embeddings, sigma)
+        preconditioning = self.config.preconditioning
+        logits = block.forward_training(
+            input_ids, preconditioning.scale_input(noisy_embeddings, sigma), preconditioning.c_noise(sigma)
+        )
+        denoised = self.denoised_embeddings(logits)
+        return DiffusionBlocksCausalLMBlockOutput(logits=logits, denoised=denoised) if return_dict else (logits, denoised)
+
+    def _check_noisy_inputs(self, input_ids, noisy_embeddings, sigma) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, seq_len = input_ids.shape
+        expected = (batch, seq_len, self.config.target_embedding_dim)
+        if not isinstance(noisy_embeddings, torch.Tensor) or tuple(noisy_embeddings.shape) != expected:
+            got = tuple(noisy_embeddings.shape) if isinstance(noisy_embeddings, torch.Tensor) else noisy_embeddings
+            raise ValueError(f"noisy_embeddings must have shape {expected} (batch, seq_len, target_embedding_dim), got {got}.")
+        if sigma is None:
+            raise ValueError("objective='diffusion' needs sigma, a float or a tensor of shape (batch,) or (batch, seq_len).")
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=input_ids.device)
+        if sigma.ndim == 1 and sigma.shape == (batch,):
+            sigma = sigma[:, None]
+        if sigma.ndim not in (0, 2) or (sigma.ndim == 2 and sigma.shape[1] not in (1, seq_len)):
+            raise ValueError(f"sigma must be a float or have shape ({batch},) or ({batch}, {seq_len}), got {tuple(sigma.shape)}.")
+        if not torch.all(sigma > 0):
+            raise ValueError("sigma must be > 0.")
+        return noisy_embeddings, sigma.expand(batch, seq_len)
+
+    def denoised_embeddings(self, logits: torch.Tensor) -> torch.Tensor:
+        """D̂ = softmax(logits)·E: `(..., vocab)` → `(..., target_embedding_dim)` (DESIGN §1)."""
+        return logits.float().softmax(dim=-1) @ self.target_embeddings.float()
+
+    # ---- inference: all blocks -------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        use_cache: bool | None = None,
+        labels: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
+        num_inference_steps: int | None = None,
+        generator: torch.Generator | None = None,
+        return_dict: bool = True,
+        **kwargs: Any,
+    ) -> CausalLMOutputWithPast | tuple:
+        """Logits of the token after each position, for `generate()` (with or without a cache).
+
+        The clean tokens run through every block's clean stream (appending to `cache`). Then, for each of
+        the last `logits_to_keep` positions (0: all), the next token's embedding starts at σ_max·ε and
+        `num_inference_steps` Euler steps (default `config.default_num_inference_steps`, one per block)
+        integrate the probability-flow ODE, each step on the block the scheduler routes its σ to; the
+        logits are those of the last readout. They concentrate on the token the ODE reached: the sampling
+        randomness is in ε (drawn from `generator`, else torch's global generator). For
+        `objective="next_token"` the logits are the clean stream's readout.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch, n)`): the tokens not yet in `cache`.
+            attention_mask (`torch.LongTensor` of shape `(batch, past + n)`, *optional*): 0 for (left) padding.
+            position_ids (`torch.LongTensor` of shape `(batch, n)`, *optional*): defaults to the count of real
+                tokens before each position.
+            cache (`Cache`, *optional*): the clean stream's keys/values of the previous tokens.
+            use_cache (`bool`, *optional*): return the (updated) cache; defaults to `cache is not None`.
+            labels (`torch.LongTensor` of shape `(batch, n)`, *optional*, `"next_token"` only): next-token
+                cross-entropy (−100 ignored) as `loss`, the usual causal-LM convention.
+            logits_to_keep (`int`, defaults to 0): compute logits for the last this many positions (0: all).
+        Returns:
+            `CausalLMOutputWithPast` with `logits` `(batch, logits_to_keep or n, vocab_size)` and `cache`.
+        """
+        self._check_forward_flags(kwargs)
+        self._require_complete("inference")
+        if use_cache is None:
+            use_cache = cache is not None
+        if cache is None:
+            cache = DynamicCache(config=self.config)
+        past_length = cache.get_seq_length()
+        self._check_input_ids(input_ids, past_length)
+        batch, seq_len = input_ids.shape
+        key_padding = self._key_padding(attention_mask, batch, past_length + seq_len, input_ids.device)
+        if position_ids is None:
+            position_ids = (key_padding.long().cumsum(-1) - 1).clamp_min(0)[:, past_length:]
+        if not isinstance(logits_to_keep, int) or logits_to_keep < 0:
+            raise ValueError(f"logits_to_keep must be an int >= 0, got {logits_to_keep!r}.")
+        keep = seq_len if logits_to_keep == 0 else min(logits_to_keep, seq_len)
+
+        clean_mask = cached_clean_attention_mask(key_padding, seq_len)
+        hidden_states = [
+            self.blocks[str(b)].forward_clean(input_ids, position_ids, clean_mask, cache) for b in range(self.config.num_blocks)
+        ]
+        if self.config.objective == "next_token":
+            logits = self.blocks["0"].readout_clean(hidden_states[0][:, seq_len - keep:])
+        else:
+            context_lengths = torch.arange(past_length + seq_len - keep, past_length + seq_len, device=input_ids.device) + 1
+            logits = self.sample_next_token_logits(
+                key_padding, position_ids[:, seq_len - keep:] + 1, context_lengths, cache, num_inference_steps, generator
+            )
+        loss = self._next_token_loss(logits, labels, keep, seq_len)
+        cache = cache if use_cache else None
+        if not return_dict:
+            return tuple(value for value in (loss, logits, cache) if value is not None)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache)
+
+    def sample_next_token_logits(
+        self,
+        key_padding: torch.Tensor,
+        position_ids: torch.Tensor,
+        context_lengths: torch.Tensor,
+        cache: Cache,
+        num_inference_steps: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Euler sampling of k next-token embeddings at once; returns the last readout's logits `(batch, k, vocab)`.
+
+        Args:
+            key_padding (`torch.BoolTensor` `(batch, num_cached)`): True for real cached tokens.
+            position_ids (`torch.LongTensor` `(batch, k)`): position of each predicted token.
+            context_lengths (`torch.LongTensor` `(k,)`): query q sees the cached tokens `< context_lengths[q]`.
+        """
+        steps = num_inference_steps or self.config.default_num_inference_steps
+        scheduler = DiffusionBlocksScheduler(**self.config.scheduler_kwargs())
+        scheduler.set_timesteps(steps, device=key_padding.device)
+        preconditioning = self.config.preconditioning
+        dtype = self.target_embeddings.dtype
+        shape = (key_padding.shape[0], position_ids.shape[1], self.config.target_embedding_dim)
+        noise = torch.randn(shape, generator=generator, device=generator.device if generator else key_padding.device)
+        sample = noise.to(key_padding.device, dtype) * scheduler.init_noise_sigma        # z = σ_max·ε
+        mask = noisy_query_attention_mask(key_padding, context_lengths)
+        logits = None
+        for sigma, block_index in zip(scheduler.timesteps, scheduler.block_indices.tolist()):
+            c_noise = preconditioning.c_noise(sigma).expand(shape[:2])                   # (batch, k)
+            logits = self.blocks[str(block_index)].forward_noisy(
+                preconditioning.scale_input(sample, sigma), c_noise, position_ids, mask, cache
+            )
+            sample = scheduler.step(self.denoised_embeddings(logits).to(dtype), sigma, sample).prev_sample
+        return logits
+
+    def _key_padding(self, attention_mask, batch: int, total_length: int, device) -> torch.Tensor:
+        if attention_mask is None:
+            return torch.ones(batch, total_length, dtype=torch.bool, device=device)
+        if attention_mask.ndim != 2 or tuple(attention_mask.shape) != (batch, total_length):
+            raise ValueError(
+                f"attention_mask must have shape (batch, cached + new tokens) = ({batch}, {total_length}), "
+                f"got {tuple(attention_mask.shape)}."
+            )
+        return attention_mask.to(device).bool()
+
+    def _next_token_loss(self, logits, labels, keep: int, seq_len: int) -> torch.Tensor | None:
+        if labels is None:
+            return None
+        if self.config.objective != "next_token":
+            raise ValueError(
+                "labels are only supported for objective='next_token': the diffusion model's final-readout logits "
+                "are not a likelihood. Train blocks with CausalLMDenoisingLoss (forward_block)."
+            )
+        if keep != seq_len or labels.shape != logits.shape[:2]:
+            raise ValueError(f"labels must have shape {tuple(logits.shape[:2])} and logits_to_keep must be 0.")
+        return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+
+    @staticmethod
+    def _check_forward_flags(kwargs: dict[str, Any]) -> None:
+        unknown = sorted(key for key in kwargs if key not in _IGNORED_FORWARD_FLAGS)
+        requested = sorted(key for key in _IGNORED_FORWARD_FLAGS if kwargs.get(key))
+        if unknown or requested:
+            raise ValueError(f"forward got unsupported arguments: {unknown + requested}.")
+
+    # ---- generation ------------------------------------------------------------------------
+    def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):
+        """`GenerationMixin.generate` after checks that raise a `ValueError` naming the bad argument.
+
+        Checked here: every block is loaded; prompt length + `max_new_tokens` fits `max_position_embeddings`;
+        `temperature` > 0, `top_k` >= 0, `0 < top_p <= 1` when sampling; `num_inference_steps` >= 1.
+        Diffusion-specific keyword arguments: `num_inference_steps` (Euler steps per token) and
+        `generator` (the ε of every token).
+        """
+        self._require_complete("generate()")
+        check_generate_arguments(self, inputs, generation_config, kwargs)
+        return super().generate(inputs, generation_config=generation_config, **kwargs)

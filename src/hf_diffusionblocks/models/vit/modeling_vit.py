@@ -1,0 +1,219 @@
+"""DiffusionBlocks ViT classifier. What differs from the shared machinery: the patch tokens are the
+conditioning, the target is a class label in a fixed embedding space, and the readout is a
+classifier head at the label token whose posterior mean is the denoised estimate.
+
+Each block is a complete small ViT (patch, label-token and noise embedders, its layers, its head):
+it reads the image patches and one extra token, the noisy label z = E_y + σε scaled by c_in(σ),
+is conditioned on σ by AdaLN, and returns logits of p(y | x, z). The denoised estimate is
+D̂ = softmax(logits)·E (DESIGN §1). Inference integrates the probability-flow ODE of z from σ_max
+with Euler steps on the scheduler's grid (one step per block by default); the label is the argmax of
+the last readout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.utils import ModelOutput
+
+from ...modeling.adaln import AdaLNZeroFinalLayer, AdaLNZeroTransformerLayer
+from ...modeling.embeddings import NoiseEmbedder
+from ...modeling.modeling_blocks import DiffusionBlocksPreTrainedModel
+from ...schedulers.scheduling_diffusion_blocks import DiffusionBlocksScheduler
+from ..dit.modeling_dit import sincos_2d_position_embedding
+from .configuration_vit import DiffusionBlocksViTConfig
+from .label_embeddings import posterior_mean, target_embedding_table
+
+
+@dataclass
+class DiffusionBlocksViTBlockOutput(ModelOutput):
+    """
+    Args:
+        logits (`torch.Tensor` of shape `(batch, num_labels)`): the block's readout, logits of p(y | x, z).
+        denoised (`torch.Tensor` of shape `(batch, label_embedding_dim)`): D̂ = softmax(logits)·E.
+    """
+
+    logits: torch.Tensor | None = None
+    denoised: torch.Tensor | None = None
+
+
+class ViTBlock(nn.Module):
+    """One DiffusionBlocks block: a complete ViT over `num_layers` layers with a label token."""
+
+    def __init__(self, config: DiffusionBlocksViTConfig, num_layers: int):
+        super().__init__()
+        grid_size = config.image_size // config.patch_size
+        self.patch_embedder = nn.Conv2d(
+            config.num_channels, config.hidden_size, kernel_size=config.patch_size, stride=config.patch_size
+        )
+        self.register_buffer(
+            "position_embedding", sincos_2d_position_embedding(config.hidden_size, grid_size)[None], persistent=False
+        )
+        self.label_embedder = nn.Linear(config.label_embedding_dim, config.hidden_size)
+        # the label token's learned identity (its "position"); with z = 0 ("standard") it is the [CLS]
+        # token. Randomly initialised: a zero token stays zero through zero-initialised AdaLN layers and
+        # gives the zero-initialised head no gradient.
+        self.label_position_embedding = nn.Embedding(1, config.hidden_size)
+        self.noise_embedder = NoiseEmbedder(config.hidden_size)
+        self.layers = nn.ModuleList(
+            AdaLNZeroTransformerLayer(
+                config.hidden_size, config.num_attention_heads, config.intermediate_size, norm_eps=config.layer_norm_eps
+            )
+            for _ in range(num_layers)
+        )
+        self.head = AdaLNZeroFinalLayer(config.hidden_size, config.num_labels, norm_eps=config.layer_norm_eps)
+
+    def forward(self, pixel_values: torch.Tensor, scaled_labels: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        """`(batch, C, H, W)` images, `(batch, d)` c_in·z, `(batch,)` c_noise → logits `(batch, num_labels)`."""
+        patches = self.patch_embedder(pixel_values).flatten(2).transpose(1, 2)       # (batch, grid², hidden)
+        label_token = self.label_embedder(scaled_labels).unsqueeze(1) + self.label_position_embedding.weight
+        hidden_states = torch.cat([label_token, patches + self.position_embedding], dim=1)
+        conditioning = self.noise_embedder(c_noise)                                   # (batch, hidden)
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, conditioning)                        # bidirectional
+        return self.head(hidden_states[:, :1], conditioning).squeeze(1)               # (batch, num_labels)
+
+
+class DiffusionBlocksForImageClassification(DiffusionBlocksPreTrainedModel):
+    """ViT classifier trained as `config.num_blocks` independent label-denoising blocks.
+
+    `DiffusionBlocksForImageClassification(config, block_indices=[b])` builds block b alone;
+    `from_pretrained(path, block_index=b)` loads it alone. The label-embedding table E is a
+    non-persistent buffer rebuilt from the config (`label_embeddings`), so no block file stores it.
+    """
+
+    config_class = DiffusionBlocksViTConfig
+    main_input_name = "pixel_values"
+    _no_split_modules = ["ViTBlock"]
+
+    def __init__(self, config: DiffusionBlocksViTConfig, block_indices: list[int] | None = None):
+        super().__init__(config, block_indices=block_indices)
+        table = target_embedding_table(config.num_labels, config.label_embedding_dim, config.sigma_data)
+        self.register_buffer("label_embeddings", table, persistent=False)                # (num_labels, d)
+
+    def build_block(self, block_index: int, num_layers: int) -> ViTBlock:
+        return ViTBlock(self.config, num_layers)
+
+    def build_scheduler(self) -> DiffusionBlocksScheduler:
+        """The `DiffusionBlocksScheduler` with the partition these blocks were trained on."""
+        return DiffusionBlocksScheduler(**self.config.scheduler_kwargs())
+
+    def _check_pixel_values(self, pixel_values: torch.Tensor) -> None:
+        config = self.config
+        expected = (config.num_channels, config.image_size, config.image_size)
+        if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != expected:
+            shape = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
+            raise ValueError(f"pixel_values must have shape (batch, {', '.join(map(str, expected))}), got {shape}.")
+
+    def _check_noisy_labels(self, noisy_labels: torch.Tensor, sigma: torch.Tensor | float, batch: int) -> torch.Tensor:
+        if noisy_labels.shape != (batch, self.config.label_embedding_dim):
+            raise ValueError(
+                f"noisy_labels must have shape ({batch}, label_embedding_dim={self.config.label_embedding_dim}), "
+                f"got {tuple(noisy_labels.shape)}."
+            )
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=noisy_labels.device)
+        if sigma.ndim == 0:
+            sigma = sigma.expand(batch)
+        if sigma.shape != (batch,):
+            raise ValueError(f"sigma must be a scalar or have shape ({batch},), got {tuple(sigma.shape)}.")
+        return sigma
+
+    def forward_block(
+        self,
+        block_index: int,
+        pixel_values: torch.Tensor,
+        noisy_labels: torch.Tensor,
+        sigma: torch.Tensor | float,
+        return_dict: bool = True,
+    ) -> DiffusionBlocksViTBlockOutput | tuple[torch.Tensor, torch.Tensor]:
+        """Denoise the label token with block `block_index` alone.
+
+        Args:
+            block_index (`int`): the block, in `[0, num_blocks)`; block 0 owns the highest noise.
+            pixel_values (`torch.Tensor` of shape `(batch, num_channels, image_size, image_size)`): images in [-1, 1].
+            noisy_labels (`torch.Tensor` of shape `(batch, label_embedding_dim)`): z = E_y + σε.
+            sigma (`float` or `torch.Tensor` of shape `(batch,)`): noise levels.
+        Returns:
+            `DiffusionBlocksViTBlockOutput` with `logits` `(batch, num_labels)` and `denoised` D̂ `(batch, d)`.
+        """
+        block = self.get_block(block_index)
+        self._check_pixel_values(pixel_values)
+        sigma = self._check_noisy_labels(noisy_labels, sigma, pixel_values.shape[0])
+        preconditioning = self.config.preconditioning
+        scaled = preconditioning.scale_input(noisy_labels.float(), sigma).to(pixel_values.dtype)
+        logits = block(pixel_values, scaled, preconditioning.c_noise(sigma))
+        denoised = posterior_mean(logits, self.label_embeddings)
+        return DiffusionBlocksViTBlockOutput(logits=logits, denoised=denoised) if return_dict else (logits, denoised)
+
+    def standard_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The end-to-end baseline (`classifier_type="standard"`): one pass, z = 0, σ = σ_max → `(batch, num_labels)`."""
+        self._check_pixel_values(pixel_values)
+        batch = pixel_values.shape[0]
+        empty_label = pixel_values.new_zeros(batch, self.config.label_embedding_dim)
+        c_noise = self.config.preconditioning.c_noise(torch.full((batch,), self.config.sigma_max, device=pixel_values.device))
+        return self.get_block(0)(pixel_values, empty_label, c_noise)
+
+    @torch.no_grad()
+    def sample_labels(
+        self,
+        pixel_values: torch.Tensor,
+        num_inference_steps: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Euler steps of the label ODE from z = σ_max·ε; returns the last readout's logits `(batch, num_labels)`.
+
+        Step i runs block `scheduler.block_indices[i]` (with `num_inference_steps = num_blocks`, step i is block i).
+        """
+        scheduler = self.build_scheduler()
+        num_inference_steps = self.config.num_blocks if num_inference_steps is None else num_inference_steps
+        scheduler.set_timesteps(num_inference_steps, device=pixel_values.device)
+        noise = torch.randn(
+            (pixel_values.shape[0], self.config.label_embedding_dim), generator=generator, dtype=torch.float32
+        ).to(pixel_values.device)
+        noisy_labels = noise * scheduler.init_noise_sigma                                # z = σ_max·ε
+        logits = None
+        for sigma, block_index in zip(scheduler.timesteps, scheduler.block_indices.tolist()):
+            output = self.forward_block(block_index, pixel_values, noisy_labels, sigma)
+            logits = output.logits
+            noisy_labels = scheduler.step(output.denoised, sigma, noisy_labels).prev_sample
+        return logits
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.LongTensor | None = None,
+        num_inference_steps: int | None = None,
+        generator: torch.Generator | None = None,
+        return_dict: bool = True,
+        **kwargs,
+    ) -> ImageClassifierOutput | tuple:
+        """Classify images.
+
+        Args:
+            pixel_values (`torch.Tensor` of shape `(batch, num_channels, image_size, image_size)`): images in [-1, 1].
+            labels (`torch.LongTensor` of shape `(batch,)`, *optional*): class indices; when given, `loss`
+                is the cross-entropy of the returned logits (for `"diffusion"` an evaluation loss of the
+                last readout; blocks are trained with `LabelDenoisingLoss`, one block at a time).
+            num_inference_steps (`int`, *optional*): Euler steps (defaults to `num_blocks`, one per block).
+            generator (`torch.Generator`, *optional*): source of the initial noise ε; by default a CPU
+                generator seeded with 0, so `forward` is deterministic.
+        Returns:
+            `ImageClassifierOutput` with `logits` `(batch, num_labels)` and, with `labels`, `loss`.
+        """
+        if kwargs:
+            raise ValueError(f"forward got unexpected arguments: {sorted(kwargs)}.")
+        if self.config.classifier_type == "standard":
+            logits = self.standard_logits(pixel_values)
+        else:
+            generator = generator if generator is not None else torch.Generator().manual_seed(0)
+            logits = self.sample_labels(pixel_values, num_inference_steps, generator)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.float(), labels.to(logits.device).long())
+        if not return_dict:
+            return (logits,) if loss is None else (loss, logits)
+        return ImageClassifierOutput(loss=loss, logits=logits)

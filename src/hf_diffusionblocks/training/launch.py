@@ -1,0 +1,92 @@
+"""What every `examples/train_<family>.py` does around its family's `TrainingTask`, written once.
+
+    accelerator = create_accelerator(args, "train_dit")
+    ...build the family's config and task...
+    outcome = train_assigned_blocks(task, args, config.num_blocks, accelerator)
+    if outcome.assignment.is_group_leader: ...samples, model card...
+    finish_run(accelerator, args, config.num_blocks, outcome, samples=...)
+
+`train_assigned_blocks` makes every script block-parallel: under `torchrun`/`accelerate launch`
+with several processes, each process trains the blocks `assign_blocks` gives it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration
+
+from ..modeling.block_checkpoint import block_weights_name, read_block_metadata
+from .arguments import OptimizationSettings
+from .distributed import BlockAssignment, BlockProcessGroup, assign_blocks, init_distributed
+from .trainer import BlockTrainer, BlockTrainingResult, TrainingTask
+
+logger = logging.getLogger(__name__)
+
+
+def create_accelerator(args: argparse.Namespace, project_name: str) -> Accelerator:
+    """An `Accelerator` for mixed precision and tracking, logging into `<output_dir>/logs`."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, "logs")),
+    )
+    if args.report_to != "none":
+        hyperparameters = {key: value for key, value in vars(args).items() if isinstance(value, (int, float, str, bool))}
+        accelerator.init_trackers(project_name, config=hyperparameters)
+    return accelerator
+
+
+def finished_block_steps(model_dir: str, block_index: int) -> int | None:
+    """Training steps recorded in `model_dir/block_<b>.safetensors`, or None when the block is not there."""
+    path = os.path.join(model_dir, block_weights_name(block_index))
+    return read_block_metadata(path)["training_steps"] if os.path.isfile(path) else None
+
+
+def present_blocks(model_dir: str, num_blocks: int) -> list[int]:
+    return [b for b in range(num_blocks) if os.path.isfile(os.path.join(model_dir, block_weights_name(b)))]
+
+
+@dataclass
+class TrainingOutcome:
+    results: list[BlockTrainingResult]
+    assignment: BlockAssignment
+    rank: int
+    world_size: int
+
+
+def train_assigned_blocks(
+    task: TrainingTask, args: argparse.Namespace, num_blocks: int, accelerator: Accelerator
+) -> TrainingOutcome:
+    """Train the blocks this process is assigned (`--block_index` and the launch's processes)."""
+    rank, world_size = init_distributed()
+    assignment, all_groups = assign_blocks(args.block_index, num_blocks, rank, world_size)
+    if world_size > 1:
+        logger.info("process %d/%d trains blocks %s with ranks %s", rank, world_size, assignment.block_indices, assignment.group_ranks)
+    trainer = BlockTrainer(task, OptimizationSettings.from_args(args), accelerator, BlockProcessGroup(assignment, all_groups))
+    results = [trainer.train_block(block_index) for block_index in assignment.block_indices]
+    return TrainingOutcome(results, assignment, rank, world_size)
+
+
+def finish_run(
+    accelerator: Accelerator, args: argparse.Namespace, num_blocks: int, outcome: TrainingOutcome, **extra: Any
+) -> dict[str, Any]:
+    """End tracking and print (and return) the run's JSON summary."""
+    summary = {
+        "output_dir": args.output_dir,
+        "training_mode": args.training_mode,
+        "num_blocks": num_blocks,
+        "rank": outcome.rank,
+        "blocks": [vars(result) for result in outcome.results],
+        **extra,
+    }
+    accelerator.end_training()
+    print(json.dumps(summary, indent=2))
+    return summary

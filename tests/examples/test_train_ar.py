@@ -1,0 +1,139 @@
+"""examples/train_ar.py: block-wise, all, end_to_end, exact resume, output folder layout, tokenizers, bad input."""
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from hf_diffusionblocks import DiffusionBlocksForCausalLM
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "examples" / "train_ar.py"
+TEXT = (
+    "Shall I compare thee to a summer's day?\nThou art more lovely and more temperate:\n"
+    "Rough winds do shake the darling buds of May,\nAnd summer's lease hath all too short a date;\n"
+) * 40
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("train_ar", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text(TEXT)
+    return path
+
+
+def tiny_args(output_dir, corpus, *extra):
+    return [
+        "--output_dir", str(output_dir), "--dataset", str(corpus), "--vocab_size", "300",
+        "--hidden_size", "32", "--num_hidden_layers", "4", "--num_attention_heads", "2", "--sequence_length", "16",
+        "--train_batch_size", "4", "--max_train_steps", "4", "--logging_steps", "2", "--checkpointing_steps", "2",
+        "--validation_windows", "2", "--num_samples", "2", "--sample_prompt_length", "4", "--sample_new_tokens", "4",
+        "--lr_warmup_steps", "0", "--report_to", "none", *extra,
+    ]
+
+
+def block_weights(output_dir, block_index):
+    return load_file(Path(output_dir) / f"block_{block_index}.safetensors")
+
+
+def test_blockwise_all_writes_a_transformers_model_folder(tmp_path, corpus):
+    output_dir = tmp_path / "run"
+    summary = load_script().main(tiny_args(output_dir, corpus, "--block_index", "all"))
+    assert [block["steps"] for block in summary["blocks"]] == [4, 4, 4, 4]
+    assert len(summary["samples"]) == 2 and (output_dir / "samples.txt").is_file()
+    model = AutoModelForCausalLM.from_pretrained(output_dir)
+    tokenizer = AutoTokenizer.from_pretrained(output_dir)
+    assert isinstance(model, DiffusionBlocksForCausalLM) and model.config.num_blocks == 4
+    assert model.block_training_steps == {0: 4, 1: 4, 2: 4, 3: 4}
+    assert len(tokenizer) == model.config.vocab_size == 300 and model.config.overlap == 0.1
+    inputs = tokenizer(["Shall I", "Rough winds do"], return_tensors="pt", padding=True)
+    output = model.generate(**inputs, max_new_tokens=3, generator=torch.Generator().manual_seed(0))
+    assert output.shape == (2, inputs["input_ids"].shape[1] + 3)
+    one = DiffusionBlocksForCausalLM.from_pretrained(output_dir, block_index=2)
+    assert one.loaded_block_indices == [2]
+    # trained: the zero-initialised readouts moved, and differently in every block
+    readouts = [block_weights(output_dir, b)[f"blocks.{b}.final_layer.linear.weight"] for b in range(4)]
+    assert all(weight.abs().sum() > 0 for weight in readouts)
+    assert not torch.equal(readouts[0], readouts[1])
+
+
+def test_separate_runs_share_the_tokenizer_and_assemble(tmp_path, corpus):
+    script, output_dir = load_script(), tmp_path / "run"
+    for block_index in (3, 0, 1):
+        assert script.main(tiny_args(output_dir, corpus, "--block_index", str(block_index)))["samples"] is None
+    tokenizer_file = (output_dir / "tokenizer.json").read_bytes()
+    summary = script.main(tiny_args(output_dir, corpus, "--block_index", "2"))
+    assert summary["samples"] is not None
+    assert (output_dir / "tokenizer.json").read_bytes() == tokenizer_file
+    assert DiffusionBlocksForCausalLM.from_pretrained(output_dir).is_complete
+
+
+def test_resume_continues_exactly(tmp_path, corpus):
+    script = load_script()
+    uninterrupted, interrupted = tmp_path / "uninterrupted", tmp_path / "interrupted"
+    script.main(tiny_args(uninterrupted, corpus, "--block_index", "1"))
+
+    original_loss, calls = script.CausalLMTrainingTask.loss, {"count": 0}
+
+    def crashing_loss(self, *args, **kwargs):
+        calls["count"] += 1
+        if calls["count"] == 4:  # after the checkpoint at step 2, during step 4
+            raise KeyboardInterrupt("simulated kill")
+        return original_loss(self, *args, **kwargs)
+
+    script.CausalLMTrainingTask.loss = crashing_loss
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            script.main(tiny_args(interrupted, corpus, "--block_index", "1"))
+    finally:
+        script.CausalLMTrainingTask.loss = original_loss
+    assert not (interrupted / "block_1.safetensors").exists()
+    assert (interrupted / "checkpoints" / "block_1" / "checkpoint-2" / "trainer_state.json").is_file()
+
+    summary = script.main(tiny_args(interrupted, corpus, "--block_index", "1", "--resume_from_checkpoint", "latest"))
+    assert summary["blocks"][0]["resumed_from"] == 2
+    expected, resumed = block_weights(uninterrupted, 1), block_weights(interrupted, 1)
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        assert torch.equal(expected[name], resumed[name]), name
+    again = script.main(tiny_args(interrupted, corpus, "--block_index", "1", "--resume_from_checkpoint", "latest"))
+    assert again["blocks"][0]["skipped"]
+
+
+def test_end_to_end_with_the_character_tokenizer(tmp_path, corpus):
+    output_dir = tmp_path / "run"
+    summary = load_script().main(tiny_args(output_dir, corpus, "--training_mode", "end_to_end", "--tokenizer", "char"))
+    assert summary["num_blocks"] == 1
+    config = json.loads((output_dir / "config.json").read_text())
+    assert config["objective"] == "next_token" and config["num_blocks"] == 1 and config["num_hidden_layers"] == 4
+    tokenizer = AutoTokenizer.from_pretrained(output_dir)
+    assert type(tokenizer).__name__ == "CharacterTokenizer" and len(tokenizer) == config["vocab_size"]
+    assert tokenizer.decode(tokenizer("Thou art")["input_ids"]) == "Thou art"
+    assert sorted(name for name in os.listdir(output_dir) if name.endswith(".safetensors")) == ["block_0.safetensors"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--block_index", "4"], r"block_index must be an int in \[0, 3\]"),
+        (["--training_mode", "end_to_end", "--block_index", "2"], "end_to_end trains a single block"),
+        (["--sample_new_tokens", "20"], "must fit --sequence_length=16"),
+        (["--vocab_size", "100"], "vocab_size must be an integer >= 258"),
+        (["--hidden_size", "30"], "divisible by num_attention_heads"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(tmp_path, corpus, extra, message):
+    with pytest.raises(ValueError, match=message):
+        load_script().main(tiny_args(tmp_path / "run", corpus, *extra))

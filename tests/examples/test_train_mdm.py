@@ -1,0 +1,203 @@
+"""examples/train_mdm.py and evaluate_mdm.py: block-wise, all, end_to_end, exact resume, outputs, bad input, launch."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hf_diffusionblocks import DiffusionBlocksForMaskedLM, DiffusionBlocksTextPipeline
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: intra-op threads only add synchronisation (several times slower on a busy 2-core machine)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "examples" / "train_mdm.py"
+EVALUATE_SCRIPT = ROOT / "examples" / "evaluate_mdm.py"
+PARAGRAPH = (
+    "Now is the winter of our discontent\nMade glorious summer by this sun of York;\n"
+    "And all the clouds that lour'd upon our house\nIn the deep bosom of the ocean buried.\n"
+)
+
+
+def load_script(path=SCRIPT):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus") / "richard.txt"
+    path.write_text(PARAGRAPH * 60, encoding="utf-8")  # ~11k characters: 90% train, 5% validation, 5% test
+    return path
+
+
+def tiny_args(output_dir, corpus, *extra):
+    return [
+        "--output_dir", str(output_dir), "--dataset", str(corpus), "--hidden_size", "32", "--num_hidden_layers", "3",
+        "--num_attention_heads", "2", "--sequence_length", "32", "--train_batch_size", "8", "--max_train_steps", "4",
+        "--logging_steps", "2", "--checkpointing_steps", "2", "--lr_warmup_steps", "1", "--validation_windows", "4",
+        "--num_inference_steps", "3", "--num_samples", "2", "--report_to", "none", *extra,
+    ]
+
+
+def block_weights(output_dir, block_index):
+    return load_file(Path(output_dir) / "transformer" / f"block_{block_index}.safetensors")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, corpus):
+    output_dir = tmp_path_factory.mktemp("mdm")
+    summary = load_script().main(tiny_args(output_dir, corpus, "--block_index", "all"))
+    return output_dir, summary
+
+
+def test_blockwise_all_writes_a_loadable_pipeline_folder(trained):
+    output_dir, summary = trained
+    assert [block["steps"] for block in summary["blocks"]] == [4, 4, 4]
+    assert len(summary["samples"]) == 2 and all(len(text) == 32 for text in summary["samples"])
+    assert (output_dir / "samples.txt").read_text().count("=" * 80) == 1
+    pipeline = DiffusionBlocksTextPipeline.from_pretrained(output_dir)
+    assert pipeline.transformer.block_training_steps == {0: 4, 1: 4, 2: 4}
+    assert set(pipeline.tokenizer.get_vocab()) >= set(PARAGRAPH)  # the corpus vocabulary
+    one = DiffusionBlocksForMaskedLM.from_pretrained(output_dir, subfolder="transformer", block_index=1)
+    assert one.loaded_block_indices == [1]
+    # the blocks were trained: their zero-initialised readouts moved, and differently
+    readouts = [block_weights(output_dir, b)[f"blocks.{b}.final_layer.linear.weight"] for b in range(3)]
+    assert all(weight.abs().sum() > 0 for weight in readouts)
+    assert not torch.equal(readouts[0], readouts[1])
+
+
+def test_evaluate_script_reports_bits_per_character_and_xz(trained, corpus):
+    output_dir, _ = trained
+    results = load_script(EVALUATE_SCRIPT).main(
+        ["--model_path", str(output_dir), "--dataset", str(corpus), "--split", "test", "--device", "cpu", "--max_characters", "200"]
+    )
+    assert results["num_characters"] == 200 and results["num_sequences"] == 7  # 6 windows of 32 and a tail of 8
+    assert 0 < results["bits_per_character"] < 8 and results["bits_per_character_standard_error"] > 0
+    assert results["xz_bits_per_character"] > 0  # a 200-character text does not compress below 8 bits (xz header)
+    assert json.loads((output_dir / "eval_test.json").read_text())["nelbo_nats"] == results["nelbo_nats"]
+
+
+def test_evaluate_module_matches_the_estimator(trained):
+    import evaluate
+
+    from hf_diffusionblocks.evaluation import bits_per_character_metric_path, estimate_nelbo
+
+    output_dir, _ = trained
+    pipeline = DiffusionBlocksTextPipeline.from_pretrained(output_dir)
+    texts = [PARAGRAPH[:100], PARAGRAPH[50:150]]
+    metric = evaluate.load(bits_per_character_metric_path())
+    result = metric.compute(predictions=texts, model_path=str(output_dir), num_replicates=2, seed=5)
+    estimates = [estimate_nelbo(pipeline.transformer, pipeline.tokenizer, text, seed=5 + i) for i, text in enumerate(texts)]
+    assert result["num_characters"] == 200
+    assert result["nelbo_nats"] == pytest.approx(sum(e.nelbo_nats for e in estimates), rel=1e-6)
+    assert result["bits_per_character"] == pytest.approx(result["nelbo_nats"] / (200 * 0.6931471805599453))
+
+
+def test_one_block_per_run_then_the_pipeline_assembles(tmp_path, corpus):
+    script = load_script()
+    for block_index in (2, 0):
+        summary = script.main(tiny_args(tmp_path, corpus, "--block_index", str(block_index)))
+        assert summary["samples"] is None  # not all blocks are there yet
+    assert sorted(os.listdir(tmp_path / "transformer")) == [
+        "block_0.safetensors", "block_2.safetensors", "config.json", "model.safetensors.index.json"]
+    summary = script.main(tiny_args(tmp_path, corpus, "--block_index", "1"))
+    assert summary["samples"] is not None
+    assert DiffusionBlocksTextPipeline.from_pretrained(tmp_path).transformer.is_complete
+
+
+def test_resume_continues_exactly(tmp_path, corpus):
+    script = load_script()
+    uninterrupted, interrupted = tmp_path / "uninterrupted", tmp_path / "interrupted"
+    script.main(tiny_args(uninterrupted, corpus, "--block_index", "1"))
+
+    original_loss, calls = script.MaskedLMTrainingTask.loss, {"count": 0}
+
+    def crashing_loss(self, *args, **kwargs):
+        calls["count"] += 1
+        if calls["count"] == 4:  # after the checkpoint at step 2, during step 4
+            raise KeyboardInterrupt("simulated kill")
+        return original_loss(self, *args, **kwargs)
+
+    script.MaskedLMTrainingTask.loss = crashing_loss
+    with pytest.raises(KeyboardInterrupt):
+        script.main(tiny_args(interrupted, corpus, "--block_index", "1"))
+    script.MaskedLMTrainingTask.loss = original_loss
+    assert not (interrupted / "transformer").exists()
+    assert (interrupted / "checkpoints" / "block_1" / "checkpoint-2" / "trainer_state.json").is_file()
+
+    summary = script.main(tiny_args(interrupted, corpus, "--block_index", "1", "--resume_from_checkpoint", "latest"))
+    assert summary["blocks"][0]["resumed_from"] == 2
+    expected, resumed = block_weights(uninterrupted, 1), block_weights(interrupted, 1)
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        assert torch.equal(expected[name], resumed[name]), name
+    again = script.main(tiny_args(interrupted, corpus, "--block_index", "1", "--resume_from_checkpoint", "latest"))
+    assert again["blocks"][0]["skipped"]
+
+
+def test_end_to_end_trains_one_block_over_all_times(tmp_path, corpus):
+    summary = load_script().main(tiny_args(tmp_path, corpus, "--training_mode", "end_to_end"))
+    assert summary["num_blocks"] == 1 and len(summary["samples"]) == 2
+    config = json.loads((tmp_path / "transformer" / "config.json").read_text())
+    assert config["num_blocks"] == 1 and config["num_hidden_layers"] == 3
+
+
+def test_push_to_hub_uploads_each_block_when_it_is_done(tmp_path, corpus, monkeypatch):
+    script, pushed = load_script(), []
+    monkeypatch.setattr(script, "push_block", lambda output_dir, repo_id, block_index, token: pushed.append((repo_id, block_index)))
+    script.main(tiny_args(tmp_path, corpus, "--max_train_steps", "1", "--num_samples", "1",
+                          "--push_to_hub", "--hub_model_id", "me/mdm"))
+    assert pushed == [("me/mdm", 0), ("me/mdm", 1), ("me/mdm", 2)]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--block_index", "3"], "block_index must be an int in"),
+        (["--overlap", "0.1"], "--overlap must be 0"),
+        (["--partition", "uniform_log"], "--partition applies to the continuous-noise families"),
+        (["--training_mode", "end_to_end", "--block_index", "2"], "end_to_end trains a single block"),
+        (["--num_hidden_layers", "4"], "not divisible"),
+        (["--sequence_length", "0"], "--sequence_length must be >= 1"),
+        (["--vocabulary", "text8", "--max_train_steps", "0"], "--max_train_steps"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(tmp_path, corpus, extra, message):
+    with pytest.raises(ValueError, match=message):
+        load_script().main(tiny_args(tmp_path, corpus, *extra))
+
+
+def test_strict_vocabulary_refuses_unknown_held_out_characters(trained, tmp_path):
+    output_dir, _ = trained
+    other = tmp_path / "other.txt"
+    other.write_text("ZZZ qqq ~~~ " * 200, encoding="utf-8")
+    with pytest.raises(ValueError, match="outside the 'characters' vocabulary"):
+        load_script(EVALUATE_SCRIPT).main(["--model_path", str(output_dir), "--dataset", str(other), "--device", "cpu"])
+
+
+@pytest.mark.slow
+def test_accelerate_launch_smoke(tmp_path, corpus):
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", str(SCRIPT),
+        *tiny_args(tmp_path, corpus, "--block_index", "0", "--max_train_steps", "2", "--report_to", "tensorboard"),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "transformer" / "block_0.safetensors").is_file()
+    assert any((tmp_path / "logs").rglob("events.out.tfevents.*"))

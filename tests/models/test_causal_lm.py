@@ -1,0 +1,300 @@
+"""DiffusionBlocksForCausalLM: attention masks, the two streams, the per-block loss, generation, save/load."""
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache
+
+from conftest import randomize_
+from hf_diffusionblocks import CausalLMDenoisingLoss, DiffusionBlocksCausalLMConfig, DiffusionBlocksForCausalLM
+from hf_diffusionblocks.models.causal_lm import block_diffusion_attention_mask, make_target_embeddings, posterior_entropy
+from hf_diffusionblocks.models.causal_lm.attention_masks import cached_clean_attention_mask, noisy_query_attention_mask
+
+VOCAB = 40
+
+
+def tiny_config(**overrides) -> DiffusionBlocksCausalLMConfig:
+    fields = dict(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=48,
+        max_position_embeddings=24, num_blocks=4, eos_token_id=1, pad_token_id=0,
+    )
+    fields.update(overrides)
+    return DiffusionBlocksCausalLMConfig(**fields)
+
+
+def tiny_model(seed: int = 0, **overrides) -> DiffusionBlocksForCausalLM:
+    # std 0.2: logits spread enough that argmax ties (and float noise deciding them) are vanishingly unlikely
+    return randomize_(DiffusionBlocksForCausalLM(tiny_config(**overrides)), seed=seed, std=0.2).eval()
+
+
+def prompt(batch=2, length=6, seed=0):
+    return torch.randint(2, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+# ---- attention masks ------------------------------------------------------------------------
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_block_diffusion_mask_element_wise(n):
+    mask = block_diffusion_attention_mask(n)
+    assert mask.shape == (2 * n, 2 * n) and mask.dtype == torch.bool
+    for i in range(n):
+        for j in range(n):
+            assert mask[i, j] == (i == j), f"noisy {i} → noisy {j}"            # noisy sees only itself
+            assert mask[i, n + j] == (j < i), f"noisy {i} → clean {j}"         # and the clean past
+            assert not mask[n + i, j], f"clean {i} → noisy {j}"                # clean never sees noise
+            assert mask[n + i, n + j] == (j <= i), f"clean {i} → clean {j}"   # clean is causal
+
+
+def test_cached_masks_respect_padding_and_causality():
+    key_padding = torch.tensor([[False, False, True, True, True], [True, True, True, True, True]])
+    clean = cached_clean_attention_mask(key_padding, num_queries=2)             # queries = keys 3 and 4
+    assert clean.shape == (2, 1, 2, 5)
+    assert clean[0, 0].tolist() == [[False, False, True, True, False], [False, False, True, True, True]]
+    assert clean[1, 0].tolist() == [[True, True, True, True, False], [True, True, True, True, True]]
+    padded_query = cached_clean_attention_mask(key_padding, num_queries=5)[0, 0, 0]
+    assert padded_query.tolist() == [True, False, False, False, False]         # a pad query sees itself only
+    noisy = noisy_query_attention_mask(key_padding, torch.tensor([3, 5]))
+    assert noisy.shape == (2, 1, 2, 7)
+    assert noisy[0, 0].tolist() == [[False, False, True, False, False, True, False],
+                                    [False, False, True, True, True, False, True]]
+
+
+def test_noisy_position_depends_only_on_earlier_clean_tokens_and_itself():
+    model = tiny_model()
+    input_ids = prompt(batch=1, length=6)
+    noisy = torch.randn(1, 6, model.config.target_embedding_dim, generator=torch.Generator().manual_seed(1))
+    base = model.forward_block(1, input_ids, noisy, 0.5).logits
+    i = 3
+    later = input_ids.clone()
+    later[0, i:] = (later[0, i:] + 1) % VOCAB                                  # clean tokens ≥ i
+    other_noise = noisy.clone()
+    other_noise[0, [0, 1, 2, 4, 5]] += 1.0                                      # other noisy positions
+    earlier = input_ids.clone()
+    earlier[0, i - 1] = (earlier[0, i - 1] + 1) % VOCAB
+    assert torch.allclose(model.forward_block(1, later, noisy, 0.5).logits[0, i], base[0, i], atol=1e-5)
+    assert torch.allclose(model.forward_block(1, input_ids, other_noise, 0.5).logits[0, i], base[0, i], atol=1e-5)
+    assert not torch.allclose(model.forward_block(1, earlier, noisy, 0.5).logits[0, i], base[0, i], atol=1e-3)
+    own_noise = noisy.clone()
+    own_noise[0, i] += 1.0
+    assert not torch.allclose(model.forward_block(1, input_ids, own_noise, 0.5).logits[0, i], base[0, i], atol=1e-3)
+
+
+def test_training_pass_equals_cached_inference_pass():
+    """The joint two-stream pass (training) and clean cache + noisy queries (generation) are the same function."""
+    model = tiny_model()
+    input_ids = prompt(batch=2, length=7)
+    noisy = torch.randn(2, 7, model.config.target_embedding_dim, generator=torch.Generator().manual_seed(2))
+    sigma = torch.tensor([0.2, 3.0])
+    for block_index in range(4):
+        expected = model.forward_block(block_index, input_ids, noisy, sigma).logits
+        block, cache = model.get_block(block_index), DynamicCache(config=model.config)
+        positions = torch.arange(7)[None]
+        block.forward_clean(input_ids, positions, cached_clean_attention_mask(torch.ones(2, 7, dtype=torch.bool), 7), cache)
+        preconditioning = model.config.preconditioning
+        mask = noisy_query_attention_mask(torch.ones(2, 7, dtype=torch.bool), torch.arange(7))  # token i sees clean < i
+        logits = block.forward_noisy(
+            preconditioning.scale_input(noisy, sigma), preconditioning.c_noise(sigma)[:, None].expand(2, 7),
+            positions.expand(2, 7), mask, cache,
+        )
+        assert torch.allclose(logits, expected, atol=1e-5), block_index
+
+
+# ---- target embeddings and loss ---------------------------------------------------------------
+def test_target_embeddings_are_fixed_by_the_config_and_scaled_to_sigma_data():
+    first, second = DiffusionBlocksForCausalLM(tiny_config()), DiffusionBlocksForCausalLM(tiny_config())
+    assert torch.equal(first.target_embeddings, second.target_embeddings)
+    assert "target_embeddings" not in first.state_dict()                        # rebuilt, never trained or saved
+    assert not any(p is first.target_embeddings for p in first.parameters())
+    assert not torch.equal(first.target_embeddings, make_target_embeddings(VOCAB, 16, 0.5, seed=1))
+    table = make_target_embeddings(4096, 16, 0.5, seed=0)
+    assert abs(float(table.std()) - 0.5) < 0.01
+
+
+def test_default_target_width_puts_the_identification_transition_inside_the_noise_range():
+    """d = 16 at std σ_data: z identifies its token at the lowest block boundary, not at the highest (see target_embeddings.py)."""
+    table = make_target_embeddings(2048, 16, 0.5, seed=0)
+    assert posterior_entropy(table, 0.134, num_samples=500) < 0.02                 # block 3 boundary: identified
+    assert 0.3 < posterior_entropy(table, 0.677, num_samples=500) < 0.8            # block 0/1 boundary: in between
+    assert posterior_entropy(table, 3.0, num_samples=500) > 0.9                    # high noise: unknown
+    assert posterior_entropy(make_target_embeddings(2048, 128, 0.5, seed=0), 0.677, num_samples=500) < 0.02
+
+
+def test_denoised_estimate_is_softmax_times_table():
+    model = tiny_model()
+    out = model.forward_block(0, prompt(), torch.zeros(2, 6, 16), 1.0)
+    expected = out.logits.softmax(-1) @ model.target_embeddings
+    assert torch.allclose(out.denoised, expected, atol=1e-6)
+
+
+def test_training_loss_uses_only_one_block():
+    model = randomize_(DiffusionBlocksForCausalLM(tiny_config()), std=0.2).train()
+    loss = CausalLMDenoisingLoss(model.config)(model, 2, prompt(), torch.Generator().manual_seed(0))
+    loss.backward()
+    assert loss.item() > 0
+    for name, parameter in model.named_parameters():
+        has_gradient = parameter.grad is not None and parameter.grad.abs().sum() > 0
+        assert has_gradient == name.startswith("blocks.2."), name
+
+
+def test_loss_draws_sigma_per_token_inside_the_block_interval(monkeypatch):
+    model = tiny_model()
+    seen = {}
+    original = model.forward_block
+
+    def spy(block_index, input_ids, noisy, sigma):
+        seen["sigma"] = sigma
+        return original(block_index, input_ids, noisy, sigma)
+
+    monkeypatch.setattr(model, "forward_block", spy)
+    CausalLMDenoisingLoss(model.config)(model, 1, prompt(batch=3, length=8), torch.Generator().manual_seed(0))
+    low, high = model.config.noise_partition.training_interval(1)
+    assert seen["sigma"].shape == (3, 8) and seen["sigma"].unique().numel() == 24
+    assert bool(((seen["sigma"] >= low) & (seen["sigma"] <= high)).all())
+
+
+# ---- generation -------------------------------------------------------------------------------
+@pytest.mark.parametrize("sampling", [dict(do_sample=False), dict(do_sample=True, temperature=0.8, top_k=10, top_p=0.9)])
+def test_generate_with_and_without_cache_gives_the_same_tokens(sampling):
+    model = tiny_model()
+    outputs = []
+    for use_cache in (True, False):
+        torch.manual_seed(0)
+        outputs.append(model.generate(prompt(), max_new_tokens=8, use_cache=use_cache, **sampling))
+    assert outputs[0].shape == (2, 14)
+    assert torch.equal(outputs[0], outputs[1])
+
+
+def test_generate_runs_one_euler_step_per_block_from_the_highest_noise(monkeypatch):
+    model = tiny_model()
+    calls = []
+    for block_index in range(4):
+        block = model.get_block(block_index)
+        original = block.forward_noisy
+
+        def spy(scaled, c_noise, *args, block_index=block_index, original=original):
+            calls.append((block_index, float(c_noise.flatten()[0])))
+            return original(scaled, c_noise, *args)
+
+        monkeypatch.setattr(block, "forward_noisy", spy)
+    model.generate(prompt(batch=1), max_new_tokens=2, do_sample=False)
+    assert [b for b, _ in calls] == [0, 1, 2, 3, 0, 1, 2, 3]
+    sigmas = [torch.tensor(4 * c).exp().item() for _, c in calls[:4]]            # c_noise = ¼ ln σ
+    assert sigmas[0] == pytest.approx(80.0, rel=1e-4)
+    assert sigmas == sorted(sigmas, reverse=True)
+    assert model.generate(prompt(batch=1), max_new_tokens=1, num_inference_steps=8).shape == (1, 7)
+    assert len(calls) == 8 + 8
+
+
+def test_generate_is_reproducible_with_a_generator_and_random_without():
+    model = tiny_model()
+    first = model.generate(prompt(), max_new_tokens=10, generator=torch.Generator().manual_seed(3))
+    second = model.generate(prompt(), max_new_tokens=10, generator=torch.Generator().manual_seed(3))
+    other = model.generate(prompt(), max_new_tokens=10, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(first, second)
+    assert not torch.equal(first, other)   # the initial noise σ_max·ε is the sampling randomness
+
+
+def test_left_padding_does_not_change_generation():
+    model = tiny_model()
+    short = prompt(batch=1, length=4)
+    padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), short], dim=1)
+    attention_mask = torch.tensor([[0, 0, 0, 1, 1, 1, 1]])
+    alone = model.generate(short, max_new_tokens=6, generator=torch.Generator().manual_seed(5))
+    batched = model.generate(padded, attention_mask=attention_mask, max_new_tokens=6,
+                             generator=torch.Generator().manual_seed(5))
+    assert torch.equal(alone[:, 4:], batched[:, 7:])
+
+
+def test_generate_stops_at_eos_and_pads_finished_rows(monkeypatch):
+    model = tiny_model()
+    original = model.sample_next_token_logits
+
+    def eos_after_two(*args, **kwargs):
+        logits = original(*args, **kwargs)
+        if eos_after_two.calls >= 2:
+            logits[0, :, model.config.eos_token_id] = 1e4                         # row 0 ends at its 3rd token
+        eos_after_two.calls += 1
+        return logits
+
+    eos_after_two.calls = 0
+    monkeypatch.setattr(model, "sample_next_token_logits", eos_after_two)
+    output = model.generate(prompt(), max_new_tokens=6, do_sample=False)
+    new = output[:, 6:]
+    assert new[0, 2] == model.config.eos_token_id and bool((new[0, 3:] == model.config.pad_token_id).all())
+    assert new.shape[1] == 6 and not bool((new[1] == model.config.eos_token_id).any())
+
+
+def test_end_to_end_baseline_is_an_ordinary_causal_lm():
+    model = tiny_model(num_blocks=1, objective="next_token")
+    assert not hasattr(model.get_block(0), "noisy_input")
+    input_ids = prompt(length=8)
+    out = model(input_ids, labels=input_ids)
+    expected = torch.nn.functional.cross_entropy(out.logits[:, :-1].reshape(-1, VOCAB), input_ids[:, 1:].reshape(-1))
+    assert torch.allclose(out.loss, expected)
+    assert torch.allclose(model.forward_block(0, input_ids).logits, out.logits, atol=1e-5)
+    assert torch.equal(model.generate(input_ids, max_new_tokens=6, do_sample=False),
+                       model.generate(input_ids, max_new_tokens=6, do_sample=False, use_cache=False))
+    with pytest.raises(ValueError, match="needs num_blocks=1"):
+        tiny_config(objective="next_token")
+    with pytest.raises(ValueError, match="labels are only supported"):
+        tiny_model()(input_ids, labels=input_ids)
+
+
+# ---- save / load ------------------------------------------------------------------------------
+def test_save_load_generate_is_identical_and_auto_classes_work(tmp_path):
+    model = tiny_model()
+    model.save_pretrained(tmp_path)
+    loaded = DiffusionBlocksForCausalLM.from_pretrained(tmp_path)
+    auto = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), DiffusionBlocksCausalLMConfig)
+    assert isinstance(auto, DiffusionBlocksForCausalLM) and auto.is_complete
+    tokens = [m.generate(prompt(), max_new_tokens=8, generator=torch.Generator().manual_seed(7)) for m in (model, loaded, auto)]
+    assert torch.equal(tokens[0], tokens[1]) and torch.equal(tokens[0], tokens[2])
+    assert torch.equal(loaded.target_embeddings, model.target_embeddings)
+
+
+def test_per_block_loading_holds_a_quarter_of_the_parameters(tmp_path):
+    model = tiny_model()
+    model.save_pretrained(tmp_path)
+    total = sum(p.numel() for p in model.parameters())
+    for block_index in range(4):
+        one = DiffusionBlocksForCausalLM.from_pretrained(tmp_path, block_index=block_index)
+        count = sum(p.numel() for p in one.parameters())
+        assert one.loaded_block_indices == [block_index]
+        assert count == model.num_block_parameters(block_index) == total // 4
+    with pytest.raises(ValueError, match="needs all 4 blocks"):
+        one.generate(prompt(), max_new_tokens=2)
+
+
+# ---- bad inputs -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (dict(input_ids=torch.randint(2, VOCAB, (1, 24)), max_new_tokens=1), "max_position_embeddings=24"),
+        (dict(input_ids=torch.randint(2, VOCAB, (1, 20)), max_new_tokens=5), "lower max_new_tokens to at most 4"),
+        (dict(do_sample=True, top_p=1.5), r"top_p must be in \(0, 1\]"),
+        (dict(do_sample=True, temperature=0.0), "temperature must be > 0"),
+        (dict(do_sample=True, temperature=-1.0), "temperature must be > 0"),
+        (dict(do_sample=True, top_k=-3), "top_k must be an integer >= 0"),
+        (dict(num_inference_steps=0), "num_inference_steps must be an integer >= 1"),
+        (dict(max_new_tokens=0), "max_new_tokens"),  # transformers refuses it first, naming it
+    ],
+)
+def test_bad_generate_arguments_raise_clear_errors(arguments, message):
+    model = tiny_model()
+    arguments.setdefault("input_ids", prompt())
+    arguments.setdefault("max_new_tokens", 2)
+    with pytest.raises(ValueError, match=message):
+        model.generate(**arguments)
+
+
+def test_bad_forward_inputs_raise_clear_errors():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="longer than the context"):
+        model(torch.randint(2, VOCAB, (1, 25)))
+    with pytest.raises(ValueError, match=r"input_ids must lie in \[0, 39\]"):
+        model(torch.full((1, 3), VOCAB))
+    with pytest.raises(ValueError, match="noisy_embeddings must have shape"):
+        model.forward_block(0, prompt(), torch.zeros(2, 6, 3), 1.0)
+    with pytest.raises(ValueError, match="attention_mask must have shape"):
+        model(prompt(), attention_mask=torch.ones(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="objective must be one of"):
+        tiny_config(objective="masked")
