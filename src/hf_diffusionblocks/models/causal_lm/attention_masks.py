@@ -60,21 +60,3 @@ def noisy_query_attention_mask(key_padding: torch.Tensor, context_lengths: torch
     itself = torch.eye(num_queries, dtype=torch.bool, device=key_padding.device)
     itself = itself.expand(key_padding.shape[0], num_queries, num_queries)
     return torch.cat([context, itself], dim=-1)[:, None]
-
-
-def rotary_cos_sin(
-    position_ids: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype = torch.float32
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotary position embedding (RoFormer; Llama's half-split layout) for `adaln.apply_rotary`.
-
-    Args:
-        position_ids (`torch.LongTensor` of shape `(batch | 1, seq)`).
-    Returns:
-        cos, sin of shape `(batch | 1, seq, head_dim)`.
-    """
-    inverse_frequency = 1.0 / theta ** (
-        torch.arange(0, head_dim, 2, dtype=torch.float32, device=position_ids.device) / head_dim
-    )                                                                             # (head_dim / 2,)
-    angles = position_ids.float()[..., None] * inverse_frequency                  # (batch, seq, head_dim / 2)
-    angles = torch.cat([angles, angles], dim=-1)                                  # (batch, seq, head_dim)
-    return angles.cos().to(dtype), angles.sin().to(dtype)

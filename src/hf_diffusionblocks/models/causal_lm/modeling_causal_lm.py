@@ -27,7 +27,7 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import ModelOutput
 
-from ...modeling.adaln import AdaLNZeroFinalLayer, AdaLNZeroTransformerLayer
+from ...modeling.adaln import AdaLNZeroFinalLayer, AdaLNZeroTransformerLayer, rotary_cos_sin
 from ...modeling.embeddings import NoiseEmbedder
 from ...modeling.modeling_blocks import DiffusionBlocksPreTrainedModel
 from ...schedulers.scheduling_diffusion_blocks import DiffusionBlocksScheduler
@@ -35,7 +35,6 @@ from .attention_masks import (
     block_diffusion_attention_mask,
     cached_clean_attention_mask,
     noisy_query_attention_mask,
-    rotary_cos_sin,
 )
 from .configuration_causal_lm import DiffusionBlocksCausalLMConfig
 from .generation_checks import check_generate_arguments

@@ -23,7 +23,7 @@ from ...modeling.adaln import AdaLNZeroFinalLayer, AdaLNZeroTransformerLayer
 from ...modeling.embeddings import NoiseEmbedder
 from ...modeling.modeling_blocks import DiffusionBlocksPreTrainedModel
 from ...schedulers.scheduling_masked_diffusion_blocks import MaskedDiffusionBlocksScheduler
-from ..causal_lm.attention_masks import rotary_cos_sin
+from ...modeling.adaln import rotary_cos_sin
 from .configuration_masked_lm import DiffusionBlocksMaskedLMConfig
 
 
