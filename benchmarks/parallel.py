@@ -5,7 +5,9 @@ Both runs train `examples/train_dit.py` on digits with the same settings; the pa
 `torchrun --nproc_per_node 2 ... --block_index all` (one block per process, zero communication
 between them), the sequential run is one process with `--block_index all`. Throughput counts
 training steps of all blocks per second of training-loop time (start-up excluded); each process
-is limited to one thread (`OMP_NUM_THREADS=1`) so 2 processes use 2 cores.
+is limited to one thread (`OMP_NUM_THREADS=1`) so 2 processes use 2 cores. The script also prints
+the machine's own ceiling: how much more work two independent single-thread matmul processes get
+done than one (2.0 on two free physical cores; less on shared or throttled vCPUs).
 
     python benchmarks/parallel.py
 Last line: `parallel_throughput_ratio=<x> num_processes=2` (ideal 2.0 on 2 free cores).
@@ -52,6 +54,26 @@ def run(launcher: list[str], output_dir: str, args: argparse.Namespace) -> list[
     return summaries(result.stdout)
 
 
+CALIBRATION = """
+import time, torch
+torch.set_num_threads(1)
+a = torch.randn(256, 256)
+started = time.perf_counter()
+for _ in range(1500):
+    a @ a
+print(time.perf_counter() - started)
+"""
+
+
+def machine_scaling() -> float:
+    """Throughput of 2 independent single-thread matmul processes over 1: the machine's own ceiling."""
+    def timed(count: int) -> float:
+        processes = [subprocess.Popen([sys.executable, "-c", CALIBRATION], stdout=subprocess.PIPE, text=True) for _ in range(count)]
+        return max(float(process.communicate()[0]) for process in processes)
+    alone, together = timed(1), timed(2)
+    return 2 * alone / together
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_size", default="XS")
@@ -67,7 +89,9 @@ def main() -> None:
     parallel_seconds = max(sum(block["seconds"] for block in summary["blocks"]) for summary in parallel)
     sequential_throughput = total_steps / sequential_seconds
     parallel_throughput = total_steps / parallel_seconds
+    ceiling = machine_scaling()
     print(f"model={args.model_size} steps/block={args.steps} batch={args.batch_size} cpu_count={os.cpu_count()}")
+    print(f"machine ceiling: 2 independent 1-thread matmul processes run {ceiling:.2f}x the work of one")
     print(f"1 process, blocks in turn : {sequential_throughput:8.2f} steps/s ({sequential_seconds:.1f} s)")
     print(f"2 processes, one block each: {parallel_throughput:8.2f} steps/s ({parallel_seconds:.1f} s)")
     print(f"parallel_throughput_ratio={parallel_throughput / sequential_throughput:.2f} num_processes=2")
