@@ -70,8 +70,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     recurrent.add_argument("--num_iterations", type=int, default=8, help="K: core iterations at evaluation and generation.")
     recurrent.add_argument("--mean_recurrence", type=float, default=8.0, help="bptt: mean of the random depth r (Huginn: 32).")
     recurrent.add_argument("--bptt_steps", type=int, default=4, help="bptt: iterations backpropagated through (Huginn: 8).")
-    recurrent.add_argument("--p_mean", type=float, default=-1.2, help="Mean of ln(sigma) of the noise distribution.")
-    recurrent.add_argument("--p_std", type=float, default=1.2, help="Std of ln(sigma) of the noise distribution.")
+    recurrent.add_argument("--p_mean", type=float, default=DiffusionBlocksRecurrentConfig.p_mean,
+                           help="Mean of ln(sigma) of the noise distribution (EDM's images: -1.2; see DiffusionBlocksRecurrentConfig).")
+    recurrent.add_argument("--p_std", type=float, default=DiffusionBlocksRecurrentConfig.p_std,
+                           help="Std of ln(sigma) of the noise distribution.")
     recurrent.add_argument("--text_column", type=str, default=None, help="Text column of a `datasets` dataset.")
     recurrent.add_argument("--validation_windows", type=int, default=32, help="Windows of the logged validation loss.")
     recurrent.add_argument("--eval_windows", type=int, default=256, help="Windows of the final held-out loss.")

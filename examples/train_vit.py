@@ -60,8 +60,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="Dimension of the label space (default: the number of classes).")
     vit.add_argument("--objective", choices=LABEL_OBJECTIVES, default="cross_entropy",
                      help="Block loss: cross-entropy of the readout, or lambda(sigma)-weighted L2 on softmax(logits)·E.")
-    vit.add_argument("--p_mean", type=float, default=-1.2, help="Mean of ln(sigma) of the noise distribution (EDM).")
-    vit.add_argument("--p_std", type=float, default=1.2, help="Std of ln(sigma) of the noise distribution (EDM).")
+    vit.add_argument("--p_mean", type=float, default=DiffusionBlocksViTConfig.p_mean,
+                     help="Mean of ln(sigma) of the noise distribution (EDM's images: -1.2; see DiffusionBlocksViTConfig).")
+    vit.add_argument("--p_std", type=float, default=DiffusionBlocksViTConfig.p_std,
+                     help="Std of ln(sigma) of the noise distribution (EDM's images: 1.2).")
     vit.add_argument("--max_train_samples", type=int, default=None, help="Train on the first N training images.")
     vit.add_argument("--max_eval_samples", type=int, default=None, help="Evaluate on the first N test images.")
     vit.add_argument("--num_inference_steps", type=int, default=None,

@@ -69,6 +69,10 @@ def test_forward_returns_image_classifier_output_with_cross_entropy_loss():
     assert torch.equal(model(images()).logits, output.logits)
     other = model(images(), generator=torch.Generator().manual_seed(1)).logits
     assert not torch.allclose(other, output.logits)
+    noise = torch.randn(5, 10, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(model(images(), initial_noise=noise).logits, other)
+    with pytest.raises(ValueError, match=r"initial_noise must have shape \(5, 10\)"):
+        model(images(), initial_noise=torch.zeros(5, 3))
 
 
 @pytest.mark.parametrize("num_inference_steps, expected_blocks", [(3, [0, 1, 2]), (6, [0, 0, 1, 1, 2, 2])])

@@ -33,7 +33,13 @@ class DiffusionBlocksRecurrentConfig(DiffusionBlocksConfig):
             (see `models/vit/label_embeddings.py`).
         num_iterations (`int`, defaults to 8): K used when a call does not choose it.
         layer_norm_eps (`float`, defaults to 1e-6).
-        num_blocks, layers_per_block, sigma_min, sigma_max, sigma_data, p_mean, p_std, partition,
+        p_mean (`float`, defaults to 1.0): mean of ln σ of the training noise, raised from EDM's -1.2.
+            The model's predictive distribution is its readout at σ_max (z carries no information; see
+            `modeling_recurrent.py`), and with the σ_data-scaled one-hot table (≈6.6 apart for 86
+            characters) z names the next character once σ ≲ 3; EDM's p_noise puts 2% of its mass above
+            σ = 3, so the core would rarely practise language modelling. Measured on Shakespeare (hidden
+            128, 400 steps): held-out 2.95 nats/char at K = 1 with p_mean = -1.2, 2.47 with 1.0.
+        num_blocks, layers_per_block, sigma_min, sigma_max, sigma_data, p_std, partition,
         overlap: see `DiffusionBlocksConfig`.
     """
 
@@ -51,6 +57,7 @@ class DiffusionBlocksRecurrentConfig(DiffusionBlocksConfig):
     num_iterations: int = 8
     num_blocks: int = 1
     layer_norm_eps: float = 1e-6
+    p_mean: float = 1.0
 
     def __post_init__(self, **kwargs):
         for name in ("vocab_size", "hidden_size", "num_attention_heads", "intermediate_size",

@@ -34,7 +34,14 @@ class DiffusionBlocksViTConfig(DiffusionBlocksConfig):
               [CLS] token) at the constant σ = σ_max (AdaLN becomes a learned affine), trained with
               cross-entropy. Requires `num_blocks=1`.
         layer_norm_eps (`float`, defaults to 1e-6).
-        num_blocks, layers_per_block, sigma_min, sigma_max, sigma_data, p_mean, p_std, partition,
+        p_mean (`float`, defaults to 0.2), p_std (`float`, defaults to 1.0): the log-normal noise
+            distribution, moved from EDM's image values (-1.2, 1.2) to where the label is uncertain. With
+            the σ_data-scaled table the classes are ‖E_i − E_j‖ = σ_data·√(2d) ≈ 2.2 apart (d = 10), so z
+            names its class once σ ≲ 1; EDM's p_noise puts 80% of its mass below σ = 1, where every block
+            learns to copy the label out of z, and block 0 (the only one that must classify from the
+            image) sees σ > 2 in 17% of its steps. Measured on Fashion-MNIST (XS ViT, B = 3, 650 steps
+            per block): 65.9% test accuracy with (-1.2, 1.2), 74.8% with (0.2, 1.0).
+        num_blocks, layers_per_block, sigma_min, sigma_max, sigma_data, partition,
         overlap: see `DiffusionBlocksConfig` (paper: B=3, equi-probability, γ=0.05).
     """
 
@@ -51,6 +58,8 @@ class DiffusionBlocksViTConfig(DiffusionBlocksConfig):
     label_embedding_dim: int | None = None
     classifier_type: str = "diffusion"
     layer_norm_eps: float = 1e-6
+    p_mean: float = 0.2
+    p_std: float = 1.0
 
     def __post_init__(self, **kwargs):
         for name in ("image_size", "patch_size", "num_channels", "num_labels", "hidden_size",

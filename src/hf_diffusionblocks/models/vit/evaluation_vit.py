@@ -24,17 +24,18 @@ def predict_labels(
 ) -> torch.LongTensor:
     """Argmax labels `(N,)` of `images` `(N, C, H, W)`, in batches on the model's device.
 
-    The initial noise of every batch comes from one CPU generator seeded with `seed`, so the result
-    does not depend on the device.
+    The initial noise ε of all images is drawn at once from a CPU generator seeded with `seed`, so the
+    result depends neither on the device nor on `batch_size`.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     model.eval()
     device = next(model.parameters()).device
-    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(len(images), model.config.label_embedding_dim, generator=torch.Generator().manual_seed(seed))
     predictions = []
     for start in range(0, len(images), batch_size):
         pixel_values = images[start : start + batch_size].to(device)
-        logits = model(pixel_values, num_inference_steps=num_inference_steps, generator=generator).logits
+        batch_noise = noise[start : start + batch_size]
+        logits = model(pixel_values, num_inference_steps=num_inference_steps, initial_noise=batch_noise).logits
         predictions.append(logits.argmax(dim=-1).cpu())
     return torch.cat(predictions) if predictions else torch.empty(0, dtype=torch.long)

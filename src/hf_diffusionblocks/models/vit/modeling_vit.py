@@ -163,18 +163,22 @@ class DiffusionBlocksForImageClassification(DiffusionBlocksPreTrainedModel):
         pixel_values: torch.Tensor,
         num_inference_steps: int | None = None,
         generator: torch.Generator | None = None,
+        initial_noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Euler steps of the label ODE from z = σ_max·ε; returns the last readout's logits `(batch, num_labels)`.
 
         Step i runs block `scheduler.block_indices[i]` (with `num_inference_steps = num_blocks`, step i is block i).
+        ε is `initial_noise` `(batch, label_embedding_dim)` when given, else drawn from `generator`.
         """
         scheduler = self.build_scheduler()
         num_inference_steps = self.config.num_blocks if num_inference_steps is None else num_inference_steps
         scheduler.set_timesteps(num_inference_steps, device=pixel_values.device)
-        noise = torch.randn(
-            (pixel_values.shape[0], self.config.label_embedding_dim), generator=generator, dtype=torch.float32
-        ).to(pixel_values.device)
-        noisy_labels = noise * scheduler.init_noise_sigma                                # z = σ_max·ε
+        shape = (pixel_values.shape[0], self.config.label_embedding_dim)
+        if initial_noise is None:
+            initial_noise = torch.randn(shape, generator=generator, dtype=torch.float32)
+        elif tuple(initial_noise.shape) != shape:
+            raise ValueError(f"initial_noise must have shape {shape}, got {tuple(initial_noise.shape)}.")
+        noisy_labels = initial_noise.to(pixel_values.device, torch.float32) * scheduler.init_noise_sigma  # z = σ_max·ε
         logits = None
         for sigma, block_index in zip(scheduler.timesteps, scheduler.block_indices.tolist()):
             output = self.forward_block(block_index, pixel_values, noisy_labels, sigma)
@@ -188,6 +192,7 @@ class DiffusionBlocksForImageClassification(DiffusionBlocksPreTrainedModel):
         labels: torch.LongTensor | None = None,
         num_inference_steps: int | None = None,
         generator: torch.Generator | None = None,
+        initial_noise: torch.Tensor | None = None,
         return_dict: bool = True,
         **kwargs,
     ) -> ImageClassifierOutput | tuple:
@@ -201,6 +206,7 @@ class DiffusionBlocksForImageClassification(DiffusionBlocksPreTrainedModel):
             num_inference_steps (`int`, *optional*): Euler steps (defaults to `num_blocks`, one per block).
             generator (`torch.Generator`, *optional*): source of the initial noise ε; by default a CPU
                 generator seeded with 0, so `forward` is deterministic.
+            initial_noise (`torch.Tensor` of shape `(batch, label_embedding_dim)`, *optional*): ε itself.
         Returns:
             `ImageClassifierOutput` with `logits` `(batch, num_labels)` and, with `labels`, `loss`.
         """
@@ -210,7 +216,7 @@ class DiffusionBlocksForImageClassification(DiffusionBlocksPreTrainedModel):
             logits = self.standard_logits(pixel_values)
         else:
             generator = generator if generator is not None else torch.Generator().manual_seed(0)
-            logits = self.sample_labels(pixel_values, num_inference_steps, generator)
+            logits = self.sample_labels(pixel_values, num_inference_steps, generator, initial_noise)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.float(), labels.to(logits.device).long())
