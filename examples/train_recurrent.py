@@ -29,21 +29,14 @@ import os
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration
 
 from hf_diffusionblocks import CharacterTokenizer, DiffusionBlocksRecurrentConfig, DiffusionBlocksRecurrentForCausalLM
 from hf_diffusionblocks.data import load_text_corpus
-from hf_diffusionblocks.modeling.block_checkpoint import block_weights_name, read_block_metadata
+from hf_diffusionblocks.modeling.block_checkpoint import block_weights_name
 from hf_diffusionblocks.models.recurrent import RecurrentDenoisingLoss, TruncatedBPTTLoss
 from hf_diffusionblocks.models.recurrent.evaluation_recurrent import held_out_cross_entropy
-from hf_diffusionblocks.training import (
-    TRAINING_MODES,
-    BlockTrainer,
-    OptimizationSettings,
-    add_common_training_arguments,
-    blocks_to_train,
-    validate_common_arguments,
-)
+from hf_diffusionblocks.training import TRAINING_MODES, add_common_training_arguments, validate_common_arguments
+from hf_diffusionblocks.training.launch import create_accelerator, finish_run, finished_block_steps, train_assigned_blocks
 
 logger = logging.getLogger("train_recurrent")
 
@@ -167,8 +160,7 @@ class RecurrentTrainingTask:
             push_block(self.output_dir, self.hub_model_id, block_index, self.hub_token)
 
     def finished_steps(self, block_index: int) -> int | None:
-        path = os.path.join(self.output_dir, block_weights_name(block_index))
-        return read_block_metadata(path)["training_steps"] if os.path.isfile(path) else None
+        return finished_block_steps(self.output_dir, block_index)
 
 
 def push_block(output_dir: str, repo_id: str, block_index: int, token: str | None) -> None:
@@ -215,12 +207,7 @@ def evaluate_model(args: argparse.Namespace, validation_ids: torch.Tensor, accel
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    accelerator = Accelerator(
-        mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, "logs")),
-    )
+    accelerator = create_accelerator(args, "train_recurrent")
     train_text = load_text_corpus(args.dataset, "train", args.text_column)
     validation_text = load_text_corpus(args.dataset, "validation", args.text_column)
     tokenizer = CharacterTokenizer.from_corpus(train_text, strict=False)
@@ -229,22 +216,10 @@ def main(argv: list[str] | None = None) -> dict:
     task = RecurrentTrainingTask(config, tokenizer, train_ids, validation_ids, args)
     logger.info("%s, %d training characters, vocabulary of %d tokens, %d block(s)",
                 args.training_mode, len(train_ids), len(tokenizer), config.num_blocks)
-    if args.report_to != "none":
-        accelerator.init_trackers("train_recurrent", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
 
-    trainer = BlockTrainer(task, OptimizationSettings.from_args(args), accelerator)
-    results = [trainer.train_block(block_index) for block_index in blocks_to_train(args.block_index, config.num_blocks)]
-    evaluation = evaluate_model(args, validation_ids, accelerator)
-    summary = {
-        "output_dir": args.output_dir,
-        "training_mode": args.training_mode,
-        "num_blocks": config.num_blocks,
-        "blocks": [vars(result) for result in results],
-        "eval": evaluation,
-    }
-    accelerator.end_training()
-    print(json.dumps(summary, indent=2))
-    return summary
+    outcome = train_assigned_blocks(task, args, config.num_blocks, accelerator)
+    evaluation = evaluate_model(args, validation_ids, accelerator) if outcome.assignment.is_group_leader else None
+    return finish_run(accelerator, args, config.num_blocks, outcome, eval=evaluation)
 
 
 if __name__ == "__main__":

@@ -25,20 +25,14 @@ import os
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration
 
 from hf_diffusionblocks import DiffusionBlocksForImageClassification, DiffusionBlocksScheduler, DiffusionBlocksViTConfig
 from hf_diffusionblocks.data import load_image_dataset
-from hf_diffusionblocks.modeling.block_checkpoint import block_weights_name, read_block_metadata
+from hf_diffusionblocks.modeling.block_checkpoint import block_weights_name
 from hf_diffusionblocks.models.vit import LABEL_OBJECTIVES, VIT_SIZES, classification_training_loss
 from hf_diffusionblocks.models.vit.evaluation_vit import accuracy_metric_path, predict_labels
-from hf_diffusionblocks.training import (
-    BlockTrainer,
-    OptimizationSettings,
-    add_common_training_arguments,
-    blocks_to_train,
-    validate_common_arguments,
-)
+from hf_diffusionblocks.training import add_common_training_arguments, validate_common_arguments
+from hf_diffusionblocks.training.launch import create_accelerator, finish_run, finished_block_steps, train_assigned_blocks
 
 logger = logging.getLogger("train_vit")
 
@@ -151,8 +145,7 @@ class ViTTrainingTask:
             push_block(self.output_dir, self.hub_model_id, block_index, self.hub_token)
 
     def finished_steps(self, block_index: int) -> int | None:
-        path = os.path.join(self.output_dir, block_weights_name(block_index))
-        return read_block_metadata(path)["training_steps"] if os.path.isfile(path) else None
+        return finished_block_steps(self.output_dir, block_index)
 
 
 def push_block(output_dir: str, repo_id: str, block_index: int, token: str | None) -> None:
@@ -193,12 +186,7 @@ def evaluate_accuracy(args: argparse.Namespace, test_set, accelerator: Accelerat
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    accelerator = Accelerator(
-        mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=os.path.join(args.output_dir, "logs")),
-    )
+    accelerator = create_accelerator(args, "train_vit")
     train_set = load_image_dataset(args.dataset, "train", args.image_column, args.label_column, args.image_size)
     test_set = load_image_dataset(args.dataset, "test", args.image_column, args.label_column, args.image_size)
     config = build_config(args, train_set.num_channels, train_set.image_size, train_set.num_labels)
@@ -206,22 +194,10 @@ def main(argv: list[str] | None = None) -> dict:
     task = ViTTrainingTask(config, train_set, test_set, args)
     scheduler_table = DiffusionBlocksScheduler(**config.scheduler_kwargs()).partition_table(config.resolved_layers_per_block)
     logger.info("%s (%s), %d training images\n%s", args.training_mode, config.classifier_type, task.num_examples, scheduler_table)
-    if args.report_to != "none":
-        accelerator.init_trackers("train_vit", config={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))})
 
-    trainer = BlockTrainer(task, OptimizationSettings.from_args(args), accelerator)
-    results = [trainer.train_block(block_index) for block_index in blocks_to_train(args.block_index, config.num_blocks)]
-    evaluation = evaluate_accuracy(args, test_set, accelerator)
-    summary = {
-        "output_dir": args.output_dir,
-        "training_mode": args.training_mode,
-        "num_blocks": config.num_blocks,
-        "blocks": [vars(result) for result in results],
-        "eval": evaluation,
-    }
-    accelerator.end_training()
-    print(json.dumps(summary, indent=2))
-    return summary
+    outcome = train_assigned_blocks(task, args, config.num_blocks, accelerator)
+    evaluation = evaluate_accuracy(args, test_set, accelerator) if outcome.assignment.is_group_leader else None
+    return finish_run(accelerator, args, config.num_blocks, outcome, eval=evaluation)
 
 
 if __name__ == "__main__":
