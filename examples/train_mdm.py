@@ -32,6 +32,7 @@ from hf_diffusionblocks import (
     MaskedDiffusionLoss,
 )
 from hf_diffusionblocks.data import load_text_corpus
+from hf_diffusionblocks.hub import push_shared_files_and_block
 from hf_diffusionblocks.training import add_common_training_arguments, validate_common_arguments
 from hf_diffusionblocks.training.launch import (
     create_accelerator,
@@ -158,16 +159,9 @@ class MaskedLMTrainingTask:
 
 
 def push_block(output_dir: str, repo_id: str, block_index: int, token: str | None) -> None:
-    """Upload the pipeline's shared files, then this block's file as its own commit."""
-    from huggingface_hub import HfApi
-
-    from hf_diffusionblocks.hub import push_block_to_hub
-
-    api = HfApi(token=token)
-    api.create_repo(repo_id, exist_ok=True)
-    api.upload_folder(repo_id=repo_id, folder_path=output_dir, allow_patterns=HUB_ROOT_PATTERNS,
-                      commit_message="Upload pipeline configs, scheduler and tokenizer")
-    push_block_to_hub(output_dir, repo_id, block_index, token=token)
+    """Upload the shared files (HUB_ROOT_PATTERNS), then this block's file as its own commit."""
+    push_shared_files_and_block(output_dir, repo_id, block_index, allow_patterns=HUB_ROOT_PATTERNS,
+                                subfolder="transformer", token=token, commit_message="Upload pipeline configs, scheduler and tokenizer")
 
 
 def write_samples(args: argparse.Namespace, accelerator: Accelerator) -> list[str] | None:

@@ -32,6 +32,7 @@ from accelerate import Accelerator
 
 from hf_diffusionblocks import CharacterTokenizer, DiffusionBlocksRecurrentConfig, DiffusionBlocksRecurrentForCausalLM
 from hf_diffusionblocks.data import load_text_corpus
+from hf_diffusionblocks.hub import push_shared_files_and_block
 from hf_diffusionblocks.modeling.block_checkpoint import block_weights_name
 from hf_diffusionblocks.models.recurrent import RecurrentDenoisingLoss, TruncatedBPTTLoss
 from hf_diffusionblocks.models.recurrent.evaluation_recurrent import held_out_cross_entropy
@@ -164,16 +165,9 @@ class RecurrentTrainingTask:
 
 
 def push_block(output_dir: str, repo_id: str, block_index: int, token: str | None) -> None:
-    """Upload the config, index and tokenizer, then this block's file as its own commit."""
-    from huggingface_hub import HfApi
-
-    from hf_diffusionblocks.hub import push_block_to_hub
-
-    api = HfApi(token=token)
-    api.create_repo(repo_id, exist_ok=True)
-    api.upload_folder(repo_id=repo_id, folder_path=output_dir, allow_patterns=HUB_ROOT_PATTERNS,
-                      commit_message="Upload config, index and tokenizer")
-    push_block_to_hub(output_dir, repo_id, block_index, subfolder="", token=token)
+    """Upload the shared files (HUB_ROOT_PATTERNS), then this block's file as its own commit."""
+    push_shared_files_and_block(output_dir, repo_id, block_index, allow_patterns=HUB_ROOT_PATTERNS,
+                                subfolder="", token=token, commit_message="Upload config, index and tokenizer")
 
 
 def evaluate_model(args: argparse.Namespace, validation_ids: torch.Tensor, accelerator: Accelerator) -> dict | None:

@@ -28,6 +28,7 @@ from accelerate import Accelerator
 
 from hf_diffusionblocks import DiffusionBlocksForImageClassification, DiffusionBlocksScheduler, DiffusionBlocksViTConfig
 from hf_diffusionblocks.data import load_image_dataset
+from hf_diffusionblocks.hub import push_shared_files_and_block
 from hf_diffusionblocks.modeling.block_checkpoint import block_weights_name
 from hf_diffusionblocks.models.vit import LABEL_OBJECTIVES, VIT_SIZES, classification_training_loss
 from hf_diffusionblocks.models.vit.evaluation_vit import accuracy_metric_path, predict_labels
@@ -149,16 +150,9 @@ class ViTTrainingTask:
 
 
 def push_block(output_dir: str, repo_id: str, block_index: int, token: str | None) -> None:
-    """Upload the model's shared files, then this block's file as its own commit."""
-    from huggingface_hub import HfApi
-
-    from hf_diffusionblocks.hub import push_block_to_hub
-
-    api = HfApi(token=token)
-    api.create_repo(repo_id, exist_ok=True)
-    api.upload_folder(repo_id=repo_id, folder_path=output_dir, allow_patterns=HUB_ROOT_PATTERNS,
-                      commit_message="Upload config and index")
-    push_block_to_hub(output_dir, repo_id, block_index, subfolder="", token=token)
+    """Upload the shared files (HUB_ROOT_PATTERNS), then this block's file as its own commit."""
+    push_shared_files_and_block(output_dir, repo_id, block_index, allow_patterns=HUB_ROOT_PATTERNS,
+                                subfolder="", token=token, commit_message="Upload config and index")
 
 
 def evaluate_accuracy(args: argparse.Namespace, test_set, accelerator: Accelerator) -> dict | None:

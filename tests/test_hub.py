@@ -387,3 +387,13 @@ def test_train_dit_pushes_each_block_as_it_finishes(fake_hub, tmp_path, monkeypa
     head = fake_hub.head(REPO_ID).files
     assert {"README.md", "model_index.json", "transformer/config.json", "scheduler/scheduler_config.json"} <= set(head)
     assert not any(name.startswith(("checkpoints/", "logs/")) for name in head)
+
+
+def test_push_shared_files_and_block_uploads_only_the_named_files(fake_hub, pipeline_folder):
+    from hf_diffusionblocks.hub import push_shared_files_and_block
+
+    push_shared_files_and_block(pipeline_folder, REPO_ID, 1, allow_patterns=["model_index.json", "transformer/*.json"],
+                                token=TOKEN, commit_message="Upload shared files")
+    shared, block = fake_hub.repos[REPO_ID][-2:]
+    assert sorted(shared.added) == ["model_index.json", "transformer/config.json", "transformer/model.safetensors.index.json"]
+    assert block.added == ["transformer/block_1.safetensors"]

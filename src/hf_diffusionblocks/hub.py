@@ -200,3 +200,24 @@ def push_folder_to_hub(
             )
         )
     return commits
+
+
+def push_shared_files_and_block(
+    folder: str | os.PathLike,
+    repo_id: str,
+    block_index: int,
+    *,
+    allow_patterns: list[str],
+    subfolder: str = "transformer",
+    token: str | bool | None = None,
+    commit_message: str = "Upload shared files",
+) -> CommitInfo:
+    """Upload the files of `folder` matching `allow_patterns` in one commit, then block `block_index` as its own.
+
+    For training scripts whose output folder holds files that must not go up (checkpoints, logs):
+    the shared files are named explicitly, and the block commit stays a one-file commit.
+    """
+    api = HfApi(token=token)
+    api.create_repo(repo_id, exist_ok=True)
+    api.upload_folder(repo_id=repo_id, folder_path=str(folder), allow_patterns=allow_patterns, commit_message=commit_message)
+    return push_block_to_hub(folder, repo_id, block_index, subfolder=subfolder, token=token)
