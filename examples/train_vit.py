@@ -166,7 +166,7 @@ def evaluate_accuracy(args: argparse.Namespace, test_set, accelerator: Accelerat
         return None
     model = DiffusionBlocksForImageClassification.from_pretrained(args.output_dir).to(accelerator.device)
     images, labels = first(test_set, args.max_eval_samples)
-    predictions = predict_labels(model, images, args.eval_batch_size, args.num_inference_steps, seed=args.seed)
+    predictions = predict_labels(model, images, args.eval_batch_size, args.num_inference_steps)
     metric = evaluate.load(accuracy_metric_path())
     result = metric.compute(predictions=predictions.tolist(), references=labels.tolist())
     result.update(num_examples=len(labels), num_inference_steps=args.num_inference_steps or config.num_blocks,

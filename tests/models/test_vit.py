@@ -10,6 +10,7 @@ from transformers.modeling_outputs import ImageClassifierOutput
 
 from hf_diffusionblocks import DiffusionBlocksForImageClassification, DiffusionBlocksScheduler, DiffusionBlocksViTConfig
 from hf_diffusionblocks.models.vit import LabelDenoisingLoss, classification_training_loss, target_embedding_table
+from hf_diffusionblocks.models.vit.label_embeddings import posterior_mean
 from hf_diffusionblocks.models.vit.evaluation_vit import accuracy_metric_path, predict_labels
 
 from conftest import randomize_
@@ -65,7 +66,7 @@ def test_forward_returns_image_classifier_output_with_cross_entropy_loss():
     assert isinstance(output, ImageClassifierOutput)
     assert output.logits.shape == (5, 10)
     assert torch.allclose(output.loss, F.cross_entropy(output.logits, labels))
-    # deterministic by default (the initial noise comes from a generator seeded with 0)
+    # deterministic by default (the trajectory starts at ε = 0)
     assert torch.equal(model(images()).logits, output.logits)
     other = model(images(), generator=torch.Generator().manual_seed(1)).logits
     assert not torch.allclose(other, output.logits)
@@ -203,3 +204,29 @@ def test_accuracy_module_loads_by_path_and_counts_matches(tmp_path):
     predictions = predict_labels(model, images(7), batch_size=3)
     assert predictions.shape == (7,) and predictions.dtype == torch.long
     assert torch.equal(predictions, predict_labels(model, images(7), batch_size=7))  # batching does not matter
+
+
+def test_default_start_at_zero_returns_the_posterior_mode_and_random_starts_sample_it(monkeypatch):
+    # Stand-in blocks with the exact posterior of z = E_y + σε under a prior p(y | x) = (0.6, 0.4, 0, ...):
+    # from z = 0 the Euler steps end at the mode for every image; from σ_max·ε they sample labels.
+    from types import SimpleNamespace
+
+    model = tiny_model()
+    table = model.label_embeddings
+    log_prior = torch.full((10,), -30.0)
+    log_prior[:2] = torch.tensor([0.6, 0.4]).log()
+
+    def exact_posterior(block_index, pixel_values, noisy_labels, sigma):
+        distances = torch.cdist(noisy_labels, table) ** 2
+        logits = log_prior - distances / (2 * float(sigma) ** 2)
+        return SimpleNamespace(logits=logits, denoised=posterior_mean(logits, table))
+
+    monkeypatch.setattr(model, "forward_block", exact_posterior)
+    pixel_values = images(2000).expand(2000, 1, 8, 8)
+    assert torch.equal(model(pixel_values).logits.argmax(-1), torch.zeros(2000, dtype=torch.long))
+    sampled = model(pixel_values, generator=torch.Generator().manual_seed(0)).logits.argmax(-1)
+    assert set(sampled.tolist()) == {0, 1}
+    assert float((sampled == 1).float().mean()) == pytest.approx(0.4, abs=0.05)
+    # predict_labels follows the same rule: no seed → the mode, a seed → samples
+    assert torch.equal(predict_labels(model, pixel_values[:50]), torch.zeros(50, dtype=torch.long))
+    assert (predict_labels(model, pixel_values[:200], seed=1) == 1).any()

@@ -167,7 +167,8 @@ class BlockTrainer:
             initial=start_step,
             total=settings.max_train_steps,
             desc=f"block {block_index}",
-            disable=not accelerator.is_local_main_process,
+            # passed only to silence other processes, so that TQDM_DISABLE=1 still silences the main one
+            **({} if accelerator.is_local_main_process else {"disable": True}),
         )
         started = time.perf_counter()
         running_loss, running_count, last_loss = 0.0, 0, math.nan

