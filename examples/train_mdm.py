@@ -32,15 +32,14 @@ from hf_diffusionblocks import (
     MaskedDiffusionLoss,
 )
 from hf_diffusionblocks.data import load_text_corpus
-from hf_diffusionblocks.hub import push_shared_files_and_block
 from hf_diffusionblocks.training import add_common_training_arguments, validate_common_arguments
 from hf_diffusionblocks.training.launch import (
     create_accelerator,
     finish_run,
-    finished_block_steps,
     present_blocks,
     train_assigned_blocks,
 )
+from hf_diffusionblocks.training.text_task import TextWindowTask, write_text_samples
 
 logger = logging.getLogger("train_mdm")
 
@@ -109,59 +108,19 @@ def build_config(args: argparse.Namespace, tokenizer: CharacterTokenizer) -> Dif
     )
 
 
-class MaskedLMTrainingTask:
-    """The masked diffusion family's part of block-wise training: windows of text, the NELBO share, outputs."""
+class MaskedLMTrainingTask(TextWindowTask):
+    """The masked diffusion family's part of block-wise training: windows of text, the NELBO share, a pipeline folder."""
 
     def __init__(self, config, tokenizer, train_ids: torch.Tensor, validation_ids: torch.Tensor, args: argparse.Namespace):
-        self.config = config
-        self.tokenizer = tokenizer
-        self.sequence_length = args.sequence_length
-        if len(train_ids) < self.sequence_length:
-            raise ValueError(f"the training text has {len(train_ids)} tokens, fewer than --sequence_length={self.sequence_length}.")
-        self.train_ids = train_ids
-        self.num_examples = len(train_ids) - self.sequence_length + 1   # one example per window start
-        self.window = torch.arange(self.sequence_length)
-        num_windows = min(args.validation_windows, len(validation_ids) // self.sequence_length)
-        self.validation_ids = validation_ids[: num_windows * self.sequence_length].view(num_windows, self.sequence_length)
-        self.output_dir = args.output_dir
-        self.push_to_hub, self.hub_model_id, self.hub_token = args.push_to_hub, args.hub_model_id, args.hub_token
         self.scheduler = config.build_scheduler()
-        self.loss_function = MaskedDiffusionLoss(self.scheduler, config.mask_token_id)
+        super().__init__(config, DiffusionBlocksForMaskedLM, MaskedDiffusionLoss(self.scheduler, config.mask_token_id),
+                         train_ids, validation_ids, args, window_length=args.sequence_length, weights_subfolder="transformer",
+                         hub_root_patterns=HUB_ROOT_PATTERNS, hub_commit_message="Upload pipeline configs, scheduler and tokenizer")
+        self.tokenizer = tokenizer
 
-    def build_model(self, block_indices: list[int]) -> DiffusionBlocksForMaskedLM:
-        return DiffusionBlocksForMaskedLM(self.config, block_indices=block_indices)
-
-    def get_batch(self, indices: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
-        windows = indices[:, None] + self.window                                     # (batch, seq_len)
-        return {"input_ids": self.train_ids[windows].to(device)}
-
-    def loss(self, model, block_index: int, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
-        return self.loss_function(model, block_index, batch["input_ids"], generator)
-
-    @torch.no_grad()
-    def log_validation(self, model, block_index: int, step: int, accelerator: Accelerator) -> None:
-        """The block's loss (nats per token) on fixed validation windows, fixed t and masks: the B blocks' values add up to the NELBO."""
-        if len(self.validation_ids) == 0:
-            return
-        generator = torch.Generator().manual_seed(0)
-        value = float(self.loss_function(model, block_index, self.validation_ids.to(accelerator.device), generator))
-        accelerator.log({f"validation/loss_block_{block_index}": value}, step=step)
-        logger.info("block %d step %d: validation loss %.4f nats/token", block_index, step, value)
-
-    def save_block(self, model, block_index: int, training_steps: int) -> None:
-        model.block_training_steps[block_index] = training_steps
+    def save_outputs(self, model, block_index: int) -> None:
+        """The whole pipeline folder (model_index.json, scheduler/, tokenizer/, transformer/ with this block's file)."""
         DiffusionBlocksTextPipeline(model, self.scheduler, self.tokenizer).save_pretrained(self.output_dir)
-        if self.push_to_hub:
-            push_block(self.output_dir, self.hub_model_id, block_index, self.hub_token)
-
-    def finished_steps(self, block_index: int) -> int | None:
-        return finished_block_steps(os.path.join(self.output_dir, "transformer"), block_index)
-
-
-def push_block(output_dir: str, repo_id: str, block_index: int, token: str | None) -> None:
-    """Upload the shared files (HUB_ROOT_PATTERNS), then this block's file as its own commit."""
-    push_shared_files_and_block(output_dir, repo_id, block_index, allow_patterns=HUB_ROOT_PATTERNS,
-                                subfolder="transformer", token=token, commit_message="Upload pipeline configs, scheduler and tokenizer")
 
 
 def write_samples(args: argparse.Namespace, accelerator: Accelerator) -> list[str] | None:
@@ -174,13 +133,7 @@ def write_samples(args: argparse.Namespace, accelerator: Accelerator) -> list[st
     pipeline = DiffusionBlocksTextPipeline.from_pretrained(args.output_dir).to(accelerator.device)
     generator = torch.Generator(accelerator.device).manual_seed(args.seed)
     texts = pipeline(num_samples=args.num_samples, num_inference_steps=args.num_inference_steps, generator=generator).texts
-    separator = "\n" + "=" * 80 + "\n"
-    with open(os.path.join(args.output_dir, "samples.txt"), "w", encoding="utf-8") as file:
-        file.write(separator.join(texts) + "\n")
-    for tracker in accelerator.trackers:
-        if tracker.name == "tensorboard":
-            for index, text in enumerate(texts):
-                tracker.writer.add_text(f"samples/{index}", "    " + text.replace("\n", "\n    "), 0)
+    write_text_samples(args.output_dir, texts, accelerator)
     return texts
 
 

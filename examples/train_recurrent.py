@@ -32,12 +32,12 @@ from accelerate import Accelerator
 
 from hf_diffusionblocks import CharacterTokenizer, DiffusionBlocksRecurrentConfig, DiffusionBlocksRecurrentForCausalLM
 from hf_diffusionblocks.data import load_text_corpus
-from hf_diffusionblocks.hub import push_shared_files_and_block
 from hf_diffusionblocks.modeling.block_checkpoint import block_weights_name
 from hf_diffusionblocks.models.recurrent import RecurrentDenoisingLoss, TruncatedBPTTLoss
 from hf_diffusionblocks.models.recurrent.evaluation_recurrent import held_out_cross_entropy
 from hf_diffusionblocks.training import TRAINING_MODES, add_common_training_arguments, validate_common_arguments
-from hf_diffusionblocks.training.launch import create_accelerator, finish_run, finished_block_steps, train_assigned_blocks
+from hf_diffusionblocks.training.launch import create_accelerator, finish_run, train_assigned_blocks
+from hf_diffusionblocks.training.text_task import TextWindowTask
 
 logger = logging.getLogger("train_recurrent")
 
@@ -112,35 +112,20 @@ def build_config(args: argparse.Namespace, tokenizer: CharacterTokenizer) -> Dif
     )
 
 
-class RecurrentTrainingTask:
-    """The recurrent family's part of block-wise training: text windows, the step's loss, validation, outputs."""
+class RecurrentTrainingTask(TextWindowTask):
+    """The recurrent family's part of block-wise training: text windows (context + the next character), the
+    step's loss, held-out validation of the complete model, outputs."""
 
     def __init__(self, config, tokenizer, train_ids: torch.Tensor, validation_ids: torch.Tensor, args: argparse.Namespace):
-        self.config = config
-        self.tokenizer = tokenizer
-        self.window = torch.arange(args.sequence_length + 1)               # context + the next character
-        if len(train_ids) < len(self.window):
-            raise ValueError(f"the training text has {len(train_ids)} tokens, fewer than --sequence_length + 1.")
-        self.train_ids = train_ids
-        self.num_examples = len(train_ids) - len(self.window) + 1
-        self.validation_ids = validation_ids
-        self.validation_windows = args.validation_windows
-        self.num_iterations = args.num_iterations
-        self.output_dir = args.output_dir
-        self.push_to_hub, self.hub_model_id, self.hub_token = args.push_to_hub, args.hub_model_id, args.hub_token
         if args.training_mode == "bptt":
-            self.loss_function = TruncatedBPTTLoss(args.mean_recurrence, args.bptt_steps)
+            loss_function = TruncatedBPTTLoss(args.mean_recurrence, args.bptt_steps)
         else:
-            self.loss_function = RecurrentDenoisingLoss(config.noise_partition)
-
-    def build_model(self, block_indices: list[int]) -> DiffusionBlocksRecurrentForCausalLM:
-        return DiffusionBlocksRecurrentForCausalLM(self.config, block_indices=block_indices)
-
-    def get_batch(self, indices: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.train_ids[indices[:, None] + self.window].to(device)}
-
-    def loss(self, model, block_index: int, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
-        return self.loss_function(model, block_index, batch["input_ids"], generator)
+            loss_function = RecurrentDenoisingLoss(config.noise_partition)
+        super().__init__(config, DiffusionBlocksRecurrentForCausalLM, loss_function, train_ids, validation_ids, args,
+                         window_length=args.sequence_length + 1, hub_root_patterns=HUB_ROOT_PATTERNS)
+        self.tokenizer = tokenizer
+        self.num_validation_windows = args.validation_windows
+        self.num_iterations = args.num_iterations
 
     def log_validation(self, model, block_index: int, step: int, accelerator: Accelerator) -> None:
         """Held-out nats per character at K = 1 and K = --num_iterations (complete models only)."""
@@ -149,25 +134,13 @@ class RecurrentTrainingTask:
         values = {}
         for num_iterations in sorted({1, self.num_iterations}):
             values[f"validation/loss_K{num_iterations}"] = held_out_cross_entropy(
-                model, self.validation_ids, len(self.window) - 1, self.validation_windows, num_iterations)
+                model, self.validation_stream, len(self.window) - 1, self.num_validation_windows, num_iterations)
         accelerator.log(values, step=step)
         logger.info("step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
 
-    def save_block(self, model, block_index: int, training_steps: int) -> None:
-        model.block_training_steps[block_index] = training_steps
+    def save_outputs(self, model, block_index: int) -> None:
         model.save_pretrained(self.output_dir, block_indices=[block_index])
         self.tokenizer.save_pretrained(self.output_dir)
-        if self.push_to_hub:
-            push_block(self.output_dir, self.hub_model_id, block_index, self.hub_token)
-
-    def finished_steps(self, block_index: int) -> int | None:
-        return finished_block_steps(self.output_dir, block_index)
-
-
-def push_block(output_dir: str, repo_id: str, block_index: int, token: str | None) -> None:
-    """Upload the shared files (HUB_ROOT_PATTERNS), then this block's file as its own commit."""
-    push_shared_files_and_block(output_dir, repo_id, block_index, allow_patterns=HUB_ROOT_PATTERNS,
-                                subfolder="", token=token, commit_message="Upload config, index and tokenizer")
 
 
 def evaluate_model(args: argparse.Namespace, validation_ids: torch.Tensor, accelerator: Accelerator) -> dict | None:

@@ -158,11 +158,18 @@ def test_end_to_end_trains_one_block_over_all_times(tmp_path, corpus):
 
 
 def test_push_to_hub_uploads_each_block_when_it_is_done(tmp_path, corpus, monkeypatch):
+    from hf_diffusionblocks.training import text_task
+
     script, pushed = load_script(), []
-    monkeypatch.setattr(script, "push_block", lambda output_dir, repo_id, block_index, token: pushed.append((repo_id, block_index)))
+
+    def record(output_dir, repo_id, block_index, *, allow_patterns, subfolder, token, commit_message):
+        assert (tmp_path / "transformer" / f"block_{block_index}.safetensors").is_file()   # saved before the upload
+        pushed.append((repo_id, block_index, subfolder, "model_index.json" in allow_patterns))
+
+    monkeypatch.setattr(text_task, "push_shared_files_and_block", record)
     script.main(tiny_args(tmp_path, corpus, "--max_train_steps", "1", "--num_samples", "1",
                           "--push_to_hub", "--hub_model_id", "me/mdm"))
-    assert pushed == [("me/mdm", 0), ("me/mdm", 1), ("me/mdm", 2)]
+    assert pushed == [("me/mdm", b, "transformer", True) for b in range(3)]
 
 
 @pytest.mark.parametrize(
