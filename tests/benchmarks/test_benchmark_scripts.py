@@ -1,0 +1,59 @@
+"""The benchmark scripts run end to end at their smallest sizes and print their ratio lines.
+
+No timing is asserted (timings belong to the benchmarks themselves); what is checked is that each
+script measures both paths in one run and prints a finite, positive ratio in its documented format.
+"""
+
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def run_benchmark(script: str, *arguments: str) -> str:
+    environment = dict(os.environ, OMP_NUM_THREADS="1", TQDM_DISABLE="1")
+    completed = subprocess.run([sys.executable, str(BENCHMARKS / script), *arguments, "--device", "cpu"],
+                               capture_output=True, text=True, timeout=600, env=environment)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return completed.stdout
+
+
+def ratio(output: str, name: str) -> float:
+    match = re.search(rf"{name}=([0-9.]+)", output)
+    assert match, f"no {name}= in:\n{output}"
+    value = float(match.group(1))
+    assert math.isfinite(value) and value > 0
+    return value
+
+
+@pytest.mark.parametrize("family, size", [("dit", "XS"), ("mdm", "XS")])
+def test_sampling_measures_both_paths(family, size):
+    output = run_benchmark("sampling.py", "--family", family, "--size", size, "--num_blocks", "2",
+                           "--num_inference_steps", "4", "--batch_size", "1", "--rounds", "1")
+    assert "end to end" in output and "block-wise" in output and "ms per sample-step" in output
+    ratio(output, "sampling_speedup_blockwise_over_e2e")
+
+
+def test_sampling_refuses_guidance_for_text():
+    completed = subprocess.run([sys.executable, str(BENCHMARKS / "sampling.py"), "--family", "mdm", "--guidance_scale", "2"],
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode != 0 and "--guidance_scale applies to the dit family only" in completed.stderr
+
+
+def test_step_time_measures_both_paths():
+    output = run_benchmark("step_time.py", "--family", "mdm", "--size", "XS", "--num_blocks", "3", "--batch_size", "1",
+                           "--steps", "1", "--warmup", "1", "--rounds", "1")
+    assert "end-to-end step" in output and "sum of the 3 block steps" in output
+    ratio(output, "step_time_ratio_blockwise_sum_over_e2e")
+
+
+@pytest.mark.slow
+def test_memory_measures_both_paths():
+    output = run_benchmark("memory.py", "--family", "mdm", "--size", "XS", "--num_blocks", "3", "--batch_size", "1")
+    assert ratio(output, "memory_ratio_e2e_over_blockwise") > 1
