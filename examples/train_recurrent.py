@@ -49,10 +49,9 @@ HUB_ROOT_PATTERNS = ["config.json", "model.safetensors.index.json", "tokenizer_c
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_training_arguments(
-        parser, defaults={"dataset": "shakespeare", "num_blocks": 1, "train_batch_size": 32, "lr_warmup_steps": 50}
+        parser, defaults={"dataset": "shakespeare", "num_blocks": 1, "train_batch_size": 32, "lr_warmup_steps": 50},
+        training_modes=RECURRENT_TRAINING_MODES,   # this family's third mode: the truncated-BPTT baseline
     )
-    # This family's own third mode: the truncated-BPTT baseline (the shared flags know two).
-    parser._option_string_actions["--training_mode"].choices = RECURRENT_TRAINING_MODES
     recurrent = parser.add_argument_group("recurrent depth")
     recurrent.add_argument("--hidden_size", type=int, default=128)
     recurrent.add_argument("--num_hidden_layers", type=int, default=2, help="Layers of the recurrent core (all blocks).")

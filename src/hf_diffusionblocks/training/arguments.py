@@ -19,12 +19,20 @@ def parse_block_index(value: str) -> int | str:
         raise argparse.ArgumentTypeError(f"--block_index must be an integer or 'all', got {value!r}.") from None
 
 
-def add_common_training_arguments(parser: argparse.ArgumentParser, *, defaults: dict[str, Any] | None = None) -> None:
-    """The flags of DESIGN §3 plus the usual optimisation flags; `defaults` overrides per family."""
+def add_common_training_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    defaults: dict[str, Any] | None = None,
+    training_modes: tuple[str, ...] = TRAINING_MODES,
+) -> None:
+    """The flags of DESIGN §3 plus the usual optimisation flags; `defaults` overrides per family, and a
+    family with a baseline of its own adds it to `training_modes` (the recurrent family's `bptt`)."""
+    if not set(TRAINING_MODES) <= set(training_modes):
+        raise ValueError(f"training_modes must include {TRAINING_MODES}, got {training_modes}.")
     group = parser.add_argument_group("DiffusionBlocks training")
     group.add_argument("--block_index", type=parse_block_index, default="all",
                        help="Block to train (0 = highest noise), or 'all' to train every block one after another.")
-    group.add_argument("--training_mode", choices=TRAINING_MODES, default="blockwise",
+    group.add_argument("--training_mode", choices=training_modes, default="blockwise",
                        help="'blockwise' trains B independent blocks; 'end_to_end' trains the same layers as one "
                             "block over the whole noise range (the baseline).")
     group.add_argument("--num_blocks", type=int, default=3, help="Number of blocks B (ignored by end_to_end, which uses 1).")
