@@ -37,7 +37,7 @@ from .attention_masks import (
     noisy_query_attention_mask,
 )
 from .configuration_causal_lm import DiffusionBlocksCausalLMConfig
-from .generation_checks import check_generate_arguments
+from .generation_checks import check_generate_arguments, effective_generation_config
 from .target_embeddings import make_target_embeddings
 
 # Flags transformers may pass to `forward` that change nothing here when off.
@@ -287,6 +287,7 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
         logits_to_keep: int = 0,
         num_inference_steps: int | None = None,
         generator: torch.Generator | None = None,
+        start_from_noise: bool = True,
         return_dict: bool = True,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast | tuple:
@@ -297,8 +298,10 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
         `num_inference_steps` Euler steps (default `config.default_num_inference_steps`, one per block)
         integrate the probability-flow ODE, each step on the block the scheduler routes its σ to; the
         logits are those of the last readout. They concentrate on the token the ODE reached: the sampling
-        randomness is in ε (drawn from `generator`, else torch's global generator). For
-        `objective="next_token"` the logits are the clean stream's readout.
+        randomness is in ε (drawn from `generator`, else torch's global generator). With
+        `start_from_noise=False` every trajectory starts at ε = 0, the centre of the initial distribution,
+        and ends near the posterior's mode instead of at a sample: what greedy decoding wants, and what
+        `generate(do_sample=False)` uses. For `objective="next_token"` the logits are the clean stream's readout.
 
         Args:
             input_ids (`torch.LongTensor` of shape `(batch, n)`): the tokens not yet in `cache`.
@@ -310,6 +313,9 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
             labels (`torch.LongTensor` of shape `(batch, n)`, *optional*, `"next_token"` only): next-token
                 cross-entropy (−100 ignored) as `loss`, the usual causal-LM convention.
             logits_to_keep (`int`, defaults to 0): compute logits for the last this many positions (0: all).
+            num_inference_steps (`int`, *optional*): Euler steps per token (diffusion only).
+            generator (`torch.Generator`, *optional*): source of ε (diffusion only).
+            start_from_noise (`bool`, defaults to True): False starts every ODE at ε = 0 (diffusion only).
         Returns:
             `CausalLMOutputWithPast` with `logits` `(batch, logits_to_keep or n, vocab_size)` and `cache`.
         """
@@ -338,7 +344,8 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
         else:
             context_lengths = torch.arange(past_length + seq_len - keep, past_length + seq_len, device=input_ids.device) + 1
             logits = self.sample_next_token_logits(
-                key_padding, position_ids[:, seq_len - keep:] + 1, context_lengths, cache, num_inference_steps, generator
+                key_padding, position_ids[:, seq_len - keep:] + 1, context_lengths, cache, num_inference_steps, generator,
+                start_from_noise,
             )
         loss = self._next_token_loss(logits, labels, keep, seq_len)
         cache = cache if use_cache else None
@@ -354,6 +361,7 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
         cache: Cache,
         num_inference_steps: int | None = None,
         generator: torch.Generator | None = None,
+        start_from_noise: bool = True,
     ) -> torch.Tensor:
         """Euler sampling of k next-token embeddings at once; returns the last readout's logits `(batch, k, vocab)`.
 
@@ -361,6 +369,7 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
             key_padding (`torch.BoolTensor` `(batch, num_cached)`): True for real cached tokens.
             position_ids (`torch.LongTensor` `(batch, k)`): position of each predicted token.
             context_lengths (`torch.LongTensor` `(k,)`): query q sees the cached tokens `< context_lengths[q]`.
+            start_from_noise (`bool`): False starts at ε = 0 (see `forward`).
         """
         steps = num_inference_steps or self.config.default_num_inference_steps
         scheduler = DiffusionBlocksScheduler(**self.config.scheduler_kwargs())
@@ -368,7 +377,10 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
         preconditioning = self.config.preconditioning
         dtype = self.target_embeddings.dtype
         shape = (key_padding.shape[0], position_ids.shape[1], self.config.target_embedding_dim)
-        noise = torch.randn(shape, generator=generator, device=generator.device if generator else key_padding.device)
+        if start_from_noise:
+            noise = torch.randn(shape, generator=generator, device=generator.device if generator else key_padding.device)
+        else:
+            noise = torch.zeros(shape, device=key_padding.device)
         sample = noise.to(key_padding.device, dtype) * scheduler.init_noise_sigma        # z = σ_max·ε
         mask = noisy_query_attention_mask(key_padding, context_lengths)
         logits = None
@@ -416,8 +428,12 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
         Checked here: every block is loaded; prompt length + `max_new_tokens` fits `max_position_embeddings`;
         `temperature` > 0, `top_k` >= 0, `0 < top_p <= 1` when sampling; `num_inference_steps` >= 1.
         Diffusion-specific keyword arguments: `num_inference_steps` (Euler steps per token) and
-        `generator` (the ε of every token).
+        `generator` (the ε of every token). Greedy decoding (`do_sample=False`) starts every token's ODE
+        at ε = 0 and takes the argmax of the last readout (the posterior's mode, not a sample of it);
+        sampling starts at σ_max·ε.
         """
         self._require_complete("generate()")
         check_generate_arguments(self, inputs, generation_config, kwargs)
+        if self.config.objective == "diffusion":
+            kwargs.setdefault("start_from_noise", bool(effective_generation_config(self, generation_config, kwargs).do_sample))
         return super().generate(inputs, generation_config=generation_config, **kwargs)
