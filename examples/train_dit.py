@@ -32,6 +32,7 @@ from hf_diffusionblocks.models.dit import DIT_SIZES, drop_class_labels
 from hf_diffusionblocks.hub import push_block_to_hub, push_root_files_to_hub
 from hf_diffusionblocks.model_card import write_model_card
 from hf_diffusionblocks.training import add_common_training_arguments, validate_common_arguments
+from hf_diffusionblocks.training.tracking import process_writers
 from hf_diffusionblocks.training.launch import (
     create_accelerator,
     finish_run,
@@ -139,10 +140,8 @@ def log_image(accelerator: Accelerator, tag: str, path: str, step: int) -> None:
     import numpy as np
     from PIL import Image
 
-    for tracker in accelerator.trackers:
-        if tracker.name == "tensorboard":
-            image = np.asarray(Image.open(path).convert("RGB"))
-            tracker.writer.add_image(tag, image, step, dataformats="HWC")
+    for writer in process_writers(accelerator):
+        writer.add_image(tag, np.asarray(Image.open(path).convert("RGB")), step, dataformats="HWC")
 
 
 def write_sample_grid(args: argparse.Namespace, class_names: list[str], accelerator: Accelerator) -> str | None:

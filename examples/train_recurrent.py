@@ -38,6 +38,7 @@ from hf_diffusionblocks.models.recurrent.evaluation_recurrent import held_out_cr
 from hf_diffusionblocks.training import TRAINING_MODES, add_common_training_arguments, validate_common_arguments
 from hf_diffusionblocks.training.launch import create_accelerator, finish_run, train_assigned_blocks
 from hf_diffusionblocks.training.text_task import TextWindowTask
+from hf_diffusionblocks.training.tracking import log_metrics
 
 logger = logging.getLogger("train_recurrent")
 
@@ -134,7 +135,7 @@ class RecurrentTrainingTask(TextWindowTask):
         for num_iterations in sorted({1, self.num_iterations}):
             values[f"validation/loss_K{num_iterations}"] = held_out_cross_entropy(
                 model, self.validation_stream, len(self.window) - 1, self.num_validation_windows, num_iterations)
-        accelerator.log(values, step=step)
+        log_metrics(accelerator, values, step=step)
         logger.info("step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
 
     def save_outputs(self, model, block_index: int) -> None:
@@ -166,7 +167,7 @@ def evaluate_model(args: argparse.Namespace, validation_ids: torch.Tensor, accel
             file.write(tokenizer.decode(generated[0].tolist()) + "\n")
     with open(os.path.join(args.output_dir, "eval_results.json"), "w", encoding="utf-8") as file:
         json.dump(result, file, indent=2)
-    accelerator.log({f"test/{k}": v for k, v in result.items() if isinstance(v, float)}, step=0)
+    log_metrics(accelerator, {f"test/{k}": v for k, v in result.items() if isinstance(v, float)}, step=0)
     logger.info("held-out: %s", result)
     return result
 

@@ -33,6 +33,7 @@ from hf_diffusionblocks.modeling.block_checkpoint import block_weights_name
 from hf_diffusionblocks.models.vit import LABEL_OBJECTIVES, VIT_SIZES, classification_training_loss
 from hf_diffusionblocks.models.vit.evaluation_vit import accuracy_metric_path, predict_labels
 from hf_diffusionblocks.training import add_common_training_arguments, validate_common_arguments
+from hf_diffusionblocks.training.tracking import log_metrics
 from hf_diffusionblocks.training.launch import create_accelerator, finish_run, finished_block_steps, train_assigned_blocks
 
 logger = logging.getLogger("train_vit")
@@ -136,7 +137,7 @@ class ViTTrainingTask:
         """The block's loss on 256 fixed test images with fixed σ and noise."""
         batch = self.get_batch(torch.arange(len(self.validation_labels)), accelerator.device)
         value = float(self.loss(model, block_index, batch, torch.Generator().manual_seed(0)))
-        accelerator.log({f"validation/loss_block_{block_index}": value}, step=step)
+        log_metrics(accelerator, {f"validation/loss_block_{block_index}": value}, step=step)
         logger.info("block %d step %d: validation loss %.4f", block_index, step, value)
 
     def save_block(self, model, block_index: int, training_steps: int) -> None:
@@ -173,7 +174,7 @@ def evaluate_accuracy(args: argparse.Namespace, test_set, accelerator: Accelerat
                   classifier_type=config.classifier_type, num_blocks=config.num_blocks)
     with open(os.path.join(args.output_dir, "eval_results.json"), "w", encoding="utf-8") as file:
         json.dump(result, file, indent=2)
-    accelerator.log({"test/accuracy": result["accuracy"]}, step=0)
+    log_metrics(accelerator, {"test/accuracy": result["accuracy"]}, step=0)
     logger.info("test accuracy %.4f on %d images", result["accuracy"], len(labels))
     return result
 

@@ -41,7 +41,8 @@ def test_validation_loss_is_logged_with_a_fixed_generator(tmp_path):
         return input_ids.float().mean()
 
     task = make_task(tmp_path, loss_function=loss_function)
-    accelerator = SimpleNamespace(device=torch.device("cpu"), log=lambda values, step: logged.append((values, step)))
+    accelerator = SimpleNamespace(device=torch.device("cpu"), is_main_process=True,
+                                  log=lambda values, step: logged.append((values, step)))
     task.log_validation(None, 1, 7, accelerator)
     task.log_validation(None, 1, 8, accelerator)
     assert draws[0] == draws[1]
@@ -56,5 +57,5 @@ def test_a_stream_shorter_than_a_window_is_refused(tmp_path):
 
 
 def test_samples_go_to_the_file_with_a_separator(tmp_path):
-    write_text_samples(str(tmp_path), ["first", "second\nline"], SimpleNamespace(trackers=[]))
+    write_text_samples(str(tmp_path), ["first", "second\nline"], SimpleNamespace(trackers=[], is_main_process=True))
     assert (tmp_path / "samples.txt").read_text() == "first" + SAMPLE_SEPARATOR + "second\nline\n"

@@ -25,6 +25,7 @@ from accelerate.utils import ProjectConfiguration
 from ..modeling.block_checkpoint import block_weights_name, read_block_metadata
 from .arguments import OptimizationSettings
 from .distributed import BlockAssignment, BlockProcessGroup, assign_blocks, init_distributed
+from .tracking import attach_process_writer, close_process_writer
 from .trainer import BlockTrainer, BlockTrainingResult, TrainingTask
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ def create_accelerator(args: argparse.Namespace, project_name: str) -> Accelerat
     if args.report_to != "none":
         hyperparameters = {key: value for key, value in vars(args).items() if isinstance(value, (int, float, str, bool))}
         accelerator.init_trackers(project_name, config=hyperparameters)
+        attach_process_writer(accelerator, args.report_to, project_name, accelerator.logging_dir)
     return accelerator
 
 
@@ -88,5 +90,6 @@ def finish_run(
         **extra,
     }
     accelerator.end_training()
+    close_process_writer(accelerator)
     print(json.dumps(summary, indent=2))
     return summary

@@ -22,6 +22,7 @@ from accelerate import Accelerator
 from ..hub import push_shared_files_and_block
 from ..modeling.modeling_blocks import DiffusionBlocksPreTrainedModel
 from .launch import finished_block_steps
+from .tracking import log_metrics, process_writers
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class TextWindowTask:
             return
         generator = torch.Generator().manual_seed(0)
         value = float(self.loss_function(model, block_index, self.validation_windows.to(accelerator.device), generator))
-        accelerator.log({f"validation/loss_block_{block_index}": value}, step=step)
+        log_metrics(accelerator, {f"validation/loss_block_{block_index}": value}, step=step)
         logger.info("block %d step %d: validation loss %.4f nats/token", block_index, step, value)
 
     def save_outputs(self, model, block_index: int) -> None:
@@ -119,7 +120,6 @@ def write_text_samples(output_dir: str, texts: list[str], accelerator: Accelerat
     """`texts` into `output_dir/samples.txt` (separated by a rule) and TensorBoard's Text tab."""
     with open(os.path.join(output_dir, SAMPLES_FILE), "w", encoding="utf-8") as file:
         file.write(SAMPLE_SEPARATOR.join(texts) + "\n")
-    for tracker in accelerator.trackers:
-        if tracker.name == "tensorboard":
-            for index, text in enumerate(texts):
-                tracker.writer.add_text(f"samples/{index}", "    " + text.replace("\n", "\n    "), 0)
+    for writer in process_writers(accelerator):
+        for index, text in enumerate(texts):
+            writer.add_text(f"samples/{index}", "    " + text.replace("\n", "\n    "), 0)

@@ -31,6 +31,7 @@ from .arguments import OptimizationSettings
 from .checkpointing import BlockCheckpointManager
 from .data_order import BatchOrder
 from .distributed import BlockAssignment, BlockProcessGroup, local_batch
+from .tracking import log_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +194,8 @@ class BlockTrainer:
             completed = step + 1
             if completed % settings.logging_steps == 0 or completed == settings.max_train_steps:
                 last_loss = running_loss / running_count
-                accelerator.log(
+                log_metrics(
+                    accelerator,
                     {f"train/loss_block_{block_index}": last_loss, f"train/lr_block_{block_index}": lr_schedule.get_last_lr()[0]},
                     step=completed,
                 )
