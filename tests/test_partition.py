@@ -100,6 +100,25 @@ def test_inference_grid_gives_equal_steps_per_block():
     assert torch.bincount(partition.block_index_for_sigma(sigmas[:-1])).tolist() == [4, 4, 4]
 
 
+@pytest.mark.parametrize("num_blocks, steps", [(3, 3), (4, 8)])
+def test_midpoint_grid_evaluates_every_block_inside_its_interval(num_blocks, steps):
+    partition = NoisePartition(num_blocks=num_blocks, p_mean=0.2, p_std=1.0)
+    sigmas = partition.inference_sigmas(steps, "midpoints")
+    assert sigmas[0] == 80.0 and sigmas[-1] == 0.0 and torch.all(sigmas[:-1] > sigmas[1:])
+    blocks = partition.block_index_for_sigma(sigmas[:-1])
+    assert torch.bincount(blocks, minlength=num_blocks).tolist() == [steps // num_blocks] * num_blocks
+    q_min, q_max = partition.cdf_range
+    cells = (q_max - partition.sigma_to_cdf(sigmas[1:-1])) / (q_max - q_min) * steps
+    assert torch.allclose(cells, torch.arange(1, steps, dtype=cells.dtype) + 0.5)   # the middle of cells 1 .. N-1
+    boundaries = partition.block_sigmas
+    for sigma, block in zip(sigmas[1:-1].tolist(), blocks[1:].tolist()):
+        assert boundaries[block + 1] < sigma < boundaries[block]                     # never on a boundary
+    edges = partition.inference_sigmas(steps)
+    assert set(boundaries[:-1].tolist()) <= set(edges.tolist())                       # edges keep the boundaries
+    with pytest.raises(ValueError, match="timestep_spacing must be one of"):
+        partition.inference_sigmas(steps, "middle")
+
+
 @pytest.mark.parametrize(
     "kwargs, field",
     [

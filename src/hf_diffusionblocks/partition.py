@@ -20,6 +20,7 @@ import torch
 
 PartitionName = Literal["equiprobable", "uniform_linear", "uniform_log"]
 PARTITIONS: tuple[str, ...] = ("equiprobable", "uniform_linear", "uniform_log")
+TIMESTEP_SPACINGS: tuple[str, ...] = ("edges", "midpoints")
 
 
 def normal_cdf(x: torch.Tensor) -> torch.Tensor:
@@ -161,19 +162,26 @@ class NoisePartition:
         sigmas = self.cdf_to_sigma(u_low + uniform * (u_high - u_low))
         return sigmas.clamp(low, high).float()
 
-    def inference_sigmas(self, num_inference_steps: int) -> torch.Tensor:
-        """N sigmas equally spaced in the truncated CDF, descending from sigma_max, then a final 0.
+    def inference_sigmas(self, num_inference_steps: int, timestep_spacing: str = "edges") -> torch.Tensor:
+        """N sigmas descending from sigma_max on a grid of N equal cells of the truncated CDF, then a final 0.
 
-        Returns float64 `(num_inference_steps + 1,)`. For the equi-probability partition and N a
-        multiple of B, every block runs exactly N / B steps and the block boundaries are grid points.
+        `timestep_spacing="edges"` puts step i at the upper edge of cell i; `"midpoints"` at its middle
+        (step 0 stays at sigma_max, where sampling starts). Returns float64 `(num_inference_steps + 1,)`.
+        For the equi-probability partition and N a multiple of B, every block runs exactly N / B steps;
+        with edges the block boundaries are grid points, with midpoints every evaluation after the
+        first lies inside its block's interval, away from the boundary where the block saw only
+        the overlap's share of its training noise (the better choice for few steps, e.g. one per block).
         """
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}.")
+        if timestep_spacing not in TIMESTEP_SPACINGS:
+            raise ValueError(f"timestep_spacing must be one of {list(TIMESTEP_SPACINGS)}, got {timestep_spacing!r}.")
         q_min, q_max = self.cdf_range
-        steps = torch.arange(num_inference_steps, dtype=torch.float64) / num_inference_steps
+        offset = 0.5 if timestep_spacing == "midpoints" else 0.0
+        steps = (torch.arange(num_inference_steps, dtype=torch.float64) + offset) / num_inference_steps
         sigmas = self.cdf_to_sigma(q_max - steps * (q_max - q_min))
         sigmas[0] = self.sigma_max
-        if self.partition == "equiprobable" and num_inference_steps % self.num_blocks == 0:
+        if timestep_spacing == "edges" and self.partition == "equiprobable" and num_inference_steps % self.num_blocks == 0:
             # Snap grid points that are block boundaries onto the exact boundary values, so routing
             # does not depend on the last ulp of Φ⁻¹.
             stride = num_inference_steps // self.num_blocks

@@ -230,3 +230,20 @@ def test_default_start_at_zero_returns_the_posterior_mode_and_random_starts_samp
     # predict_labels follows the same rule: no seed → the mode, a seed → samples
     assert torch.equal(predict_labels(model, pixel_values[:50]), torch.zeros(50, dtype=torch.long))
     assert (predict_labels(model, pixel_values[:200], seed=1) == 1).any()
+
+
+def test_classifier_steps_evaluate_each_block_at_its_midpoint_and_spacing_is_inference_only(tmp_path):
+    model = tiny_model()
+    scheduler = model.build_scheduler()
+    assert scheduler.config.timestep_spacing == "midpoints"
+    scheduler.set_timesteps(3)
+    assert scheduler.block_indices.tolist() == [0, 1, 2]
+    model.save_pretrained(tmp_path)
+    # blocks trained under one spacing load under another: it only steers inference
+    config = DiffusionBlocksViTConfig.from_pretrained(tmp_path, timestep_spacing="edges")
+    assert config.differing_fields(model.config) == []
+    edges = DiffusionBlocksForImageClassification.from_pretrained(tmp_path, config=config).eval()
+    assert edges.build_scheduler().config.timestep_spacing == "edges"
+    assert not torch.equal(edges(images()).logits, model(images()).logits)
+    with pytest.raises(ValueError, match="timestep_spacing must be one of"):
+        tiny_config(timestep_spacing="middle")

@@ -41,6 +41,18 @@ def test_set_timesteps_routes_equal_steps_to_every_block():
     assert torch.all(scheduler.timesteps[:-1] > scheduler.timesteps[1:])
 
 
+def test_midpoint_spacing_runs_one_step_inside_each_block_and_still_samples():
+    scheduler = DiffusionBlocksScheduler(num_blocks=3, timestep_spacing="midpoints")
+    scheduler.set_timesteps(3)
+    assert scheduler.block_indices.tolist() == [0, 1, 2]
+    assert torch.equal(scheduler.sigmas.double(), scheduler.noise_partition.inference_sigmas(3, "midpoints").float().double())
+    edges = DiffusionBlocksScheduler(num_blocks=3)
+    edges.set_timesteps(3)
+    assert scheduler.sigmas[0] == edges.sigmas[0] == 80.0 and not torch.equal(scheduler.sigmas, edges.sigmas)
+    sample, _ = sample_gaussian(DiffusionBlocksScheduler(num_blocks=3, timestep_spacing="midpoints"), 48, variance=0.25)
+    assert float(sample.std()) == pytest.approx(0.5, rel=0.05)
+
+
 def test_heun_evaluations_run_on_the_block_of_their_step():
     scheduler = DiffusionBlocksScheduler(num_blocks=3, solver="heun")
     scheduler.set_timesteps(6)
@@ -95,6 +107,7 @@ def test_add_noise_and_training_sigmas():
         ({"partition": "quantile"}, "partition"),
         ({"overlap": -1.0}, "overlap"),
         ({"solver": "rk4"}, "solver"),
+        ({"timestep_spacing": "leading"}, "timestep_spacing"),
     ],
 )
 def test_bad_config_raises_naming_the_field(kwargs, field):

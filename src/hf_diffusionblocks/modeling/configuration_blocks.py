@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 from transformers import PreTrainedConfig
 
@@ -50,15 +50,21 @@ class BlockPartitionedConfig(PreTrainedConfig):
         """Layer count of every block."""
         return assign_layers_to_blocks(self.num_hidden_layers, self.num_blocks, self.layers_per_block)
 
+    # Fields that only steer inference (a family lists them): blocks trained apart need not agree on them.
+    inference_only_fields: ClassVar[frozenset[str]] = frozenset()
+
     def architecture_dict(self) -> dict[str, Any]:
-        """`to_dict()` without the keys that say where or how the config was saved, as JSON would store it."""
-        return _as_json({key: value for key, value in self.to_dict().items() if key not in _NON_ARCHITECTURE_KEYS})
+        """`to_dict()` without the keys that say where or how the config was saved, or that only steer
+        inference, as JSON would store it."""
+        ignored = _NON_ARCHITECTURE_KEYS | self.inference_only_fields
+        return _as_json({key: value for key, value in self.to_dict().items() if key not in ignored})
 
     def differing_fields(self, other: "BlockPartitionedConfig | dict[str, Any]") -> list[str]:
         """Names of the architecture fields whose values differ from `other`'s."""
         mine = self.architecture_dict()
+        ignored = _NON_ARCHITECTURE_KEYS | self.inference_only_fields
         theirs = other.architecture_dict() if isinstance(other, BlockPartitionedConfig) else _as_json(
-            {key: value for key, value in other.items() if key not in _NON_ARCHITECTURE_KEYS}
+            {key: value for key, value in other.items() if key not in ignored}
         )
         return sorted(key for key in mine.keys() | theirs.keys() if mine.get(key) != theirs.get(key))
 

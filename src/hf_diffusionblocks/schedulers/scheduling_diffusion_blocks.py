@@ -19,7 +19,7 @@ import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin, SchedulerOutput
 
-from ..partition import NoisePartition, format_partition_table
+from ..partition import TIMESTEP_SPACINGS, NoisePartition, format_partition_table
 from ..preconditioning import EDMPreconditioning, add_noise
 
 SOLVERS = ("euler", "heun")
@@ -44,6 +44,10 @@ class DiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
             reads dx/du = D: the trapezoid then averages D, is exact when D is constant over a step,
             and stays accurate on the CDF-spaced grid, whose first step is long (80 → 3.4 for 48
             steps; the trapezoid in σ errs by 20% there on Gaussian data).
+        timestep_spacing (`"edges" | "midpoints"`, defaults to `"edges"`): where the evaluations after
+            the first sit in their cells of the CDF grid (see `NoisePartition.inference_sigmas`). Edges
+            put block boundaries on the grid; midpoints evaluate every block inside its interval, which
+            matters with few steps (the ViT classifier's one step per block: +0.5 to +1.3 points).
     """
 
     _compatibles: list = []
@@ -61,9 +65,12 @@ class DiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
         partition: Literal["equiprobable", "uniform_linear", "uniform_log"] = "equiprobable",
         overlap: float = 0.05,
         solver: Literal["euler", "heun"] = "euler",
+        timestep_spacing: Literal["edges", "midpoints"] = "edges",
     ):
         if solver not in SOLVERS:
             raise ValueError(f"solver must be one of {list(SOLVERS)}, got {solver!r}.")
+        if timestep_spacing not in TIMESTEP_SPACINGS:
+            raise ValueError(f"timestep_spacing must be one of {list(TIMESTEP_SPACINGS)}, got {timestep_spacing!r}.")
         self.noise_partition = NoisePartition(
             num_blocks=num_blocks,
             sigma_min=sigma_min,
@@ -128,7 +135,7 @@ class DiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
         evaluation) and `block_indices` (the block that runs it). Heun evaluates twice per step but
         once on the final step to σ = 0.
         """
-        sigmas = self.noise_partition.inference_sigmas(num_inference_steps)
+        sigmas = self.noise_partition.inference_sigmas(num_inference_steps, self.config.timestep_spacing)
         step_blocks = self.noise_partition.block_index_for_sigma(sigmas[:-1])
         if self.config.solver == "euler":
             timesteps, block_indices = sigmas[:-1], step_blocks

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...modeling.configuration_blocks import DiffusionBlocksConfig
+from ...partition import TIMESTEP_SPACINGS
 
 CLASSIFIER_TYPES = ("diffusion", "standard")
 
@@ -41,11 +42,17 @@ class DiffusionBlocksViTConfig(DiffusionBlocksConfig):
             learns to copy the label out of z, and block 0 (the only one that must classify from the
             image) sees σ > 2 in 17% of its steps. Measured on Fashion-MNIST (XS ViT, B = 3, 650 steps
             per block): 65.9% test accuracy with (-1.2, 1.2), 74.8% with (0.2, 1.0).
+        timestep_spacing (`"edges" | "midpoints"`, defaults to `"midpoints"`): where the Euler steps after
+            the first evaluate their block (see `DiffusionBlocksScheduler`). With one step per block, at the
+            block's probability-mass midpoint rather than at its upper boundary. Measured on Fashion-MNIST
+            (B = 3, start at ε = 0): 82.2% → 83.5% (1000 steps per block), 81.7% → 82.7% and 81.5% → 82.0%
+            (two 650-step models).
         num_blocks, layers_per_block, sigma_min, sigma_max, sigma_data, partition,
         overlap: see `DiffusionBlocksConfig` (paper: B=3, equi-probability, γ=0.05).
     """
 
     model_type = "diffusion_blocks_vit"
+    inference_only_fields = frozenset({"timestep_spacing"})
 
     image_size: int = 32
     patch_size: int = 4
@@ -60,6 +67,7 @@ class DiffusionBlocksViTConfig(DiffusionBlocksConfig):
     layer_norm_eps: float = 1e-6
     p_mean: float = 0.2
     p_std: float = 1.0
+    timestep_spacing: str = "midpoints"
 
     def __post_init__(self, **kwargs):
         for name in ("image_size", "patch_size", "num_channels", "num_labels", "hidden_size",
@@ -85,7 +93,13 @@ class DiffusionBlocksViTConfig(DiffusionBlocksConfig):
             raise ValueError(
                 f"classifier_type='standard' is the end-to-end baseline and needs num_blocks=1, got num_blocks={self.num_blocks}."
             )
+        if self.timestep_spacing not in TIMESTEP_SPACINGS:
+            raise ValueError(f"timestep_spacing must be one of {list(TIMESTEP_SPACINGS)}, got {self.timestep_spacing!r}.")
         super().__post_init__(**kwargs)
+
+    def scheduler_kwargs(self) -> dict:
+        """The partition's scheduler arguments, with this family's `timestep_spacing`."""
+        return {**super().scheduler_kwargs(), "timestep_spacing": self.timestep_spacing}
 
     @property
     def num_patches(self) -> int:

@@ -15,7 +15,9 @@ the centre of the initial distribution (the default), each step moves z to the p
 Σ_k p_k E_k, and the next block's posterior p(k | x, z) ∝ p(k | x)·exp(p_k·|E_k|² / σ²) sharpens
 toward the largest p_k: the trajectory ends at the posterior's *mode*, which is what a classifier
 should return. Fashion-MNIST, ViT-XS, B=3, 650 steps per block: 74.8% from random ε, 81.7% from 0.
-Pass a `generator` (or `initial_noise`) to sample labels instead.
+Pass a `generator` (or `initial_noise`) to sample labels instead. The steps after the first evaluate
+each block at the probability-mass midpoint of its interval (`config.timestep_spacing="midpoints"`),
+not at its upper boundary where it saw only the overlap's share of its training: 81.7% → 82.7%.
 """
 
 from __future__ import annotations
