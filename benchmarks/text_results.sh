@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The README's text tables on the embedded Shakespeare corpus.
+#   mdm: block-wise B=3, N steps per block, vs end to end, 3N steps (the same total number of steps);
+#        held-out BPC with examples/evaluate_mdm.py (first 64,000 test characters) and xz -9.
+#   ar:  block-wise B=4 vs end to end, N steps each (equal compute: a block step runs L/B layers);
+#        MAUVE / generative perplexity / distinct-n with examples/evaluate_ar.py (512 continuations).
+# Usage: bash benchmarks/text_results.sh {mdm|ar} [N]      (MAUVE needs pip install -e ".[metrics]")
+set -euo pipefail
+family=${1:?usage: text_results.sh {mdm|ar} [N]}
+steps=${2:-1000}
+out=${OUT:-outputs/$family-results-$steps}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} HF_HUB_OFFLINE=1 TQDM_DISABLE=1 TOKENIZERS_PARALLELISM=false
+mkdir -p "$out"
+case $family in
+mdm)
+  common=(--dataset shakespeare --hidden_size 128 --num_hidden_layers 6 --num_attention_heads 4 --sequence_length 128
+          --train_batch_size 16 --learning_rate 1e-3 --lr_scheduler cosine --lr_warmup_steps 100 --checkpointing_steps 250
+          --logging_steps 100 --validation_steps 500 --num_inference_steps 128 --num_samples 3 --seed 0)
+  echo "== $(date +%T) train block-wise"
+  python examples/train_mdm.py "${common[@]}" --num_blocks 3 --max_train_steps "$steps" --output_dir "$out/blockwise" > "$out/blockwise.log" 2>&1
+  echo "== $(date +%T) train end to end"
+  python examples/train_mdm.py "${common[@]}" --training_mode end_to_end --max_train_steps $((3 * steps)) \
+    --output_dir "$out/end_to_end" > "$out/end_to_end.log" 2>&1
+  for run in blockwise end_to_end; do
+    echo "== $(date +%T) evaluate $run"
+    python examples/evaluate_mdm.py --model_path "$out/$run" --dataset shakespeare --split test --batch_size 128 \
+      --max_characters 64000 2>/dev/null | grep -E '"(bits_per_character|bits_per_character_standard_error|xz_bits_per_character)"'
+  done ;;
+ar)
+  common=(--dataset shakespeare --tokenizer bpe --vocab_size 1024 --hidden_size 128 --num_hidden_layers 8 --num_attention_heads 4
+          --sequence_length 64 --train_batch_size 32 --learning_rate 1e-3 --lr_scheduler cosine --lr_warmup_steps 100
+          --checkpointing_steps 250 --logging_steps 100 --validation_steps 500 --seed 0 --max_train_steps "$steps")
+  echo "== $(date +%T) train block-wise"
+  python examples/train_ar.py "${common[@]}" --num_blocks 4 --output_dir "$out/blockwise" > "$out/blockwise.log" 2>&1
+  echo "== $(date +%T) train end to end"
+  python examples/train_ar.py "${common[@]}" --training_mode end_to_end --output_dir "$out/end_to_end" > "$out/end_to_end.log" 2>&1
+  echo "== $(date +%T) evaluate"
+  python examples/evaluate_ar.py --model blockwise_B4="$out/blockwise" --model end_to_end="$out/end_to_end" \
+    --judge "$out/end_to_end" --dataset shakespeare --split test --num_samples 512 --prompt_words 8 \
+    --continuation_words 15 --decoding greedy sample --mauve_seeds 5 --output_file "$out/sample_quality.json" 2>/dev/null ;;
+*) echo "unknown family $family (mdm or ar)" >&2; exit 2 ;;
+esac
+echo "== $(date +%T) done"
