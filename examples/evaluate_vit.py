@@ -14,7 +14,6 @@ module; the table is printed and written to `--output_file` as JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 

@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from hf_diffusionblocks import DiffusionBlocksForImageClassification
 from hf_diffusionblocks.data import load_image_dataset

@@ -1,6 +1,5 @@
 """examples/train_ar.py: block-wise, all, end_to_end, exact resume, output folder layout, tokenizers, bad input."""
 
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -11,9 +10,8 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_diffusionblocks import DiffusionBlocksForCausalLM
+from script_testing import check_kill_and_exact_resume, load_script as load_example
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "examples" / "train_ar.py"
 TEXT = (
     "Shall I compare thee to a summer's day?\nThou art more lovely and more temperate:\n"
     "Rough winds do shake the darling buds of May,\nAnd summer's lease hath all too short a date;\n"
@@ -21,10 +19,7 @@ TEXT = (
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("train_ar", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("train_ar")
 
 
 @pytest.fixture
@@ -82,34 +77,9 @@ def test_separate_runs_share_the_tokenizer_and_assemble(tmp_path, corpus):
 
 def test_resume_continues_exactly(tmp_path, corpus):
     script = load_script()
-    uninterrupted, interrupted = tmp_path / "uninterrupted", tmp_path / "interrupted"
-    script.main(tiny_args(uninterrupted, corpus, "--block_index", "1"))
-
-    original_loss, calls = script.CausalLMTrainingTask.loss, {"count": 0}
-
-    def crashing_loss(self, *args, **kwargs):
-        calls["count"] += 1
-        if calls["count"] == 4:  # after the checkpoint at step 2, during step 4
-            raise KeyboardInterrupt("simulated kill")
-        return original_loss(self, *args, **kwargs)
-
-    script.CausalLMTrainingTask.loss = crashing_loss
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            script.main(tiny_args(interrupted, corpus, "--block_index", "1"))
-    finally:
-        script.CausalLMTrainingTask.loss = original_loss
-    assert not (interrupted / "block_1.safetensors").exists()
-    assert (interrupted / "checkpoints" / "block_1" / "checkpoint-2" / "trainer_state.json").is_file()
-
-    summary = script.main(tiny_args(interrupted, corpus, "--block_index", "1", "--resume_from_checkpoint", "latest"))
-    assert summary["blocks"][0]["resumed_from"] == 2
-    expected, resumed = block_weights(uninterrupted, 1), block_weights(interrupted, 1)
-    assert expected.keys() == resumed.keys()
-    for name in expected:
-        assert torch.equal(expected[name], resumed[name]), name
-    again = script.main(tiny_args(interrupted, corpus, "--block_index", "1", "--resume_from_checkpoint", "latest"))
-    assert again["blocks"][0]["skipped"]
+    check_kill_and_exact_resume(script, script.CausalLMTrainingTask,
+                                lambda out, *extra: tiny_args(out, corpus, "--block_index", "1", *extra),
+                                tmp_path, block_index=1)
 
 
 def test_end_to_end_with_the_character_tokenizer(tmp_path, corpus):

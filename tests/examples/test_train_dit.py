@@ -1,6 +1,5 @@
 """examples/train_dit.py: block-wise, all, end_to_end, exact resume, outputs, bad input, accelerate launch."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,16 +11,14 @@ import torch
 from safetensors.torch import load_file
 
 from hf_diffusionblocks import DiffusionBlocksDiTModel, DiffusionBlocksImagePipeline
+from script_testing import check_kill_and_exact_resume, load_script as load_example
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "train_dit.py"
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("train_dit", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("train_dit")
 
 
 def tiny_args(output_dir, *extra):
@@ -68,33 +65,8 @@ def test_one_block_per_run_then_the_pipeline_assembles(tmp_path):
 
 def test_resume_continues_exactly(tmp_path):
     script = load_script()
-    uninterrupted, interrupted = tmp_path / "uninterrupted", tmp_path / "interrupted"
-    script.main(tiny_args(uninterrupted, "--block_index", "1"))
-
-    original_loss, calls = script.DiTTrainingTask.loss, {"count": 0}
-
-    def crashing_loss(self, *args, **kwargs):
-        calls["count"] += 1
-        if calls["count"] == 4:  # after the checkpoint at step 2, during step 4
-            raise KeyboardInterrupt("simulated kill")
-        return original_loss(self, *args, **kwargs)
-
-    script.DiTTrainingTask.loss = crashing_loss
-    with pytest.raises(KeyboardInterrupt):
-        script.main(tiny_args(interrupted, "--block_index", "1"))
-    script.DiTTrainingTask.loss = original_loss
-    assert not (interrupted / "transformer").exists()
-    assert (interrupted / "checkpoints" / "block_1" / "checkpoint-2" / "trainer_state.json").is_file()
-
-    summary = script.main(tiny_args(interrupted, "--block_index", "1", "--resume_from_checkpoint", "latest"))
-    assert summary["blocks"][0]["resumed_from"] == 2
-    expected, resumed = block_weights(uninterrupted, 1), block_weights(interrupted, 1)
-    assert expected.keys() == resumed.keys()
-    for name in expected:
-        assert torch.equal(expected[name], resumed[name]), name
-    # resuming a finished block skips it
-    again = script.main(tiny_args(interrupted, "--block_index", "1", "--resume_from_checkpoint", "latest"))
-    assert again["blocks"][0]["skipped"]
+    check_kill_and_exact_resume(script, script.DiTTrainingTask, lambda out, *extra: tiny_args(out, "--block_index", "1", *extra),
+                                tmp_path, block_index=1, weights_subfolder="transformer")
 
 
 def test_end_to_end_trains_one_block_over_the_whole_range(tmp_path):

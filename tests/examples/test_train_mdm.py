@@ -1,6 +1,5 @@
 """examples/train_mdm.py and evaluate_mdm.py: block-wise, all, end_to_end, exact resume, outputs, bad input, launch."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from hf_diffusionblocks import DiffusionBlocksForMaskedLM, DiffusionBlocksTextPipeline
+from script_testing import check_kill_and_exact_resume, load_script as load_example
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
@@ -24,18 +24,14 @@ def one_thread():
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "train_mdm.py"
-EVALUATE_SCRIPT = ROOT / "examples" / "evaluate_mdm.py"
 PARAGRAPH = (
     "Now is the winter of our discontent\nMade glorious summer by this sun of York;\n"
     "And all the clouds that lour'd upon our house\nIn the deep bosom of the ocean buried.\n"
 )
 
 
-def load_script(path=SCRIPT):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def load_script():
+    return load_example("train_mdm")
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +79,7 @@ def test_blockwise_all_writes_a_loadable_pipeline_folder(trained):
 
 def test_evaluate_script_reports_bits_per_character_and_xz(trained, corpus):
     output_dir, _ = trained
-    results = load_script(EVALUATE_SCRIPT).main(
+    results = load_example("evaluate_mdm").main(
         ["--model_path", str(output_dir), "--dataset", str(corpus), "--split", "test", "--device", "cpu", "--max_characters", "200"]
     )
     assert results["num_characters"] == 200 and results["num_sequences"] == 7  # 6 windows of 32 and a tail of 8
@@ -122,32 +118,9 @@ def test_one_block_per_run_then_the_pipeline_assembles(tmp_path, corpus):
 
 def test_resume_continues_exactly(tmp_path, corpus):
     script = load_script()
-    uninterrupted, interrupted = tmp_path / "uninterrupted", tmp_path / "interrupted"
-    script.main(tiny_args(uninterrupted, corpus, "--block_index", "1"))
-
-    original_loss, calls = script.MaskedLMTrainingTask.loss, {"count": 0}
-
-    def crashing_loss(self, *args, **kwargs):
-        calls["count"] += 1
-        if calls["count"] == 4:  # after the checkpoint at step 2, during step 4
-            raise KeyboardInterrupt("simulated kill")
-        return original_loss(self, *args, **kwargs)
-
-    script.MaskedLMTrainingTask.loss = crashing_loss
-    with pytest.raises(KeyboardInterrupt):
-        script.main(tiny_args(interrupted, corpus, "--block_index", "1"))
-    script.MaskedLMTrainingTask.loss = original_loss
-    assert not (interrupted / "transformer").exists()
-    assert (interrupted / "checkpoints" / "block_1" / "checkpoint-2" / "trainer_state.json").is_file()
-
-    summary = script.main(tiny_args(interrupted, corpus, "--block_index", "1", "--resume_from_checkpoint", "latest"))
-    assert summary["blocks"][0]["resumed_from"] == 2
-    expected, resumed = block_weights(uninterrupted, 1), block_weights(interrupted, 1)
-    assert expected.keys() == resumed.keys()
-    for name in expected:
-        assert torch.equal(expected[name], resumed[name]), name
-    again = script.main(tiny_args(interrupted, corpus, "--block_index", "1", "--resume_from_checkpoint", "latest"))
-    assert again["blocks"][0]["skipped"]
+    check_kill_and_exact_resume(script, script.MaskedLMTrainingTask,
+                                lambda out, *extra: tiny_args(out, corpus, "--block_index", "1", *extra),
+                                tmp_path, block_index=1, weights_subfolder="transformer")
 
 
 def test_end_to_end_trains_one_block_over_all_times(tmp_path, corpus):
@@ -194,7 +167,7 @@ def test_strict_vocabulary_refuses_unknown_held_out_characters(trained, tmp_path
     other = tmp_path / "other.txt"
     other.write_text("ZZZ qqq ~~~ " * 200, encoding="utf-8")
     with pytest.raises(ValueError, match="outside the 'characters' vocabulary"):
-        load_script(EVALUATE_SCRIPT).main(["--model_path", str(output_dir), "--dataset", str(other), "--device", "cpu"])
+        load_example("evaluate_mdm").main(["--model_path", str(output_dir), "--dataset", str(other), "--device", "cpu"])
 
 
 @pytest.mark.slow

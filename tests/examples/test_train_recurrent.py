@@ -1,26 +1,20 @@
 """examples/train_recurrent.py: one-pass training, the truncated-BPTT baseline, exact resume, held-out
 loss at K = 1 and K, bad inputs (K < 1, block index)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from hf_diffusionblocks import CharacterTokenizer, DiffusionBlocksRecurrentForCausalLM
+from script_testing import check_kill_and_exact_resume, load_script as load_example
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "examples" / "train_recurrent.py"
 TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 60
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("train_recurrent", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("train_recurrent")
 
 
 @pytest.fixture
@@ -65,29 +59,9 @@ def test_bptt_baseline_trains_the_same_model(tmp_path, corpus):
 
 def test_resume_continues_exactly(tmp_path, corpus):
     script = load_script()
-    uninterrupted, interrupted = tmp_path / "uninterrupted", tmp_path / "interrupted"
-    script.main(tiny_args(uninterrupted, corpus, "--training_mode", "bptt", "--mean_recurrence", "2"))
-
-    original_loss, calls = script.RecurrentTrainingTask.loss, {"count": 0}
-
-    def crashing_loss(self, *args, **kwargs):
-        calls["count"] += 1
-        if calls["count"] == 4:
-            raise KeyboardInterrupt("simulated kill")
-        return original_loss(self, *args, **kwargs)
-
-    script.RecurrentTrainingTask.loss = crashing_loss
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            script.main(tiny_args(interrupted, corpus, "--training_mode", "bptt", "--mean_recurrence", "2"))
-    finally:
-        script.RecurrentTrainingTask.loss = original_loss
-    summary = script.main(tiny_args(interrupted, corpus, "--training_mode", "bptt", "--mean_recurrence", "2",
-                                    "--resume_from_checkpoint", "latest"))
-    assert summary["blocks"][0]["resumed_from"] == 2
-    expected, resumed = load_file(uninterrupted / "block_0.safetensors"), load_file(interrupted / "block_0.safetensors")
-    for name in expected:
-        assert torch.equal(expected[name], resumed[name]), name
+    bptt = ("--training_mode", "bptt", "--mean_recurrence", "2")
+    check_kill_and_exact_resume(script, script.RecurrentTrainingTask,
+                                lambda out, *extra: tiny_args(out, corpus, *bptt, *extra), tmp_path, block_index=0)
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,6 @@
 """examples/train_vit.py: block-wise, one block per run, end_to_end (standard classifier), exact resume,
 test accuracy through the `evaluate` module, bad inputs."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,16 +9,12 @@ import torch
 from safetensors.torch import load_file
 
 from hf_diffusionblocks import DiffusionBlocksForImageClassification
+from script_testing import check_kill_and_exact_resume, load_script as load_example
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "examples" / "train_vit.py"
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("train_vit", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("train_vit")
 
 
 def tiny_args(output_dir, *extra):
@@ -72,30 +67,8 @@ def test_end_to_end_is_the_standard_classifier_of_the_same_network(tmp_path):
 
 def test_resume_continues_exactly(tmp_path):
     script = load_script()
-    uninterrupted, interrupted = tmp_path / "uninterrupted", tmp_path / "interrupted"
-    script.main(tiny_args(uninterrupted, "--block_index", "1"))
-
-    original_loss, calls = script.ViTTrainingTask.loss, {"count": 0}
-
-    def crashing_loss(self, *args, **kwargs):
-        calls["count"] += 1
-        if calls["count"] == 4:  # after the checkpoint at step 2, during step 4
-            raise KeyboardInterrupt("simulated kill")
-        return original_loss(self, *args, **kwargs)
-
-    script.ViTTrainingTask.loss = crashing_loss
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            script.main(tiny_args(interrupted, "--block_index", "1"))
-    finally:
-        script.ViTTrainingTask.loss = original_loss
-    assert not (interrupted / "block_1.safetensors").exists()
-    summary = script.main(tiny_args(interrupted, "--block_index", "1", "--resume_from_checkpoint", "latest"))
-    assert summary["blocks"][0]["resumed_from"] == 2
-    expected, resumed = block_weights(uninterrupted, 1), block_weights(interrupted, 1)
-    assert expected.keys() == resumed.keys()
-    for name in expected:
-        assert torch.equal(expected[name], resumed[name]), name
+    check_kill_and_exact_resume(script, script.ViTTrainingTask, lambda out, *extra: tiny_args(out, "--block_index", "1", *extra),
+                                tmp_path, block_index=1)
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import pytest
 from accelerate import Accelerator
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from hf_diffusionblocks.training.launch import create_accelerator, finish_run
+from hf_diffusionblocks.training.launch import create_accelerator
 from hf_diffusionblocks.training.tracking import log_metrics, process_writers
 
 
