@@ -189,8 +189,23 @@ def test_generate_appends_tokens_with_k_iterations():
     prompt = token_ids(1, 4)
     generated = model.generate(prompt, max_new_tokens=5, do_sample=False, num_iterations=3)
     assert generated.shape == (1, 9) and torch.equal(generated[:, :4], prompt)
-    next_token = model(prompt, num_iterations=3).logits[0, -1].argmax()
-    assert generated[0, 4] == next_token
+    next_token = model(prompt, num_iterations=3, start_from_noise=False).logits[0, -1].argmax()
+    assert generated[0, 4] == next_token            # greedy: the core starts at ε = 0
+
+
+def test_zero_start_is_the_noise_free_trajectory_and_sampling_starts_from_noise(monkeypatch):
+    model = tiny_model()
+    zero_start = model(token_ids(), num_iterations=3, start_from_noise=False).logits
+    noisy = model(token_ids(), num_iterations=3).logits
+    assert not torch.equal(zero_start, noisy)
+    seen = []
+    original = model.iterate
+    monkeypatch.setattr(model, "iterate", lambda *args, **kwargs: seen.append(kwargs["start_from_noise"]) or original(*args, **kwargs))
+    model.generate(token_ids(1, 4), max_new_tokens=1, do_sample=False, num_iterations=2)
+    model.generate(token_ids(1, 4), max_new_tokens=1, do_sample=True, num_iterations=2)
+    assert seen == [False, True]
+    monkeypatch.setattr(torch, "randn", lambda shape, **kwargs: torch.zeros(shape))
+    assert torch.equal(original(token_ids(), 3), zero_start)
 
 
 def test_bad_inputs_raise_clear_errors():
