@@ -8,10 +8,9 @@ Prompts are `--prompt_words` words taken at `--num_samples` evenly spaced places
 human continuation is the `--continuation_words` words that follow. Every model continues every prompt
 (its own tokenizer; batches left-padded) until its context is full, and its continuation is cut to the
 same number of words, keeping the original whitespace. Then, per model and decoding
-(`--decoding greedy sample`). For the diffusion model, greedy starts every token's ODE at ε = 0 and takes
-the argmax of the last readout (the posterior's mode); sample starts at σ_max·ε, the paper's setting, whose
-randomness is mostly that initial noise, and draws the token from the last readout. An ordinary LM takes
-the argmax or samples its softmax:
+(`--decoding greedy sample`). The diffusion model starts every token's ODE at σ_max·ε (its randomness is
+that initial noise) and takes the argmax of the last readout (greedy, the paper's setting) or draws from
+it (sample). An ordinary LM takes the argmax or samples its softmax:
 
 - MAUVE between the generated and the human continuations on all-MiniLM-L6-v2 features (384-d) when
   `mauve-text` is installed, mean ± std over k-means seeds; the Fréchet distance on the same features always;

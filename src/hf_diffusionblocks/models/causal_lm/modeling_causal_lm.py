@@ -37,7 +37,7 @@ from .attention_masks import (
     noisy_query_attention_mask,
 )
 from .configuration_causal_lm import DiffusionBlocksCausalLMConfig
-from .generation_checks import check_generate_arguments, effective_generation_config
+from .generation_checks import check_generate_arguments
 from .target_embeddings import make_target_embeddings
 
 # Flags transformers may pass to `forward` that change nothing here when off.
@@ -298,10 +298,13 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
         `num_inference_steps` Euler steps (default `config.default_num_inference_steps`, one per block)
         integrate the probability-flow ODE, each step on the block the scheduler routes its σ to; the
         logits are those of the last readout. They concentrate on the token the ODE reached: the sampling
-        randomness is in ε (drawn from `generator`, else torch's global generator). With
-        `start_from_noise=False` every trajectory starts at ε = 0, the centre of the initial distribution,
-        and ends near the posterior's mode instead of at a sample: what greedy decoding wants, and what
-        `generate(do_sample=False)` uses. For `objective="next_token"` the logits are the clean stream's readout.
+        randomness is in ε (drawn from `generator`, else torch's global generator), for greedy decoding
+        too (the paper's setting). `start_from_noise=False` starts every trajectory at ε = 0 instead; with
+        this family's random, non-orthogonal target table that is *not* a mode-seeker (unlike the one-hot
+        tables of the ViT and recurrent families): posterior means of uncertain predictions fall near the
+        origin and the trajectory ends at the token whose embedding is nearest to it (measured on
+        Shakespeare: 40% of next-token predictions became the lone-space token). For
+        `objective="next_token"` the logits are the clean stream's readout.
 
         Args:
             input_ids (`torch.LongTensor` of shape `(batch, n)`): the tokens not yet in `cache`.
@@ -428,12 +431,9 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
         Checked here: every block is loaded; prompt length + `max_new_tokens` fits `max_position_embeddings`;
         `temperature` > 0, `top_k` >= 0, `0 < top_p <= 1` when sampling; `num_inference_steps` >= 1.
         Diffusion-specific keyword arguments: `num_inference_steps` (Euler steps per token) and
-        `generator` (the ε of every token). Greedy decoding (`do_sample=False`) starts every token's ODE
-        at ε = 0 and takes the argmax of the last readout (the posterior's mode, not a sample of it);
-        sampling starts at σ_max·ε.
+        `generator` (the ε of every token). Greedy decoding takes the argmax of the last readout of a
+        trajectory from σ_max·ε, as in the paper.
         """
         self._require_complete("generate()")
         check_generate_arguments(self, inputs, generation_config, kwargs)
-        if self.config.objective == "diffusion":
-            kwargs.setdefault("start_from_noise", bool(effective_generation_config(self, generation_config, kwargs).do_sample))
         return super().generate(inputs, generation_config=generation_config, **kwargs)
