@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The README's text tables on the embedded Shakespeare corpus.
-#   mdm: block-wise B=3, N steps per block, vs end to end, 3N steps (the same total number of steps);
-#        held-out BPC with examples/evaluate_mdm.py (first 64,000 test characters) and xz -9.
+#   mdm: block-wise B=3, N steps per block, vs end to end with 3N steps (the same total number of steps)
+#        and with N steps (the same compute); held-out BPC with examples/evaluate_mdm.py (first 64,000
+#        test characters) and xz -9.
 #   ar:  block-wise B=4 vs end to end, N steps each (equal compute: a block step runs L/B layers);
-#        MAUVE / generative perplexity / distinct-n with examples/evaluate_ar.py (512 continuations).
+#        MAUVE / generative perplexity / distinct-n with examples/evaluate_ar.py (512 continuations), and the
+#        block-wise model again with 16 and 64 Euler steps per token.
 # Usage: bash benchmarks/text_results.sh {mdm|ar} [N]      (MAUVE needs pip install -e ".[metrics]")
 set -euo pipefail
 family=${1:?usage: text_results.sh {mdm|ar} [N]}
@@ -21,7 +23,10 @@ mdm)
   echo "== $(date +%T) train end to end"
   python examples/train_mdm.py "${common[@]}" --training_mode end_to_end --max_train_steps $((3 * steps)) \
     --output_dir "$out/end_to_end" > "$out/end_to_end.log" 2>&1
-  for run in blockwise end_to_end; do
+  echo "== $(date +%T) train end to end, same compute"
+  python examples/train_mdm.py "${common[@]}" --training_mode end_to_end --max_train_steps "$steps" \
+    --output_dir "$out/end_to_end_same_compute" > "$out/end_to_end_same_compute.log" 2>&1
+  for run in blockwise end_to_end end_to_end_same_compute; do
     echo "== $(date +%T) evaluate $run"
     python examples/evaluate_mdm.py --model_path "$out/$run" --dataset shakespeare --split test --batch_size 128 \
       --max_characters 64000 2>/dev/null | grep -E '"(bits_per_character|bits_per_character_standard_error|xz_bits_per_character)"'
@@ -37,7 +42,13 @@ ar)
   echo "== $(date +%T) evaluate"
   python examples/evaluate_ar.py --model blockwise_B4="$out/blockwise" --model end_to_end="$out/end_to_end" \
     --judge "$out/end_to_end" --dataset shakespeare --split test --num_samples 512 --prompt_words 8 \
-    --continuation_words 15 --decoding greedy sample --mauve_seeds 5 --output_file "$out/sample_quality.json" 2>/dev/null ;;
+    --continuation_words 15 --decoding greedy sample --mauve_seeds 5 --output_file "$out/sample_quality.json" 2>/dev/null
+  for per_token in 16 64; do   # more Euler steps per token for the block-wise model (default: one per block)
+    echo "== $(date +%T) evaluate block-wise with $per_token steps per token"
+    python examples/evaluate_ar.py --model blockwise_B4_steps$per_token="$out/blockwise" --judge "$out/end_to_end" \
+      --dataset shakespeare --split test --num_samples 512 --prompt_words 8 --continuation_words 15 --decoding sample \
+      --mauve_seeds 5 --num_inference_steps "$per_token" --output_file "$out/sample_quality_steps$per_token.json" 2>/dev/null
+  done ;;
 *) echo "unknown family $family (mdm or ar)" >&2; exit 2 ;;
 esac
 echo "== $(date +%T) done"
