@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The README's ViT table on Fashion-MNIST: block-wise B=3 and end to end, N steps each (equal compute:
 # a block step runs L/B of the L layers), then examples/evaluate_vit.py on the 10k test images.
-# Needs Fashion-MNIST (`sudo apt-get install dataset-fashion-mnist`). Usage: bash benchmarks/vit_results.sh [N]
+# Needs Fashion-MNIST (`sudo apt-get install dataset-fashion-mnist`). Usage: [SEED=s] bash benchmarks/vit_results.sh [N]
 set -euo pipefail
 steps=${1:-1000}
-out=${OUT:-outputs/vit-results-$steps}
+out=${OUT:-outputs/vit-results-$steps-seed${SEED:-0}}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} HF_HUB_OFFLINE=1 TQDM_DISABLE=1
 mkdir -p "$out"
 common=(--dataset fashion_mnist --model_size XS --patch_size 4 --train_batch_size 128 --learning_rate 1e-3
-        --lr_warmup_steps 50 --checkpointing_steps 250 --logging_steps 100 --eval_batch_size 1000 --seed 0
+        --lr_warmup_steps 50 --checkpointing_steps 250 --logging_steps 100 --eval_batch_size 1000 --seed "${SEED:-0}"
         --max_train_steps "$steps")
 echo "== $(date +%T) train block-wise"
 python examples/train_vit.py "${common[@]}" --output_dir "$out/blockwise" > "$out/blockwise.log" 2>&1
