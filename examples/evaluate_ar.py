@@ -46,6 +46,7 @@ from hf_diffusionblocks.evaluation.sample_quality import (
     mauve_score,
     text_statistics,
 )
+from hf_diffusionblocks.training import require_at_least
 
 logger = logging.getLogger("evaluate_ar")
 DECODINGS = ("greedy", "sample")
@@ -76,9 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output_file", type=str, default="ar_sample_quality.json")
     args = parser.parse_args(argv)
     args.models = dict(parse_model_argument(value) for value in args.model)
-    for name in ("num_samples", "prompt_words", "continuation_words", "batch_size", "mauve_seeds"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
+    require_at_least(args, ("num_samples", "prompt_words", "continuation_words", "batch_size", "mauve_seeds"))
     if args.num_samples < 2:
         raise ValueError(f"--num_samples must be >= 2 (a distribution needs two samples), got {args.num_samples}.")
     return args

@@ -43,7 +43,7 @@ from hf_diffusionblocks import (
 )
 from hf_diffusionblocks.data import load_text_corpus
 from hf_diffusionblocks.tokenization_bpe import encode_corpus, train_bpe_tokenizer
-from hf_diffusionblocks.training import add_common_training_arguments, validate_common_arguments
+from hf_diffusionblocks.training import add_common_training_arguments, require_at_least, validate_common_arguments
 from hf_diffusionblocks.training.launch import (
     create_accelerator,
     finish_run,
@@ -87,10 +87,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def validate_ar_arguments(args: argparse.Namespace) -> None:
     """Sizes the decoder and the samples need, with errors that name the flag."""
-    for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "sequence_length", "target_embedding_dim",
-                 "validation_windows", "num_samples", "sample_prompt_length", "sample_new_tokens"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
+    require_at_least(args, ("hidden_size", "num_hidden_layers", "num_attention_heads", "sequence_length", "target_embedding_dim",
+                 "validation_windows", "num_samples", "sample_prompt_length", "sample_new_tokens"))
     if args.sample_prompt_length + args.sample_new_tokens > args.sequence_length:
         raise ValueError(
             f"--sample_prompt_length + --sample_new_tokens ({args.sample_prompt_length} + {args.sample_new_tokens}) "

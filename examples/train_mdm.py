@@ -32,7 +32,7 @@ from hf_diffusionblocks import (
     MaskedDiffusionLoss,
 )
 from hf_diffusionblocks.data import load_text_corpus
-from hf_diffusionblocks.training import add_common_training_arguments, validate_common_arguments
+from hf_diffusionblocks.training import add_common_training_arguments, require_at_least, validate_common_arguments
 from hf_diffusionblocks.training.launch import (
     create_accelerator,
     finish_run,
@@ -83,9 +83,8 @@ def validate_masked_lm_arguments(args: argparse.Namespace) -> None:
             f"--partition applies to the continuous-noise families; the masked family splits t by equal decrements "
             f"of alpha (choose --masking_schedule). Got --partition {args.partition}."
         )
-    for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "sequence_length", "validation_windows", "num_samples"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
+    require_at_least(args, ("hidden_size", "num_hidden_layers", "num_attention_heads", "sequence_length", "validation_windows",
+                            "num_samples"))
 
 
 def build_tokenizer(vocabulary: str, train_text: str) -> CharacterTokenizer:

@@ -35,7 +35,12 @@ from hf_diffusionblocks.data import load_text_corpus
 from hf_diffusionblocks.modeling.block_checkpoint import block_weights_name
 from hf_diffusionblocks.models.recurrent import RecurrentDenoisingLoss, TruncatedBPTTLoss
 from hf_diffusionblocks.models.recurrent.evaluation_recurrent import held_out_cross_entropy
-from hf_diffusionblocks.training import TRAINING_MODES, add_common_training_arguments, validate_common_arguments
+from hf_diffusionblocks.training import (
+    TRAINING_MODES,
+    add_common_training_arguments,
+    require_at_least,
+    validate_common_arguments,
+)
 from hf_diffusionblocks.training.launch import create_accelerator, finish_run, train_assigned_blocks
 from hf_diffusionblocks.training.text_task import TextWindowTask
 from hf_diffusionblocks.training.tracking import log_metrics
@@ -79,13 +84,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def validate_recurrent_arguments(args: argparse.Namespace) -> None:
-    for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "sequence_length", "num_iterations",
-                 "bptt_steps", "validation_windows", "eval_windows"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
-    for name in ("num_prelude_layers", "num_coda_layers", "sample_length"):
-        if getattr(args, name) < 0:
-            raise ValueError(f"--{name} must be >= 0, got {getattr(args, name)}.")
+    require_at_least(args, ("hidden_size", "num_hidden_layers", "num_attention_heads", "sequence_length", "num_iterations",
+                            "bptt_steps", "validation_windows", "eval_windows"))
+    require_at_least(args, ("num_prelude_layers", "num_coda_layers", "sample_length"), minimum=0)
     if not args.mean_recurrence > 0:
         raise ValueError(f"--mean_recurrence must be > 0, got {args.mean_recurrence}.")
     if args.training_mode == "bptt" and args.block_index not in ("all", 0):

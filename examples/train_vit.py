@@ -32,7 +32,7 @@ from hf_diffusionblocks.hub import push_shared_files_and_block
 from hf_diffusionblocks.modeling.block_checkpoint import block_weights_name
 from hf_diffusionblocks.models.vit import LABEL_OBJECTIVES, VIT_SIZES, classification_training_loss
 from hf_diffusionblocks.models.vit.evaluation_vit import accuracy_metric_path, predict_labels
-from hf_diffusionblocks.training import add_common_training_arguments, validate_common_arguments
+from hf_diffusionblocks.training import add_common_training_arguments, require_at_least, validate_common_arguments
 from hf_diffusionblocks.training.tracking import log_metrics
 from hf_diffusionblocks.training.launch import create_accelerator, finish_run, finished_block_steps, train_assigned_blocks
 
@@ -72,12 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def validate_vit_arguments(args: argparse.Namespace) -> None:
-    for name in ("max_train_samples", "max_eval_samples", "num_inference_steps", "num_hidden_layers", "patch_size"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name} must be >= 1, got {value}.")
-    if args.eval_batch_size < 1:
-        raise ValueError(f"--eval_batch_size must be >= 1, got {args.eval_batch_size}.")
+    require_at_least(args, ("max_train_samples", "max_eval_samples", "num_inference_steps", "num_hidden_layers", "patch_size",
+                            "eval_batch_size"))
 
 
 def build_config(args: argparse.Namespace, num_channels: int, image_size: int, num_labels: int) -> DiffusionBlocksViTConfig:

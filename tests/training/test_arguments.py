@@ -4,7 +4,7 @@ import argparse
 
 import pytest
 
-from hf_diffusionblocks.training import TRAINING_MODES, add_common_training_arguments, parse_block_index
+from hf_diffusionblocks.training import TRAINING_MODES, add_common_training_arguments, parse_block_index, require_at_least
 
 
 def parser_with(**kwargs) -> argparse.ArgumentParser:
@@ -33,3 +33,11 @@ def test_family_defaults_override_the_shared_ones():
 @pytest.mark.parametrize("value, expected", [("all", "all"), ("0", 0), ("2", 2)])
 def test_block_index_parsing(value, expected):
     assert parse_block_index(value) == expected
+
+
+def test_require_at_least_names_the_flag_and_skips_unset_ones():
+    args = argparse.Namespace(a=1, b=None, c=0)
+    require_at_least(args, ("a", "b"))
+    require_at_least(args, ("c",), minimum=0)
+    with pytest.raises(ValueError, match=r"--c must be >= 1, got 0\."):
+        require_at_least(args, ("a", "b", "c"))

@@ -6,6 +6,7 @@ from .arguments import (
     OptimizationSettings,
     add_common_training_arguments,
     parse_block_index,
+    require_at_least,
     validate_common_arguments,
 )
 from .checkpointing import BlockCheckpoint, BlockCheckpointManager
@@ -38,5 +39,6 @@ __all__ = [
     "local_batch",
     "blocks_to_train",
     "parse_block_index",
+    "require_at_least",
     "validate_common_arguments",
 ]

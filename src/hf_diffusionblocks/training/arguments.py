@@ -70,11 +70,17 @@ def add_common_training_arguments(
         parser.set_defaults(**defaults)
 
 
+def require_at_least(args: argparse.Namespace, names: tuple[str, ...], minimum: int = 1) -> None:
+    """Raise a `ValueError` naming the first flag of `names` below `minimum` (flags left at None are unset)."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < minimum:
+            raise ValueError(f"--{name} must be >= {minimum}, got {value}.")
+
+
 def validate_common_arguments(args: argparse.Namespace) -> None:
     """Cross-field checks with errors that name the flag."""
-    for name in ("max_train_steps", "train_batch_size", "checkpointing_steps", "logging_steps", "num_blocks"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}.")
+    require_at_least(args, ("max_train_steps", "train_batch_size", "checkpointing_steps", "logging_steps", "num_blocks"))
     if args.lr_warmup_steps < 0 or args.validation_steps < 0:
         raise ValueError("--lr_warmup_steps and --validation_steps must be >= 0.")
     if args.push_to_hub and not args.hub_model_id:
