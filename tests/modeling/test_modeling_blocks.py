@@ -151,3 +151,13 @@ def test_zero_initialised_blocks_start_as_identity_residual_stack(tiny_dit_confi
     sample, labels = inputs(tiny_dit_config)
     denoised = model.forward_block(1, sample, 0.3, labels).sample
     assert torch.allclose(denoised, tiny_dit_config.preconditioning.c_skip(torch.tensor(0.3)) * sample)
+
+
+def test_per_sample_level_broadcasts_a_scalar_and_refuses_other_shapes():
+    from hf_diffusionblocks.modeling.modeling_blocks import per_sample_level
+
+    assert per_sample_level(0.5, 3, "sigma", torch.device("cpu")).tolist() == [0.5, 0.5, 0.5]
+    levels = per_sample_level(torch.tensor([1.0, 2.0]), 2, "t", torch.device("cpu"), torch.float64)
+    assert levels.dtype == torch.float64 and levels.tolist() == [1.0, 2.0]
+    with pytest.raises(ValueError, match=r"t must be a scalar or have shape \(3,\), got \(2,\)"):
+        per_sample_level(torch.tensor([1.0, 2.0]), 3, "t", torch.device("cpu"))

@@ -40,6 +40,19 @@ _IGNORED_LOAD_KWARGS = frozenset({"trust_remote_code", "_from_auto", "_from_pipe
 _IGNORED_SAVE_KWARGS = frozenset({"max_shard_size", "safe_serialization", "variant", "token", "save_original_format"})
 
 
+def per_sample_level(
+    value: torch.Tensor | float, batch: int, name: str, device: torch.device, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """A noise level (σ or t) given as a scalar or one value per sample, as a `(batch,)` tensor; a
+    `ValueError` naming `name` for any other shape."""
+    value = torch.as_tensor(value, dtype=dtype, device=device)
+    if value.ndim == 0:
+        value = value.expand(batch)
+    if value.shape != (batch,):
+        raise ValueError(f"{name} must be a scalar or have shape ({batch},), got {tuple(value.shape)}.")
+    return value
+
+
 def validate_block_indices(block_indices: Iterable[int], num_blocks: int) -> list[int]:
     """Sorted unique block indices; a `ValueError` naming the valid range for any other value."""
     indices = list(block_indices)

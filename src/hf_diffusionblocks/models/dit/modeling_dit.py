@@ -16,7 +16,7 @@ from transformers.utils import ModelOutput
 
 from ...modeling.adaln import AdaLNZeroFinalLayer, AdaLNZeroTransformerLayer
 from ...modeling.embeddings import NoiseEmbedder
-from ...modeling.modeling_blocks import DiffusionBlocksPreTrainedModel
+from ...modeling.modeling_blocks import DiffusionBlocksPreTrainedModel, per_sample_level
 from .configuration_dit import DiffusionBlocksDiTConfig
 
 
@@ -122,11 +122,7 @@ class DiffusionBlocksDiTModel(DiffusionBlocksPreTrainedModel):
         if sample.ndim != 4 or tuple(sample.shape[1:]) != expected:
             raise ValueError(f"sample must have shape (batch, {', '.join(map(str, expected))}), got {tuple(sample.shape)}.")
         batch = sample.shape[0]
-        sigma = torch.as_tensor(sigma, dtype=sample.dtype, device=sample.device)
-        if sigma.ndim == 0:
-            sigma = sigma.expand(batch)
-        if sigma.shape != (batch,):
-            raise ValueError(f"sigma must be a scalar or have shape ({batch},), got {tuple(sigma.shape)}.")
+        sigma = per_sample_level(sigma, batch, "sigma", sample.device, sample.dtype)
         if class_labels is None:
             class_labels = torch.full((batch,), config.num_labels, dtype=torch.long, device=sample.device)
         class_labels = torch.as_tensor(class_labels, device=sample.device).long()

@@ -21,7 +21,7 @@ from transformers.modeling_outputs import MaskedLMOutput
 
 from ...modeling.adaln import AdaLNZeroFinalLayer, AdaLNZeroTransformerLayer
 from ...modeling.embeddings import NoiseEmbedder
-from ...modeling.modeling_blocks import DiffusionBlocksPreTrainedModel
+from ...modeling.modeling_blocks import DiffusionBlocksPreTrainedModel, per_sample_level
 from ...schedulers.scheduling_masked_diffusion_blocks import MaskedDiffusionBlocksScheduler
 from ...modeling.adaln import rotary_cos_sin
 from .configuration_masked_lm import DiffusionBlocksMaskedLMConfig
@@ -112,11 +112,7 @@ class DiffusionBlocksForMaskedLM(DiffusionBlocksPreTrainedModel):
                 f"input_ids must lie in [0, {config.vocab_size - 1}] (vocab_size={config.vocab_size}), "
                 f"got values in [{int(input_ids.min())}, {int(input_ids.max())}]."
             )
-        t = torch.as_tensor(t, dtype=torch.float32, device=input_ids.device)
-        if t.ndim == 0:
-            t = t.expand(batch)
-        if t.shape != (batch,):
-            raise ValueError(f"t must be a scalar or have shape ({batch},), got {tuple(t.shape)}.")
+        t = per_sample_level(t, batch, "t", input_ids.device)
         if t.numel() and (t.min() < 0 or t.max() > 1):
             raise ValueError(f"t must lie in [0, 1], got values in [{float(t.min())}, {float(t.max())}].")
         return t

@@ -29,7 +29,7 @@ from transformers.utils import ModelOutput
 
 from ...modeling.adaln import AdaLNZeroFinalLayer, AdaLNZeroTransformerLayer
 from ...modeling.embeddings import NoiseEmbedder
-from ...modeling.modeling_blocks import DiffusionBlocksPreTrainedModel
+from ...modeling.modeling_blocks import DiffusionBlocksPreTrainedModel, per_sample_level
 from ...schedulers.scheduling_diffusion_blocks import DiffusionBlocksScheduler
 from ..causal_lm.generation_checks import effective_generation_config
 from ..vit.label_embeddings import posterior_mean, target_embedding_table
@@ -155,12 +155,7 @@ class DiffusionBlocksRecurrentForCausalLM(DiffusionBlocksPreTrainedModel, Genera
         expected = (*ids_shape, self.config.target_embedding_dim)
         if tuple(state.shape) != expected:
             raise ValueError(f"noisy_targets must have shape {expected}, got {tuple(state.shape)}.")
-        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=state.device)
-        if sigma.ndim == 0:
-            sigma = sigma.expand(ids_shape[0])
-        if sigma.shape != (ids_shape[0],):
-            raise ValueError(f"sigma must be a scalar or have shape ({ids_shape[0]},), got {tuple(sigma.shape)}.")
-        return sigma
+        return per_sample_level(sigma, ids_shape[0], "sigma", state.device)
 
     def _iteration(self, block, embedded, state, sigma, return_dict=True):
         preconditioning = self.config.preconditioning

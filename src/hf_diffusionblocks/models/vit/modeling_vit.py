@@ -32,7 +32,7 @@ from transformers.utils import ModelOutput
 
 from ...modeling.adaln import AdaLNZeroFinalLayer, AdaLNZeroTransformerLayer
 from ...modeling.embeddings import NoiseEmbedder
-from ...modeling.modeling_blocks import DiffusionBlocksPreTrainedModel
+from ...modeling.modeling_blocks import DiffusionBlocksPreTrainedModel, per_sample_level
 from ...schedulers.scheduling_diffusion_blocks import DiffusionBlocksScheduler
 from ..dit.modeling_dit import sincos_2d_position_embedding
 from .configuration_vit import DiffusionBlocksViTConfig
@@ -125,12 +125,7 @@ class DiffusionBlocksForImageClassification(DiffusionBlocksPreTrainedModel):
                 f"noisy_labels must have shape ({batch}, label_embedding_dim={self.config.label_embedding_dim}), "
                 f"got {tuple(noisy_labels.shape)}."
             )
-        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=noisy_labels.device)
-        if sigma.ndim == 0:
-            sigma = sigma.expand(batch)
-        if sigma.shape != (batch,):
-            raise ValueError(f"sigma must be a scalar or have shape ({batch},), got {tuple(sigma.shape)}.")
-        return sigma
+        return per_sample_level(sigma, batch, "sigma", noisy_labels.device)
 
     def forward_block(
         self,
