@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from transformers import PreTrainedConfig
@@ -135,3 +136,16 @@ class DiffusionBlocksConfig(BlockPartitionedConfig):
             "partition": self.partition,
             "overlap": self.overlap,
         }
+
+
+@dataclass(frozen=True)
+class TransformerSize:
+    """Width and depth of a named model size (`XS` is this library's CPU-sized model); the MLP is 4× wide."""
+
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+
+    @property
+    def intermediate_size(self) -> int:
+        return 4 * self.hidden_size

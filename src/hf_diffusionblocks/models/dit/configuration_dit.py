@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from ...modeling.configuration_blocks import DiffusionBlocksConfig
+from ...modeling.configuration_blocks import DiffusionBlocksConfig, TransformerSize
 
 
 class DiffusionBlocksDiTConfig(DiffusionBlocksConfig):
@@ -61,18 +59,7 @@ class DiffusionBlocksDiTConfig(DiffusionBlocksConfig):
         return (self.image_size // self.patch_size) ** 2
 
 
-@dataclass(frozen=True)
-class DiTSize:
-    """Width and depth of a DiT (DiT paper, Table 1; `XS` is this library's CPU-sized model)."""
-
-    hidden_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-
-    @property
-    def intermediate_size(self) -> int:
-        return 4 * self.hidden_size
-
+DiTSize = TransformerSize  # DiT paper, Table 1
 
 DIT_SIZES: dict[str, DiTSize] = {
     "XS": DiTSize(hidden_size=64, num_hidden_layers=6, num_attention_heads=4),

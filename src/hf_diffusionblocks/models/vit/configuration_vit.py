@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from ...modeling.configuration_blocks import DiffusionBlocksConfig
+from ...modeling.configuration_blocks import DiffusionBlocksConfig, TransformerSize
 from ...partition import TIMESTEP_SPACINGS
 
 CLASSIFIER_TYPES = ("diffusion", "standard")
@@ -106,18 +104,7 @@ class DiffusionBlocksViTConfig(DiffusionBlocksConfig):
         return (self.image_size // self.patch_size) ** 2
 
 
-@dataclass(frozen=True)
-class ViTSize:
-    """Width and depth of a ViT (ViT paper, Table 1; `XS` is this library's CPU-sized model)."""
-
-    hidden_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-
-    @property
-    def intermediate_size(self) -> int:
-        return 4 * self.hidden_size
-
+ViTSize = TransformerSize  # ViT paper, Table 1
 
 VIT_SIZES: dict[str, ViTSize] = {
     "XS": ViTSize(hidden_size=64, num_hidden_layers=6, num_attention_heads=4),
