@@ -161,3 +161,14 @@ def test_per_sample_level_broadcasts_a_scalar_and_refuses_other_shapes():
     assert levels.dtype == torch.float64 and levels.tolist() == [1.0, 2.0]
     with pytest.raises(ValueError, match=r"t must be a scalar or have shape \(3,\), got \(2,\)"):
         per_sample_level(torch.tensor([1.0, 2.0]), 3, "t", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.0, True, None])
+def test_require_positive_ints_names_the_field(value):
+    from types import SimpleNamespace
+
+    from hf_diffusionblocks.modeling.configuration_blocks import require_positive_ints
+
+    require_positive_ints(SimpleNamespace(a=1, b=7), ("a", "b"))
+    with pytest.raises(ValueError, match=r"b must be an integer >= 1, got"):
+        require_positive_ints(SimpleNamespace(a=1, b=value), ("a", "b"))

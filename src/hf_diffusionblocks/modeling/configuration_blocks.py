@@ -17,6 +17,14 @@ _NON_ARCHITECTURE_KEYS = frozenset(
 )
 
 
+def require_positive_ints(config: Any, names: tuple[str, ...]) -> None:
+    """Raise a `ValueError` naming the first field of `names` that is not an integer >= 1 (bools refused)."""
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+
+
 def _as_json(payload: dict[str, Any]) -> dict[str, Any]:
     """The value after a JSON round trip (int dict keys become strings, tuples lists)."""
     return json.loads(json.dumps(payload, sort_keys=True))
@@ -37,8 +45,7 @@ class BlockPartitionedConfig(PreTrainedConfig):
     layers_per_block: list[int] | None = None
 
     def __post_init__(self, **kwargs):
-        if not isinstance(self.num_blocks, int) or isinstance(self.num_blocks, bool) or self.num_blocks < 1:
-            raise ValueError(f"num_blocks must be an integer >= 1, got {self.num_blocks!r}.")
+        require_positive_ints(self, ("num_blocks",))
         if not isinstance(self.num_hidden_layers, int) or self.num_hidden_layers < 1:
             raise ValueError(f"num_hidden_layers must be an integer >= 1, got {self.num_hidden_layers!r}.")
         if self.layers_per_block is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...modeling.configuration_blocks import DiffusionBlocksConfig
+from ...modeling.configuration_blocks import DiffusionBlocksConfig, require_positive_ints
 
 OBJECTIVES = ("diffusion", "next_token")
 
@@ -58,11 +58,8 @@ class DiffusionBlocksCausalLMConfig(DiffusionBlocksConfig):
     overlap: float = 0.1
 
     def __post_init__(self, **kwargs):
-        for name in ("vocab_size", "hidden_size", "num_attention_heads", "intermediate_size",
-                     "max_position_embeddings", "target_embedding_dim"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+        require_positive_ints(self, ("vocab_size", "hidden_size", "num_attention_heads", "intermediate_size",
+                                     "max_position_embeddings", "target_embedding_dim"))
         if self.hidden_size % self.num_attention_heads != 0 or (self.hidden_size // self.num_attention_heads) % 2:
             raise ValueError(
                 f"hidden_size={self.hidden_size} must be divisible by num_attention_heads={self.num_attention_heads} "

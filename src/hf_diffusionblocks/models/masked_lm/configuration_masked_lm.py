@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...modeling.configuration_blocks import BlockPartitionedConfig
+from ...modeling.configuration_blocks import BlockPartitionedConfig, require_positive_ints
 from ...schedulers.scheduling_masked_diffusion_blocks import SCHEDULES, MaskedDiffusionBlocksScheduler
 
 
@@ -42,10 +42,8 @@ class DiffusionBlocksMaskedLMConfig(BlockPartitionedConfig):
     layer_norm_eps: float = 1e-6
 
     def __post_init__(self, **kwargs):
-        for name in ("vocab_size", "hidden_size", "num_attention_heads", "intermediate_size", "max_position_embeddings"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+        require_positive_ints(self, ("vocab_size", "hidden_size", "num_attention_heads", "intermediate_size",
+                                     "max_position_embeddings"))
         if self.vocab_size < 2:
             raise ValueError(f"vocab_size must be >= 2 (at least one token and the mask token), got {self.vocab_size}.")
         if self.hidden_size % self.num_attention_heads != 0:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...modeling.configuration_blocks import DiffusionBlocksConfig
+from ...modeling.configuration_blocks import DiffusionBlocksConfig, require_positive_ints
 
 
 class DiffusionBlocksRecurrentConfig(DiffusionBlocksConfig):
@@ -60,11 +60,8 @@ class DiffusionBlocksRecurrentConfig(DiffusionBlocksConfig):
     p_mean: float = 1.0
 
     def __post_init__(self, **kwargs):
-        for name in ("vocab_size", "hidden_size", "num_attention_heads", "intermediate_size",
-                     "max_position_embeddings", "num_iterations"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+        require_positive_ints(self, ("vocab_size", "hidden_size", "num_attention_heads", "intermediate_size",
+                                     "max_position_embeddings", "num_iterations"))
         for name in ("num_prelude_layers", "num_coda_layers"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...modeling.configuration_blocks import DiffusionBlocksConfig, TransformerSize
+from ...modeling.configuration_blocks import DiffusionBlocksConfig, TransformerSize, require_positive_ints
 from ...partition import TIMESTEP_SPACINGS
 
 CLASSIFIER_TYPES = ("diffusion", "standard")
@@ -68,11 +68,8 @@ class DiffusionBlocksViTConfig(DiffusionBlocksConfig):
     timestep_spacing: str = "midpoints"
 
     def __post_init__(self, **kwargs):
-        for name in ("image_size", "patch_size", "num_channels", "num_labels", "hidden_size",
-                     "num_attention_heads", "intermediate_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+        require_positive_ints(self, ("image_size", "patch_size", "num_channels", "num_labels", "hidden_size",
+                                     "num_attention_heads", "intermediate_size"))
         if self.image_size % self.patch_size != 0:
             raise ValueError(f"image_size={self.image_size} must be divisible by patch_size={self.patch_size}.")
         if self.hidden_size % self.num_attention_heads != 0:
