@@ -95,3 +95,18 @@ def test_latent_pipeline_decodes_with_a_vae(tmp_path):
     assert images.shape == (2, 1, 16, 16)
     pipe.save_pretrained(tmp_path)
     assert DiffusionBlocksImagePipeline.from_pretrained(tmp_path).vae is not None
+
+
+def test_every_saved_file_arrives_by_an_atomic_rename(pipeline, tmp_path, monkeypatch):
+    # block-parallel processes save into one folder while others load it: no file may be written in place
+    import os
+
+    from hf_diffusionblocks.pipelines import pipeline_utils
+
+    renamed, original = [], os.replace
+    monkeypatch.setattr(pipeline_utils.os, "replace", lambda source, target: renamed.append(str(target)) or original(source, target))
+    pipeline.save_pretrained(tmp_path)
+    saved = sorted(str(path) for path in tmp_path.rglob("*") if path.is_file())
+    assert saved and set(saved) <= set(renamed)
+    assert not [path for path in tmp_path.iterdir() if path.name.startswith(".saving-")]   # staging removed
+    assert type(DiffusionBlocksImagePipeline.from_pretrained(tmp_path).transformer) is type(pipeline.transformer)

@@ -3,7 +3,8 @@
 `DiffusionPipeline.from_pretrained` only resolves diffusers/transformers classes (DESIGN §4), so
 the library's pipelines read `model_index.json` themselves and load each component with its own
 class from the component's subfolder. On save, components of this library are recorded under the
-library name `hf_diffusionblocks`.
+library name `hf_diffusionblocks`, and every file reaches the folder by an atomic rename: processes
+of a block-parallel launch save into the same folder while others read it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import tempfile
 from typing import Any
 
 from diffusers import DiffusionPipeline
@@ -36,18 +38,28 @@ class DiffusionBlocksPipelineBase(DiffusionPipeline):
     """A `DiffusionPipeline` whose folder loads with the library's own classes."""
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
-        """diffusers' save, then `model_index.json` rewritten to name this library for its components."""
-        super().save_pretrained(save_directory, **kwargs)
-        index_path = os.path.join(save_directory, MODEL_INDEX_NAME)
-        with open(index_path, encoding="utf-8") as file:
-            model_index = json.load(file)
-        for name, entry in model_index.items():
-            if name.startswith("_") or not isinstance(entry, list) or entry[0] is None:
-                continue
-            component = getattr(self, name)
-            if type(component).__module__.startswith(LIBRARY_NAME + "."):
-                model_index[name] = [LIBRARY_NAME, type(component).__name__]
-        atomic_write_json(index_path, model_index)
+        """diffusers' save into a staging folder inside `save_directory`, `model_index.json` rewritten to
+        name this library for its components, then every file renamed into place (atomic per file), so
+        a process loading the folder while another saves never reads a half-written file."""
+        os.makedirs(save_directory, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=save_directory, prefix=".saving-") as staging:
+            super().save_pretrained(staging, **kwargs)
+            index_path = os.path.join(staging, MODEL_INDEX_NAME)
+            with open(index_path, encoding="utf-8") as file:
+                model_index = json.load(file)
+            for name, entry in model_index.items():
+                if name.startswith("_") or not isinstance(entry, list) or entry[0] is None:
+                    continue
+                component = getattr(self, name)
+                if type(component).__module__.startswith(LIBRARY_NAME + "."):
+                    model_index[name] = [LIBRARY_NAME, type(component).__name__]
+            atomic_write_json(index_path, model_index)
+            for root, _, files in os.walk(staging):
+                for file_name in files:
+                    source = os.path.join(root, file_name)
+                    target = os.path.join(save_directory, os.path.relpath(source, staging))
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    os.replace(source, target)
 
     @classmethod
     def from_pretrained(
