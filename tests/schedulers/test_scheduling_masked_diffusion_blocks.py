@@ -1,7 +1,5 @@
 """MaskedDiffusionBlocksScheduler: partition in α, NELBO weights, sampling."""
 
-import math
-
 import pytest
 import torch
 
