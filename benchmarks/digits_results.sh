@@ -4,7 +4,7 @@
 # evaluated with examples/evaluate_dit.py. Usage: bash benchmarks/digits_results.sh [STEPS_PER_BLOCK]
 set -euo pipefail
 steps=${1:-1000}
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} HF_HUB_OFFLINE=1
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} HF_HUB_OFFLINE=1
 run() {  # name, flags...
   local name=$1; shift
   echo "== $(date +%T) train $name"

@@ -8,10 +8,10 @@
 #        block-wise model again with 16 and 64 Euler steps per token.
 # Usage: bash benchmarks/text_results.sh {mdm|ar} [N]      (MAUVE needs pip install -e ".[metrics]")
 set -euo pipefail
-family=${1:?usage: text_results.sh {mdm|ar} [N]}
+family=${1:?"usage: text_results.sh {mdm|ar} [N]"}
 steps=${2:-1000}
 out=${OUT:-outputs/$family-results-$steps}
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} HF_HUB_OFFLINE=1 TQDM_DISABLE=1 TOKENIZERS_PARALLELISM=false
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} HF_HUB_OFFLINE=1 TQDM_DISABLE=1 TOKENIZERS_PARALLELISM=false
 mkdir -p "$out"
 case $family in
 mdm)

@@ -5,7 +5,7 @@
 set -euo pipefail
 steps=${1:-1000}
 out=${OUT:-outputs/vit-results-$steps-seed${SEED:-0}}
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} HF_HUB_OFFLINE=1 TQDM_DISABLE=1
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} HF_HUB_OFFLINE=1 TQDM_DISABLE=1
 mkdir -p "$out"
 common=(--dataset fashion_mnist --model_size XS --patch_size 4 --train_batch_size 128 --learning_rate 1e-3
         --lr_warmup_steps 50 --checkpointing_steps 250 --logging_steps 100 --eval_batch_size 1000 --seed "${SEED:-0}"

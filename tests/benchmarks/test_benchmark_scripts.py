@@ -57,3 +57,17 @@ def test_step_time_measures_both_paths():
 def test_memory_measures_both_paths():
     output = run_benchmark("memory.py", "--family", "mdm", "--size", "XS", "--num_blocks", "3", "--batch_size", "1")
     assert ratio(output, "memory_ratio_e2e_over_blockwise") > 1
+
+
+@pytest.mark.parametrize("script", sorted(path.name for path in BENCHMARKS.glob("*.sh")))
+def test_result_scripts_parse(script):
+    """The shell scripts behind the README tables are valid bash (they take an hour; only their syntax runs here)."""
+    completed = subprocess.run(["bash", "-n", str(BENCHMARKS / script)], capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr
+
+
+@pytest.mark.parametrize("arguments, message", [((), "usage: text_results.sh"), (("gan",), "unknown family gan")])
+def test_text_results_rejects_a_missing_or_unknown_family(tmp_path, arguments, message):
+    completed = subprocess.run(["bash", str(BENCHMARKS / "text_results.sh"), *arguments], capture_output=True,
+                               text=True, env=dict(os.environ, OUT=str(tmp_path / "out")), timeout=60)
+    assert completed.returncode != 0 and message in completed.stderr, completed.stderr
