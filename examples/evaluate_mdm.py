@@ -90,6 +90,9 @@ def main(argv: list[str] | None = None) -> dict:
     logger.info("BPC %.4f ± %.4f (xz -9: %.4f) on %d characters of %s/%s",
                 estimate.bits_per_character, estimate.bits_per_character_standard_error,
                 results["xz_bits_per_character"], estimate.num_characters, args.dataset, args.split)
+    for stratum in results["strata"]:   # where the bits go: one line per interval of masking times
+        logger.info("  t in [%.3f, %.3f] (block %d): %.4f ± %.4f bits/char", stratum["t_low"], stratum["t_high"],
+                    stratum["block_index"], stratum["bits_per_character"], stratum["bits_per_character_standard_error"])
     print(json.dumps(results, indent=2))
     return results
 

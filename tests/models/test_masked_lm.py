@@ -192,6 +192,17 @@ def test_bits_per_character_of_a_uniform_model_is_log2_of_the_vocabulary(schedul
     assert abs(estimate.bits_per_character - math.log2(VOCAB_SIZE - 1)) < 4 * estimate.bits_per_character_standard_error
     again = estimate_nelbo(model, tokenizer, text, sequence_length=16, num_time_strata=6, num_replicates=3, seed=0)
     assert again.nelbo_nats == estimate.nelbo_nats  # fixed seed: the estimate is deterministic
+    # the split over t: six strata (two per block) that add up to the NELBO; a uniform model's stratum [a, b]
+    # holds the share α(a) − α(b) of it (masked tokens per unit of α are constant, each costs ln(V − 1))
+    scheduler = model.build_scheduler()
+    assert [stratum.block_index for stratum in estimate.strata] == [0, 0, 1, 1, 2, 2]
+    assert sum(stratum.nelbo_nats for stratum in estimate.strata) == pytest.approx(estimate.nelbo_nats, rel=1e-12)
+    for stratum in estimate.strata:
+        share = float(scheduler.alpha(stratum.t_low) - scheduler.alpha(stratum.t_high))
+        assert stratum.standard_error_nats > 0
+        assert abs(stratum.nelbo_nats - share * estimate.nelbo_nats) < 4 * stratum.standard_error_nats + 1e-9
+    reported = estimate.to_dict()["strata"]
+    assert sum(row["bits_per_character"] for row in reported) == pytest.approx(estimate.bits_per_character)
 
 
 def test_attention_sees_positions(model):

@@ -4,8 +4,10 @@ from pathlib import Path
 
 from .bits_per_character import (
     NELBOEstimate,
+    TimeStratumEstimate,
     estimate_nelbo,
     estimate_sequence_nelbo,
+    estimate_sequence_nelbo_by_stratum,
     text_windows,
     time_strata,
 )
@@ -18,9 +20,11 @@ def bits_per_character_metric_path() -> str:
 
 __all__ = [
     "NELBOEstimate",
+    "TimeStratumEstimate",
     "bits_per_character_metric_path",
     "estimate_nelbo",
     "estimate_sequence_nelbo",
+    "estimate_sequence_nelbo_by_stratum",
     "text_windows",
     "time_strata",
 ]

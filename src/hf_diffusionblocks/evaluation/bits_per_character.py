@@ -23,13 +23,25 @@ independent sequence, as in training. All randomness comes from one `torch.Gener
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
 from ..models.masked_lm import MaskedDiffusionLoss, stratified_times
 from ..schedulers.scheduling_masked_diffusion_blocks import MaskedDiffusionBlocksScheduler
+
+
+@dataclass
+class TimeStratumEstimate:
+    """One interval of t's share of the NELBO: `block_index` (the block that owns it), `t_low`, `t_high`,
+    `nelbo_nats` and its Monte-Carlo `standard_error_nats`."""
+
+    block_index: int
+    t_low: float
+    t_high: float
+    nelbo_nats: float
+    standard_error_nats: float
 
 
 @dataclass
@@ -41,6 +53,8 @@ class NELBOEstimate:
         standard_error_nats (`float`): its Monte-Carlo standard error.
         num_characters (`int`): characters of the (normalised) text, the BPC denominator.
         num_tokens (`int`), num_sequences (`int`), num_time_strata (`int`), num_replicates (`int`), seed (`int`).
+        strata (`list[TimeStratumEstimate]`): the NELBO split over the strata of t (their `nelbo_nats` add up
+            to `nelbo_nats`): where in the noise range, and in which block, the bits are spent.
     """
 
     nelbo_nats: float
@@ -51,6 +65,7 @@ class NELBOEstimate:
     num_time_strata: int
     num_replicates: int
     seed: int
+    strata: list[TimeStratumEstimate] = field(default_factory=list)
 
     @property
     def bits_per_character(self) -> float:
@@ -70,6 +85,14 @@ class NELBOEstimate:
             "bits_per_character": self.bits_per_character,
             "bits_per_character_standard_error": self.bits_per_character_standard_error,
             "bits_per_token": self.bits_per_token,
+            "strata": [
+                {
+                    **asdict(stratum),
+                    "bits_per_character": stratum.nelbo_nats / (self.num_characters * math.log(2)),
+                    "bits_per_character_standard_error": stratum.standard_error_nats / (self.num_characters * math.log(2)),
+                }
+                for stratum in self.strata
+            ],
         }
 
 
@@ -99,7 +122,7 @@ def time_strata(scheduler: MaskedDiffusionBlocksScheduler, num_time_strata: int)
 
 
 @torch.no_grad()
-def estimate_sequence_nelbo(
+def estimate_sequence_nelbo_by_stratum(
     model,
     input_ids: torch.Tensor,
     num_time_strata: int = 6,
@@ -108,7 +131,10 @@ def estimate_sequence_nelbo(
     batch_size: int = 64,
     progress: bool = False,
 ) -> torch.Tensor:
-    """Per-sequence NELBO replicates (nats) `(num_sequences, num_replicates)` of equal-length sequences.
+    """Each stratum's share of every sequence's NELBO replicates (nats) `(num_sequences, num_replicates, num_time_strata)`.
+
+    Summed over the last axis it is `estimate_sequence_nelbo`; stratum k is `time_strata(...)[k]`, so each
+    share is the NELBO mass of one interval of t (which block, or which part of the noise range, costs the bits).
 
     Args:
         model (`DiffusionBlocksForMaskedLM`): every block loaded.
@@ -123,14 +149,33 @@ def estimate_sequence_nelbo(
     strata = time_strata(scheduler, num_time_strata)
     per_block = num_time_strata // scheduler.config.num_blocks
     device = next(model.parameters()).device
-    estimates = torch.zeros(input_ids.shape[0], num_replicates, dtype=torch.float64)
-    steps = [(r, s, start) for r in range(num_replicates) for s in strata for start in range(0, len(input_ids), batch_size)]
-    for replicate, (block_index, low, high), start in tqdm(steps, disable=not progress, desc="NELBO"):
+    estimates = torch.zeros(input_ids.shape[0], num_replicates, len(strata), dtype=torch.float64)
+    steps = [
+        (r, k, stratum, start)
+        for r in range(num_replicates) for k, stratum in enumerate(strata) for start in range(0, len(input_ids), batch_size)
+    ]
+    for replicate, k, (block_index, low, high), start in tqdm(steps, disable=not progress, desc="NELBO"):
         batch = input_ids[start : start + batch_size].to(device)
         t = stratified_times(low, high, len(batch), generator, num_strata=1)
         block_losses = loss.sequence_losses(model, block_index, batch, t, generator)   # (batch,) block b's loss
-        estimates[start : start + len(batch), replicate] += block_losses.double().cpu() / per_block
+        estimates[start : start + len(batch), replicate, k] = block_losses.double().cpu() / per_block
     return estimates
+
+
+def estimate_sequence_nelbo(
+    model,
+    input_ids: torch.Tensor,
+    num_time_strata: int = 6,
+    num_replicates: int = 2,
+    generator: torch.Generator | None = None,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Per-sequence NELBO replicates (nats) `(num_sequences, num_replicates)` of equal-length sequences
+    (arguments of `estimate_sequence_nelbo_by_stratum`, summed over its strata)."""
+    return estimate_sequence_nelbo_by_stratum(
+        model, input_ids, num_time_strata, num_replicates, generator, batch_size, progress
+    ).sum(dim=-1)
 
 
 def estimate_nelbo(
@@ -167,21 +212,29 @@ def estimate_nelbo(
     if len(token_ids) == 0:
         raise ValueError("the text to evaluate is empty.")
     generator = torch.Generator().manual_seed(seed)
-    total, variance, num_sequences = 0.0, 0.0, 0
+    total = torch.zeros(num_time_strata, dtype=torch.float64)        # per stratum: Σ_x mean over replicates
+    variance = torch.zeros(num_time_strata, dtype=torch.float64)     # per stratum: Σ_x s²(x)/R
+    total_variance, num_sequences = 0.0, 0
     for windows in text_windows(token_ids, sequence_length):
-        replicates = estimate_sequence_nelbo(
+        replicates = estimate_sequence_nelbo_by_stratum(
             model, windows, num_time_strata, num_replicates, generator, batch_size, progress
-        )                                                                               # (n, R)
-        total += float(replicates.mean(dim=1).sum())
-        variance += float((replicates.var(dim=1, unbiased=True) / num_replicates).sum())
+        )                                                                               # (n, R, K)
+        total += replicates.mean(dim=1).sum(dim=0)
+        variance += (replicates.var(dim=1, unbiased=True) / num_replicates).sum(dim=0)
+        total_variance += float((replicates.sum(dim=-1).var(dim=1, unbiased=True) / num_replicates).sum())
         num_sequences += len(windows)
+    scheduler = model.build_scheduler()
     return NELBOEstimate(
-        nelbo_nats=total,
-        standard_error_nats=math.sqrt(variance),
+        nelbo_nats=float(total.sum()),
+        standard_error_nats=math.sqrt(total_variance),
         num_characters=len(tokenizer.normalize(text)),
         num_tokens=len(token_ids),
         num_sequences=num_sequences,
         num_time_strata=num_time_strata,
         num_replicates=num_replicates,
         seed=seed,
+        strata=[
+            TimeStratumEstimate(block_index, low, high, float(nats), math.sqrt(float(var)))
+            for (block_index, low, high), nats, var in zip(time_strata(scheduler, num_time_strata), total, variance)
+        ],
     )
