@@ -42,6 +42,7 @@ from hf_diffusionblocks import (
     format_partition_table,
 )
 from hf_diffusionblocks.data import load_text_corpus
+from hf_diffusionblocks.modeling.block_checkpoint import atomic_save_folder
 from hf_diffusionblocks.tokenization_bpe import encode_corpus, train_bpe_tokenizer
 from hf_diffusionblocks.training import add_common_training_arguments, require_at_least, validate_common_arguments
 from hf_diffusionblocks.training.launch import (
@@ -106,8 +107,9 @@ def load_or_train_tokenizer(args: argparse.Namespace, train_text: str):
         tokenizer = train_bpe_tokenizer(train_text, vocab_size=args.vocab_size)
     else:
         tokenizer = CharacterTokenizer.from_corpus(train_text, strict=False, pad_token="[PAD]", padding_side="left")
-    os.makedirs(args.output_dir, exist_ok=True)
-    tokenizer.save_pretrained(args.output_dir)
+    # staged and renamed into place, tokenizer_config.json last: the other processes of a block-parallel
+    # launch test for it above and must never read a half-written tokenizer
+    atomic_save_folder(args.output_dir, tokenizer.save_pretrained, last=("tokenizer_config.json",))
     return tokenizer
 
 

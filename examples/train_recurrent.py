@@ -32,7 +32,7 @@ from accelerate import Accelerator
 
 from hf_diffusionblocks import CharacterTokenizer, DiffusionBlocksRecurrentConfig, DiffusionBlocksRecurrentForCausalLM
 from hf_diffusionblocks.data import load_text_corpus
-from hf_diffusionblocks.modeling.block_checkpoint import block_weights_name
+from hf_diffusionblocks.modeling.block_checkpoint import atomic_save_folder, block_weights_name
 from hf_diffusionblocks.models.recurrent import RecurrentDenoisingLoss, TruncatedBPTTLoss
 from hf_diffusionblocks.models.recurrent.evaluation_recurrent import held_out_cross_entropy
 from hf_diffusionblocks.training import (
@@ -141,7 +141,7 @@ class RecurrentTrainingTask(TextWindowTask):
 
     def save_outputs(self, model, block_index: int) -> None:
         model.save_pretrained(self.output_dir, block_indices=[block_index])
-        self.tokenizer.save_pretrained(self.output_dir)
+        atomic_save_folder(self.output_dir, self.tokenizer.save_pretrained, last=("tokenizer_config.json",))
 
 
 def evaluate_model(args: argparse.Namespace, validation_ids: torch.Tensor, accelerator: Accelerator) -> dict | None:

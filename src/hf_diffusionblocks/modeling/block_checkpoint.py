@@ -55,6 +55,24 @@ def atomic_write(path: str, write: Callable[[str], None]) -> None:
         raise
 
 
+def atomic_save_folder(directory: str | os.PathLike, save: Callable[[str], None], last: tuple[str, ...] = ()) -> None:
+    """Call `save(staging)` on a fresh staging folder inside `directory`, then rename every file it wrote into
+    place (atomic per file) and remove the staging folder.
+
+    For folders that processes of a block-parallel launch write while others read: a reader never sees a
+    half-written file. Files named in `last` (e.g. the `tokenizer_config.json` or `model_index.json` that
+    readers test for) arrive after all the others, so once a reader sees them the folder is complete.
+    """
+    os.makedirs(directory, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".saving-") as staging:
+        save(staging)
+        written = [os.path.relpath(os.path.join(root, name), staging) for root, _, names in os.walk(staging) for name in names]
+        for relative in sorted(written, key=lambda path: (os.path.basename(path) in last, path)):
+            target = os.path.join(directory, relative)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.replace(os.path.join(staging, relative), target)
+
+
 def atomic_write_json(path: str, payload: Any) -> None:
     def write(temporary: str) -> None:
         with open(temporary, "w", encoding="utf-8") as file:

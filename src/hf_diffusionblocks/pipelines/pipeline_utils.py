@@ -12,13 +12,12 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import tempfile
 from typing import Any
 
 from diffusers import DiffusionPipeline
 
 from ..hub_utils import HubOptions, resolve_file
-from ..modeling.block_checkpoint import atomic_write_json
+from ..modeling.block_checkpoint import atomic_save_folder, atomic_write_json
 
 MODEL_INDEX_NAME = "model_index.json"
 LIBRARY_NAME = "hf_diffusionblocks"
@@ -41,9 +40,8 @@ class DiffusionBlocksPipelineBase(DiffusionPipeline):
         """diffusers' save into a staging folder inside `save_directory`, `model_index.json` rewritten to
         name this library for its components, then every file renamed into place (atomic per file), so
         a process loading the folder while another saves never reads a half-written file."""
-        os.makedirs(save_directory, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=save_directory, prefix=".saving-") as staging:
-            super().save_pretrained(staging, **kwargs)
+        def save(staging: str) -> None:
+            super(DiffusionBlocksPipelineBase, self).save_pretrained(staging, **kwargs)
             index_path = os.path.join(staging, MODEL_INDEX_NAME)
             with open(index_path, encoding="utf-8") as file:
                 model_index = json.load(file)
@@ -54,12 +52,8 @@ class DiffusionBlocksPipelineBase(DiffusionPipeline):
                 if type(component).__module__.startswith(LIBRARY_NAME + "."):
                     model_index[name] = [LIBRARY_NAME, type(component).__name__]
             atomic_write_json(index_path, model_index)
-            for root, _, files in os.walk(staging):
-                for file_name in files:
-                    source = os.path.join(root, file_name)
-                    target = os.path.join(save_directory, os.path.relpath(source, staging))
-                    os.makedirs(os.path.dirname(target), exist_ok=True)
-                    os.replace(source, target)
+
+        atomic_save_folder(save_directory, save, last=(MODEL_INDEX_NAME,))
 
     @classmethod
     def from_pretrained(
