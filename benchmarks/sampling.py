@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Sampling cost: seconds per sample and per step at equal steps, end to end vs block-wise, same run.
+"""Sampling cost: seconds per sample and per step at equal steps, end to end vs block-wise, same run,
+the two paths alternating round by round (best round of `--rounds` kept).
 
 At every step block-wise sampling runs only the block that owns the step's noise level (L/B
 layers), end to end runs all L layers, so the expected speed-up is ≈B. Both models are randomly
@@ -50,23 +51,15 @@ def text_sampler(config, model_class, batch_size: int, guidance_scale: float) ->
 SAMPLERS = {"dit": image_sampler, "mdm": text_sampler}
 
 
-def seconds_per_sample(family: str, config, model_class, batch_size: int, steps: int, guidance_scale: float, device,
-                       rounds: int) -> float:
-    torch.manual_seed(0)
-    pipeline, run = SAMPLERS[family](config, model_class, batch_size, guidance_scale)
-    pipeline.to(device)
-    pipeline.set_progress_bar_config(disable=True)
-    run(config.num_blocks)  # warm-up
-    timings = []
-    for _ in range(rounds):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        run(steps)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        timings.append((time.perf_counter() - started) / batch_size)
-    return min(timings)
+def timed(run: Callable[[int], object], steps: int, batch_size: int, device: torch.device) -> float:
+    """Seconds per sample of one `run(steps)`."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    run(steps)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - started) / batch_size
 
 
 def main() -> None:
@@ -84,11 +77,21 @@ def main() -> None:
         parser.error(f"--guidance_scale applies to the dit family only (got {args.guidance_scale} for {args.family}).")
     family = FAMILIES[args.family]
     device = torch.device(args.device)
-    timings = {}
+    runs = {}
     for label, num_blocks in (("end to end", 1), ("block-wise", args.num_blocks)):
+        torch.manual_seed(0)
         config = family.build_config(num_blocks, args.size)
-        timings[label] = seconds_per_sample(args.family, config, family.model_class, args.batch_size,
-                                            args.num_inference_steps, args.guidance_scale, device, args.rounds)
+        pipeline, run = SAMPLERS[args.family](config, family.model_class, args.batch_size, args.guidance_scale)
+        pipeline.to(device)
+        pipeline.set_progress_bar_config(disable=True)
+        run(config.num_blocks)  # warm-up
+        runs[label] = run
+    # the two paths alternate round by round (best round kept), so a change of machine load hits both alike
+    rounds = {label: [] for label in runs}
+    for _ in range(args.rounds):
+        for label, run in runs.items():
+            rounds[label].append(timed(run, args.num_inference_steps, args.batch_size, device))
+    timings = {label: min(values) for label, values in rounds.items()}
     speedup = timings["end to end"] / timings["block-wise"]
     print(f"family={args.family} size={args.size} batch={args.batch_size} steps={args.num_inference_steps} "
           f"guidance={args.guidance_scale} device={args.device}")
