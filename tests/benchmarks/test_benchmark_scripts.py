@@ -4,6 +4,7 @@ No timing is asserted (timings belong to the benchmarks themselves); what is che
 script measures both paths in one run and prints a finite, positive ratio in its documented format.
 """
 
+import json
 import math
 import os
 import re
@@ -71,3 +72,23 @@ def test_text_results_rejects_a_missing_or_unknown_family(tmp_path, arguments, m
     completed = subprocess.run(["bash", str(BENCHMARKS / "text_results.sh"), *arguments], capture_output=True,
                                text=True, env=dict(os.environ, OUT=str(tmp_path / "out")), timeout=60)
     assert completed.returncode != 0 and message in completed.stderr, completed.stderr
+
+
+@pytest.mark.slow
+def test_text_results_mdm_runs_end_to_end_at_a_tiny_size(tmp_path):
+    """The README's MDM table command, every run and evaluation, with EXTRA_FLAGS shrinking the model to seconds."""
+    tiny = ("--hidden_size 16 --num_attention_heads 2 --sequence_length 32 --train_batch_size 2 --checkpointing_steps 1 "
+            "--logging_steps 1 --validation_steps 1 --validation_windows 2 --num_inference_steps 3 --num_samples 1")
+    environment = dict(os.environ, OUT=str(tmp_path), EXTRA_FLAGS=tiny, OMP_NUM_THREADS="1",
+                       PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    completed = subprocess.run(["bash", str(BENCHMARKS / "text_results.sh"), "mdm", "2"], capture_output=True, text=True,
+                               env=environment, timeout=900, cwd=BENCHMARKS.parent)
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
+    summaries = re.findall(r"^BPC ([0-9.]+) ± ([0-9.]+) \(xz -9 ([0-9.]+)\); by t: (.*)$", completed.stdout, re.MULTILINE)
+    assert len(summaries) == 3, completed.stdout                      # block-wise, end to end, end to end same compute
+    for bpc, _, xz, by_t in summaries:
+        strata = [float(value) for value in re.findall(r"\] ([0-9.]+)", by_t)]
+        assert len(strata) == 6 and sum(strata) == pytest.approx(float(bpc), abs=0.01)
+    assert (tmp_path / "blockwise" / "samples.txt").is_file()
+    assert [json.loads((tmp_path / f"{run}.eval.json").read_text())["num_blocks"]
+            for run in ("blockwise", "end_to_end", "end_to_end_same_compute")] == [3, 1, 1]
