@@ -130,6 +130,14 @@ def test_end_to_end_trains_one_block_over_all_times(tmp_path, corpus):
     assert config["num_blocks"] == 1 and config["num_hidden_layers"] == 3
 
 
+def test_layers_per_block_gives_the_low_noise_block_more_layers(tmp_path, corpus):
+    load_script().main(tiny_args(tmp_path, corpus, "--num_hidden_layers", "4", "--layers_per_block", "1", "1", "2",
+                                 "--max_train_steps", "1", "--num_samples", "1"))
+    model = DiffusionBlocksTextPipeline.from_pretrained(tmp_path).transformer
+    assert model.config.layers_per_block == [1, 1, 2]
+    assert [len(model.get_block(b).layers) for b in range(3)] == [1, 1, 2]
+
+
 def test_push_to_hub_uploads_each_block_when_it_is_done(tmp_path, corpus, monkeypatch):
     from hf_diffusionblocks.training import text_task
 
@@ -155,6 +163,8 @@ def test_push_to_hub_uploads_each_block_when_it_is_done(tmp_path, corpus, monkey
         (["--num_hidden_layers", "4"], "not divisible"),
         (["--sequence_length", "0"], "--sequence_length must be >= 1"),
         (["--vocabulary", "text8", "--max_train_steps", "0"], "--max_train_steps"),
+        (["--layers_per_block", "1", "1"], "layers_per_block must have num_blocks=3 entries"),
+        (["--training_mode", "end_to_end", "--layers_per_block", "1", "1", "1"], "end-to-end training has one block"),
     ],
 )
 def test_bad_inputs_raise_clear_errors(tmp_path, corpus, extra, message):
