@@ -67,13 +67,17 @@ class NELBOEstimate:
     seed: int
     strata: list[TimeStratumEstimate] = field(default_factory=list)
 
+    def per_character_bits(self, nats: float) -> float:
+        """`nats` of this text in bits per character."""
+        return nats / (self.num_characters * math.log(2))
+
     @property
     def bits_per_character(self) -> float:
-        return self.nelbo_nats / (self.num_characters * math.log(2))
+        return self.per_character_bits(self.nelbo_nats)
 
     @property
     def bits_per_character_standard_error(self) -> float:
-        return self.standard_error_nats / (self.num_characters * math.log(2))
+        return self.per_character_bits(self.standard_error_nats)
 
     @property
     def bits_per_token(self) -> float:
@@ -88,8 +92,8 @@ class NELBOEstimate:
             "strata": [
                 {
                     **asdict(stratum),
-                    "bits_per_character": stratum.nelbo_nats / (self.num_characters * math.log(2)),
-                    "bits_per_character_standard_error": stratum.standard_error_nats / (self.num_characters * math.log(2)),
+                    "bits_per_character": self.per_character_bits(stratum.nelbo_nats),
+                    "bits_per_character_standard_error": self.per_character_bits(stratum.standard_error_nats),
                 }
                 for stratum in self.strata
             ],
