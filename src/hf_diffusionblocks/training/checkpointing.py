@@ -2,7 +2,9 @@
 
     <output_dir>/checkpoints/block_<b>/checkpoint-<step>/
         block_<b>.safetensors    the block's weights (a standalone block file)
-        training_state.pt        optimizer, learning-rate schedule and gradient-scaler state
+        training_state.safetensors + training_state.json
+                                 optimizer, learning-rate schedule and gradient-scaler state, without
+                                 pickle (see `training_state.py`)
         trainer_state.json       step, block, and what the run was (written last)
 
 A checkpoint is assembled in a hidden temporary folder and renamed into place, so a folder named
@@ -19,13 +21,11 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from ..modeling.block_checkpoint import atomic_write_json, block_weights_name
+from .training_state import load_training_state, save_training_state
 
 _CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 TRAINER_STATE_NAME = "trainer_state.json"
-TRAINING_STATE_NAME = "training_state.pt"
 
 
 @dataclass
@@ -41,7 +41,7 @@ class BlockCheckpoint:
         return os.path.join(self.path, block_weights_name(self.block_index))
 
     def load_training_state(self) -> dict[str, Any]:
-        return torch.load(os.path.join(self.path, TRAINING_STATE_NAME), map_location="cpu", weights_only=False)
+        return load_training_state(self.path)
 
 
 class BlockCheckpointManager:
@@ -107,7 +107,7 @@ class BlockCheckpointManager:
         temporary = tempfile.mkdtemp(dir=self.directory, prefix=f".checkpoint-{step}.", suffix=".tmp")
         try:
             model.save_block(temporary, self.block_index, training_steps=step)
-            torch.save(training_state, os.path.join(temporary, TRAINING_STATE_NAME))
+            save_training_state(temporary, training_state)
             atomic_write_json(os.path.join(temporary, TRAINER_STATE_NAME), {**trainer_state, "step": step})
             if os.path.exists(final_path):
                 shutil.rmtree(final_path)
