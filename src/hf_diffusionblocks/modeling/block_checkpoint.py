@@ -7,26 +7,30 @@ A model folder (or Hub repo, or its `subfolder`) holds:
     block_0.safetensors             the weights of block 0 alone ("blocks.0.*")
     block_1.safetensors             ...
 
-Each block file is a standalone safetensors file whose metadata records the block index and the
-config it was trained under, so blocks trained in different processes or on different machines can
-be checked before they are assembled. Every file is written to a temporary name and renamed, so a
-process killed mid-save leaves the previous file intact.
+Each block file is a standalone safetensors file whose metadata records the block index, the
+config it was trained under and the SHA-256 of its tensors (`weights_sha256`), so blocks trained in
+different processes or on different machines can be checked before they are assembled, and a file
+damaged on disk or in transit is refused instead of sampled from. The checksum lives in the file
+itself rather than in the shared index: processes of a block-parallel run write their blocks
+independently, and a block's Hub commit stays one self-verifying file. Every file is written to a
+temporary name and renamed, so a process killed mid-save leaves the previous file intact.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 from typing import Any, Callable
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 
 CONFIG_NAME = "config.json"
 INDEX_NAME = "model.safetensors.index.json"
-BLOCK_METADATA_KEYS = ("block_index", "num_blocks", "config", "training_steps")
+BLOCK_METADATA_KEYS = ("block_index", "num_blocks", "config", "training_steps", "weights_sha256")
 
 
 def block_weights_name(block_index: int) -> str:
@@ -92,31 +96,75 @@ def save_block_file(
     training_steps: int | None = None,
 ) -> None:
     """Write one block's weights with its provenance in the safetensors metadata."""
+    tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in state_dict.items()}
     metadata = {
         "format": "pt",
         "block_index": str(block_index),
         "num_blocks": str(num_blocks),
         "config": json.dumps(config_dict, sort_keys=True),
+        "weights_sha256": tensors_digest(tensors),
     }
     if training_steps is not None:
         metadata["training_steps"] = str(training_steps)
-    tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in state_dict.items()}
     atomic_write(path, lambda temporary: save_file(tensors, temporary, metadata=metadata))
 
 
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes, in name order: equal digests mean bit-identical tensors."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().contiguous().cpu()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _unreadable(path: str, error: Exception) -> ValueError:
+    return ValueError(f"{path} cannot be read as safetensors ({error}): the file is truncated or corrupt.")
+
+
 def read_block_metadata(path: str) -> dict[str, Any]:
-    """The provenance stored in a block file: block_index, num_blocks, config (dict), training_steps."""
-    with safe_open(path, framework="pt") as file:
-        raw = file.metadata() or {}
+    """The provenance stored in a block file: block_index, num_blocks, config (dict), training_steps,
+    weights_sha256 (None in files written before checksums existed)."""
+    try:
+        with safe_open(path, framework="pt") as file:
+            raw = file.metadata() or {}
+    except (SafetensorError, OSError) as error:
+        raise _unreadable(path, error) from None
     missing = [key for key in ("block_index", "num_blocks", "config") if key not in raw]
     if missing:
         raise ValueError(f"{path} is not a DiffusionBlocks block file: its metadata lacks {missing}.")
-    return {
-        "block_index": int(raw["block_index"]),
-        "num_blocks": int(raw["num_blocks"]),
-        "config": json.loads(raw["config"]),
-        "training_steps": int(raw["training_steps"]) if "training_steps" in raw else None,
-    }
+    try:
+        return {
+            "block_index": int(raw["block_index"]),
+            "num_blocks": int(raw["num_blocks"]),
+            "config": json.loads(raw["config"]),
+            "training_steps": int(raw["training_steps"]) if "training_steps" in raw else None,
+            "weights_sha256": raw.get("weights_sha256"),
+        }
+    except ValueError as error:
+        raise ValueError(f"{path} has malformed block metadata ({error}).") from None
+
+
+def load_block_file(path: str, *, verify_checksum: bool = True, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """The tensors of a block file, checked against the `weights_sha256` its metadata records.
+
+    A truncated or unreadable file, or one whose tensors no longer match their checksum (flipped bits),
+    raises a `ValueError` naming the file and its block. `verify_checksum=False` skips the hashing
+    (faster for large blocks; the file must still parse).
+    """
+    metadata = read_block_metadata(path)
+    try:
+        tensors = load_file(path, device=device)
+    except (SafetensorError, OSError) as error:
+        raise _unreadable(path, error) from None
+    expected = metadata["weights_sha256"]
+    if verify_checksum and expected is not None and tensors_digest(tensors) != expected:
+        raise ValueError(
+            f"block {metadata['block_index']} ({path}) is corrupt: its tensors do not match the checksum recorded "
+            "when it was saved. Re-download or re-train it (verify_checksum=False / --no_verify skips this check)."
+        )
+    return tensors
 
 
 def write_index(path: str, weight_map: dict[str, str], total_size: int) -> None:

@@ -19,7 +19,6 @@ import os
 from typing import Any, Iterable, Iterator, Sequence
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 from transformers import PreTrainedModel
 
@@ -29,6 +28,7 @@ from .block_checkpoint import (
     atomic_write_json,
     INDEX_NAME,
     block_weights_name,
+    load_block_file,
     read_block_metadata,
     save_block_file,
     write_index,
@@ -137,6 +137,29 @@ class DiffusionBlocksPreTrainedModel(PreTrainedModel):
         prefix = f"blocks.{block_index}."
         return {prefix + name: tensor for name, tensor in self.get_block(block_index).state_dict().items()}
 
+    def block_tensor_mismatches(self, block_index: int, shapes: dict[str, tuple[int, ...]]) -> list[str]:
+        """What differs between the tensors (name → shape) a block file holds and what block `block_index`
+        expects: missing, unexpected and reshaped tensors, one line each (empty when they match).
+        Works on a skeleton built on the meta device, so a file can be checked without loading weights."""
+        expected = {name: tuple(tensor.shape) for name, tensor in self.block_state_dict(block_index).items()}
+        problems = [f"missing tensor {name}" for name in sorted(expected.keys() - shapes.keys())]
+        problems += [f"unexpected tensor {name}" for name in sorted(shapes.keys() - expected.keys())]
+        problems += [
+            f"tensor {name} has shape {tuple(shapes[name])}, expected {expected[name]}"
+            for name in sorted(expected.keys() & shapes.keys())
+            if tuple(shapes[name]) != expected[name]
+        ]
+        return problems
+
+    def load_block_weights(self, block_index: int, tensors: dict[str, torch.Tensor], source: str = "state dict") -> None:
+        """Copy a block file's tensors (full names, `blocks.<b>.…`) into block `block_index`; a `ValueError`
+        naming `source` lists every missing, unexpected or mis-shaped tensor."""
+        problems = self.block_tensor_mismatches(block_index, {name: tuple(t.shape) for name, t in tensors.items()})
+        if problems:
+            raise ValueError(f"block {block_index} ({source}) does not fit this model: " + "; ".join(problems) + ".")
+        prefix = f"blocks.{block_index}."
+        self.get_block(block_index).load_state_dict({name[len(prefix):]: tensor for name, tensor in tensors.items()}, strict=True)
+
     def num_block_parameters(self, block_index: int) -> int:
         return sum(parameter.numel() for parameter in self.block_parameters(block_index))
 
@@ -233,13 +256,16 @@ class DiffusionBlocksPreTrainedModel(PreTrainedModel):
         force_download: bool = False,
         dtype: torch.dtype | str | None = None,
         device: str | torch.device | None = None,
+        verify_checksums: bool = True,
         **kwargs: Any,
     ) -> "DiffusionBlocksPreTrainedModel":
         """Load all blocks, or only `block_index` (an int or a list), from a folder or Hub repo.
 
         Only the requested blocks' files are read (or downloaded), so loading one block needs
         ≈1/B of the memory. Missing blocks raise an error listing the missing and present ones;
-        a block file trained under a different config raises an error naming the fields that differ.
+        a block file trained under a different config raises an error naming the fields that differ;
+        a truncated file, or one whose tensors do not match the checksum recorded at save time, raises
+        an error naming the file (`verify_checksums=False` skips the hashing).
         """
         if model_args:
             raise ValueError(f"{cls.__name__}.from_pretrained takes no positional model arguments, got {model_args}.")
@@ -267,16 +293,12 @@ class DiffusionBlocksPreTrainedModel(PreTrainedModel):
                 f"(present: {present}, num_blocks={config.num_blocks})."
             )
 
-        state_dict: dict[str, torch.Tensor] = {}
-        training_steps: dict[int, int] = {}
+        model = cls(config, block_indices=indices)
         for index, path in files.items():
             metadata = cls.check_block_file(path, index, config)
             if metadata["training_steps"] is not None:
-                training_steps[index] = metadata["training_steps"]
-            state_dict.update(load_file(path))
-        model = cls(config, block_indices=indices)
-        model.load_state_dict(state_dict, strict=True)
-        model.block_training_steps = training_steps
+                model.block_training_steps[index] = metadata["training_steps"]
+            model.load_block_weights(index, load_block_file(path, verify_checksum=verify_checksums), source=path)
         if dtype is not None:
             model = model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
         if device is not None:

@@ -13,7 +13,6 @@ block data-parallel (`BlockProcessGroup`); its first process saves.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -23,9 +22,9 @@ from typing import Any, Protocol
 import torch
 from accelerate import Accelerator
 from diffusers.optimization import get_scheduler
-from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
+from ..modeling.block_checkpoint import load_block_file, tensors_digest
 from ..modeling.modeling_blocks import DiffusionBlocksPreTrainedModel
 from .arguments import OptimizationSettings
 from .checkpointing import BlockCheckpointManager
@@ -76,13 +75,8 @@ class BlockTrainingResult:
 
 
 def block_weights_digest(model: DiffusionBlocksPreTrainedModel, block_index: int) -> str:
-    """SHA-256 of a block's weights (names, shapes and bytes): equal digests mean bit-identical blocks."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.block_state_dict(block_index).items()):
-        digest.update(name.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    """SHA-256 of a block's weights, as recorded in its block file: equal digests mean bit-identical blocks."""
+    return tensors_digest(model.block_state_dict(block_index))
 
 
 class BlockTrainer:
@@ -149,7 +143,8 @@ class BlockTrainer:
         checkpoint = manager.resolve(settings.resume_from_checkpoint)
         if checkpoint is not None:
             type(model).check_block_file(checkpoint.weights_path, block_index, model.config)
-            model.load_state_dict(load_file(checkpoint.weights_path, device=str(accelerator.device)), strict=True)
+            tensors = load_block_file(checkpoint.weights_path, device=str(accelerator.device))
+            model.load_block_weights(block_index, tensors, source=checkpoint.weights_path)
             state = checkpoint.load_training_state()
             optimizer.load_state_dict(state["optimizer"])
             lr_schedule.load_state_dict(state["lr_schedule"])

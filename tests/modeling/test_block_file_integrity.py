@@ -1,0 +1,66 @@
+"""Block files verify themselves: truncation, flipped bits and foreign tensors are refused by name."""
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+
+from conftest import randomize_
+from hf_diffusionblocks import DiffusionBlocksDiTModel
+from hf_diffusionblocks.modeling.block_checkpoint import load_block_file, read_block_metadata, tensors_digest
+
+
+@pytest.fixture
+def saved(tiny_dit_config, tmp_path):
+    model = randomize_(DiffusionBlocksDiTModel(tiny_dit_config))
+    model.save_pretrained(tmp_path)
+    return model, tmp_path
+
+
+def flip_one_bit_in_tensor_data(path):
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x01                      # the data section ends the file; the header stays valid
+    path.write_bytes(bytes(data))
+
+
+def test_every_block_file_records_the_checksum_of_its_tensors(saved):
+    model, folder = saved
+    for block_index in range(3):
+        path = folder / f"block_{block_index}.safetensors"
+        assert read_block_metadata(str(path))["weights_sha256"] == tensors_digest(model.block_state_dict(block_index))
+
+
+def test_flipped_bits_are_refused_on_load_and_skippable(saved):
+    model, folder = saved
+    flip_one_bit_in_tensor_data(folder / "block_1.safetensors")
+    with pytest.raises(ValueError, match=r"block 1 \(.*block_1\.safetensors\) is corrupt"):
+        DiffusionBlocksDiTModel.from_pretrained(folder)
+    DiffusionBlocksDiTModel.from_pretrained(folder, block_index=[0, 2])      # the intact blocks still load
+    loaded = DiffusionBlocksDiTModel.from_pretrained(folder, verify_checksums=False)
+    assert not all(torch.equal(a, b) for a, b in zip(loaded.get_block(1).state_dict().values(),
+                                                    model.get_block(1).state_dict().values()))
+
+
+def test_truncated_block_file_is_named(saved):
+    _, folder = saved
+    path = folder / "block_2.safetensors"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"block_2\.safetensors cannot be read as safetensors .* truncated or corrupt"):
+        DiffusionBlocksDiTModel.from_pretrained(folder)
+    with pytest.raises(ValueError, match=r"block_2\.safetensors cannot be read"):
+        load_block_file(str(path))
+
+
+def test_extra_or_missing_tensors_are_listed(saved, tiny_dit_config):
+    _, folder = saved
+    path = folder / "block_0.safetensors"
+    with safe_open(str(path), framework="pt") as file:
+        metadata = file.metadata()
+    tensors = load_file(path)
+    dropped = sorted(tensors)[0]
+    del tensors[dropped]
+    tensors["blocks.0.extra"] = torch.zeros(2)
+    metadata["weights_sha256"] = tensors_digest(tensors)        # a consistent file of the wrong model
+    save_file(tensors, str(path), metadata=metadata)
+    with pytest.raises(ValueError, match=rf"block 0 .* missing tensor {dropped}; unexpected tensor blocks\.0\.extra"):
+        DiffusionBlocksDiTModel.from_pretrained(folder)
