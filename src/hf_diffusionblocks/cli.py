@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -27,6 +26,7 @@ from safetensors.torch import load_file
 from .hub import BLOCK_FILE_PATTERN, root_files
 from .hub_utils import HubOptions, load_config_file, locate_model, model_class_for_config
 from .model_card import partition_table, read_block_statuses
+from .modeling.atomic_io import make_staging_folder
 from .modeling.block_checkpoint import CONFIG_NAME, block_weights_name
 from .partition import PARTITIONS, assign_layers_to_blocks
 from .pipelines.pipeline_utils import MODEL_INDEX_NAME
@@ -195,10 +195,7 @@ def write_assembly(
     pipelines = [folder for folder in folders if folder.is_pipeline]
     parent = os.path.dirname(os.path.abspath(output_dir))
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(output_dir))}.", dir=parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes the folder private (0700); give it the usual mode
+    staging = make_staging_folder(parent, os.path.basename(os.path.abspath(output_dir)))
     try:
         if pipelines:
             for relative in pipeline_root_files(pipelines[0], subfolder):

@@ -5,14 +5,14 @@ import os
 import pytest
 
 from hf_diffusionblocks import CharacterTokenizer
-from hf_diffusionblocks.modeling import block_checkpoint
+from hf_diffusionblocks.modeling import atomic_io
 from hf_diffusionblocks.modeling.block_checkpoint import atomic_save_folder
 
 
 def test_atomic_save_folder_renames_every_file_into_place_marker_last(tmp_path, monkeypatch):
     tokenizer = CharacterTokenizer(characters="abc")
     renamed, original = [], os.replace
-    monkeypatch.setattr(block_checkpoint.os, "replace", lambda source, target: renamed.append(str(target)) or original(source, target))
+    monkeypatch.setattr(atomic_io.os, "replace", lambda source, target: renamed.append(str(target)) or original(source, target))
     (tmp_path / "block_0.safetensors").write_bytes(b"kept")           # what the folder already holds stays
     atomic_save_folder(tmp_path, tokenizer.save_pretrained, last=("tokenizer_config.json",))
 

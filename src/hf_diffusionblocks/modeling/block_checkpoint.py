@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+
+# the block files are written through these; re-exported because the rest of the library writes with them too
+from .atomic_io import atomic_save_folder, atomic_write, atomic_write_json  # noqa: F401
 
 CONFIG_NAME = "config.json"
 INDEX_NAME = "model.safetensors.index.json"
@@ -35,55 +36,6 @@ BLOCK_METADATA_KEYS = ("block_index", "num_blocks", "config", "training_steps", 
 
 def block_weights_name(block_index: int) -> str:
     return f"block_{block_index}.safetensors"
-
-
-def _current_umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
-
-
-def atomic_write(path: str, write: Callable[[str], None]) -> None:
-    """Call `write(temporary_path)` then rename onto `path` (atomic on POSIX)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(temporary)
-        os.chmod(temporary, 0o666 & ~_current_umask())  # mkstemp creates 0600; give the usual mode
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-
-
-def atomic_save_folder(directory: str | os.PathLike, save: Callable[[str], None], last: tuple[str, ...] = ()) -> None:
-    """Call `save(staging)` on a fresh staging folder inside `directory`, then rename every file it wrote into
-    place (atomic per file) and remove the staging folder.
-
-    For folders that processes of a block-parallel launch write while others read: a reader never sees a
-    half-written file. Files named in `last` (e.g. the `tokenizer_config.json` or `model_index.json` that
-    readers test for) arrive after all the others, so once a reader sees them the folder is complete.
-    """
-    os.makedirs(directory, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=directory, prefix=".saving-") as staging:
-        save(staging)
-        written = [os.path.relpath(os.path.join(root, name), staging) for root, _, names in os.walk(staging) for name in names]
-        for relative in sorted(written, key=lambda path: (os.path.basename(path) in last, path)):
-            target = os.path.join(directory, relative)
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            os.replace(os.path.join(staging, relative), target)
-
-
-def atomic_write_json(path: str, payload: Any) -> None:
-    def write(temporary: str) -> None:
-        with open(temporary, "w", encoding="utf-8") as file:
-            json.dump(payload, file, indent=2, sort_keys=True)
-            file.write("\n")
-
-    atomic_write(path, write)
 
 
 def save_block_file(

@@ -17,11 +17,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from typing import Any
 
-from ..modeling.block_checkpoint import atomic_write_json, block_weights_name
+from ..modeling.atomic_io import atomic_write_json, make_staging_folder
+from ..modeling.block_checkpoint import block_weights_name
 from .training_state import load_training_state, save_training_state
 
 _CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
@@ -104,7 +104,7 @@ class BlockCheckpointManager:
         os.makedirs(self.directory, exist_ok=True)
         self._remove_stale_temporaries()
         final_path = os.path.join(self.directory, f"checkpoint-{step}")
-        temporary = tempfile.mkdtemp(dir=self.directory, prefix=f".checkpoint-{step}.", suffix=".tmp")
+        temporary = make_staging_folder(self.directory, f"checkpoint-{step}")
         try:
             model.save_block(temporary, self.block_index, training_steps=step)
             save_training_state(temporary, training_state)

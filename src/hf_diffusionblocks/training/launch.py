@@ -22,6 +22,7 @@ from typing import Any
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration
 
+from ..modeling.atomic_io import remove_stale_temporaries_below
 from ..modeling.block_checkpoint import block_weights_name, read_block_metadata
 from .arguments import OptimizationSettings
 from .distributed import BlockAssignment, BlockProcessGroup, assign_blocks, init_distributed
@@ -69,6 +70,8 @@ def train_assigned_blocks(
 ) -> TrainingOutcome:
     """Train the blocks this process is assigned (`--block_index` and the launch's processes)."""
     rank, world_size = init_distributed()
+    # what a run killed mid-save left behind (temporaries of processes that are gone; live ones are kept)
+    remove_stale_temporaries_below(args.output_dir)
     assignment, all_groups = assign_blocks(args.block_index, num_blocks, rank, world_size)
     if world_size > 1:
         logger.info("process %d/%d trains blocks %s with ranks %s", rank, world_size, assignment.block_indices, assignment.group_ranks)
