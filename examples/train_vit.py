@@ -114,7 +114,7 @@ class ViTTrainingTask:
         self.num_examples = len(self.labels)
         self.validation_images, self.validation_labels = validation_set.images[:256], validation_set.labels[:256]
         self.objective = args.objective
-        self.output_dir = args.output_dir
+        self.output_dir = self.model_dir = args.output_dir
         self.push_to_hub, self.hub_model_id, self.hub_token = args.push_to_hub, args.hub_model_id, args.hub_token
 
     def build_model(self, block_indices: list[int]) -> DiffusionBlocksForImageClassification:
@@ -143,7 +143,7 @@ class ViTTrainingTask:
             push_block(self.output_dir, self.hub_model_id, block_index, self.hub_token)
 
     def finished_steps(self, block_index: int) -> int | None:
-        return finished_block_steps(self.output_dir, block_index)
+        return finished_block_steps(self.model_dir, block_index)
 
 
 def push_block(output_dir: str, repo_id: str, block_index: int, token: str | None) -> None:

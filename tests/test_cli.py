@@ -163,3 +163,100 @@ def test_partition_prints_the_reference_boundaries(capsys):
 def test_partition_rejects_bad_layer_counts(capsys):
     status, _, err = run(capsys, "partition", "--num_blocks", "3", "--layers_per_block", "4", "4")
     assert status == 1 and "layers_per_block" in err
+
+
+# ---- integrity: what `info` and `assemble` refuse, all reported at once -------------------------------
+
+
+def test_info_marks_a_block_of_another_partition_as_foreign(capsys, model, config, tmp_path):
+    model.save_pretrained(tmp_path, block_indices=[0])
+    DiffusionBlocksDiTModel(variant(config, partition="uniform_log"), block_indices=[1]).save_block(tmp_path, 1)
+    status, output, _ = run(capsys, "info", tmp_path)
+    assert status == 1
+    assert "    1        1-2   foreign" in output and "present blocks: [0]" in output
+    assert "foreign block 1: trained under another config: partition='uniform_log' (model: 'equiprobable')" in output
+
+
+def test_assemble_reports_every_inconsistency_and_writes_nothing(capsys, model, config, tmp_path):
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+    from hf_diffusionblocks.modeling.block_checkpoint import tensors_digest
+
+    save_pipeline(model, tmp_path / "a", [0, 1], {0: 1, 1: 1})
+    save_pipeline(model, tmp_path / "b", [2], {2: 1})
+    # block 0 gains a tensor (with a consistent checksum), block 1 has a flipped bit
+    path = tmp_path / "a" / "transformer" / "block_0.safetensors"
+    with safe_open(str(path), framework="pt") as file:
+        metadata = file.metadata()
+    tensors = {**load_file(path), "blocks.0.extra": torch.zeros(3)}
+    save_file(tensors, str(path), metadata={**metadata, "weights_sha256": tensors_digest(tensors)})
+    corrupt = tmp_path / "a" / "transformer" / "block_1.safetensors"
+    data = bytearray(corrupt.read_bytes())
+    data[-3] ^= 0x10
+    corrupt.write_bytes(bytes(data))
+    # b's scheduler samples another partition than its model was trained on
+    scheduler_config = tmp_path / "b" / "scheduler" / "scheduler_config.json"
+    scheduler_config.write_text(scheduler_config.read_text().replace('"overlap": 0.05', '"overlap": 0.2'))
+
+    status, _, err = run(capsys, "assemble", tmp_path / "out", tmp_path / "a", tmp_path / "b")
+    assert status == 1
+    assert "inconsistencies, nothing written" in err
+    assert "unexpected tensor blocks.0.extra" in err
+    assert "block 1 (" in err and "is corrupt" in err
+    assert "overlap=0.2 contradicts the model's overlap=0.05" in err
+    assert "differ in scheduler/scheduler_config.json" in err
+    assert not (tmp_path / "out").exists()
+
+    # --no_verify skips the hashing: the flipped bit is no longer seen, the other problems still are
+    status, _, err = run(capsys, "assemble", tmp_path / "out", tmp_path / "a", tmp_path / "b", "--no_verify")
+    assert status == 1 and "is corrupt" not in err and "unexpected tensor blocks.0.extra" in err
+
+
+def test_assemble_ignores_run_artefacts_of_per_block_folders(capsys, model, tmp_path):
+    """Each process of a block-parallel run writes its own validation images, samples and card."""
+    save_pipeline(model, tmp_path / "a", [0], {0: 2})
+    save_pipeline(model, tmp_path / "b", [1, 2], {1: 2, 2: 2})
+    for name, content in (("a", b"A"), ("b", b"B")):
+        (tmp_path / name / "validation").mkdir()
+        (tmp_path / name / "validation" / "block_0_step_2.png").write_bytes(content)
+        (tmp_path / name / "README.md").write_text(name)
+    status, output, err = run(capsys, "assemble", tmp_path / "out", tmp_path / "a", tmp_path / "b")
+    assert status == 0, err
+    assert not (tmp_path / "out" / "validation").exists()
+    assert DiffusionBlocksImagePipeline.from_pretrained(tmp_path / "out").transformer.is_complete
+
+
+def test_cli_errors_name_the_file_and_never_print_a_traceback(capsys, model, tmp_path, monkeypatch):
+    model.save_pretrained(tmp_path, block_indices=[0])
+    (tmp_path / "config.json").write_text("{ not json")
+    status, _, err = run(capsys, "info", tmp_path)
+    assert status == 1 and f"{tmp_path}/config.json is not valid JSON" in err
+
+    import hf_diffusionblocks.cli as cli
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something unforeseen")
+
+    monkeypatch.setattr(cli, "inspect_model", broken)
+    status, _, err = run(capsys, "info", tmp_path)
+    assert status == 1 and err.strip() == "error: RuntimeError: something unforeseen"
+
+
+def test_assemble_merges_folders_written_by_one_training_run_per_block(capsys, tmp_path):
+    """The README's workflow: `train_dit.py --block_index b` into one folder per block, then `assemble`."""
+    from script_testing import load_script
+
+    script = load_script("train_dit")
+    for block_index in range(3):
+        script.main([
+            "--output_dir", str(tmp_path / f"block{block_index}"), "--dataset", "digits", "--num_hidden_layers", "3",
+            "--train_batch_size", "8", "--max_train_steps", "2", "--checkpointing_steps", "2", "--logging_steps", "1",
+            "--num_inference_steps", "3", "--samples_per_class", "1", "--report_to", "none",
+            "--block_index", str(block_index),
+        ])
+    status, output, err = run(capsys, "assemble", tmp_path / "merged", *(tmp_path / f"block{b}" for b in range(3)))
+    assert status == 0, err
+    assert "missing blocks: []" in output
+    pipeline = DiffusionBlocksImagePipeline.from_pretrained(tmp_path / "merged")
+    images = pipeline(class_labels=[0, 1], num_inference_steps=3, output_type="pt").images
+    assert images.shape == (2, 1, 8, 8) and torch.isfinite(images).all()

@@ -14,6 +14,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass
@@ -21,19 +22,22 @@ from typing import Sequence
 
 import torch
 from huggingface_hub.errors import HfHubHTTPError
-from safetensors.torch import load_file
+from safetensors import safe_open
 
 from .hub import BLOCK_FILE_PATTERN, root_files
 from .hub_utils import HubOptions, load_config_file, locate_model, model_class_for_config
 from .model_card import partition_table, read_block_statuses
 from .modeling.atomic_io import make_staging_folder
-from .modeling.block_checkpoint import CONFIG_NAME, block_weights_name
+from .modeling.atomic_io import read_json_file
+from .modeling.block_checkpoint import CONFIG_NAME, block_weights_name, load_block_file, tensors_digest
 from .partition import PARTITIONS, assign_layers_to_blocks
 from .pipelines.pipeline_utils import MODEL_INDEX_NAME
 from .schedulers import DiffusionBlocksScheduler
 
 # Keys of a pipeline's JSON files that record the writing library's version, not the pipeline.
 _VERSION_KEYS = ("_diffusers_version", "transformers_version")
+# The files transformers' tokenizers save next to a model (kept when model folders are assembled).
+_TOKENIZER_FILE = re.compile(r"^(tokenizer.*|special_tokens_map\.json|added_tokens\.json|vocab\..*|merges\.txt|chat_template.*)$")
 
 
 # ---- info ----------------------------------------------------------------------------------------
@@ -41,6 +45,13 @@ _VERSION_KEYS = ("_diffusers_version", "transformers_version")
 
 def describe(path_or_repo: str, subfolder: str = "transformer", options: HubOptions = HubOptions()) -> str:
     """The text `info` prints: model type, partition table, and every block's status and size."""
+    return inspect_model(path_or_repo, subfolder, options)[0]
+
+
+def inspect_model(
+    path_or_repo: str, subfolder: str = "transformer", options: HubOptions = HubOptions()
+) -> tuple[str, dict[int, str]]:
+    """`describe`'s text, and the blocks whose files do not belong to the model (index → why)."""
     config_path, model_options = locate_model(path_or_repo, subfolder, options)
     config = load_config_file(config_path)
     model_class = model_class_for_config(config)
@@ -58,26 +69,48 @@ def describe(path_or_repo: str, subfolder: str = "transformer", options: HubOpti
         "",
         f"{'block':>5}  {'layers':>9}  {'status':>8}  {'training_steps':>14}  {'parameters':>12}",
     ]
+    foreign = {block.block_index: foreign_block_reason(block, config) for block in blocks if block.present}
+    foreign = {index: reason for index, reason in foreign.items() if reason}
     for block in blocks:
         steps = "-" if block.training_steps is None else str(block.training_steps)
         parameters = "-" if block.parameter_count is None else str(block.parameter_count)
-        status = "present" if block.present else "missing"
+        status = "foreign" if block.block_index in foreign else "present" if block.present else "missing"
         lines.append(f"{block.block_index:>5}  {block.layers:>9}  {status:>8}  {steps:>14}  {parameters:>12}")
     lines += [
         "",
-        f"present blocks: {present}",
+        f"present blocks: {[index for index in present if index not in foreign]}",
         f"missing blocks: {missing}",
-        f"parameters of present blocks: {sum(block.parameter_count for block in blocks if block.present)}",
+        f"parameters of present blocks: {sum(b.parameter_count for b in blocks if b.present and b.block_index not in foreign)}",
     ]
-    return "\n".join(lines)
+    lines += [f"foreign block {index}: {reason}" for index, reason in sorted(foreign.items())]
+    return "\n".join(lines), foreign
+
+
+def foreign_block_reason(block, config) -> str | None:
+    """Why a present block file does not belong to the model of `config` (another block, another
+    partition or architecture, no block metadata), or None when it does."""
+    metadata = block.header.metadata
+    try:
+        block_index, block_config = int(metadata["block_index"]), json.loads(metadata["config"])
+    except (KeyError, ValueError):
+        return "its file carries no DiffusionBlocks block metadata"
+    if block_index != block.block_index:
+        return f"its file holds block {block_index}"
+    differing = config.differing_fields(block_config)
+    if differing:
+        return "trained under another config: " + ", ".join(
+            f"{name}={block_config.get(name)!r} (model: {config.architecture_dict().get(name)!r})" for name in differing
+        )
+    return None
 
 
 def command_info(args: argparse.Namespace) -> int:
     options = HubOptions(
         revision=args.revision, cache_dir=args.cache_dir, local_files_only=args.local_files_only
     )
-    print(describe(args.path_or_repo, args.subfolder, options))
-    return 0
+    text, foreign = inspect_model(args.path_or_repo, args.subfolder, options)
+    print(text)
+    return 1 if foreign else 0
 
 
 # ---- assemble ------------------------------------------------------------------------------------
@@ -121,47 +154,63 @@ def file_digest(path: str) -> str:
     return digest.hexdigest()
 
 
-def same_block_weights(path: str, other_path: str) -> bool:
-    """Whether two block files hold the same tensors (their headers' metadata order may differ)."""
-    first, second = load_file(path), load_file(other_path)
-    return first.keys() == second.keys() and all(torch.equal(first[name], second[name]) for name in first)
-
-
-def check_same_config(reference: BlockFolder, other: BlockFolder) -> None:
-    """Refuse folders whose model configs differ, naming the fields."""
+def config_differences(reference: BlockFolder, other: BlockFolder) -> list[str]:
+    """One line naming the differing fields when two folders' model configs differ (none when they agree)."""
     differing = reference.config.differing_fields(other.config)
-    if differing:
-        details = ", ".join(
-            f"{name}: {getattr(reference.config, name, None)!r} vs {getattr(other.config, name, None)!r}"
-            for name in differing
-        )
-        raise ValueError(
-            f"{other.path} holds a model with another config than {reference.path}; "
-            f"differing fields: {details}."
-        )
+    if not differing:
+        return []
+    details = ", ".join(
+        f"{name}: {getattr(reference.config, name, None)!r} vs {getattr(other.config, name, None)!r}" for name in differing
+    )
+    return [f"{other.path} holds a model with another config than {reference.path}; differing fields: {details}."]
 
 
-def choose_block_files(folders: Sequence[BlockFolder]) -> dict[int, str]:
-    """One checked file per block index; a block found twice must hold the same weights both times."""
-    reference = folders[0]
-    model_class = model_class_for_config(reference.config)
-    chosen: dict[int, str] = {}
+def block_file_problems(path: str, block_index: int, skeleton, verify: bool) -> tuple[list[str], str | None]:
+    """What is wrong with one block file for the model `skeleton` (a meta-device instance of the reference
+    config): unreadable, another block or config, missing/unexpected/mis-shaped tensors, a checksum that does
+    not match. Returns the problems and the digest of its tensors (None when it could not be read)."""
+    try:
+        metadata = type(skeleton).check_block_file(path, block_index, skeleton.config)
+        with safe_open(path, framework="pt") as file:
+            shapes = {name: tuple(file.get_slice(name).get_shape()) for name in file.keys()}
+    except ValueError as error:
+        return [str(error)], None
+    problems = [f"block {block_index} ({path}): {problem}" for problem in skeleton.block_tensor_mismatches(block_index, shapes)]
+    digest = metadata["weights_sha256"]
+    if verify or digest is None:
+        try:
+            digest = tensors_digest(load_block_file(path, verify_checksum=verify))
+        except ValueError as error:
+            return problems + [str(error)], None
+    return problems, digest
+
+
+def choose_block_files(folders: Sequence[BlockFolder], verify: bool = True) -> tuple[dict[int, str], list[str]]:
+    """One checked file per block index, and every problem found; a block found twice must hold the same weights."""
+    reference = folders[0].config
+    with torch.device("meta"):
+        skeleton = model_class_for_config(reference)(reference)
+    chosen: dict[int, tuple[str, str]] = {}
+    problems: list[str] = []
     for folder in folders:
         for block_index, path in sorted(folder.block_files.items()):
-            model_class.check_block_file(path, block_index, reference.config)
-            if block_index in chosen and not same_block_weights(chosen[block_index], path):
-                raise ValueError(
-                    f"block {block_index} is in {chosen[block_index]} and {path} with different contents."
-                )
-            chosen.setdefault(block_index, path)
-    return chosen
+            if block_index >= reference.num_blocks:
+                problems.append(f"{path}: block {block_index} does not exist in a model of num_blocks={reference.num_blocks}.")
+                continue
+            found, digest = block_file_problems(path, block_index, skeleton, verify)
+            problems += found
+            if found or digest is None:
+                continue
+            if block_index in chosen and chosen[block_index][1] != digest:
+                problems.append(f"block {block_index} is in {chosen[block_index][0]} and {path} with different contents.")
+            chosen.setdefault(block_index, (path, digest))
+    return {index: path for index, (path, _) in chosen.items()}, problems
 
 
 def _comparable(path: str) -> object:
     """JSON content without library-version keys, or the SHA-256 of any other file."""
     if path.endswith(".json"):
-        with open(path, encoding="utf-8") as file:
-            content = json.load(file)
+        content = read_json_file(path)
         return (
             {key: value for key, value in content.items() if key not in _VERSION_KEYS}
             if isinstance(content, dict)
@@ -170,22 +219,43 @@ def _comparable(path: str) -> object:
     return file_digest(path)
 
 
-def pipeline_root_files(folder: BlockFolder, subfolder: str) -> list[str]:
-    """The files a pipeline folder holds besides its model and its (per-folder) model card."""
+def defining_files(folder: BlockFolder, subfolder: str) -> list[str]:
+    """The files that define what a folder loads as, besides the model itself: for a pipeline folder,
+    `model_index.json` and the folders of the components it lists (scheduler, vae, tokenizer, ...); for a
+    model folder, the tokenizer files next to the model. Run artefacts (validation images, samples, logs,
+    checkpoints, the model card) are not among them: they differ between the processes of one run."""
+    files = root_files(folder.path)
+    if not folder.is_pipeline:
+        return [path for path in files if "/" not in path and _TOKENIZER_FILE.match(path)]
+    model_index = read_json_file(os.path.join(folder.path, MODEL_INDEX_NAME))
+    components = {name for name, entry in model_index.items() if not name.startswith("_") and name != subfolder}
+    return [path for path in files if path == MODEL_INDEX_NAME or path.split("/")[0] in components]
+
+
+def scheduler_differences(folder: BlockFolder) -> list[str]:
+    """A pipeline's scheduler must sample with the partition its model was trained on."""
+    path = os.path.join(folder.path, "scheduler", "scheduler_config.json")
+    if not folder.is_pipeline or not os.path.isfile(path) or not hasattr(folder.config, "scheduler_kwargs"):
+        return []
+    scheduler_config = read_json_file(path)
     return [
-        path
-        for path in root_files(folder.path)
-        if not path.startswith(f"{subfolder}/") and path != "README.md"
+        f"{path}: {name}={scheduler_config[name]!r} contradicts the model's {name}={value!r}."
+        for name, value in folder.config.scheduler_kwargs().items()
+        if name in scheduler_config and scheduler_config[name] != value
     ]
 
 
-def check_same_pipeline(reference: BlockFolder, other: BlockFolder, subfolder: str) -> None:
-    """Refuse pipeline folders whose other components (model_index.json, scheduler, vae, ...) differ."""
-    files = set(pipeline_root_files(reference, subfolder)) | set(pipeline_root_files(other, subfolder))
+def component_differences(reference: BlockFolder, other: BlockFolder, subfolder: str) -> list[str]:
+    """The defining files (see `defining_files`) that differ between two folders, one line each."""
+    files = set(defining_files(reference, subfolder)) | set(defining_files(other, subfolder))
+    problems = []
     for relative in sorted(files):
         paths = [os.path.join(folder.path, *relative.split("/")) for folder in (reference, other)]
-        if not all(os.path.isfile(path) for path in paths) or _comparable(paths[0]) != _comparable(paths[1]):
-            raise ValueError(f"pipeline folders {reference.path} and {other.path} differ in {relative}.")
+        if not all(os.path.isfile(path) for path in paths):
+            problems.append(f"{relative} is in only one of {reference.path} and {other.path}.")
+        elif _comparable(paths[0]) != _comparable(paths[1]):
+            problems.append(f"{reference.path} and {other.path} differ in {relative}.")
+    return problems
 
 
 def write_assembly(
@@ -197,11 +267,11 @@ def write_assembly(
     os.makedirs(parent, exist_ok=True)
     staging = make_staging_folder(parent, os.path.basename(os.path.abspath(output_dir)))
     try:
-        if pipelines:
-            for relative in pipeline_root_files(pipelines[0], subfolder):
-                destination = os.path.join(staging, *relative.split("/"))
-                os.makedirs(os.path.dirname(destination), exist_ok=True)
-                shutil.copyfile(os.path.join(pipelines[0].path, *relative.split("/")), destination)
+        source = pipelines[0] if pipelines else folders[0]
+        for relative in defining_files(source, subfolder):
+            destination = os.path.join(staging, *relative.split("/"))
+            os.makedirs(os.path.dirname(destination), exist_ok=True)
+            shutil.copyfile(os.path.join(source.path, *relative.split("/")), destination)
         model_dir = os.path.join(staging, subfolder) if pipelines else staging
         os.makedirs(model_dir, exist_ok=True)
         reference = folders[0].config
@@ -219,26 +289,42 @@ def write_assembly(
 
 
 def assemble(
-    output_dir: str, inputs: Sequence[str], subfolder: str = "transformer", require_complete: bool = False
+    output_dir: str,
+    inputs: Sequence[str],
+    subfolder: str = "transformer",
+    require_complete: bool = False,
+    verify: bool = True,
 ) -> list[int]:
     """Merge folders that each hold some blocks into one folder; returns the missing block indices.
 
-    All inputs must hold the same model config (and, for pipeline folders, the same scheduler and
-    other components); a block present in several inputs must hold the same weights in each. The output is a
-    pipeline folder if any input is one, a model folder otherwise. It is written atomically: under a
-    temporary name, renamed into place once complete.
+    All inputs must hold the same model config and, for pipeline folders, the same components
+    (`model_index.json`, scheduler, VAE, tokenizer: what defines the pipeline, not run artefacts such as
+    validation images); a pipeline's scheduler must carry its model's partition; every block file must be
+    that block of that config with exactly the expected tensors and (unless `verify=False`) match its
+    checksum; a block present in several inputs must hold the same weights in each. Every inconsistency
+    found is reported in one `ValueError`. The output is a pipeline folder if any input is one, a model
+    folder otherwise, written atomically: under a temporary name, renamed into place once complete.
     """
     if os.path.exists(output_dir) and (not os.path.isdir(output_dir) or os.listdir(output_dir)):
         raise ValueError(f"output_dir {output_dir!r} already exists and is not an empty folder.")
     if any(os.path.abspath(output_dir) == os.path.abspath(path) for path in inputs):
         raise ValueError(f"output_dir {output_dir!r} is also an input folder.")
     folders = [read_block_folder(path, subfolder) for path in inputs]
+    problems: list[str] = []
     for folder in folders[1:]:
-        check_same_config(folders[0], folder)
+        problems += config_differences(folders[0], folder)
+    if problems:  # blocks cannot be checked against a config the inputs do not agree on
+        raise ValueError(_problem_report(problems))
+    for folder in folders:
+        problems += scheduler_differences(folder)
     pipelines = [folder for folder in folders if folder.is_pipeline]
-    for folder in pipelines[1:]:
-        check_same_pipeline(pipelines[0], folder, subfolder)
-    block_files = choose_block_files(folders)
+    same_kind = pipelines if pipelines else folders
+    for folder in same_kind[1:]:
+        problems += component_differences(same_kind[0], folder, subfolder)
+    block_files, block_problems = choose_block_files(folders, verify)
+    problems += block_problems
+    if problems:
+        raise ValueError(_problem_report(problems))
     if not block_files:
         raise ValueError(f"no block files (block_<b>.safetensors) in {list(inputs)}.")
     missing = [index for index in range(folders[0].config.num_blocks) if index not in block_files]
@@ -248,8 +334,14 @@ def assemble(
     return missing
 
 
+def _problem_report(problems: list[str]) -> str:
+    if len(problems) == 1:
+        return problems[0]
+    return f"{len(problems)} inconsistencies, nothing written:\n" + "\n".join(f"  - {problem}" for problem in problems)
+
+
 def command_assemble(args: argparse.Namespace) -> int:
-    missing = assemble(args.output_dir, args.block_dirs, args.subfolder, args.require_complete)
+    missing = assemble(args.output_dir, args.block_dirs, args.subfolder, args.require_complete, verify=not args.no_verify)
     print(describe(args.output_dir, args.subfolder))
     if missing:
         print(
@@ -311,6 +403,10 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("block_dirs", nargs="+", help="model or pipeline folders, each holding some blocks")
     merge.add_argument("--subfolder", default="transformer", help="where pipeline folders keep the model")
     merge.add_argument("--require_complete", action="store_true", help="fail if any block is missing")
+    merge.add_argument(
+        "--no_verify", action="store_true",
+        help="skip hashing every block file against the checksum it recorded (faster for large blocks)",
+    )
     merge.set_defaults(run=command_assemble)
 
     table = commands.add_parser("partition", help="print the noise partition of a DiffusionBlocksScheduler")
@@ -329,12 +425,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `hf-diffusionblocks`; exit status 1, with a message, on bad input or a Hub error."""
+    """Entry point of `hf-diffusionblocks`; exit status 1 with a one-line message (no traceback) on any error."""
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, HfHubHTTPError) as error:
+    except (ValueError, TypeError, OSError, HfHubHTTPError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted.", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - a command line answers with a message, never a traceback
+        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
 
 

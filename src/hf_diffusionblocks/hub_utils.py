@@ -6,7 +6,6 @@ the config class registered for its `model_type`, and safetensors headers (metad
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, replace
@@ -124,10 +123,12 @@ def locate_model(
 
 def load_config_file(config_path: str) -> BlockPartitionedConfig:
     """The block-partitioned config in `config_path`, built with the class registered for its `model_type`."""
-    from .modeling.configuration_blocks import BlockPartitionedConfig  # here: modeling imports this module
+    from .modeling.atomic_io import read_json_file  # here: modeling imports this module
+    from .modeling.configuration_blocks import BlockPartitionedConfig
 
-    with open(config_path, encoding="utf-8") as file:
-        config_dict = json.load(file)
+    config_dict = read_json_file(config_path)
+    if not isinstance(config_dict, dict):
+        raise ValueError(f"{config_path} holds JSON but not an object of config fields.")
     model_type = config_dict.get("model_type")
     if model_type not in CONFIG_MAPPING:
         raise ValueError(

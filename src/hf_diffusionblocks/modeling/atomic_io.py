@@ -133,6 +133,17 @@ def atomic_save_folder(directory: str | os.PathLike, save: Callable[[str], None]
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def read_json_file(path: str | os.PathLike) -> Any:
+    """The JSON content of `path`; a `ValueError` naming the file when it is not valid JSON."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            return json.load(file)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}.") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text: {error}.") from None
+
+
 def atomic_write_json(path: str, payload: Any) -> None:
     def write(temporary: str) -> None:
         with open(temporary, "w", encoding="utf-8") as file:

@@ -14,7 +14,6 @@ Blocks share no trainable parameter: every embedder and readout lives inside its
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -23,6 +22,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from ..hub_utils import HubOptions, resolve_file
+from .atomic_io import read_json_file
 from .block_checkpoint import (
     CONFIG_NAME,
     atomic_write_json,
@@ -313,8 +313,9 @@ class DiffusionBlocksPreTrainedModel(PreTrainedModel):
         if path is None:
             where = f"{source}/{options.subfolder}" if options.subfolder else source
             raise ValueError(f"no {CONFIG_NAME} found in {where!r} (a folder or Hub repo of a DiffusionBlocks model).")
-        with open(path, encoding="utf-8") as file:
-            config_dict = json.load(file)
+        config_dict = read_json_file(path)
+        if not isinstance(config_dict, dict):
+            raise ValueError(f"{path} holds JSON but not an object of config fields.")
         expected = cls.config_class.model_type
         if config_dict.get("model_type") != expected:
             raise ValueError(

@@ -20,7 +20,7 @@ import shutil
 from dataclasses import dataclass
 from typing import Any
 
-from ..modeling.atomic_io import atomic_write_json, make_staging_folder
+from ..modeling.atomic_io import atomic_write_json, make_staging_folder, read_json_file
 from ..modeling.block_checkpoint import block_weights_name
 from .training_state import load_training_state, save_training_state
 
@@ -42,6 +42,35 @@ class BlockCheckpoint:
 
     def load_training_state(self) -> dict[str, Any]:
         return load_training_state(self.path)
+
+    def trainer_state(self) -> dict[str, Any]:
+        return read_json_file(os.path.join(self.path, TRAINER_STATE_NAME))
+
+
+def check_resumable(checkpoint: BlockCheckpoint, settings: dict[str, Any]) -> None:
+    """Refuse to resume `checkpoint` under settings that differ from those it was written with.
+
+    `max_train_steps` may grow only under a constant learning rate (the schedule of any other
+    scheduler depends on the total); it may never fall below the checkpoint's step, which would
+    relabel weights trained for more steps. Checkpoints of older versions record no settings.
+    """
+    recorded = checkpoint.trainer_state().get("settings")
+    if recorded is None:
+        return
+    if settings["max_train_steps"] < checkpoint.step:
+        raise ValueError(
+            f"--max_train_steps={settings['max_train_steps']} is below the step of the checkpoint to resume "
+            f"({checkpoint.step}, {checkpoint.path}): its weights have already trained longer."
+        )
+    differing = [name for name in sorted(recorded.keys() | settings.keys()) if recorded.get(name) != settings.get(name)]
+    if settings.get("lr_scheduler") == "constant" == recorded.get("lr_scheduler"):
+        differing = [name for name in differing if name != "max_train_steps"]
+    if differing:
+        details = ", ".join(f"{name}: checkpoint {recorded.get(name)!r} vs now {settings.get(name)!r}" for name in differing)
+        raise ValueError(
+            f"resume_from_checkpoint: {checkpoint.path} was written by a run with other settings ({details}); "
+            "resuming would not continue that run. Use the same flags, or a new --output_dir."
+        )
 
 
 class BlockCheckpointManager:

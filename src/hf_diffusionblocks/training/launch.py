@@ -22,8 +22,9 @@ from typing import Any
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration
 
-from ..modeling.atomic_io import remove_stale_temporaries_below
-from ..modeling.block_checkpoint import block_weights_name, read_block_metadata
+from ..modeling.atomic_io import read_json_file, remove_stale_temporaries_below
+from ..modeling.block_checkpoint import CONFIG_NAME, block_weights_name, read_block_metadata
+from ..modeling.configuration_blocks import BlockPartitionedConfig
 from .arguments import OptimizationSettings
 from .distributed import BlockAssignment, BlockProcessGroup, assign_blocks, init_distributed
 from .tracking import attach_process_writer, close_process_writer
@@ -57,6 +58,24 @@ def present_blocks(model_dir: str, num_blocks: int) -> list[int]:
     return [b for b in range(num_blocks) if os.path.isfile(os.path.join(model_dir, block_weights_name(b)))]
 
 
+def check_output_folder_config(model_dir: str, config: BlockPartitionedConfig) -> None:
+    """Refuse to train into a folder whose saved model has another architecture: the blocks already there
+    would not fit this run's, and the folder would end up mixing two models."""
+    path = os.path.join(model_dir, CONFIG_NAME)
+    if not os.path.isfile(path):
+        return
+    saved = read_json_file(path)
+    differing = config.differing_fields(saved) if isinstance(saved, dict) else ["(not a JSON object)"]
+    if differing:
+        details = ", ".join(
+            f"{name}: saved {saved.get(name)!r} vs now {config.architecture_dict().get(name)!r}" for name in differing
+        )
+        raise ValueError(
+            f"--output_dir: {path} holds a model with another configuration ({details}); this run's blocks could not "
+            "be assembled with the blocks already there. Use the same flags, or a new --output_dir."
+        )
+
+
 @dataclass
 class TrainingOutcome:
     results: list[BlockTrainingResult]
@@ -72,6 +91,7 @@ def train_assigned_blocks(
     rank, world_size = init_distributed()
     # what a run killed mid-save left behind (temporaries of processes that are gone; live ones are kept)
     remove_stale_temporaries_below(args.output_dir)
+    check_output_folder_config(task.model_dir, task.config)
     assignment, all_groups = assign_blocks(args.block_index, num_blocks, rank, world_size)
     if world_size > 1:
         logger.info("process %d/%d trains blocks %s with ranks %s", rank, world_size, assignment.block_indices, assignment.group_ranks)

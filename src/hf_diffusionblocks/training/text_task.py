@@ -78,7 +78,7 @@ class TextWindowTask:
         self.hub_commit_message = hub_commit_message
 
     @property
-    def weights_dir(self) -> str:
+    def model_dir(self) -> str:
         return os.path.join(self.output_dir, self.weights_subfolder)
 
     def build_model(self, block_indices: list[int]) -> DiffusionBlocksPreTrainedModel:
@@ -113,7 +113,7 @@ class TextWindowTask:
                                         commit_message=self.hub_commit_message)
 
     def finished_steps(self, block_index: int) -> int | None:
-        return finished_block_steps(self.weights_dir, block_index)
+        return finished_block_steps(self.model_dir, block_index)
 
 
 def write_text_samples(output_dir: str, texts: list[str], accelerator: Accelerator) -> None:

@@ -25,9 +25,10 @@ from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
 from ..modeling.block_checkpoint import load_block_file, tensors_digest
+from ..modeling.configuration_blocks import BlockPartitionedConfig
 from ..modeling.modeling_blocks import DiffusionBlocksPreTrainedModel
 from .arguments import OptimizationSettings
-from .checkpointing import BlockCheckpointManager
+from .checkpointing import BlockCheckpointManager, check_resumable
 from .data_order import BatchOrder
 from .distributed import BlockAssignment, BlockProcessGroup, local_batch
 from .tracking import log_metrics
@@ -39,6 +40,8 @@ class TrainingTask(Protocol):
     """What a model family provides to `BlockTrainer`."""
 
     num_examples: int
+    config: BlockPartitionedConfig   # the config of the model being trained
+    model_dir: str                   # where finished blocks are saved (config.json + block_<b>.safetensors)
 
     def build_model(self, block_indices: list[int]) -> DiffusionBlocksPreTrainedModel:
         """A model with only `block_indices` materialised."""
@@ -61,6 +64,14 @@ class TrainingTask(Protocol):
 
     def finished_steps(self, block_index: int) -> int | None:
         """Training steps of the block already saved in the output folder (None if absent)."""
+
+
+# Settings that shape the optimisation trajectory: a resume under other values would not continue the run.
+# (Logging, checkpointing and validation frequencies may change freely.)
+RESUME_DEFINING_SETTINGS = (
+    "max_train_steps", "train_batch_size", "learning_rate", "lr_scheduler", "lr_warmup_steps", "adam_beta1",
+    "adam_beta2", "adam_weight_decay", "adam_epsilon", "max_grad_norm", "mixed_precision", "seed",
+)
 
 
 @dataclass
@@ -142,6 +153,7 @@ class BlockTrainer:
         start_step = 0
         checkpoint = manager.resolve(settings.resume_from_checkpoint)
         if checkpoint is not None:
+            check_resumable(checkpoint, self._resume_settings())
             type(model).check_block_file(checkpoint.weights_path, block_index, model.config)
             tensors = load_block_file(checkpoint.weights_path, device=str(accelerator.device))
             model.load_block_weights(block_index, tensors, source=checkpoint.weights_path)
@@ -231,4 +243,10 @@ class BlockTrainer:
             "lr_schedule": lr_schedule.state_dict(),
             "scaler": scaler.state_dict(),
         }
-        manager.save(step, model, training_state, {"block_index": manager.block_index, "max_train_steps": self.settings.max_train_steps})
+        trainer_state = {"block_index": manager.block_index, "settings": self._resume_settings()}
+        manager.save(step, model, training_state, trainer_state)
+
+    def _resume_settings(self) -> dict[str, Any]:
+        """What a resumed run must share with the run that wrote the checkpoint to continue it exactly."""
+        settings = {name: getattr(self.settings, name) for name in RESUME_DEFINING_SETTINGS}
+        return {**settings, "data_parallel_replicas": self.assignment.group_size}
