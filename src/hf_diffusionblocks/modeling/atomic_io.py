@@ -9,6 +9,7 @@ gone (removed, and logged) from one that another live process is still writing (
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import os
@@ -115,9 +116,10 @@ def atomic_save_folder(directory: str | os.PathLike, save: Callable[[str], None]
     place (atomic per file) and remove the staging folder.
 
     For folders that processes of a block-parallel launch write while others read: a reader never sees a
-    half-written file. Files named in `last` (e.g. the `tokenizer_config.json` or `model_index.json` that
-    readers test for) arrive after all the others, so once a reader sees them the folder is complete.
-    Staging folders of killed processes found in `directory` are removed first.
+    half-written file. Files matching the name patterns of `last` (e.g. the `tokenizer_config.json` or
+    `model_index.json` that readers test for) arrive after all the others, in the order of `last`, so once a
+    reader sees them the folder is complete. Staging folders of killed processes found in `directory` are
+    removed first.
     """
     directory = str(directory)
     remove_stale_temporaries(directory)
@@ -125,7 +127,7 @@ def atomic_save_folder(directory: str | os.PathLike, save: Callable[[str], None]
     try:
         save(staging)
         written = [os.path.relpath(os.path.join(root, name), staging) for root, _, names in os.walk(staging) for name in names]
-        for relative in sorted(written, key=lambda path: (os.path.basename(path) in last, path)):
+        for relative in sorted(written, key=lambda path: (_arrival_rank(os.path.basename(path), last), path)):
             target = os.path.join(directory, relative)
             os.makedirs(os.path.dirname(target), exist_ok=True)
             os.replace(os.path.join(staging, relative), target)
@@ -142,6 +144,11 @@ def read_json_file(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path} is not valid JSON: {error}.") from None
     except UnicodeDecodeError as error:
         raise ValueError(f"{path} is not UTF-8 text: {error}.") from None
+
+
+def _arrival_rank(name: str, last: tuple[str, ...]) -> int:
+    """0 for files with no place in `last`; otherwise 1 + the index of the first pattern of `last` they match."""
+    return next((index + 1 for index, pattern in enumerate(last) if fnmatch.fnmatchcase(name, pattern)), 0)
 
 
 def atomic_write_json(path: str, payload: Any) -> None:

@@ -53,7 +53,8 @@ class DiffusionBlocksPipelineBase(DiffusionPipeline):
                     model_index[name] = [LIBRARY_NAME, type(component).__name__]
             atomic_write_json(index_path, model_index)
 
-        atomic_save_folder(save_directory, save, last=(MODEL_INDEX_NAME,))
+        # block files last: a block file present means everything its save wrote is there (what resuming tests for)
+        atomic_save_folder(save_directory, save, last=(MODEL_INDEX_NAME, "block_*.safetensors"))
 
     @classmethod
     def from_pretrained(
