@@ -17,7 +17,6 @@ where it was.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -25,7 +24,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..modeling.block_checkpoint import atomic_write, atomic_write_json
+from ..modeling.atomic_io import atomic_write, atomic_write_json, read_json_file
 
 TENSORS_NAME = "training_state.safetensors"
 STRUCTURE_NAME = "training_state.json"
@@ -111,11 +110,7 @@ def load_training_state(directory: str | os.PathLike) -> dict[str, Any]:
                 "Pickles can run code when loaded, so it is not read: resume from a newer checkpoint or restart the block."
             )
         raise ValueError(f"{directory} lacks {STRUCTURE_NAME} and/or {TENSORS_NAME}: not a complete training checkpoint.")
-    try:
-        with open(structure_path, encoding="utf-8") as file:
-            structure = json.load(file)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{structure_path} is not valid JSON ({error}): the checkpoint is corrupt.") from None
+    structure = read_json_file(structure_path)
     try:
         tensors = load_file(tensors_path)
     except (SafetensorError, OSError) as error:
