@@ -59,6 +59,7 @@ class FakeHub:
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)  # method, path, Range header
     lock: threading.Lock = field(default_factory=threading.Lock)
     preupload_barrier: threading.Barrier | None = None
+    fail_commits_adding: set[str] = field(default_factory=set)  # the connection drops while these are sent
 
     def client(self) -> httpx2.Client:
         # The same event hook as huggingface_hub's default client, so HF_HUB_OFFLINE is enforced as usual.
@@ -125,6 +126,10 @@ class FakeHub:
                     400, json={"error": f"fake Hub only takes inline files, got {line['key']}"}
                 )
             added[line["value"]["path"]] = base64.b64decode(line["value"]["content"])
+        dropped = self.fail_commits_adding & set(added)
+        if dropped:
+            self.fail_commits_adding -= dropped
+            raise httpx2.RemoteProtocolError("connection dropped mid-upload (simulated)")
         with self.lock:
             head = self.head(repo_id)
             if "parentCommit" in header and header["parentCommit"] != head.oid:
@@ -397,3 +402,22 @@ def test_push_shared_files_and_block_uploads_only_the_named_files(fake_hub, pipe
     shared, block = fake_hub.repos[REPO_ID][-2:]
     assert sorted(shared.added) == ["model_index.json", "transformer/config.json", "transformer/model.safetensors.index.json"]
     assert block.added == ["transformer/block_1.safetensors"]
+
+
+def test_a_block_upload_that_fails_midway_leaves_nothing_loadable_and_a_retry_completes(
+    fake_hub, pipeline_folder, tmp_path
+):
+    push_root_files_to_hub(pipeline_folder, REPO_ID, token=TOKEN)
+    push_block_to_hub(pipeline_folder, REPO_ID, 0, token=TOKEN)
+    fake_hub.fail_commits_adding = {"transformer/block_1.safetensors"}
+    with pytest.raises(Exception, match="connection dropped"):
+        push_block_to_hub(pipeline_folder, REPO_ID, 1, token=TOKEN)
+    assert "transformer/block_1.safetensors" not in fake_hub.head(REPO_ID).files
+    cache = str(tmp_path / "cache")
+    with pytest.raises(ValueError, match=r"missing blocks \[1\] \(present: \[0\]"):
+        DiffusionBlocksDiTModel.from_pretrained(REPO_ID, subfolder="transformer", block_index=[0, 1], cache_dir=cache)
+
+    push_block_to_hub(pipeline_folder, REPO_ID, 1, token=TOKEN)             # the retry completes the repo
+    loaded = DiffusionBlocksDiTModel.from_pretrained(REPO_ID, subfolder="transformer", block_index=1, cache_dir=cache)
+    local = DiffusionBlocksDiTModel.from_pretrained(pipeline_folder / "transformer", block_index=1)
+    assert all(torch.equal(loaded.state_dict()[name], tensor) for name, tensor in local.state_dict().items())
