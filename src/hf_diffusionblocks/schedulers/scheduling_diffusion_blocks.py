@@ -19,6 +19,7 @@ import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin, SchedulerOutput
 
+from ..argument_checks import check_values_in_range
 from ..partition import TIMESTEP_SPACINGS, NoisePartition, format_partition_table
 from ..preconditioning import EDMPreconditioning, add_noise
 
@@ -120,7 +121,8 @@ class DiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
 
     # ---- forward process -------------------------------------------------------------------
     def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """z_σ = y + σ·ε; `timesteps` are the noise levels σ, shape `(batch,)` or scalar."""
+        """z_σ = y + σ·ε; `timesteps` are the noise levels σ, shape `(batch,)` or scalar, finite and >= 0."""
+        check_values_in_range(timesteps, "timesteps (the noise levels sigma)", minimum=0)
         return add_noise(original_samples, noise, timesteps)
 
     def scale_model_input(self, sample: torch.Tensor, timestep: torch.Tensor | float | None = None) -> torch.Tensor:
