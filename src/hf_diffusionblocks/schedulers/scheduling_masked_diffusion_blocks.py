@@ -180,6 +180,11 @@ class MaskedDiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
         if self._step_index >= self.num_inference_steps:
             raise ValueError(f"all {self.num_inference_steps} steps are done; call set_timesteps again.")
         temperature = check_number(temperature, "temperature", minimum=0, minimum_exclusive=True)
+        if model_output.ndim != sample.ndim + 1 or model_output.shape[:-1] != sample.shape:
+            raise ValueError(
+                f"model_output must have shape (*sample.shape, vocab_size) = ({', '.join(map(str, sample.shape))}, vocab_size), "
+                f"got {tuple(model_output.shape)}."
+            )
         t, s = self.times[self._step_index], self.times[self._step_index + 1]
         if not torch.isclose(torch.as_tensor(timestep, dtype=torch.float32).cpu(), t.cpu()):
             raise ValueError(f"step() expected the model output at t={float(t)}, got timestep={float(timestep)}.")
