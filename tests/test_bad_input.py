@@ -39,6 +39,7 @@ from hf_diffusionblocks import (
     DiffusionBlocksViTConfig,
     MaskedDiffusionBlocksScheduler,
 )
+from hf_diffusionblocks.models.recurrent import TruncatedBPTTLoss
 
 NAN, INF = float("nan"), float("inf")
 CHARACTERS = "\n abcdefghijklmnopqrstuvwxyz,."
@@ -263,6 +264,12 @@ GENERATE_ROWS = [
     BadInput("RecurrentLM.iterate", "num_gradient_iterations=2.5",
              lambda m: m.recurrent.iterate(tokens(), num_iterations=2, num_gradient_iterations=2.5),
              "num_gradient_iterations", "[1, 2]"),
+    BadInput("TruncatedBPTTLoss.__init__", "mean_recurrence=inf", lambda m: TruncatedBPTTLoss(mean_recurrence=INF),
+             "mean_recurrence", "> 0"),
+    BadInput("TruncatedBPTTLoss.__init__", "bptt_steps=True", lambda m: TruncatedBPTTLoss(bptt_steps=True), "bptt_steps",
+             ">= 1"),
+    BadInput("TruncatedBPTTLoss.__init__", "mean_recurrence=nan", lambda m: TruncatedBPTTLoss(mean_recurrence=NAN),
+             "mean_recurrence", "> 0", guard=True),
     BadInput("ViT.forward", "num_inference_steps=2.5", lambda m: m.vit(images(), num_inference_steps=2.5),
              "num_inference_steps", ">= 1"),
     BadInput("ViT.forward", "num_inference_steps=True", lambda m: m.vit(images(), num_inference_steps=True),
