@@ -18,6 +18,8 @@ from typing import Literal, Sequence
 
 import torch
 
+from .argument_checks import check_integer, check_number, check_values_in_range
+
 PartitionName = Literal["equiprobable", "uniform_linear", "uniform_log"]
 PARTITIONS: tuple[str, ...] = ("equiprobable", "uniform_linear", "uniform_log")
 TIMESTEP_SPACINGS: tuple[str, ...] = ("edges", "midpoints")
@@ -45,7 +47,7 @@ class NoisePartition:
         p_std (`float`, defaults to 1.2): standard deviation of ln σ (EDM).
         partition (`str`, defaults to `"equiprobable"`): one of `"equiprobable"`, `"uniform_linear"`,
             `"uniform_log"`.
-        overlap (`float`, defaults to 0.05): block overlap γ; block `[lo, hi]` trains on
+        overlap (`float`, defaults to 0.05): block overlap γ in [0, 1); block `[lo, hi]` trains on
             `[lo / α, hi · α]` with `α = (hi / lo)^γ`, clipped to `[sigma_min, sigma_max]`
             (paper: 0.05 for images, 0.1 for text).
     """
@@ -63,6 +65,7 @@ class NoisePartition:
             num_blocks=self.num_blocks,
             sigma_min=self.sigma_min,
             sigma_max=self.sigma_max,
+            p_mean=self.p_mean,
             p_std=self.p_std,
             partition=self.partition,
             overlap=self.overlap,
@@ -126,11 +129,10 @@ class NoisePartition:
         """
         sigma = torch.as_tensor(sigma, dtype=torch.float64)
         tolerance = 1e-6
-        if torch.any(sigma < self.sigma_min * (1 - tolerance)) or torch.any(sigma > self.sigma_max * (1 + tolerance)):
-            raise ValueError(
-                f"sigma must lie in [sigma_min={self.sigma_min}, sigma_max={self.sigma_max}], "
-                f"got values in [{float(sigma.min())}, {float(sigma.max())}]."
-            )
+        check_values_in_range(
+            sigma, "sigma", self.sigma_min * (1 - tolerance), self.sigma_max * (1 + tolerance),
+            range_text=f"[sigma_min={self.sigma_min}, sigma_max={self.sigma_max}]",
+        )
         # Inner boundaries in increasing order; σ equal to a boundary goes to the block above it.
         inner_increasing = self.block_sigmas[1:-1].flip(0)
         blocks_from_bottom = torch.searchsorted(inner_increasing, sigma, right=False)
@@ -157,6 +159,7 @@ class NoisePartition:
         self, low: float, high: float, batch_size: int, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """Draw σ from the log-normal truncated to `[low, high]`: u ~ U(Φ(ℓ_lo), Φ(ℓ_hi)), σ = exp(p_mean + p_std Φ⁻¹(u))."""
+        batch_size = check_integer(batch_size, "batch_size", minimum=1)
         u_low, u_high = self.sigma_to_cdf(low), self.sigma_to_cdf(high)
         uniform = torch.rand(batch_size, generator=generator, dtype=torch.float64)
         sigmas = self.cdf_to_sigma(u_low + uniform * (u_high - u_low))
@@ -172,8 +175,7 @@ class NoisePartition:
         first lies inside its block's interval, away from the boundary where the block saw only
         the overlap's share of its training noise (the better choice for few steps, e.g. one per block).
         """
-        if num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}.")
+        num_inference_steps = check_integer(num_inference_steps, "num_inference_steps", minimum=1)
         if timestep_spacing not in TIMESTEP_SPACINGS:
             raise ValueError(f"timestep_spacing must be one of {list(TIMESTEP_SPACINGS)}, got {timestep_spacing!r}.")
         q_min, q_max = self.cdf_range
@@ -194,23 +196,28 @@ def validate_partition_settings(
     num_blocks: int,
     sigma_min: float,
     sigma_max: float,
+    p_mean: float,
     p_std: float,
     partition: str,
     overlap: float,
 ) -> None:
-    """Raise a `ValueError` naming the field for every invalid partition setting."""
-    if not isinstance(num_blocks, int) or isinstance(num_blocks, bool) or num_blocks < 1:
-        raise ValueError(f"num_blocks must be an integer >= 1, got {num_blocks!r}.")
-    if not sigma_min > 0:
-        raise ValueError(f"sigma_min must be > 0, got {sigma_min}.")
+    """Raise a `ValueError` naming the field for every invalid partition setting.
+
+    Every number must be finite (an infinite sigma_max makes every boundary above the first infinite,
+    a NaN one makes them NaN); `0 < sigma_min < sigma_max`, `p_std > 0`, `0 <= overlap < 1`.
+    """
+    check_integer(num_blocks, "num_blocks", minimum=1)
+    check_number(sigma_min, "sigma_min", minimum=0, minimum_exclusive=True)
+    check_number(sigma_max, "sigma_max", minimum=0, minimum_exclusive=True)
     if not sigma_min < sigma_max:
         raise ValueError(f"sigma_min must be < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}.")
-    if not p_std > 0:
-        raise ValueError(f"p_std must be > 0, got {p_std}.")
+    check_number(p_mean, "p_mean")
+    check_number(p_std, "p_std", minimum=0, minimum_exclusive=True)
     if partition not in PARTITIONS:
         raise ValueError(f"partition must be one of {list(PARTITIONS)}, got {partition!r}.")
-    if not overlap >= 0:
-        raise ValueError(f"overlap must be >= 0, got {overlap}.")
+    # γ >= 1 stretches a block's training interval by at least its own width on both sides: it is no
+    # longer an overlap but another partition.
+    check_number(overlap, "overlap", minimum=0, maximum=1, maximum_exclusive=True)
 
 
 def assign_layers_to_blocks(
@@ -229,11 +236,11 @@ def assign_layers_to_blocks(
                 f"pass layers_per_block (a list of {num_blocks} layer counts summing to {num_hidden_layers})."
             )
         return [num_hidden_layers // num_blocks] * num_blocks
-    layers_per_block = [int(n) for n in layers_per_block]
+    layers_per_block = list(layers_per_block)
     if len(layers_per_block) != num_blocks:
         raise ValueError(f"layers_per_block must have num_blocks={num_blocks} entries, got {layers_per_block}.")
-    if any(n < 1 for n in layers_per_block):
-        raise ValueError(f"layers_per_block entries must be >= 1, got {layers_per_block}.")
+    # int(1.5) would silently give a block one layer
+    layers_per_block = [check_integer(n, f"layers_per_block[{i}]", minimum=1) for i, n in enumerate(layers_per_block)]
     if sum(layers_per_block) != num_hidden_layers:
         raise ValueError(
             f"layers_per_block={layers_per_block} sums to {sum(layers_per_block)}, "

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .argument_checks import check_number
+
 
 def _broadcast_to(sigma: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """Reshape a per-sample σ of shape `(batch,)` to broadcast against `reference` `(batch, ...)`."""
@@ -27,8 +29,7 @@ class EDMPreconditioning:
     sigma_data: float = 0.5
 
     def __post_init__(self):
-        if not self.sigma_data > 0:
-            raise ValueError(f"sigma_data must be > 0, got {self.sigma_data}.")
+        check_number(self.sigma_data, "sigma_data", minimum=0, minimum_exclusive=True)
 
     def c_skip(self, sigma: torch.Tensor) -> torch.Tensor:
         """σ_d² / (σ² + σ_d²): → 1 as σ → 0, so the denoiser passes a clean input through."""

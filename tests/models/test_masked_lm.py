@@ -46,7 +46,7 @@ def test_config_defaults_and_validation():
     config = tiny_config()
     assert config.mask_token_id == VOCAB_SIZE - 1
     assert config.build_scheduler().config.num_blocks == 3 and config.build_scheduler().config.schedule == "linear"
-    with pytest.raises(ValueError, match=r"mask_token_id must be an int in \[0, 11\]"):
+    with pytest.raises(ValueError, match=r"mask_token_id must be an integer in \[0, 11\]"):
         tiny_config(mask_token_id=12)
     with pytest.raises(ValueError, match=r"masking_schedule must be one of \['linear', 'cosine'\]"):
         tiny_config(masking_schedule="geometric")
@@ -56,7 +56,7 @@ def test_config_defaults_and_validation():
         tiny_config(num_hidden_layers=7)
     with pytest.raises(ValueError, match="must be even"):
         tiny_config(hidden_size=30, num_attention_heads=2)  # head_dim 15: rotary needs pairs
-    with pytest.raises(ValueError, match="rope_theta must be a number > 0"):
+    with pytest.raises(ValueError, match=r"rope_theta must be > 0 \(a finite number\)"):
         tiny_config(rope_theta=0)
 
 

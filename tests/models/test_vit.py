@@ -192,7 +192,7 @@ def test_bad_inputs_raise_clear_errors():
         model.forward_block(0, images(2), torch.zeros(2, 4), 1.0)
     with pytest.raises(ValueError, match=r"block_index must be an int in \[0, 2\]"):
         model.forward_block(3, images(2), torch.zeros(2, 10), 1.0)
-    with pytest.raises(ValueError, match="num_inference_steps must be >= 1"):
+    with pytest.raises(ValueError, match="num_inference_steps must be an integer >= 1"):
         model(images(2), num_inference_steps=0)
 
 

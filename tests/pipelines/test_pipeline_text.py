@@ -91,7 +91,7 @@ def test_sampling_is_reproducible_and_survives_save_and_load(pipeline, tmp_path)
 def test_bad_inputs_raise_clear_errors(pipeline):
     with pytest.raises(ValueError, match="must be shorter than sequence_length=4"):
         pipeline(prompt="abcdef", sequence_length=4)
-    with pytest.raises(ValueError, match=r"sequence_length must be an int in \[1, 24\]"):
+    with pytest.raises(ValueError, match=r"sequence_length must be an integer in \[1, 24\]"):
         pipeline(sequence_length=25)
     with pytest.raises(ValueError, match="outside the 'characters' vocabulary"):
         pipeline(prompt="ABC")

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from transformers import PreTrainedConfig
 
+from ..argument_checks import check_integer, check_number
 from ..partition import NoisePartition, assign_layers_to_blocks, validate_partition_settings
 from ..preconditioning import EDMPreconditioning
 
@@ -20,9 +21,21 @@ _NON_ARCHITECTURE_KEYS = frozenset(
 def require_positive_ints(config: Any, names: tuple[str, ...]) -> None:
     """Raise a `ValueError` naming the first field of `names` that is not an integer >= 1 (bools refused)."""
     for name in names:
-        value = getattr(config, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+        check_integer(getattr(config, name), name, minimum=1)
+
+
+def require_positive_floats(config: Any, names: tuple[str, ...]) -> None:
+    """Raise a `ValueError` naming the first field of `names` that is not a finite number > 0 (epsilons,
+    rotary bases); store the others as `float` (JSON keeps `10000` an int otherwise)."""
+    for name in names:
+        setattr(config, name, check_number(getattr(config, name), name, minimum=0, minimum_exclusive=True))
+
+
+def require_optional_ints(config: Any, names: tuple[str, ...], minimum: int, maximum: int | None = None) -> None:
+    """Raise a `ValueError` naming the first field of `names` that is neither None nor an integer in
+    `[minimum, maximum]` (token ids, seeds)."""
+    for name in names:
+        check_integer(getattr(config, name), name, minimum=minimum, maximum=maximum, allow_none=True)
 
 
 def _as_json(payload: dict[str, Any]) -> dict[str, Any]:
@@ -45,9 +58,7 @@ class BlockPartitionedConfig(PreTrainedConfig):
     layers_per_block: list[int] | None = None
 
     def __post_init__(self, **kwargs):
-        require_positive_ints(self, ("num_blocks",))
-        if not isinstance(self.num_hidden_layers, int) or self.num_hidden_layers < 1:
-            raise ValueError(f"num_hidden_layers must be an integer >= 1, got {self.num_hidden_layers!r}.")
+        require_positive_ints(self, ("num_blocks", "num_hidden_layers"))
         if self.layers_per_block is not None:
             self.layers_per_block = list(self.layers_per_block)
         assign_layers_to_blocks(self.num_hidden_layers, self.num_blocks, self.layers_per_block)
@@ -85,7 +96,10 @@ class DiffusionBlocksConfig(BlockPartitionedConfig):
         sigma_data (`float`, defaults to 0.5): data standard deviation of EDM preconditioning.
         p_mean (`float`, defaults to -1.2), p_std (`float`, defaults to 1.2): log-normal p_noise.
         partition (`str`, defaults to `"equiprobable"`): `"equiprobable"`, `"uniform_linear"` or `"uniform_log"`.
-        overlap (`float`, defaults to 0.05): block overlap γ for training.
+        overlap (`float`, defaults to 0.05): block overlap γ for training, in [0, 1).
+
+    Every number is checked at construction (finite, `0 < sigma_min < sigma_max`, `p_std > 0`,
+    `sigma_data > 0`), so a bad value fails by name instead of giving infinite or NaN boundaries.
     """
 
     sigma_min: float = 0.002
@@ -97,21 +111,19 @@ class DiffusionBlocksConfig(BlockPartitionedConfig):
     overlap: float = 0.05
 
     def __post_init__(self, **kwargs):
-        for name in ("sigma_min", "sigma_max", "sigma_data", "p_mean", "p_std", "overlap"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise ValueError(f"{name} must be a number, got {value!r}.")
-            setattr(self, name, float(value))
         validate_partition_settings(
             num_blocks=self.num_blocks,
             sigma_min=self.sigma_min,
             sigma_max=self.sigma_max,
+            p_mean=self.p_mean,
             p_std=self.p_std,
             partition=self.partition,
             overlap=self.overlap,
         )
         # EDMPreconditioning validates sigma_data.
         EDMPreconditioning(self.sigma_data)
+        for name in ("sigma_min", "sigma_max", "sigma_data", "p_mean", "p_std", "overlap"):
+            setattr(self, name, float(getattr(self, name)))
         super().__post_init__(**kwargs)
 
     @property

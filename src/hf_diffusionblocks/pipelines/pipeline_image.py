@@ -9,6 +9,7 @@ from diffusers import AutoencoderKL, ImagePipelineOutput
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.torch_utils import randn_tensor
 
+from ..argument_checks import as_integer_tensor, check_integer, check_num_inference_steps, check_number
 from ..models.dit import DiffusionBlocksDiTModel
 from ..schedulers import DiffusionBlocksScheduler
 from .pipeline_utils import DiffusionBlocksPipelineBase
@@ -56,14 +57,21 @@ class DiffusionBlocksImagePipeline(DiffusionBlocksPipelineBase):
         self.image_processor = VaeImageProcessor(do_normalize=True)
 
     def _class_labels_tensor(self, class_labels, batch_size: int | None) -> torch.Tensor:
+        """`(batch,)` labels on the execution device; float labels are refused, not truncated."""
         num_labels = self.transformer.config.num_labels
+        batch_size = check_integer(batch_size, "batch_size", minimum=1, allow_none=True)
         if class_labels is None:
             if batch_size is None:
                 raise ValueError("give class_labels, or batch_size for unconditional samples.")
             return torch.full((batch_size,), num_labels, dtype=torch.long, device=self._execution_device)
-        labels = torch.as_tensor([class_labels] if isinstance(class_labels, int) else class_labels).long().flatten()
-        if labels.numel() == 0 or labels.min() < 0 or labels.max() >= num_labels:
-            raise ValueError(f"class_labels must be integers in [0, {num_labels - 1}], got {labels.tolist()}.")
+        labels = as_integer_tensor(class_labels, "class_labels", minimum=0, maximum=num_labels - 1).flatten()
+        if labels.numel() == 0:
+            raise ValueError(f"class_labels must be integers in [0, {num_labels - 1}], got no label.")
+        if batch_size is not None and batch_size != labels.numel():
+            raise ValueError(
+                f"batch_size={batch_size} differs from the {labels.numel()} class_labels: give batch_size only for "
+                f"unconditional samples (class_labels=None)."
+            )
         return labels.to(self._execution_device)
 
     @torch.no_grad()
@@ -80,12 +88,13 @@ class DiffusionBlocksImagePipeline(DiffusionBlocksPipelineBase):
         """Generate one image per class label.
 
         Args:
-            class_labels (`int`, `list[int]` or `torch.Tensor`, *optional*): labels in `[0, num_labels)`;
+            class_labels (`int`, `list[int]` or integer `torch.Tensor`, *optional*): labels in `[0, num_labels)`;
                 None samples unconditionally (the null label) `batch_size` images.
-            guidance_scale (`float`, defaults to 2.0): classifier-free guidance weight (paper: 2.0);
+            batch_size (`int`, *optional*): number of unconditional samples (with `class_labels=None`).
+            guidance_scale (`float`, defaults to 2.0): classifier-free guidance weight >= 1 (paper: 2.0);
                 1.0 disables guidance and halves the cost.
-            num_inference_steps (`int`, defaults to 50): Euler (or Heun) steps; a multiple of
-                `num_blocks` gives every block the same number of steps.
+            num_inference_steps (`int`, defaults to 50): Euler (or Heun) steps, at least `num_blocks`; a
+                multiple of `num_blocks` gives every block the same number of steps.
             generator (`torch.Generator`, *optional*): for reproducible samples.
             output_type (`"pil"`, `"np"` or `"pt"`, defaults to `"pil"`).
         Returns:
@@ -93,9 +102,9 @@ class DiffusionBlocksImagePipeline(DiffusionBlocksPipelineBase):
         """
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}.")
-        if guidance_scale < 1.0:
-            raise ValueError(f"guidance_scale must be >= 1.0, got {guidance_scale}.")
+        guidance_scale = check_number(guidance_scale, "guidance_scale", minimum=1.0)
         config = self.transformer.config
+        num_inference_steps = check_num_inference_steps(num_inference_steps, config.num_blocks)
         labels = self._class_labels_tensor(class_labels, batch_size)
         use_guidance = guidance_scale > 1.0 and bool((labels != config.num_labels).any())
         batch = labels.shape[0]

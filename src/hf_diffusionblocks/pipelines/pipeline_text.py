@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from diffusers.utils import BaseOutput
 
+from ..argument_checks import check_integer, check_num_inference_steps, check_number
 from ..models.masked_lm import DiffusionBlocksForMaskedLM
 from ..schedulers import MaskedDiffusionBlocksScheduler
 from ..tokenization_char import CharacterTokenizer
@@ -69,8 +70,8 @@ class DiffusionBlocksTextPipeline(DiffusionBlocksPipelineBase):
     def _initial_ids(self, prompt: str | list[str] | None, num_samples: int, sequence_length: int) -> torch.Tensor:
         """`(batch, sequence_length)`: each prompt's ids at the start, the mask token everywhere else."""
         mask_token_id = self.transformer.config.mask_token_id
-        prompts = [prompt] if isinstance(prompt, str) else ([""] if prompt is None else list(prompt))
-        if not prompts or not all(isinstance(text, str) for text in prompts):
+        prompts = [prompt] if isinstance(prompt, str) else ([""] if prompt is None else prompt)
+        if not isinstance(prompts, (list, tuple)) or not prompts or not all(isinstance(text, str) for text in prompts):
             raise ValueError(f"prompt must be a string, a non-empty list of strings, or None, got {prompt!r}.")
         ids = torch.full((len(prompts) * num_samples, sequence_length), mask_token_id, dtype=torch.long)
         for row, text in enumerate(prompts):
@@ -101,9 +102,9 @@ class DiffusionBlocksTextPipeline(DiffusionBlocksPipelineBase):
             num_samples (`int`, defaults to 1): samples per prompt.
             sequence_length (`int`, *optional*): tokens per sample, prompt included; defaults to the model's
                 `max_position_embeddings`.
-            num_inference_steps (`int`, defaults to 120): unmasking steps from t = 1 to 0, equally spaced in α;
-                a multiple of `num_blocks` gives every block the same number of steps.
-            temperature (`float`, defaults to 1.0): softmax temperature of the revealed tokens.
+            num_inference_steps (`int`, defaults to 120): unmasking steps from t = 1 to 0, equally spaced in α,
+                at least `num_blocks`; a multiple of `num_blocks` gives every block the same number of steps.
+            temperature (`float`, defaults to 1.0): softmax temperature (> 0) of the revealed tokens.
             generator (`torch.Generator`, *optional*): on the pipeline's device, for reproducible samples.
         Returns:
             `TextPipelineOutput` with `texts` (`list[str]`, one per sample, prompt first) and `token_ids`.
@@ -112,13 +113,10 @@ class DiffusionBlocksTextPipeline(DiffusionBlocksPipelineBase):
         """
         config = self.transformer.config
         sequence_length = config.max_position_embeddings if sequence_length is None else sequence_length
-        if not isinstance(sequence_length, int) or not 1 <= sequence_length <= config.max_position_embeddings:
-            raise ValueError(
-                f"sequence_length must be an int in [1, {config.max_position_embeddings}] "
-                f"(max_position_embeddings), got {sequence_length!r}."
-            )
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}.")
+        sequence_length = check_integer(sequence_length, "sequence_length", minimum=1, maximum=config.max_position_embeddings)
+        num_samples = check_integer(num_samples, "num_samples", minimum=1)
+        num_inference_steps = check_num_inference_steps(num_inference_steps, config.num_blocks)
+        temperature = check_number(temperature, "temperature", minimum=0, minimum_exclusive=True)
         sample = self._initial_ids(prompt, num_samples, sequence_length)
 
         # special tokens other than the mask (e.g. [UNK]) are never revealed; the scheduler excludes the mask

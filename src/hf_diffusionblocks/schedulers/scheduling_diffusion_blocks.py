@@ -19,6 +19,7 @@ import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin, SchedulerOutput
 
+from ..argument_checks import check_values_in_range
 from ..partition import TIMESTEP_SPACINGS, NoisePartition, format_partition_table
 from ..preconditioning import EDMPreconditioning, add_noise
 
@@ -120,7 +121,8 @@ class DiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
 
     # ---- forward process -------------------------------------------------------------------
     def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """z_σ = y + σ·ε; `timesteps` are the noise levels σ, shape `(batch,)` or scalar."""
+        """z_σ = y + σ·ε; `timesteps` are the noise levels σ, shape `(batch,)` or scalar, finite and >= 0."""
+        check_values_in_range(timesteps, "timesteps (the noise levels sigma)", minimum=0)
         return add_noise(original_samples, noise, timesteps)
 
     def scale_model_input(self, sample: torch.Tensor, timestep: torch.Tensor | float | None = None) -> torch.Tensor:
@@ -133,7 +135,9 @@ class DiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
 
         Sets `sigmas` (`num_inference_steps + 1`, last 0), `timesteps` (the σ of each model
         evaluation) and `block_indices` (the block that runs it). Heun evaluates twice per step but
-        once on the final step to σ = 0.
+        once on the final step to σ = 0. `num_inference_steps` is an integer >= 1; fewer steps than
+        blocks skip blocks, which the samplers built on this scheduler refuse (`check_num_inference_steps`)
+        except the recurrent-depth LM, whose K = 1 readout is its predictive distribution.
         """
         sigmas = self.noise_partition.inference_sigmas(num_inference_steps, self.config.timestep_spacing)
         step_blocks = self.noise_partition.block_index_for_sigma(sigmas[:-1])
@@ -174,6 +178,10 @@ class DiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError("call set_timesteps(num_inference_steps) before step().")
         if self._step_index >= self.num_inference_steps:
             raise ValueError(f"all {self.num_inference_steps} steps are done; call set_timesteps again.")
+        if model_output.shape != sample.shape:  # broadcasting would silently mix samples
+            raise ValueError(
+                f"model_output must have the shape of sample {tuple(sample.shape)}, got {tuple(model_output.shape)}."
+            )
         sigma, sigma_next = self.sigmas[self._step_index], self.sigmas[self._step_index + 1]
         expected = sigma_next if self._pending is not None else sigma
         if not torch.isclose(torch.as_tensor(timestep, dtype=torch.float32).cpu(), expected.cpu(), rtol=1e-5):

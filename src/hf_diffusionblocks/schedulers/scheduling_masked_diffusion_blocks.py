@@ -19,6 +19,8 @@ import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin, SchedulerOutput
 
+from ..argument_checks import check_integer, check_number, check_values_in_range
+
 SCHEDULES = ("linear", "cosine")
 
 
@@ -42,8 +44,7 @@ class MaskedDiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
 
     @register_to_config
     def __init__(self, num_blocks: int = 3, schedule: Literal["linear", "cosine"] = "linear"):
-        if not isinstance(num_blocks, int) or isinstance(num_blocks, bool) or num_blocks < 1:
-            raise ValueError(f"num_blocks must be an integer >= 1, got {num_blocks!r}.")
+        check_integer(num_blocks, "num_blocks", minimum=1)
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {schedule!r}.")
         self.num_inference_steps: int | None = None
@@ -102,8 +103,7 @@ class MaskedDiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
     def block_index_for_time(self, t: torch.Tensor | float) -> torch.Tensor:
         """The block that owns t: block b owns `(block_times[b+1], block_times[b]]`; t = 0 goes to the last block."""
         t = torch.as_tensor(t, dtype=torch.float64)
-        if torch.any(t < 0) or torch.any(t > 1):
-            raise ValueError(f"t must lie in [0, 1], got values in [{float(t.min())}, {float(t.max())}].")
+        check_values_in_range(t, "t", 0, 1)
         inner_increasing = self.block_times[1:-1].flip(0)
         return (self.config.num_blocks - 1 - torch.searchsorted(inner_increasing, t, right=False)).long()
 
@@ -111,20 +111,24 @@ class MaskedDiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
         self, block_index: int, batch_size: int, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """t ~ U(block interval), float32 `(batch_size,)`; t > 0 is guaranteed (w(0) is infinite)."""
+        batch_size = check_integer(batch_size, "batch_size", minimum=1)
         low, high = self.block_interval(block_index)
         uniform = torch.rand(batch_size, generator=generator, dtype=torch.float64)
         times = low + uniform * (high - low)
         return times.clamp_min(1e-5).float()
 
     def training_loss_weight(self, block_index: int, t: torch.Tensor) -> torch.Tensor:
-        """(t_high − t_low)·w(t): makes the B per-block losses add up to the NELBO."""
+        """(t_high − t_low)·w(t): makes the B per-block losses add up to the NELBO; t in (0, 1] (w(0) is infinite)."""
+        check_values_in_range(t, "t", 0, 1, minimum_exclusive=True)
         low, high = self.block_interval(block_index)
         return ((high - low) * self.nelbo_weight(t)).float()
 
     def add_noise(
         self, original_samples: torch.Tensor, t: torch.Tensor, mask_token_id: int, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mask each token with probability 1 − α(t). Returns (noisy ids, boolean mask of masked positions)."""
+        """Mask each token with probability 1 − α(t), t in [0, 1]. Returns (noisy ids, boolean mask of masked positions)."""
+        # a NaN t would make every comparison with α(t) false: nothing masked, silently
+        check_values_in_range(t, "t", 0, 1)
         keep_probability = self.alpha(t).to(torch.float32).reshape(-1, *([1] * (original_samples.ndim - 1)))
         uniform = _rand(original_samples.shape, generator, original_samples.device)
         masked = uniform >= keep_probability.to(original_samples.device)
@@ -133,8 +137,7 @@ class MaskedDiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
     # ---- sampling --------------------------------------------------------------------------
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
         """Times equally spaced in α from t=1 to t=0 (`num_inference_steps + 1` values); the block of each step."""
-        if num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}.")
+        num_inference_steps = check_integer(num_inference_steps, "num_inference_steps", minimum=1)
         alphas = torch.linspace(0.0, 1.0, num_inference_steps + 1, dtype=torch.float64)
         times = self.time_for_alpha(alphas)
         times[0], times[-1] = 1.0, 0.0
@@ -176,8 +179,12 @@ class MaskedDiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError("call set_timesteps(num_inference_steps) before step().")
         if self._step_index >= self.num_inference_steps:
             raise ValueError(f"all {self.num_inference_steps} steps are done; call set_timesteps again.")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}.")
+        temperature = check_number(temperature, "temperature", minimum=0, minimum_exclusive=True)
+        if model_output.ndim != sample.ndim + 1 or model_output.shape[:-1] != sample.shape:
+            raise ValueError(
+                f"model_output must have shape (*sample.shape, vocab_size) = ({', '.join(map(str, sample.shape))}, vocab_size), "
+                f"got {tuple(model_output.shape)}."
+            )
         t, s = self.times[self._step_index], self.times[self._step_index + 1]
         if not torch.isclose(torch.as_tensor(timestep, dtype=torch.float32).cpu(), t.cpu()):
             raise ValueError(f"step() expected the model output at t={float(t)}, got timestep={float(timestep)}.")

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from ...modeling.configuration_blocks import DiffusionBlocksConfig, require_positive_ints
+from ...argument_checks import check_integer, check_num_inference_steps
+from ...modeling.configuration_blocks import (
+    DiffusionBlocksConfig,
+    require_optional_ints,
+    require_positive_floats,
+    require_positive_ints,
+)
 
 OBJECTIVES = ("diffusion", "next_token")
 
@@ -31,8 +37,8 @@ class DiffusionBlocksCausalLMConfig(DiffusionBlocksConfig):
         target_embedding_dim (`int`, defaults to 16): width d of the fixed target-embedding table E.
         target_embedding_seed (`int`, defaults to 0): seed of E; E is rebuilt from (vocab_size,
             target_embedding_dim, sigma_data, seed), never trained, and shared by all blocks.
-        num_inference_steps (`int`, *optional*): Euler steps per generated token; defaults to `num_blocks`
-            (one step per block, the paper's setting).
+        num_inference_steps (`int`, *optional*): Euler steps per generated token, at least `num_blocks`;
+            defaults to `num_blocks` (one step per block, the paper's setting).
         num_blocks (`int`, defaults to 4), layers_per_block, sigma_min, sigma_max, sigma_data, p_mean, p_std,
         partition, overlap (`float`, defaults to 0.1, the paper's value for text): see `DiffusionBlocksConfig`.
     """
@@ -71,17 +77,13 @@ class DiffusionBlocksCausalLMConfig(DiffusionBlocksConfig):
             raise ValueError(
                 f"objective='next_token' is the end-to-end baseline and needs num_blocks=1, got num_blocks={self.num_blocks}."
             )
-        if self.num_inference_steps is not None and (
-            not isinstance(self.num_inference_steps, int) or self.num_inference_steps < 1
-        ):
-            raise ValueError(f"num_inference_steps must be an integer >= 1 or None, got {self.num_inference_steps!r}.")
-        for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or not 0 <= value < self.vocab_size):
-                raise ValueError(f"{name} must be None or an int in [0, {self.vocab_size - 1}], got {value!r}.")
-        if not self.rope_theta > 0:
-            raise ValueError(f"rope_theta must be > 0, got {self.rope_theta}.")
+        require_optional_ints(self, ("bos_token_id", "eos_token_id", "pad_token_id"), minimum=0, maximum=self.vocab_size - 1)
+        require_positive_floats(self, ("rope_theta", "rms_norm_eps"))
+        check_integer(self.target_embedding_seed, "target_embedding_seed", minimum=None)
         super().__post_init__(**kwargs)
+        # after the block fields are checked: the steps are compared with num_blocks
+        if self.num_inference_steps is not None:
+            check_num_inference_steps(self.num_inference_steps, self.num_blocks)
 
     @property
     def head_dim(self) -> int:

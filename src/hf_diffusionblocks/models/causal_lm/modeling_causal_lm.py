@@ -27,6 +27,7 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import ModelOutput
 
+from ...argument_checks import check_num_inference_steps, check_values_in_range
 from ...modeling.adaln import AdaLNZeroFinalLayer, AdaLNZeroTransformerLayer, rotary_cos_sin
 from ...modeling.embeddings import NoiseEmbedder
 from ...modeling.modeling_blocks import DiffusionBlocksPreTrainedModel
@@ -249,7 +250,7 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
         noisy_embeddings, sigma = self._check_noisy_inputs(input_ids, noisy_embeddings, sigma)
         preconditioning = self.config.preconditioning
         logits = block.forward_training(
-            input_ids, preconditioning.scale_input(noisy_embeddings, sigma), preconditioning.c_noise(sigma)
+            input_ids, preconditioning.scale_input(noisy_embeddings, sigma).to(self.dtype), preconditioning.c_noise(sigma)
         )
         denoised = self.denoised_embeddings(logits)
         return DiffusionBlocksCausalLMBlockOutput(logits=logits, denoised=denoised) if return_dict else (logits, denoised)
@@ -267,8 +268,7 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
             sigma = sigma[:, None]
         if sigma.ndim not in (0, 2) or (sigma.ndim == 2 and sigma.shape[1] not in (1, seq_len)):
             raise ValueError(f"sigma must be a float or have shape ({batch},) or ({batch}, {seq_len}), got {tuple(sigma.shape)}.")
-        if not torch.all(sigma > 0):
-            raise ValueError("sigma must be > 0.")
+        check_values_in_range(sigma, "sigma", minimum=0, minimum_exclusive=True)
         return noisy_embeddings, sigma.expand(batch, seq_len)
 
     def denoised_embeddings(self, logits: torch.Tensor) -> torch.Tensor:
@@ -316,7 +316,7 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
             labels (`torch.LongTensor` of shape `(batch, n)`, *optional*, `"next_token"` only): next-token
                 cross-entropy (−100 ignored) as `loss`, the usual causal-LM convention.
             logits_to_keep (`int`, defaults to 0): compute logits for the last this many positions (0: all).
-            num_inference_steps (`int`, *optional*): Euler steps per token (diffusion only).
+            num_inference_steps (`int`, *optional*): Euler steps per token, at least `num_blocks` (diffusion only).
             generator (`torch.Generator`, *optional*): source of ε (diffusion only).
             start_from_noise (`bool`, defaults to True): False starts every ODE at ε = 0 (diffusion only).
         Returns:
@@ -374,7 +374,9 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
             context_lengths (`torch.LongTensor` `(k,)`): query q sees the cached tokens `< context_lengths[q]`.
             start_from_noise (`bool`): False starts at ε = 0 (see `forward`).
         """
-        steps = num_inference_steps or self.config.default_num_inference_steps
+        steps = self.config.default_num_inference_steps
+        if num_inference_steps is not None:  # `or` would take 0 for the default
+            steps = check_num_inference_steps(num_inference_steps, self.config.num_blocks)
         scheduler = DiffusionBlocksScheduler(**self.config.scheduler_kwargs())
         scheduler.set_timesteps(steps, device=key_padding.device)
         preconditioning = self.config.preconditioning
@@ -428,8 +430,9 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
     def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):
         """`GenerationMixin.generate` after checks that raise a `ValueError` naming the bad argument.
 
-        Checked here: every block is loaded; prompt length + `max_new_tokens` fits `max_position_embeddings`;
-        `temperature` > 0, `top_k` >= 0, `0 < top_p <= 1` when sampling; `num_inference_steps` >= 1.
+        Checked here: every block is loaded; the prompt is a LongTensor of at least one token and, with
+        `max_new_tokens`, fits `max_position_embeddings`; `temperature` > 0, `top_k` >= 0, `0 < top_p <= 1`;
+        `num_inference_steps` is an integer >= `num_blocks` (every block runs).
         Diffusion-specific keyword arguments: `num_inference_steps` (Euler steps per token) and
         `generator` (the ε of every token). Greedy decoding takes the argmax of the last readout of a
         trajectory from σ_max·ε, as in the paper.

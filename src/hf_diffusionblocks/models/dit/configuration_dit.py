@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from ...modeling.configuration_blocks import DiffusionBlocksConfig, TransformerSize
+from ...argument_checks import check_number
+from ...modeling.configuration_blocks import (
+    DiffusionBlocksConfig,
+    TransformerSize,
+    require_positive_floats,
+    require_positive_ints,
+)
 
 
 class DiffusionBlocksDiTConfig(DiffusionBlocksConfig):
@@ -40,6 +46,12 @@ class DiffusionBlocksDiTConfig(DiffusionBlocksConfig):
     layer_norm_eps: float = 1e-6
 
     def __post_init__(self, **kwargs):
+        require_positive_ints(self, ("image_size", "patch_size", "num_channels", "hidden_size", "num_attention_heads",
+                                     "intermediate_size", "num_labels"))
+        require_positive_floats(self, ("layer_norm_eps",))
+        self.class_dropout_prob = check_number(
+            self.class_dropout_prob, "class_dropout_prob", minimum=0, maximum=1, maximum_exclusive=True
+        )
         if self.image_size % self.patch_size != 0:
             raise ValueError(
                 f"image_size={self.image_size} must be divisible by patch_size={self.patch_size}."
@@ -48,10 +60,6 @@ class DiffusionBlocksDiTConfig(DiffusionBlocksConfig):
             raise ValueError(
                 f"hidden_size={self.hidden_size} must be divisible by num_attention_heads={self.num_attention_heads}."
             )
-        if not 0.0 <= self.class_dropout_prob < 1.0:
-            raise ValueError(f"class_dropout_prob must be in [0, 1), got {self.class_dropout_prob}.")
-        if self.num_labels < 1:
-            raise ValueError(f"num_labels must be >= 1, got {self.num_labels}.")
         super().__post_init__(**kwargs)
 
     @property

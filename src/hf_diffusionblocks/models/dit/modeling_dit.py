@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from transformers.utils import ModelOutput
 
+from ...argument_checks import as_integer_tensor, check_values_in_range
 from ...modeling.adaln import AdaLNZeroFinalLayer, AdaLNZeroTransformerLayer
 from ...modeling.embeddings import NoiseEmbedder
 from ...modeling.modeling_blocks import DiffusionBlocksPreTrainedModel, per_sample_level
@@ -123,15 +124,14 @@ class DiffusionBlocksDiTModel(DiffusionBlocksPreTrainedModel):
             raise ValueError(f"sample must have shape (batch, {', '.join(map(str, expected))}), got {tuple(sample.shape)}.")
         batch = sample.shape[0]
         sigma = per_sample_level(sigma, batch, "sigma", sample.device, sample.dtype)
+        check_values_in_range(sigma, "sigma", minimum=0, minimum_exclusive=True)
         if class_labels is None:
             class_labels = torch.full((batch,), config.num_labels, dtype=torch.long, device=sample.device)
-        class_labels = torch.as_tensor(class_labels, device=sample.device).long()
+        # label num_labels is the null label of classifier-free guidance; floats are refused, not truncated
+        class_labels = as_integer_tensor(class_labels, "class_labels", minimum=0, maximum=config.num_labels)
+        class_labels = class_labels.to(sample.device)
         if class_labels.shape != (batch,):
             raise ValueError(f"class_labels must have shape ({batch},), got {tuple(class_labels.shape)}.")
-        if class_labels.numel() and (class_labels.min() < 0 or class_labels.max() > config.num_labels):
-            raise ValueError(
-                f"class_labels must be in [0, {config.num_labels - 1}] (or {config.num_labels} for the null label)."
-            )
         return sigma, class_labels
 
     def forward_block(
@@ -145,8 +145,9 @@ class DiffusionBlocksDiTModel(DiffusionBlocksPreTrainedModel):
         """Denoise with block `block_index` alone.
 
         Args:
-            sample (`torch.Tensor` of shape `(batch, num_channels, image_size, image_size)`): noisy z = y + σε.
-            sigma (`float` or `torch.Tensor` of shape `(batch,)`): noise levels.
+            sample (`torch.Tensor` of shape `(batch, num_channels, image_size, image_size)`): noisy z = y + σε,
+                in any floating dtype (the network runs in the model's dtype, D is returned in the sample's).
+            sigma (`float` or `torch.Tensor` of shape `(batch,)`): noise levels, finite and > 0.
             class_labels (`torch.LongTensor` of shape `(batch,)`, *optional*): labels in
                 `[0, num_labels)`; `num_labels` (or None) is the null label.
         Returns:
@@ -156,7 +157,7 @@ class DiffusionBlocksDiTModel(DiffusionBlocksPreTrainedModel):
         sigma, class_labels = self._check_inputs(sample, sigma, class_labels)
         preconditioning = self.config.preconditioning
         network_output = block(
-            preconditioning.scale_input(sample, sigma), preconditioning.c_noise(sigma), class_labels
+            preconditioning.scale_input(sample, sigma).to(self.dtype), preconditioning.c_noise(sigma), class_labels
         )
         denoised = preconditioning.denoise(sample, network_output.to(sample.dtype), sigma)
         return DiffusionBlocksDiTOutput(sample=denoised) if return_dict else (denoised,)

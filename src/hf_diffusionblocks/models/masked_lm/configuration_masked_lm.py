@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ...modeling.configuration_blocks import BlockPartitionedConfig, require_positive_ints
+from ...argument_checks import check_integer
+from ...modeling.configuration_blocks import BlockPartitionedConfig, require_positive_floats, require_positive_ints
 from ...schedulers.scheduling_masked_diffusion_blocks import SCHEDULES, MaskedDiffusionBlocksScheduler
 
 
@@ -50,9 +51,7 @@ class DiffusionBlocksMaskedLMConfig(BlockPartitionedConfig):
             raise ValueError(
                 f"hidden_size={self.hidden_size} must be divisible by num_attention_heads={self.num_attention_heads}."
             )
-        if not isinstance(self.rope_theta, (int, float)) or isinstance(self.rope_theta, bool) or not self.rope_theta > 0:
-            raise ValueError(f"rope_theta must be a number > 0, got {self.rope_theta!r}.")
-        self.rope_theta = float(self.rope_theta)
+        require_positive_floats(self, ("rope_theta", "layer_norm_eps"))
         if (self.hidden_size // self.num_attention_heads) % 2:
             raise ValueError(
                 f"hidden_size / num_attention_heads = {self.hidden_size // self.num_attention_heads} must be even "
@@ -60,8 +59,7 @@ class DiffusionBlocksMaskedLMConfig(BlockPartitionedConfig):
             )
         if self.mask_token_id is None:
             self.mask_token_id = self.vocab_size - 1
-        if not isinstance(self.mask_token_id, int) or not 0 <= self.mask_token_id < self.vocab_size:
-            raise ValueError(f"mask_token_id must be an int in [0, {self.vocab_size - 1}], got {self.mask_token_id!r}.")
+        check_integer(self.mask_token_id, "mask_token_id", minimum=0, maximum=self.vocab_size - 1)
         if self.masking_schedule not in SCHEDULES:
             raise ValueError(f"masking_schedule must be one of {list(SCHEDULES)}, got {self.masking_schedule!r}.")
         super().__post_init__(**kwargs)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import MaskedLMOutput
 
+from ...argument_checks import check_values_in_range
 from ...modeling.adaln import AdaLNZeroFinalLayer, AdaLNZeroTransformerLayer
 from ...modeling.embeddings import NoiseEmbedder
 from ...modeling.modeling_blocks import DiffusionBlocksPreTrainedModel, per_sample_level
@@ -113,8 +114,7 @@ class DiffusionBlocksForMaskedLM(DiffusionBlocksPreTrainedModel):
                 f"got values in [{int(input_ids.min())}, {int(input_ids.max())}]."
             )
         t = per_sample_level(t, batch, "t", input_ids.device)
-        if t.numel() and (t.min() < 0 or t.max() > 1):
-            raise ValueError(f"t must lie in [0, 1], got values in [{float(t.min())}, {float(t.max())}].")
+        check_values_in_range(t, "t", 0, 1)
         return t
 
     def forward_block(

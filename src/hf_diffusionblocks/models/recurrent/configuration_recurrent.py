@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ...modeling.configuration_blocks import DiffusionBlocksConfig, require_positive_ints
+from ...argument_checks import check_integer
+from ...modeling.configuration_blocks import DiffusionBlocksConfig, require_positive_floats, require_positive_ints
 
 
 class DiffusionBlocksRecurrentConfig(DiffusionBlocksConfig):
@@ -62,10 +63,9 @@ class DiffusionBlocksRecurrentConfig(DiffusionBlocksConfig):
     def __post_init__(self, **kwargs):
         require_positive_ints(self, ("vocab_size", "hidden_size", "num_attention_heads", "intermediate_size",
                                      "max_position_embeddings", "num_iterations"))
+        require_positive_floats(self, ("layer_norm_eps",))
         for name in ("num_prelude_layers", "num_coda_layers"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}.")
+            check_integer(getattr(self, name), name, minimum=0)
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
                 f"hidden_size={self.hidden_size} must be divisible by num_attention_heads={self.num_attention_heads}."

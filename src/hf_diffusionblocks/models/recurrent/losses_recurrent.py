@@ -12,6 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ...argument_checks import check_integer, check_number
 from ...partition import NoisePartition
 from ...preconditioning import add_noise
 
@@ -51,8 +52,7 @@ def sample_num_iterations(mean_recurrence: float, generator: torch.Generator | N
         mean_recurrence (`float`): r̄ (> 0); the mean of r is r̄ + 1.
         log_std (`float`, defaults to 0.5): s.
     """
-    if not mean_recurrence > 0:
-        raise ValueError(f"mean_recurrence must be > 0, got {mean_recurrence}.")
+    check_number(mean_recurrence, "mean_recurrence", minimum=0, minimum_exclusive=True)
     tau = math.log(mean_recurrence) - 0.5 * log_std**2 + log_std * float(torch.randn((), generator=generator))
     return int(torch.poisson(torch.tensor([math.exp(tau)]), generator=generator)) + 1
 
@@ -67,10 +67,8 @@ class TruncatedBPTTLoss:
     """
 
     def __init__(self, mean_recurrence: float = 8, bptt_steps: int = 4):
-        if not mean_recurrence > 0:
-            raise ValueError(f"mean_recurrence must be > 0, got {mean_recurrence}.")
-        if not isinstance(bptt_steps, int) or bptt_steps < 1:
-            raise ValueError(f"bptt_steps must be an integer >= 1, got {bptt_steps!r}.")
+        check_number(mean_recurrence, "mean_recurrence", minimum=0, minimum_exclusive=True)
+        check_integer(bptt_steps, "bptt_steps", minimum=1)
         self.mean_recurrence = mean_recurrence
         self.bptt_steps = bptt_steps
 

@@ -27,11 +27,12 @@ from transformers import GenerationMixin
 from transformers.modeling_outputs import CausalLMOutput
 from transformers.utils import ModelOutput
 
+from ...argument_checks import check_integer, check_values_in_range
 from ...modeling.adaln import AdaLNZeroFinalLayer, AdaLNZeroTransformerLayer
 from ...modeling.embeddings import NoiseEmbedder
 from ...modeling.modeling_blocks import DiffusionBlocksPreTrainedModel, per_sample_level
 from ...schedulers.scheduling_diffusion_blocks import DiffusionBlocksScheduler
-from ..causal_lm.generation_checks import effective_generation_config
+from ..causal_lm.generation_checks import check_generate_arguments, effective_generation_config
 from ..vit.label_embeddings import posterior_mean, target_embedding_table
 from .configuration_recurrent import DiffusionBlocksRecurrentConfig
 
@@ -155,7 +156,9 @@ class DiffusionBlocksRecurrentForCausalLM(DiffusionBlocksPreTrainedModel, Genera
         expected = (*ids_shape, self.config.target_embedding_dim)
         if tuple(state.shape) != expected:
             raise ValueError(f"noisy_targets must have shape {expected}, got {tuple(state.shape)}.")
-        return per_sample_level(sigma, ids_shape[0], "sigma", state.device)
+        sigma = per_sample_level(sigma, ids_shape[0], "sigma", state.device)
+        check_values_in_range(sigma, "sigma", minimum=0, minimum_exclusive=True)
+        return sigma
 
     def _iteration(self, block, embedded, state, sigma, return_dict=True):
         preconditioning = self.config.preconditioning
@@ -179,8 +182,8 @@ class DiffusionBlocksRecurrentForCausalLM(DiffusionBlocksPreTrainedModel, Genera
             num_iterations (`int`, *optional*): K >= 1, defaults to `config.num_iterations`.
             generator (`torch.Generator`, *optional*): source of ε (a CPU generator).
             num_gradient_iterations (`int`, *optional*): with gradients enabled, only the last this-many
-                iterations are differentiated (truncated BPTT); the earlier ones run under `no_grad`.
-                Default: all.
+                iterations (in [1, K]) are differentiated (truncated BPTT); the earlier ones run under
+                `no_grad`. Default: all.
             start_from_noise (`bool`, defaults to True): False starts at ε = 0, the centre of the initial
                 distribution: the trajectory then ends near the posterior's mode instead of at a sample
                 (greedy decoding; next-character accuracy at K = 8 on Shakespeare 15.5% → 24.5%).
@@ -190,6 +193,8 @@ class DiffusionBlocksRecurrentForCausalLM(DiffusionBlocksPreTrainedModel, Genera
         num_iterations = self.config.num_iterations if num_iterations is None else num_iterations
         if not isinstance(num_iterations, int) or isinstance(num_iterations, bool) or num_iterations < 1:
             raise ValueError(f"num_iterations (K) must be an integer >= 1, got {num_iterations!r}.")
+        if num_gradient_iterations is not None:
+            check_integer(num_gradient_iterations, "num_gradient_iterations", minimum=1, maximum=num_iterations)
         self._check_input_ids(input_ids)
         scheduler = self.build_scheduler()
         scheduler.set_timesteps(num_iterations, device=input_ids.device)
@@ -257,7 +262,12 @@ class DiffusionBlocksRecurrentForCausalLM(DiffusionBlocksPreTrainedModel, Genera
 
     def generate(self, inputs: torch.Tensor | None = None, generation_config=None, **kwargs):
         """`GenerationMixin.generate`; greedy decoding (`do_sample=False`) starts every prediction's core
-        iterations at ε = 0 (the posterior's mode), sampling at σ_max·ε."""
+        iterations at ε = 0 (the posterior's mode), sampling at σ_max·ε.
+
+        The prompt and sampling arguments are checked first, as for `DiffusionBlocksForCausalLM.generate`:
+        a `ValueError` names an empty or too long prompt, `max_new_tokens`, `temperature`, `top_p` or `top_k`.
+        """
+        check_generate_arguments(self, inputs, generation_config, kwargs)
         do_sample = effective_generation_config(self, generation_config, kwargs).do_sample
         kwargs.setdefault("start_from_noise", bool(do_sample))
         return super().generate(inputs, generation_config=generation_config, **kwargs)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from ...modeling.configuration_blocks import DiffusionBlocksConfig, TransformerSize, require_positive_ints
+from ...modeling.configuration_blocks import (
+    DiffusionBlocksConfig,
+    TransformerSize,
+    require_positive_floats,
+    require_positive_ints,
+)
 from ...partition import TIMESTEP_SPACINGS
 
 CLASSIFIER_TYPES = ("diffusion", "standard")
@@ -70,6 +75,7 @@ class DiffusionBlocksViTConfig(DiffusionBlocksConfig):
     def __post_init__(self, **kwargs):
         require_positive_ints(self, ("image_size", "patch_size", "num_channels", "num_labels", "hidden_size",
                                      "num_attention_heads", "intermediate_size"))
+        require_positive_floats(self, ("layer_norm_eps",))
         if self.image_size % self.patch_size != 0:
             raise ValueError(f"image_size={self.image_size} must be divisible by patch_size={self.patch_size}.")
         if self.hidden_size % self.num_attention_heads != 0:

@@ -30,6 +30,7 @@ from torch import nn
 from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.utils import ModelOutput
 
+from ...argument_checks import as_integer_tensor, check_num_inference_steps, check_values_in_range
 from ...modeling.adaln import AdaLNZeroFinalLayer, AdaLNZeroTransformerLayer
 from ...modeling.embeddings import NoiseEmbedder
 from ...modeling.modeling_blocks import DiffusionBlocksPreTrainedModel, per_sample_level
@@ -112,12 +113,14 @@ class DiffusionBlocksForImageClassification(DiffusionBlocksPreTrainedModel):
         """The `DiffusionBlocksScheduler` with the partition these blocks were trained on."""
         return DiffusionBlocksScheduler(**self.config.scheduler_kwargs())
 
-    def _check_pixel_values(self, pixel_values: torch.Tensor) -> None:
+    def _prepare_pixel_values(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Check the shape; return the images in the model's dtype (float64 images classify like float32 ones)."""
         config = self.config
         expected = (config.num_channels, config.image_size, config.image_size)
         if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != expected:
             shape = tuple(pixel_values.shape) if isinstance(pixel_values, torch.Tensor) else type(pixel_values).__name__
             raise ValueError(f"pixel_values must have shape (batch, {', '.join(map(str, expected))}), got {shape}.")
+        return pixel_values.to(self.dtype)
 
     def _check_noisy_labels(self, noisy_labels: torch.Tensor, sigma: torch.Tensor | float, batch: int) -> torch.Tensor:
         if noisy_labels.shape != (batch, self.config.label_embedding_dim):
@@ -125,7 +128,9 @@ class DiffusionBlocksForImageClassification(DiffusionBlocksPreTrainedModel):
                 f"noisy_labels must have shape ({batch}, label_embedding_dim={self.config.label_embedding_dim}), "
                 f"got {tuple(noisy_labels.shape)}."
             )
-        return per_sample_level(sigma, batch, "sigma", noisy_labels.device)
+        sigma = per_sample_level(sigma, batch, "sigma", noisy_labels.device)
+        check_values_in_range(sigma, "sigma", minimum=0, minimum_exclusive=True)
+        return sigma
 
     def forward_block(
         self,
@@ -146,7 +151,7 @@ class DiffusionBlocksForImageClassification(DiffusionBlocksPreTrainedModel):
             `DiffusionBlocksViTBlockOutput` with `logits` `(batch, num_labels)` and `denoised` D̂ `(batch, d)`.
         """
         block = self.get_block(block_index)
-        self._check_pixel_values(pixel_values)
+        pixel_values = self._prepare_pixel_values(pixel_values)
         sigma = self._check_noisy_labels(noisy_labels, sigma, pixel_values.shape[0])
         preconditioning = self.config.preconditioning
         scaled = preconditioning.scale_input(noisy_labels.float(), sigma).to(pixel_values.dtype)
@@ -156,7 +161,7 @@ class DiffusionBlocksForImageClassification(DiffusionBlocksPreTrainedModel):
 
     def standard_logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The end-to-end baseline (`classifier_type="standard"`): one pass, z = 0, σ = σ_max → `(batch, num_labels)`."""
-        self._check_pixel_values(pixel_values)
+        pixel_values = self._prepare_pixel_values(pixel_values)
         batch = pixel_values.shape[0]
         empty_label = pixel_values.new_zeros(batch, self.config.label_embedding_dim)
         c_noise = self.config.preconditioning.c_noise(torch.full((batch,), self.config.sigma_max, device=pixel_values.device))
@@ -177,7 +182,8 @@ class DiffusionBlocksForImageClassification(DiffusionBlocksPreTrainedModel):
         neither, ε = 0 and the trajectory ends at the posterior's mode (see the module docstring).
         """
         scheduler = self.build_scheduler()
-        num_inference_steps = self.config.num_blocks if num_inference_steps is None else num_inference_steps
+        num_blocks = self.config.num_blocks
+        num_inference_steps = num_blocks if num_inference_steps is None else check_num_inference_steps(num_inference_steps, num_blocks)
         scheduler.set_timesteps(num_inference_steps, device=pixel_values.device)
         shape = (pixel_values.shape[0], self.config.label_embedding_dim)
         if initial_noise is None and generator is None:
@@ -211,7 +217,7 @@ class DiffusionBlocksForImageClassification(DiffusionBlocksPreTrainedModel):
             labels (`torch.LongTensor` of shape `(batch,)`, *optional*): class indices; when given, `loss`
                 is the cross-entropy of the returned logits (for `"diffusion"` an evaluation loss of the
                 last readout; blocks are trained with `LabelDenoisingLoss`, one block at a time).
-            num_inference_steps (`int`, *optional*): Euler steps (defaults to `num_blocks`, one per block).
+            num_inference_steps (`int`, *optional*): Euler steps, at least `num_blocks` (the default, one per block).
             generator (`torch.Generator`, *optional*): source of the initial noise ε, to sample labels
                 from the posterior. By default ε = 0: deterministic, and the label is the posterior's mode.
             initial_noise (`torch.Tensor` of shape `(batch, label_embedding_dim)`, *optional*): ε itself.
@@ -226,7 +232,8 @@ class DiffusionBlocksForImageClassification(DiffusionBlocksPreTrainedModel):
             logits = self.sample_labels(pixel_values, num_inference_steps, generator, initial_noise)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits.float(), labels.to(logits.device).long())
+            labels = as_integer_tensor(labels, "labels", minimum=0, maximum=self.config.num_labels - 1)
+            loss = F.cross_entropy(logits.float(), labels.to(logits.device))
         if not return_dict:
             return (logits,) if loss is None else (loss, logits)
         return ImageClassifierOutput(loss=loss, logits=logits)
