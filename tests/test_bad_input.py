@@ -433,8 +433,7 @@ FROM_PRETRAINED_ROWS = [
              guard=True),
     BadInput("DiTModel.from_pretrained", "block_index=1.0",
              lambda m: DiffusionBlocksDiTModel.from_pretrained(m.saved_dit_folder, block_index=1.0), "block_index",
-             "[0, 2]", open_issue="modeling_blocks.from_pretrained treats a non-int block_index as a list: TypeError "
-             "'float' object is not iterable"),
+             "[0, 2]"),
     BadInput("DiTModel.from_pretrained", "block_index=True",
              lambda m: DiffusionBlocksDiTModel.from_pretrained(m.saved_dit_folder, block_index=True), "block_index",
              "[0, 2]", guard=True),

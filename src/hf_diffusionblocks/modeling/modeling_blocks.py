@@ -278,7 +278,7 @@ class DiffusionBlocksPreTrainedModel(PreTrainedModel):
             config = cls.load_config(source, options)
 
         requested = list(range(config.num_blocks)) if block_index is None else (
-            [block_index] if isinstance(block_index, int) else list(block_index)
+            list(block_index) if isinstance(block_index, (list, tuple, range)) else [block_index]
         )
         indices = validate_block_indices(requested, config.num_blocks)
         files = {index: resolve_file(source, block_weights_name(index), options) for index in indices}
