@@ -85,7 +85,8 @@ def test_model_folder_card_has_no_pipeline_snippet(tmp_path, tiny_dit_config):
     DiffusionBlocksDiTModel(tiny_dit_config).save_pretrained(tmp_path, training_steps={0: 1, 1: 2, 2: 3})
     text = write(tmp_path, sample_grid=None, metrics=None, training_mode="end_to_end").text
     assert 'from_pretrained("org/tiny-dit", block_index=0)' in text
-    assert "Pipeline" not in text
+    assert "Pipeline.from_pretrained" not in text  # a model folder: the pipeline is built around the model
+    assert "DiffusionBlocksImagePipeline(model, DiffusionBlocksScheduler(**model.config.scheduler_kwargs()))" in text
     assert "Missing blocks" not in text and "| 2 | 4-5 | present | 3 |" in text
     assert "No metrics were recorded" in text
 
