@@ -75,6 +75,8 @@ class ModelFamily:
         tiny_config_kwargs (`dict`): a config small enough for CPU tests in milliseconds.
         pipeline_components (`Callable`, *optional*): `(model, **given) -> dict` of the pipeline's components
             besides the model (scheduler, tokenizer, ...); `given` overrides.
+        tiny_pipeline_components (`Callable`, *optional*): `() -> dict` of the components `pipeline_components`
+            cannot make from the model (a tokenizer) that fit `tiny_config()`, for tests.
     """
 
     name: str
@@ -93,6 +95,7 @@ class ModelFamily:
     native_usage: str
     tiny_config_kwargs: dict[str, Any] = field(default_factory=dict)
     pipeline_components: Callable[..., dict[str, Any]] | None = None
+    tiny_pipeline_components: Callable[[], dict[str, Any]] = dict
 
     @property
     def model_type(self) -> str:
@@ -217,6 +220,7 @@ model = AutoModelForMaskedLM.from_pretrained("{{ repo_id }}"{{ subfolder_argumen
         max_position_embeddings=16, num_blocks=3,
     ),
     pipeline_components=_text_pipeline_components,
+    tiny_pipeline_components=lambda: {"tokenizer": CharacterTokenizer(vocabulary_type="text8")},
 )
 
 _LANGUAGE_MODEL_INPUTS = """{% if has_tokenizer -%}
@@ -321,7 +325,7 @@ model = AutoModelForCausalLM.from_pretrained("{{ repo_id }}", trust_remote_code=
 output_ids = model.generate(input_ids, max_new_tokens=8, do_sample=False)""" + _LANGUAGE_MODEL_OUTPUT,
     tiny_config_kwargs=dict(
         vocab_size=12, hidden_size=32, num_hidden_layers=2, num_prelude_layers=1, num_coda_layers=1,
-        num_attention_heads=2, intermediate_size=64, max_position_embeddings=16,
+        num_attention_heads=2, intermediate_size=64, max_position_embeddings=16, num_blocks=2,
     ),
 )
 
