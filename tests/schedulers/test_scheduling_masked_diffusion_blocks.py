@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from scheduler_common import SchedulerCommonTests
 
 from hf_diffusionblocks import MaskedDiffusionBlocksScheduler
 
@@ -94,3 +95,25 @@ def test_save_load_and_bad_input(tmp_path):
         MaskedDiffusionBlocksScheduler(num_blocks=0)
     with pytest.raises(ValueError, match="block_index"):
         scheduler.block_interval(4)
+
+
+MASK_TOKEN_ID = 9
+
+
+class TestMaskedDiffusionBlocksSchedulerCommon(SchedulerCommonTests):
+    """The common scheduler tests; the model output is random logits over 10 ids (9 is the mask)."""
+
+    scheduler_class = MaskedDiffusionBlocksScheduler
+    config = {"num_blocks": 3, "schedule": "cosine"}
+
+    def clean_sample(self) -> torch.Tensor:
+        return torch.randint(0, MASK_TOKEN_ID, (4, 16), generator=torch.Generator().manual_seed(0))
+
+    def model_output(self, sample, timestep, generator):
+        return torch.randn(*sample.shape, MASK_TOKEN_ID + 1, generator=generator)
+
+    def step(self, scheduler, model_output, timestep, sample, generator, return_dict=True):
+        return scheduler.step(model_output, timestep, sample, MASK_TOKEN_ID, generator=generator, return_dict=return_dict)
+
+    def add_noise(self, scheduler, sample, levels, generator):
+        return scheduler.add_noise(sample, levels, MASK_TOKEN_ID, generator=generator)[0]
