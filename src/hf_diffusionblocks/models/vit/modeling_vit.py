@@ -31,12 +31,11 @@ from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.utils import ModelOutput
 
 from ...modeling.adaln import AdaLNZeroFinalLayer, AdaLNZeroTransformerLayer
-from ...modeling.embeddings import NoiseEmbedder
+from ...modeling.class_target_embeddings import posterior_mean, target_embedding_table
+from ...modeling.embeddings import NoiseEmbedder, sincos_2d_position_embedding
 from ...modeling.modeling_blocks import DiffusionBlocksPreTrainedModel, per_sample_level
 from ...schedulers.scheduling_diffusion_blocks import DiffusionBlocksScheduler
-from ..dit.modeling_dit import sincos_2d_position_embedding
 from .configuration_vit import DiffusionBlocksViTConfig
-from .label_embeddings import posterior_mean, target_embedding_table
 
 
 @dataclass
