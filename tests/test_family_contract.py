@@ -170,3 +170,23 @@ def test_native_loading_in_a_fresh_process(family, tmp_path):
         assert results["pipeline_class"] == family.pipeline_class.__name__
         assert family.model_class.__name__ in results["components"]
     assert results["snippet_ran"]
+
+
+def test_one_block_trains_alone(family):
+    torch.manual_seed(0)
+    model = family.model_class(family.tiny_config()).train()
+    generator = torch.Generator().manual_seed(0)
+    batch = family.example_batch(model.config, 3, generator)
+    block_index = model.config.num_blocks - 1
+    loss = family.block_loss(model, block_index, batch, generator)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    prefix = f"blocks.{block_index}."
+    gradients = {name: parameter.grad for name, parameter in model.named_parameters()}
+    assert all(gradient is None or not gradient.any() for name, gradient in gradients.items() if not name.startswith(prefix))
+    assert any(gradient is not None and gradient.any() for name, gradient in gradients.items() if name.startswith(prefix))
+    # the same block alone, as a block run builds it, computes the same loss from the same draws
+    alone = family.model_class(model.config, block_indices=[block_index]).train()
+    alone.load_state_dict(model.block_state_dict(block_index))
+    replay = torch.Generator().manual_seed(0)
+    assert torch.allclose(family.block_loss(alone, block_index, family.example_batch(model.config, 3, replay), replay), loss)

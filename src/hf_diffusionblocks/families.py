@@ -17,6 +17,7 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import torch
 from transformers import (
     AutoModel,
     AutoModelForCausalLM,
@@ -36,7 +37,12 @@ from .models.recurrent import (
     DiffusionBlocksRecurrentForCausalLM,
     RecurrentDenoisingLoss,
 )
-from .models.vit import DiffusionBlocksForImageClassification, DiffusionBlocksViTConfig, LabelDenoisingLoss
+from .models.vit import (
+    DiffusionBlocksForImageClassification,
+    DiffusionBlocksViTConfig,
+    LabelDenoisingLoss,
+    classification_training_loss,
+)
 from .pipelines import DiffusionBlocksImagePipeline, DiffusionBlocksTextPipeline
 from .schedulers import DiffusionBlocksScheduler, MaskedDiffusionBlocksScheduler
 from .tokenization_char import CharacterTokenizer
@@ -58,6 +64,10 @@ class ModelFamily:
         auto_classes (`tuple[type, ...]`): transformers Auto classes that resolve `model_class`; the first is the
             one the model card and `auto_map` name first.
         loss_class (`type`): the loss one block is trained with.
+        block_loss (`Callable`): `(model, block_index, batch, generator) -> loss`: `loss_class` applied to a batch
+            of `example_batch`'s form; its gradient reaches block `block_index` only.
+        example_batch (`Callable`): `(config, batch_size, generator) -> dict` of random training inputs of the
+            right shapes and ranges (for tests and benchmarks; real data has the same keys).
         pipeline_class (`type`, *optional*): the diffusers pipeline that samples from the model; None when the
             model samples itself (`sampling_method`).
         sampling_method (`str`): `"__call__"` of the pipeline, or the model's method that samples
@@ -84,6 +94,8 @@ class ModelFamily:
     model_class: type[DiffusionBlocksPreTrainedModel]
     auto_classes: tuple[type, ...]
     loss_class: type
+    block_loss: Callable[..., torch.Tensor]
+    example_batch: Callable[..., dict[str, torch.Tensor]]
     pipeline_class: type | None
     sampling_method: str
     steps_argument: str
@@ -115,6 +127,24 @@ class ModelFamily:
 # ---- the five families -----------------------------------------------------------------------------
 
 
+def _random_images(config, batch_size: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    shape = (batch_size, config.num_channels, config.image_size, config.image_size)
+    return {
+        "pixel_values": torch.randn(shape, generator=generator).clamp(-1, 1),
+        "labels": torch.randint(0, config.num_labels, (batch_size,), generator=generator),
+    }
+
+
+def _random_tokens(config, batch_size: int, generator: torch.Generator | None, length: int, high: int) -> dict:
+    return {"input_ids": torch.randint(0, high, (batch_size, length), generator=generator)}
+
+
+def _dit_loss(model, block_index: int, batch: dict, generator: torch.Generator | None) -> torch.Tensor:
+    loss = BlockDenoisingLoss(model.config.noise_partition, model.config.preconditioning)
+    return loss(model, block_index, batch["pixel_values"], generator, class_labels=batch["labels"])
+
+
+
 def _image_pipeline_components(model: DiffusionBlocksDiTModel, **given: Any) -> dict[str, Any]:
     return {"scheduler": DiffusionBlocksScheduler(**model.config.scheduler_kwargs()), **given}
 
@@ -136,6 +166,8 @@ DIT = ModelFamily(
     model_class=DiffusionBlocksDiTModel,
     auto_classes=(AutoModel,),
     loss_class=BlockDenoisingLoss,
+    block_loss=_dit_loss,
+    example_batch=_random_images,
     pipeline_class=DiffusionBlocksImagePipeline,
     sampling_method="__call__",
     steps_argument="num_inference_steps",
@@ -182,6 +214,12 @@ MASKED_LM = ModelFamily(
     model_class=DiffusionBlocksForMaskedLM,
     auto_classes=(AutoModelForMaskedLM, AutoModel),
     loss_class=MaskedDiffusionLoss,
+    block_loss=lambda model, block_index, batch, generator: MaskedDiffusionLoss(
+        model.build_scheduler(), model.config.mask_token_id
+    )(model, block_index, batch["input_ids"], generator),
+    example_batch=lambda config, batch_size, generator=None: _random_tokens(
+        config, batch_size, generator, config.max_position_embeddings, config.mask_token_id
+    ),
     pipeline_class=DiffusionBlocksTextPipeline,
     sampling_method="__call__",
     steps_argument="num_inference_steps",
@@ -239,6 +277,12 @@ CAUSAL_LM = ModelFamily(
     model_class=DiffusionBlocksForCausalLM,
     auto_classes=(AutoModelForCausalLM,),
     loss_class=CausalLMDenoisingLoss,
+    block_loss=lambda model, block_index, batch, generator: CausalLMDenoisingLoss(model.config)(
+        model, block_index, batch["input_ids"], generator
+    ),
+    example_batch=lambda config, batch_size, generator=None: _random_tokens(
+        config, batch_size, generator, config.max_position_embeddings, config.vocab_size
+    ),
     pipeline_class=None,
     sampling_method="generate",
     steps_argument="num_inference_steps",
@@ -271,6 +315,10 @@ VIT = ModelFamily(
     model_class=DiffusionBlocksForImageClassification,
     auto_classes=(AutoModelForImageClassification,),
     loss_class=LabelDenoisingLoss,
+    block_loss=lambda model, block_index, batch, generator: classification_training_loss(
+        model, block_index, batch["pixel_values"], batch["labels"], generator
+    ),
+    example_batch=_random_images,
     pipeline_class=None,
     sampling_method="forward",
     steps_argument="num_inference_steps",
@@ -303,6 +351,13 @@ RECURRENT = ModelFamily(
     model_class=DiffusionBlocksRecurrentForCausalLM,
     auto_classes=(AutoModelForCausalLM,),
     loss_class=RecurrentDenoisingLoss,
+    block_loss=lambda model, block_index, batch, generator: RecurrentDenoisingLoss(model.config.noise_partition)(
+        model, block_index, batch["input_ids"], generator
+    ),
+    # a context of max_position_embeddings tokens and, shifted by one, its targets
+    example_batch=lambda config, batch_size, generator=None: _random_tokens(
+        config, batch_size, generator, config.max_position_embeddings + 1, config.vocab_size
+    ),
     pipeline_class=None,
     sampling_method="generate",
     steps_argument="num_iterations",
