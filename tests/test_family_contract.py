@@ -190,3 +190,25 @@ def test_one_block_trains_alone(family):
     alone.load_state_dict(model.block_state_dict(block_index))
     replay = torch.Generator().manual_seed(0)
     assert torch.allclose(family.block_loss(alone, block_index, family.example_batch(model.config, 3, replay), replay), loss)
+
+
+def test_families_are_leaves():
+    """No module of a family imports another family: what two share lives in `modeling/` (or deeper)."""
+    import ast
+
+    models_root = SOURCE_ROOT / "hf_diffusionblocks" / "models"
+    family_folders = sorted(path.name for path in models_root.iterdir() if (path / "__init__.py").is_file())
+    for folder in family_folders:
+        for module in (models_root / folder).glob("*.py"):
+            for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.ImportFrom):
+                    names = [("." * node.level) + (node.module or "")]
+                elif isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                else:
+                    continue
+                for name in names:
+                    imported = {other for other in family_folders if other != folder
+                                and (name == f"..{other}" or name.startswith(f"..{other}.")
+                                     or f"models.{other}" in name)}
+                    assert not imported, f"{module.relative_to(SOURCE_ROOT)} imports family {imported}: {name}"

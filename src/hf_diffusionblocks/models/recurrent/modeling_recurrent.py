@@ -30,9 +30,9 @@ from transformers.utils import ModelOutput
 from ...modeling.adaln import AdaLNZeroFinalLayer, AdaLNZeroTransformerLayer
 from ...modeling.class_target_embeddings import posterior_mean, target_embedding_table
 from ...modeling.embeddings import NoiseEmbedder
+from ...modeling.generation import effective_generation_config
 from ...modeling.modeling_blocks import DiffusionBlocksPreTrainedModel, per_sample_level
 from ...schedulers.scheduling_diffusion_blocks import DiffusionBlocksScheduler
-from ..causal_lm.generation_checks import effective_generation_config
 from .configuration_recurrent import DiffusionBlocksRecurrentConfig
 
 
