@@ -9,6 +9,7 @@ from diffusers import AutoencoderKL, ImagePipelineOutput
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.torch_utils import randn_tensor
 
+from ..modeling.routed_sampling import integrate_routed_ode
 from ..models.dit import DiffusionBlocksDiTModel
 from ..schedulers import DiffusionBlocksScheduler
 from .pipeline_utils import DiffusionBlocksPipelineBase
@@ -107,15 +108,15 @@ class DiffusionBlocksImagePipeline(DiffusionBlocksPipelineBase):
         sample = sample * self.scheduler.init_noise_sigma
         model_labels = torch.cat([labels, torch.full_like(labels, config.num_labels)]) if use_guidance else labels
 
-        for sigma, block_index in self.progress_bar(
-            list(zip(self.scheduler.timesteps, self.scheduler.block_indices.tolist()))
-        ):
+        def denoise(block_index, sigma, sample, evaluation_index):
             model_input = torch.cat([sample, sample]) if use_guidance else sample
             denoised = self.transformer.forward_block(block_index, model_input, sigma, model_labels).sample
             if use_guidance:
                 conditional, unconditional = denoised.chunk(2)
                 denoised = unconditional + guidance_scale * (conditional - unconditional)
-            sample = self.scheduler.step(denoised, sigma, sample).prev_sample
+            return denoised, None
+
+        sample = integrate_routed_ode(self.scheduler, sample, denoise, progress=self.progress_bar)[0]
 
         if self.vae is not None:
             sample = self.vae.decode(sample / self.vae.config.scaling_factor).sample
