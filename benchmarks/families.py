@@ -1,6 +1,7 @@
-"""What each benchmark needs from a model family: a config at a given B, a batch, and its block loss.
+"""What each benchmark needs from a model family: a config at a given size and B, a batch, and its block loss.
 
-A family registers a `BenchmarkFamily` in `FAMILIES`; the scripts take `--family <name>`.
+The batch and the loss are the library's (`hf_diffusionblocks.families`); this file adds only the
+benchmark sizes. A family registers a `BenchmarkFamily` in `FAMILIES`; the scripts take `--family <name>`.
 """
 
 from __future__ import annotations
@@ -11,23 +12,14 @@ from typing import Callable
 import torch
 
 from hf_diffusionblocks import (
-    BlockDenoisingLoss,
-    CausalLMDenoisingLoss,
     DiffusionBlocksCausalLMConfig,
-    DiffusionBlocksForCausalLM,
     DiffusionBlocksDiTConfig,
-    DiffusionBlocksDiTModel,
-    DiffusionBlocksForMaskedLM,
     DiffusionBlocksMaskedLMConfig,
-    MaskedDiffusionLoss,
-)
-from hf_diffusionblocks.models.dit import DIT_SIZES
-from hf_diffusionblocks.models.vit import (
-    VIT_SIZES,
-    DiffusionBlocksForImageClassification,
     DiffusionBlocksViTConfig,
-    classification_training_loss,
 )
+from hf_diffusionblocks.families import FAMILIES as LIBRARY_FAMILIES
+from hf_diffusionblocks.models.dit import DIT_SIZES
+from hf_diffusionblocks.models.vit import VIT_SIZES
 
 
 @dataclass(frozen=True)
@@ -53,19 +45,6 @@ def _dit_config(num_blocks: int, size: str) -> DiffusionBlocksDiTConfig:
     )
 
 
-def _dit_batch(config, batch_size: int, device: torch.device) -> dict:
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randn(batch_size, config.num_channels, config.image_size, config.image_size, generator=generator)
-    labels = torch.randint(0, config.num_labels, (batch_size,), generator=generator)
-    return {"pixel_values": images.clamp(-1, 1).to(device), "labels": labels.to(device)}
-
-
-def _dit_loss(model, block_index: int, batch: dict, generator: torch.Generator) -> torch.Tensor:
-    config = model.config
-    loss = BlockDenoisingLoss(config.noise_partition, config.preconditioning)
-    return loss(model, block_index, batch["pixel_values"], generator, class_labels=batch["labels"])
-
-
 # (hidden_size, num_hidden_layers, num_attention_heads) of the masked diffusion LM; "B" is MD4's text8 model.
 MDM_SIZES: dict[str, tuple[int, int, int]] = {"XS": (128, 6, 4), "S": (384, 12, 6), "B": (768, 12, 12)}
 
@@ -80,17 +59,6 @@ def _mdm_config(num_blocks: int, size: str) -> DiffusionBlocksMaskedLMConfig:
     )
 
 
-def _mdm_batch(config, batch_size: int, device: torch.device) -> dict:
-    generator = torch.Generator().manual_seed(0)
-    input_ids = torch.randint(0, config.mask_token_id, (batch_size, config.max_position_embeddings), generator=generator)
-    return {"input_ids": input_ids.to(device)}
-
-
-def _mdm_loss(model, block_index: int, batch: dict, generator: torch.Generator) -> torch.Tensor:
-    loss = MaskedDiffusionLoss(model.build_scheduler(), model.config.mask_token_id)
-    return loss(model, block_index, batch["input_ids"], generator)
-
-
 def _vit_config(num_blocks: int, size: str) -> DiffusionBlocksViTConfig:
     """B = 1 is the paper's end-to-end baseline: the same ViT as a standard classifier (one pass, CE)."""
     vit = VIT_SIZES[size]
@@ -100,10 +68,6 @@ def _vit_config(num_blocks: int, size: str) -> DiffusionBlocksViTConfig:
         num_attention_heads=vit.num_attention_heads, intermediate_size=vit.intermediate_size,
         num_blocks=num_blocks, classifier_type="standard" if num_blocks == 1 else "diffusion",
     )
-
-
-def _vit_loss(model, block_index: int, batch: dict, generator: torch.Generator) -> torch.Tensor:
-    return classification_training_loss(model, block_index, batch["pixel_values"], batch["labels"], generator)
 
 
 # (hidden_size, num_hidden_layers, num_attention_heads) of the causal LM; 12 layers as the paper's AR model.
@@ -121,31 +85,21 @@ def _ar_config(num_blocks: int, size: str) -> DiffusionBlocksCausalLMConfig:
     )
 
 
-def _ar_batch(config, batch_size: int, device: torch.device) -> dict:
-    generator = torch.Generator().manual_seed(0)
-    input_ids = torch.randint(0, config.vocab_size, (batch_size, config.max_position_embeddings), generator=generator)
-    return {"input_ids": input_ids.to(device)}
+def _benchmark_family(name: str, build_config: Callable[[int, str], object]) -> BenchmarkFamily:
+    """The library's family `name` (model class, batch, block loss) at the sizes `build_config` makes."""
+    family = LIBRARY_FAMILIES[name]
 
+    def make_batch(config, batch_size: int, device: torch.device) -> dict:
+        batch = family.example_batch(config, batch_size, torch.Generator().manual_seed(0))
+        return {key: value.to(device) for key, value in batch.items()}
 
-def _ar_loss(model, block_index: int, batch: dict, generator: torch.Generator) -> torch.Tensor:
-    return CausalLMDenoisingLoss(model.config)(model, block_index, batch["input_ids"], generator)
+    return BenchmarkFamily(
+        name=name, build_config=build_config, model_class=family.model_class, make_batch=make_batch,
+        block_loss=family.block_loss, default_size="S", default_batch_size=8,
+    )
 
 
 FAMILIES: dict[str, BenchmarkFamily] = {
-    "ar": BenchmarkFamily(
-        name="ar", build_config=_ar_config, model_class=DiffusionBlocksForCausalLM,
-        make_batch=_ar_batch, block_loss=_ar_loss, default_size="S", default_batch_size=8,
-    ),
-    "dit": BenchmarkFamily(
-        name="dit", build_config=_dit_config, model_class=DiffusionBlocksDiTModel,
-        make_batch=_dit_batch, block_loss=_dit_loss, default_size="S", default_batch_size=8,
-    ),
-    "mdm": BenchmarkFamily(
-        name="mdm", build_config=_mdm_config, model_class=DiffusionBlocksForMaskedLM,
-        make_batch=_mdm_batch, block_loss=_mdm_loss, default_size="S", default_batch_size=8,
-    ),
-    "vit": BenchmarkFamily(
-        name="vit", build_config=_vit_config, model_class=DiffusionBlocksForImageClassification,
-        make_batch=_dit_batch, block_loss=_vit_loss, default_size="S", default_batch_size=8,
-    ),
+    name: _benchmark_family(name, build_config)
+    for name, build_config in (("ar", _ar_config), ("dit", _dit_config), ("mdm", _mdm_config), ("vit", _vit_config))
 }

@@ -39,6 +39,7 @@ from hf_diffusionblocks import (
     DiffusionBlocksViTConfig,
     MaskedDiffusionBlocksScheduler,
 )
+from hf_diffusionblocks.models.masked_lm.losses_masked_lm import stratified_times
 from hf_diffusionblocks.models.recurrent import TruncatedBPTTLoss
 
 NAN, INF = float("nan"), float("inf")
@@ -353,8 +354,8 @@ SCHEDULER_ROWS = [
     BadInput("MaskedDiffusionBlocksScheduler.add_noise", "t=1.5",
              lambda m: m.masked_scheduler().add_noise(torch.zeros(2, 3, dtype=torch.long), torch.tensor([1.5, 0.5]), 5),
              "t", "[0, 1]"),
-    BadInput("MaskedDiffusionBlocksScheduler.sample_training_times", "batch_size=-1",
-             lambda m: m.masked_scheduler().sample_training_times(0, -1), "batch_size", ">= 1"),
+    BadInput("masked_lm.stratified_times", "batch_size=-1",
+             lambda m: stratified_times(0.0, 0.5, -1), "batch_size", ">= 1"),
     BadInput("MaskedDiffusionBlocksScheduler.training_loss_weight", "t=0",
              lambda m: m.masked_scheduler().training_loss_weight(2, torch.tensor([0.0, 0.1])), "t", "(0, 1]"),
     BadInput("MaskedDiffusionBlocksScheduler.step", "temperature=nan",

@@ -92,6 +92,7 @@ def test_assemble_model_folders_loads_bit_exactly(capsys, model, tmp_path):
         "block_1.safetensors",
         "block_2.safetensors",
         "config.json",
+        "hf_diffusionblocks_classes.py",
         "model.safetensors.index.json",
     ]
     loaded = DiffusionBlocksDiTModel.from_pretrained(tmp_path / "out")

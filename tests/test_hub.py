@@ -205,9 +205,12 @@ def pipeline_folder(tmp_path, tiny_dit_config):
 def test_root_files_are_everything_but_block_weights(pipeline_folder):
     assert root_files(pipeline_folder) == [
         "README.md",
+        "hf_diffusionblocks_classes.py",
         "model_index.json",
+        "scheduler/hf_diffusionblocks_classes.py",
         "scheduler/scheduler_config.json",
         "transformer/config.json",
+        "transformer/hf_diffusionblocks_classes.py",
         "transformer/model.safetensors.index.json",
     ]
 
@@ -283,6 +286,7 @@ def test_model_folder_blocks_go_to_the_repo_subfolder_asked_for(fake_hub, tmp_pa
     assert sorted(fake_hub.head("org/model-only").files) == [
         "block_0.safetensors",
         "config.json",
+        "hf_diffusionblocks_classes.py",
         "model.safetensors.index.json",
     ]
 

@@ -85,7 +85,8 @@ def test_model_folder_card_has_no_pipeline_snippet(tmp_path, tiny_dit_config):
     DiffusionBlocksDiTModel(tiny_dit_config).save_pretrained(tmp_path, training_steps={0: 1, 1: 2, 2: 3})
     text = write(tmp_path, sample_grid=None, metrics=None, training_mode="end_to_end").text
     assert 'from_pretrained("org/tiny-dit", block_index=0)' in text
-    assert "Pipeline" not in text
+    assert "Pipeline.from_pretrained" not in text  # a model folder: the pipeline is built around the model
+    assert "DiffusionBlocksImagePipeline(model, DiffusionBlocksScheduler(**model.config.scheduler_kwargs()))" in text
     assert "Missing blocks" not in text and "| 2 | 4-5 | present | 3 |" in text
     assert "No metrics were recorded" in text
 
@@ -121,3 +122,14 @@ def test_another_template_gets_the_same_variables(partial_pipeline, tmp_path):
     card = write(partial_pipeline[0], template=template)
     assert card.text.strip() == "missing=[2] steps=20"
     assert card.data.library_name == "hf-diffusionblocks"
+
+
+def test_family_is_read_from_the_folder_and_checked_when_given(partial_pipeline):
+    folder = partial_pipeline[0]
+    card = write(folder, family=None)
+    assert card.data.pipeline_tag == "unconditional-image-generation" and "dit" in card.data.tags
+    assert "**48** steps" in card.text  # the pipeline's default, 16 steps for each of the 3 blocks
+    with pytest.raises(ValueError, match="family='ar', but .* holds a diffusion_blocks_dit model"):
+        write(folder, family="ar")
+    with pytest.raises(ValueError, match="family must be one of"):
+        write(folder, family="unet")

@@ -5,10 +5,6 @@ probability-flow ODE, cut into B blocks that each own one interval of noise leve
 block is trained alone with denoising score matching.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
-from transformers import AutoModelForCausalLM, AutoModelForImageClassification
-from transformers import AutoTokenizer
-
 from .losses import BlockDenoisingLoss
 from .modeling import BlockPartitionedConfig, DiffusionBlocksConfig, DiffusionBlocksPreTrainedModel
 from .models.dit import DiffusionBlocksDiTConfig, DiffusionBlocksDiTModel
@@ -17,6 +13,7 @@ from .models.masked_lm import DiffusionBlocksForMaskedLM, DiffusionBlocksMaskedL
 from .models.recurrent import DiffusionBlocksRecurrentConfig, DiffusionBlocksRecurrentForCausalLM
 from .models.vit import DiffusionBlocksForImageClassification, DiffusionBlocksViTConfig
 from .pipelines import DiffusionBlocksImagePipeline, DiffusionBlocksTextPipeline
+from .families import FAMILIES, ModelFamily, family_by_name, register_auto_classes
 from .hub import push_block_to_hub, push_folder_to_hub, push_root_files_to_hub
 from .model_card import write_model_card
 from .partition import NoisePartition, assign_layers_to_blocks, format_partition_table
@@ -26,19 +23,8 @@ from .tokenization_char import CharacterTokenizer
 
 __version__ = "0.1.0"
 
-AutoConfig.register(DiffusionBlocksDiTConfig.model_type, DiffusionBlocksDiTConfig, exist_ok=True)
-AutoModel.register(DiffusionBlocksDiTConfig, DiffusionBlocksDiTModel, exist_ok=True)
-AutoConfig.register(DiffusionBlocksMaskedLMConfig.model_type, DiffusionBlocksMaskedLMConfig, exist_ok=True)
-AutoModel.register(DiffusionBlocksMaskedLMConfig, DiffusionBlocksForMaskedLM, exist_ok=True)
-AutoModelForMaskedLM.register(DiffusionBlocksMaskedLMConfig, DiffusionBlocksForMaskedLM, exist_ok=True)
-AutoConfig.register(DiffusionBlocksCausalLMConfig.model_type, DiffusionBlocksCausalLMConfig, exist_ok=True)
-AutoModelForCausalLM.register(DiffusionBlocksCausalLMConfig, DiffusionBlocksForCausalLM, exist_ok=True)
-# lets AutoTokenizer resolve tokenizer_class='CharacterTokenizer' (causal LM folders trained with --tokenizer char)
-AutoTokenizer.register(DiffusionBlocksCausalLMConfig, tokenizer_class=CharacterTokenizer, exist_ok=True)
-AutoConfig.register(DiffusionBlocksViTConfig.model_type, DiffusionBlocksViTConfig, exist_ok=True)
-AutoModelForImageClassification.register(DiffusionBlocksViTConfig, DiffusionBlocksForImageClassification, exist_ok=True)
-AutoConfig.register(DiffusionBlocksRecurrentConfig.model_type, DiffusionBlocksRecurrentConfig, exist_ok=True)
-AutoModelForCausalLM.register(DiffusionBlocksRecurrentConfig, DiffusionBlocksRecurrentForCausalLM, exist_ok=True)
+# Every family's config and model resolve through transformers' Auto classes once the package is imported.
+register_auto_classes()
 
 __all__ = [
     "BlockDenoisingLoss",
@@ -61,10 +47,13 @@ __all__ = [
     "DiffusionBlocksTextPipeline",
     "DiffusionBlocksViTConfig",
     "EDMPreconditioning",
+    "FAMILIES",
     "MaskedDiffusionLoss",
     "MaskedDiffusionBlocksScheduler",
+    "ModelFamily",
     "NoisePartition",
     "assign_layers_to_blocks",
+    "family_by_name",
     "format_partition_table",
     "push_block_to_hub",
     "push_folder_to_hub",

@@ -15,7 +15,7 @@ from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import EntryNotFoundError, HFValidationError, LocalEntryNotFoundError
 from safetensors import safe_open
-from transformers import CONFIG_MAPPING, MODEL_MAPPING, PreTrainedConfig
+from transformers import PreTrainedConfig
 
 if TYPE_CHECKING:
     from .modeling.configuration_blocks import BlockPartitionedConfig
@@ -122,30 +122,25 @@ def locate_model(
 
 
 def load_config_file(config_path: str) -> BlockPartitionedConfig:
-    """The block-partitioned config in `config_path`, built with the class registered for its `model_type`."""
-    from .modeling.atomic_io import read_json_file  # here: modeling imports this module
-    from .modeling.configuration_blocks import BlockPartitionedConfig
+    """The block-partitioned config in `config_path`, built with the class of the family of its `model_type`."""
+    from .families import FAMILIES, family_for_model_type  # here: the families import modules that import this one
+    from .modeling.atomic_io import read_json_file
 
     config_dict = read_json_file(config_path)
-    if not isinstance(config_dict, dict):
-        raise ValueError(f"{config_path} holds JSON but not an object of config fields.")
-    model_type = config_dict.get("model_type")
-    if model_type not in CONFIG_MAPPING:
+    model_type = config_dict.get("model_type") if isinstance(config_dict, dict) else None
+    family = family_for_model_type(model_type)
+    if family is None:
+        known = sorted(family.model_type for family in FAMILIES.values())
         raise ValueError(
-            f"{config_path} has model_type={model_type!r}, which no installed family registers "
-            f"(is `hf_diffusionblocks` imported?)."
+            f"{config_path} has model_type={model_type!r}, which is not a DiffusionBlocks family "
+            f"(model types: {known})."
         )
-    config_class = CONFIG_MAPPING[model_type]
-    if not issubclass(config_class, BlockPartitionedConfig):
-        raise ValueError(f"{config_path} holds a {config_class.__name__}, not a DiffusionBlocks config.")
     config_dict.pop("transformers_version", None)
-    return config_class.from_dict(config_dict)
+    return family.config_class.from_dict(config_dict)
 
 
 def model_class_for_config(config: PreTrainedConfig) -> type:
-    """The model class registered with `AutoModel` for this config's class."""
-    try:
-        return MODEL_MAPPING[type(config)]
-    except KeyError:
-        message = f"no model class is registered with AutoModel for {type(config).__name__}."
-        raise ValueError(message) from None
+    """The model class of this config's family."""
+    from .families import family_for_config
+
+    return family_for_config(config).model_class

@@ -4,8 +4,10 @@ The card is rendered with `huggingface_hub.ModelCard` from the package's Jinja t
 (`hf_diffusionblocks/templates/model_card.md`; `model_cards/` in a source checkout points to it).
 Its YAML front-matter comes from `ModelCardData`; its body shows the partition of the blocks, which
 blocks are present and how long each was trained (from the block files' safetensors metadata, read
-without loading weights), the data, the metrics, how to load the pipeline or a single block, and
-the paper's citation.
+without loading weights), the data, the metrics, how to sample (with the library imported, and with
+transformers' or diffusers' own classes and `trust_remote_code=True`), how to load a single block, and
+the paper's citation. What a family's card says (tags, Hub pipeline tag, usage snippets, the default
+number of sampling steps) comes from its entry in `hf_diffusionblocks.families`.
 """
 
 from __future__ import annotations
@@ -16,60 +18,22 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+import jinja2
 from huggingface_hub import ModelCard, ModelCardData
 
-from .hub_utils import (
-    BlockFileHeader,
-    HubOptions,
-    load_config_file,
-    model_class_for_config,
-    read_safetensors_header,
-)
+from .families import ModelFamily, family_by_name, family_for_config
+from .hub_utils import BlockFileHeader, HubOptions, load_config_file, read_safetensors_header
 from .modeling.block_checkpoint import CONFIG_NAME, atomic_write, block_weights_name
 from .modeling.configuration_blocks import BlockPartitionedConfig
 from .partition import format_partition_table
-from .pipelines import DiffusionBlocksImagePipeline
 from .pipelines.pipeline_utils import MODEL_INDEX_NAME
+from .remote_code import LIBRARY_NAME as LIBRARY_MODULE
+from .remote_code import REMOTE_CODE_FILE, library_class
 
 LIBRARY_NAME = "hf-diffusionblocks"
 TRAINING_MODES = ("blockwise", "end_to_end")
 MODEL_SUBFOLDER = "transformer"
-
-
-@dataclass(frozen=True)
-class FamilyCard:
-    """What a model card says about a family: a phrase, its Hub tags and its Hub pipeline tag."""
-
-    description: str
-    tags: tuple[str, ...]
-    pipeline_tag: str | None
-
-
-# Families of DESIGN §1, by the name the training scripts use (`examples/train_<family>.py`).
-FAMILY_CARDS = {
-    "dit": FamilyCard(
-        "class-conditional diffusion transformer (DiT)",
-        ("image-generation",),
-        "unconditional-image-generation",
-    ),
-    "vit": FamilyCard("Vision Transformer classifier", ("image-classification",), "image-classification"),
-    "mdm": FamilyCard(
-        "masked diffusion language model", ("text-generation", "masked-diffusion"), "text-generation"
-    ),
-    "ar": FamilyCard("autoregressive transformer language model", ("text-generation",), "text-generation"),
-    "recurrent": FamilyCard(
-        "recurrent-depth language model (prelude / core / coda)", ("text-generation",), "text-generation"
-    ),
-}
-
-# How each pipeline is called in the card's snippet, keyed by the pipeline class.
-SAMPLE_CALLS = {
-    DiffusionBlocksImagePipeline: (
-        "images = pipeline(class_labels=[0, 1, 2, 3], num_inference_steps=50, "
-        "generator=torch.Generator().manual_seed(0)).images"
-    ),
-}
-DEFAULT_SAMPLE_CALL = "output = pipeline(generator=torch.Generator().manual_seed(0))"
+TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
 
 
 @dataclass(frozen=True)
@@ -141,19 +105,13 @@ def template_text(template: str | os.PathLike | None = None) -> str:
 
 def _pipeline_class(output_dir: str) -> type | None:
     """The pipeline class named by `model_index.json` (one of this library's), or None for a model folder."""
-    import hf_diffusionblocks
-
     index_path = os.path.join(output_dir, MODEL_INDEX_NAME)
     if not os.path.isfile(index_path):
         return None
     with open(index_path, encoding="utf-8") as file:
         class_name = json.load(file).get("_class_name")
-    pipeline_class = getattr(hf_diffusionblocks, str(class_name), None)
-    if not isinstance(pipeline_class, type):
-        raise ValueError(
-            f"{index_path} names pipeline class {class_name!r}, which hf_diffusionblocks does not provide."
-        )
-    return pipeline_class
+    library, class_name = class_name if isinstance(class_name, list) and len(class_name) == 2 else (LIBRARY_MODULE, class_name)
+    return library_class(library, str(class_name), index_path)
 
 
 def _check_sample_grid(output_dir: str, sample_grid: str | None) -> str | None:
@@ -174,23 +132,30 @@ def _format_metrics(metrics: dict[str, Any] | None) -> dict[str, str]:
 
 
 def build_card_data(
-    family: str, dataset: str | None, pipeline_tag_override: str | None = None
+    family: ModelFamily, dataset: str | None, pipeline_tag_override: str | None = None
 ) -> ModelCardData:
-    """YAML front-matter: library, tags (method, family, task), datasets and pipeline tag."""
-    family_card = FAMILY_CARDS.get(family, FamilyCard(family, (), None))
-    tags = ["diffusion-blocks", "block-wise-training", family, *family_card.tags]
+    """YAML front-matter: library, tags (method, family, task), datasets and the Hub pipeline tag."""
+    tags = ["diffusion-blocks", "block-wise-training", family.name, *family.tags]
     return ModelCardData(
         library_name=LIBRARY_NAME,
         tags=list(dict.fromkeys(tags)),
         datasets=[dataset] if dataset else None,
-        pipeline_tag=pipeline_tag_override or family_card.pipeline_tag,
+        pipeline_tag=pipeline_tag_override or family.pipeline_tag,
     )
+
+
+def render_usage(family: ModelFamily, variables: dict[str, Any]) -> tuple[str, str]:
+    """The family's usage snippets (library imported; transformers/diffusers alone), rendered for this folder."""
+    environment = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
+    library = environment.from_string(family.usage).render(**variables, trust_argument="")
+    native = environment.from_string(family.native_usage).render(**variables, trust_argument=", trust_remote_code=True")
+    return library.strip(), native.strip()
 
 
 def render_model_card(
     output_dir: str | os.PathLike,
     *,
-    family: str,
+    family: str | None = None,
     dataset: str,
     training_mode: str,
     metrics: dict[str, Any] | None = None,
@@ -213,17 +178,32 @@ def render_model_card(
             f"no {CONFIG_NAME} in {model_dir!r}: write the model (save_pretrained) before its card."
         )
     config = load_config_file(os.path.join(model_dir, CONFIG_NAME))
+    model_family = family_for_config(config)
+    if family is not None and family_by_name(family) is not model_family:
+        raise ValueError(
+            f"family={family!r}, but {model_dir!r} holds a {config.model_type} model (family {model_family.name!r})."
+        )
     blocks = read_block_statuses(model_dir, config)
     repo_id = repo_id or f"your-username/{os.path.basename(os.path.abspath(output_dir))}"
+    variables = dict(
+        repo_id=repo_id,
+        config=config,
+        num_blocks=config.num_blocks,
+        model_class=model_family.model_class.__name__,
+        pipeline_class=pipeline_class.__name__ if pipeline_class is not None else None,
+        subfolder_argument=f', subfolder="{MODEL_SUBFOLDER}"' if pipeline_class is not None else "",
+        default_steps=model_family.default_steps(config),
+        has_tokenizer=os.path.isfile(os.path.join(model_dir, TOKENIZER_CONFIG_NAME)),
+    )
+    usage, native_usage = render_usage(model_family, variables)
     return ModelCard.from_template(
-        build_card_data(family, dataset),
+        build_card_data(model_family, dataset),
         template_str=template_text(template),
         model_name=repo_id.split("/")[-1],
-        family_description=FAMILY_CARDS[family].description if family in FAMILY_CARDS else f"{family} model",
+        family=model_family.name,
+        family_description=model_family.description,
         model_type=config.model_type,
-        model_class=model_class_for_config(config).__name__,
         num_hidden_layers=config.num_hidden_layers,
-        num_blocks=config.num_blocks,
         training_mode=training_mode,
         dataset=dataset,
         partition_table=partition_table(config),
@@ -233,17 +213,22 @@ def render_model_card(
         metrics=_format_metrics(metrics),
         sample_grid=_check_sample_grid(output_dir, sample_grid),
         extra=extra or {},
-        repo_id=repo_id,
-        pipeline_class=pipeline_class.__name__ if pipeline_class is not None else None,
-        sample_call=SAMPLE_CALLS.get(pipeline_class, DEFAULT_SAMPLE_CALL),
-        subfolder_argument=f', subfolder="{MODEL_SUBFOLDER}"' if pipeline_class is not None else "",
+        sampling_entry=(
+            f"{pipeline_class.__name__}.__call__" if pipeline_class is not None
+            else f"{model_family.model_class.__name__}.{model_family.sampling_method}"
+        ),
+        steps_argument=model_family.steps_argument,
+        usage=usage,
+        native_usage=native_usage,
+        remote_code_file=REMOTE_CODE_FILE,
+        **variables,
     )
 
 
 def write_model_card(
     output_dir: str | os.PathLike,
     *,
-    family: str,
+    family: str | None = None,
     dataset: str,
     training_mode: str,
     metrics: dict[str, Any] | None = None,
@@ -256,8 +241,9 @@ def write_model_card(
 
     Args:
         output_dir (`str` or `os.PathLike`): the folder written by training (`save_pretrained`).
-        family (`str`): the model family, e.g. `"dit"`, `"vit"`, `"mdm"`, `"ar"`, `"recurrent"`; sets the
-            tags and the Hub pipeline tag (another name gives a card with only the generic tags).
+        family (`str`, *optional*): the model family (`"dit"`, `"mdm"`, `"ar"`, `"vit"`, `"recurrent"`; see
+            `hf_diffusionblocks.families`); found from the folder's config when omitted, checked against it
+            when given. It sets the tags, the Hub pipeline tag and the usage snippets.
         dataset (`str`): the training data (a Hub dataset id, or a description of local data).
         training_mode (`str`): `"blockwise"` or `"end_to_end"`.
         metrics (`dict`, *optional*): metric name → value (floats are shown with 4 significant digits).

@@ -110,7 +110,8 @@ def test_one_block_per_run_then_the_pipeline_assembles(tmp_path, corpus):
         summary = script.main(tiny_args(tmp_path, corpus, "--block_index", str(block_index)))
         assert summary["samples"] is None  # not all blocks are there yet
     assert sorted(os.listdir(tmp_path / "transformer")) == [
-        "block_0.safetensors", "block_2.safetensors", "config.json", "model.safetensors.index.json"]
+        "block_0.safetensors", "block_2.safetensors", "config.json", "hf_diffusionblocks_classes.py",
+        "model.safetensors.index.json"]
     summary = script.main(tiny_args(tmp_path, corpus, "--block_index", "1"))
     assert summary["samples"] is not None
     assert DiffusionBlocksTextPipeline.from_pretrained(tmp_path).transformer.is_complete

@@ -54,7 +54,7 @@ def test_save_writes_one_file_per_block_with_provenance(tiny_dit_config, tmp_pat
     model.save_pretrained(tmp_path, training_steps={0: 5, 1: 6, 2: 7})
     assert sorted(os.listdir(tmp_path)) == [
         "block_0.safetensors", "block_1.safetensors", "block_2.safetensors",
-        "config.json", "model.safetensors.index.json",
+        "config.json", "hf_diffusionblocks_classes.py", "model.safetensors.index.json",
     ]
     for block_index in range(3):
         weights = load_file(tmp_path / f"block_{block_index}.safetensors")

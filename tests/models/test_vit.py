@@ -10,7 +10,7 @@ from transformers.modeling_outputs import ImageClassifierOutput
 
 from hf_diffusionblocks import DiffusionBlocksForImageClassification, DiffusionBlocksScheduler, DiffusionBlocksViTConfig
 from hf_diffusionblocks.models.vit import LabelDenoisingLoss, classification_training_loss, target_embedding_table
-from hf_diffusionblocks.models.vit.label_embeddings import posterior_mean
+from hf_diffusionblocks.modeling.class_target_embeddings import posterior_mean
 from hf_diffusionblocks.models.vit.evaluation_vit import accuracy_metric_path, predict_labels
 
 from conftest import randomize_

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from scheduler_common import SchedulerCommonTests
 
 from hf_diffusionblocks import DiffusionBlocksScheduler
 
@@ -123,3 +124,28 @@ def test_block_index_out_of_range():
 def test_partition_table():
     table = DiffusionBlocksScheduler(num_blocks=3).partition_table([4, 4, 4])
     assert "0.1796" in table and "0.5050" in table and "4-7" in table
+
+
+class TestDiffusionBlocksSchedulerCommon(SchedulerCommonTests):
+    """The common scheduler tests; the model output is the exact denoiser of N(0, 0.25) data."""
+
+    scheduler_class = DiffusionBlocksScheduler
+    config = {"num_blocks": 3, "partition": "equiprobable", "overlap": 0.05}
+
+    def clean_sample(self) -> torch.Tensor:
+        return torch.randn(4, 2, 3, generator=torch.Generator().manual_seed(0)) * 0.5
+
+    def model_output(self, sample, timestep, generator):
+        return gaussian_denoiser(0.25)(sample, torch.as_tensor(timestep))
+
+    def step(self, scheduler, model_output, timestep, sample, generator, return_dict=True):
+        return scheduler.step(model_output, timestep, sample, return_dict=return_dict)
+
+    def add_noise(self, scheduler, sample, levels, generator):
+        noise = torch.randn(sample.shape, generator=generator)
+        return scheduler.add_noise(sample, noise, levels)
+
+
+class TestDiffusionBlocksHeunSchedulerCommon(TestDiffusionBlocksSchedulerCommon):
+    config = {"num_blocks": 4, "partition": "uniform_log", "solver": "heun", "timestep_spacing": "midpoints"}
+    equal_steps_per_block = False  # uniform in ln σ is not uniform in probability mass, and Heun's last step is single

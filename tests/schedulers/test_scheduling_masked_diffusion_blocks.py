@@ -2,8 +2,10 @@
 
 import pytest
 import torch
+from scheduler_common import SchedulerCommonTests
 
 from hf_diffusionblocks import MaskedDiffusionBlocksScheduler
+from hf_diffusionblocks.models.masked_lm import stratified_times
 
 
 def test_linear_block_times_are_equal_alpha_decrements():
@@ -41,7 +43,7 @@ def test_per_block_weights_add_up_to_the_nelbo_integral(schedule):
     scheduler = MaskedDiffusionBlocksScheduler(num_blocks=3, schedule=schedule)
     total = 0.0
     for block_index in range(3):
-        t = scheduler.sample_training_times(block_index, 200000, torch.Generator().manual_seed(block_index))
+        t = stratified_times(*scheduler.block_interval(block_index), 200000, torch.Generator().manual_seed(block_index))
         weight = scheduler.training_loss_weight(block_index, t).double()
         total += float((weight * (1 - scheduler.alpha(t))).mean())
     assert total == pytest.approx(1.0, rel=1e-2)
@@ -50,8 +52,7 @@ def test_per_block_weights_add_up_to_the_nelbo_integral(schedule):
 def test_routing_and_training_times():
     scheduler = MaskedDiffusionBlocksScheduler(num_blocks=3)
     assert scheduler.block_index_for_time(torch.tensor([1.0, 2 / 3, 0.5, 0.2, 0.0])).tolist() == [0, 0, 1, 2, 2]
-    t = scheduler.sample_training_times(1, 1000, torch.Generator().manual_seed(0))
-    assert float(t.min()) >= 1 / 3 - 1e-6 and float(t.max()) <= 2 / 3 + 1e-6
+    assert scheduler.block_interval(1) == pytest.approx((1 / 3, 2 / 3))
     with pytest.raises(ValueError, match="t must lie"):
         scheduler.block_index_for_time(1.5)
 
@@ -94,3 +95,25 @@ def test_save_load_and_bad_input(tmp_path):
         MaskedDiffusionBlocksScheduler(num_blocks=0)
     with pytest.raises(ValueError, match="block_index"):
         scheduler.block_interval(4)
+
+
+MASK_TOKEN_ID = 9
+
+
+class TestMaskedDiffusionBlocksSchedulerCommon(SchedulerCommonTests):
+    """The common scheduler tests; the model output is random logits over 10 ids (9 is the mask)."""
+
+    scheduler_class = MaskedDiffusionBlocksScheduler
+    config = {"num_blocks": 3, "schedule": "cosine"}
+
+    def clean_sample(self) -> torch.Tensor:
+        return torch.randint(0, MASK_TOKEN_ID, (4, 16), generator=torch.Generator().manual_seed(0))
+
+    def model_output(self, sample, timestep, generator):
+        return torch.randn(*sample.shape, MASK_TOKEN_ID + 1, generator=generator)
+
+    def step(self, scheduler, model_output, timestep, sample, generator, return_dict=True):
+        return scheduler.step(model_output, timestep, sample, MASK_TOKEN_ID, generator=generator, return_dict=return_dict)
+
+    def add_noise(self, scheduler, sample, levels, generator):
+        return scheduler.add_noise(sample, levels, MASK_TOKEN_ID, generator=generator)[0]

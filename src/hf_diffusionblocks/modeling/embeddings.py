@@ -1,4 +1,5 @@
-"""Noise-level conditioning shared by every continuous-noise family: sinusoidal features of c_noise + MLP."""
+"""Embeddings shared by the families: noise-level conditioning (sinusoidal features of c_noise + MLP) and the
+fixed 2-D sin/cos position embedding of image patches (DiT, ViT)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,20 @@ def sinusoidal_embedding(values: torch.Tensor, dim: int, max_period: float = 100
     )                                                                        # (half,)
     arguments = values.float()[..., None] * frequencies                     # (..., half)
     return torch.cat([torch.cos(arguments), torch.sin(arguments)], dim=-1)  # (..., dim)
+
+
+def sincos_2d_position_embedding(hidden_size: int, grid_size: int) -> torch.Tensor:
+    """Fixed 2-D sin/cos position embedding `(grid_size², hidden_size)` (MAE / DiT)."""
+    quarter = hidden_size // 4
+    frequencies = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+    coordinates = torch.arange(grid_size, dtype=torch.float64)
+    rows, columns = torch.meshgrid(coordinates, coordinates, indexing="ij")
+    features = []
+    for axis in (columns, rows):
+        arguments = axis.flatten()[:, None] * frequencies[None]
+        features += [torch.sin(arguments), torch.cos(arguments)]
+    embedding = torch.cat(features, dim=1)
+    return nn.functional.pad(embedding, (0, hidden_size - embedding.shape[1])).float()
 
 
 class NoiseEmbedder(nn.Module):

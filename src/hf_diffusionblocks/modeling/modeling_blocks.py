@@ -40,6 +40,27 @@ _IGNORED_LOAD_KWARGS = frozenset({"trust_remote_code", "_from_auto", "_from_pipe
 _IGNORED_SAVE_KWARGS = frozenset({"max_shard_size", "safe_serialization", "variant", "token", "save_original_format"})
 
 
+def _device_from_loader_options(kwargs: dict[str, Any], device: str | torch.device | None) -> str | torch.device | None:
+    """Take out of `kwargs` the loading options diffusers' and transformers' loaders pass to a component's
+    `from_pretrained`; return the device to load on. Only what this loader does is accepted: safetensors block
+    files (`use_safetensors` None/True), one device (`device_map` None, a device, or `{"": device}`), no offloading
+    (`max_memory`, `offload_folder` None); `low_cpu_mem_usage` is moot, only the requested blocks are read."""
+    kwargs.pop("low_cpu_mem_usage", None)
+    if kwargs.pop("use_safetensors", None) is False:
+        raise ValueError("use_safetensors=False: DiffusionBlocks blocks are stored as safetensors files only.")
+    for name in ("max_memory", "offload_folder", "offload_state_dict"):
+        if kwargs.pop(name, None) not in (None, False):
+            raise ValueError(f"{name} is not supported: the blocks load whole onto one device.")
+    device_map = kwargs.pop("device_map", None)
+    if isinstance(device_map, dict) and set(device_map) == {""}:
+        device_map = device_map[""]
+    if device_map is None or device_map == "auto":
+        return device
+    if isinstance(device_map, (str, int, torch.device)):
+        return device if device is not None else device_map
+    raise ValueError(f"device_map must be None, a device or {{'': device}} (one device for every block), got {device_map!r}.")
+
+
 def per_sample_level(
     value: torch.Tensor | float, batch: int, name: str, device: torch.device, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
@@ -197,10 +218,19 @@ class DiffusionBlocksPreTrainedModel(PreTrainedModel):
             self.save_block(save_directory, block_index, training_steps=steps)
 
     def save_root_files(self, save_directory: str | os.PathLike) -> None:
-        """config.json and the index mapping every weight of every block to its block file."""
+        """config.json, the index mapping every weight of every block to its block file, and, for a model of a
+        registered family, `auto_map` in config.json with the module it names, so that transformers' Auto
+        classes load the folder with `trust_remote_code=True` (see `hf_diffusionblocks.remote_code`)."""
+        from ..remote_code import auto_map_for_config, write_remote_code_module  # here: it reads the families
+
         config = self.config
         config.architectures = [self.__class__.__name__]
-        atomic_write_json(os.path.join(save_directory, CONFIG_NAME), config.to_dict())
+        config_dict = config.to_dict()
+        auto_map = auto_map_for_config(config)
+        if auto_map is not None:
+            config_dict["auto_map"] = auto_map
+            write_remote_code_module(save_directory)
+        atomic_write_json(os.path.join(save_directory, CONFIG_NAME), config_dict)
         with torch.device("meta"):
             skeleton = type(self)(config)
         weight_map = {name: block_weights_name(int(name.split(".")[1])) for name in skeleton.state_dict()}
@@ -269,6 +299,7 @@ class DiffusionBlocksPreTrainedModel(PreTrainedModel):
         """
         if model_args:
             raise ValueError(f"{cls.__name__}.from_pretrained takes no positional model arguments, got {model_args}.")
+        device = _device_from_loader_options(kwargs, device)
         unknown = {key for key in kwargs if key not in _IGNORED_LOAD_KWARGS and not key.startswith("_")}
         if unknown:
             raise ValueError(f"{cls.__name__}.from_pretrained got unexpected arguments: {sorted(unknown)}.")

@@ -1,10 +1,13 @@
 """Shared base of the library's diffusers pipelines: saving and loading a pipeline folder.
 
-`DiffusionPipeline.from_pretrained` only resolves diffusers/transformers classes (DESIGN §4), so
-the library's pipelines read `model_index.json` themselves and load each component with its own
-class from the component's subfolder. On save, components of this library are recorded under the
-library name `hf_diffusionblocks`, and every file reaches the folder by an atomic rename: processes
-of a block-parallel launch save into the same folder while others read it.
+On save, `model_index.json` names the pipeline and every component of this library as
+`["hf_diffusionblocks_classes", "<ClassName>"]`, and `hf_diffusionblocks_classes.py` (a re-export of the
+installed library, see `remote_code.py`) is written at the root and into each such component folder: that
+is the convention by which `diffusers.DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`
+finds classes that are not diffusers' own. The library's own `from_pretrained` reads `model_index.json`
+itself and loads each component with the library's class, without reading that file. Every file reaches
+the folder by an atomic rename: processes of a block-parallel launch save into the same folder while
+others read it.
 """
 
 from __future__ import annotations
@@ -18,19 +21,20 @@ from diffusers import DiffusionPipeline
 
 from ..hub_utils import HubOptions, resolve_file
 from ..modeling.block_checkpoint import atomic_save_folder, atomic_write_json
+from ..remote_code import LIBRARY_NAME, REMOTE_CODE_MODULE, library_class, write_remote_code_module
 
 MODEL_INDEX_NAME = "model_index.json"
-LIBRARY_NAME = "hf_diffusionblocks"
-_ALLOWED_LIBRARIES = (LIBRARY_NAME, "diffusers", "transformers")
+_OTHER_LIBRARIES = ("diffusers", "transformers")
 
 
-def _component_class(library: str, class_name: str) -> type:
-    if library not in _ALLOWED_LIBRARIES:
-        raise ValueError(f"pipeline component class {class_name!r} comes from {library!r}; expected one of {_ALLOWED_LIBRARIES}.")
-    component_class = getattr(importlib.import_module(library), class_name, None)
-    if component_class is None:
-        raise ValueError(f"{library} has no class {class_name!r} (is hf_diffusionblocks up to date?).")
-    return component_class
+def _component_class(library: str, class_name: str, where: str) -> type:
+    """The class of a component entry `[library, class_name]`: this library's, or diffusers'/transformers'."""
+    if library in _OTHER_LIBRARIES:
+        component_class = getattr(importlib.import_module(library), class_name, None)
+        if component_class is None:
+            raise ValueError(f"{where}: {library} has no class {class_name!r}.")
+        return component_class
+    return library_class(library, class_name, where)
 
 
 class DiffusionBlocksPipelineBase(DiffusionPipeline):
@@ -45,12 +49,15 @@ class DiffusionBlocksPipelineBase(DiffusionPipeline):
             index_path = os.path.join(staging, MODEL_INDEX_NAME)
             with open(index_path, encoding="utf-8") as file:
                 model_index = json.load(file)
+            model_index["_class_name"] = [REMOTE_CODE_MODULE, type(self).__name__]
+            write_remote_code_module(staging)
             for name, entry in model_index.items():
                 if name.startswith("_") or not isinstance(entry, list) or entry[0] is None:
                     continue
                 component = getattr(self, name)
                 if type(component).__module__.startswith(LIBRARY_NAME + "."):
-                    model_index[name] = [LIBRARY_NAME, type(component).__name__]
+                    model_index[name] = [REMOTE_CODE_MODULE, type(component).__name__]
+                    write_remote_code_module(os.path.join(staging, name))
             atomic_write_json(index_path, model_index)
 
         # block files last: a block file present means everything its save wrote is there (what resuming tests for)
@@ -78,8 +85,11 @@ class DiffusionBlocksPipelineBase(DiffusionPipeline):
             raise ValueError(f"no {MODEL_INDEX_NAME} in {source!r}: not a pipeline folder or repo.")
         with open(index_path, encoding="utf-8") as file:
             model_index = json.load(file)
-        if model_index.get("_class_name") != cls.__name__:
-            raise ValueError(f"{source} holds a {model_index.get('_class_name')!r} pipeline, not a {cls.__name__}.")
+        class_name = model_index.get("_class_name")
+        # `[module, name]` since the folders load with diffusers' `trust_remote_code`; a bare name before
+        class_name = class_name[-1] if isinstance(class_name, list) and len(class_name) == 2 else class_name
+        if class_name != cls.__name__:
+            raise ValueError(f"{source} holds a {class_name!r} pipeline, not a {cls.__name__}.")
         loaded: dict[str, Any] = {}
         for name, entry in model_index.items():
             if name.startswith("_"):
@@ -87,7 +97,7 @@ class DiffusionBlocksPipelineBase(DiffusionPipeline):
             if name in components:
                 loaded[name] = components.pop(name)
             elif isinstance(entry, list) and len(entry) == 2 and entry[0] is not None:
-                loaded[name] = _component_class(*entry).from_pretrained(
+                loaded[name] = _component_class(*entry, where=f"{index_path} ({name})").from_pretrained(
                     source,
                     subfolder=f"{subfolder}/{name}" if subfolder else name,
                     revision=revision,

@@ -107,16 +107,6 @@ class MaskedDiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
         inner_increasing = self.block_times[1:-1].flip(0)
         return (self.config.num_blocks - 1 - torch.searchsorted(inner_increasing, t, right=False)).long()
 
-    def sample_training_times(
-        self, block_index: int, batch_size: int, generator: torch.Generator | None = None
-    ) -> torch.Tensor:
-        """t ~ U(block interval), float32 `(batch_size,)`; t > 0 is guaranteed (w(0) is infinite)."""
-        batch_size = check_integer(batch_size, "batch_size", minimum=1)
-        low, high = self.block_interval(block_index)
-        uniform = torch.rand(batch_size, generator=generator, dtype=torch.float64)
-        times = low + uniform * (high - low)
-        return times.clamp_min(1e-5).float()
-
     def training_loss_weight(self, block_index: int, t: torch.Tensor) -> torch.Tensor:
         """(t_high − t_low)·w(t): makes the B per-block losses add up to the NELBO; t in (0, 1] (w(0) is infinite)."""
         check_values_in_range(t, "t", 0, 1, minimum_exclusive=True)

@@ -1,6 +1,5 @@
 """Block-wise training shared by every family: flags, batch order, checkpoints, the training loop."""
 
-from ..modeling.modeling_blocks import validate_block_indices
 from .arguments import (
     TRAINING_MODES,
     OptimizationSettings,
@@ -13,13 +12,6 @@ from .checkpointing import BlockCheckpoint, BlockCheckpointManager
 from .data_order import BatchOrder
 from .distributed import BlockAssignment, BlockProcessGroup, assign_blocks, init_distributed, local_batch
 from .trainer import BlockTrainer, BlockTrainingResult, TrainingTask
-
-
-def blocks_to_train(block_index: int | str, num_blocks: int) -> list[int]:
-    """`--block_index`: `all` → every block in order; an int → that block (validated)."""
-    if block_index == "all":
-        return list(range(num_blocks))
-    return validate_block_indices([block_index], num_blocks)
 
 
 __all__ = [
@@ -37,7 +29,6 @@ __all__ = [
     "assign_blocks",
     "init_distributed",
     "local_batch",
-    "blocks_to_train",
     "parse_block_index",
     "require_at_least",
     "validate_common_arguments",

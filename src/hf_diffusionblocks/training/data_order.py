@@ -44,6 +44,3 @@ class BatchOrder:
         epoch, position = divmod(step, self.batches_per_epoch)
         start = position * self.batch_size
         return self._epoch_permutation(epoch)[start : start + self.batch_size]
-
-    def epoch_of_step(self, step: int) -> int:
-        return step // self.batches_per_epoch

@@ -30,7 +30,9 @@ from transformers.utils import ModelOutput
 from ...argument_checks import check_num_inference_steps, check_values_in_range
 from ...modeling.adaln import AdaLNZeroFinalLayer, AdaLNZeroTransformerLayer, rotary_cos_sin
 from ...modeling.embeddings import NoiseEmbedder
+from ...modeling.generation import check_generate_arguments
 from ...modeling.modeling_blocks import DiffusionBlocksPreTrainedModel
+from ...modeling.routed_sampling import integrate_routed_ode
 from ...schedulers.scheduling_diffusion_blocks import DiffusionBlocksScheduler
 from .attention_masks import (
     block_diffusion_attention_mask,
@@ -38,7 +40,6 @@ from .attention_masks import (
     noisy_query_attention_mask,
 )
 from .configuration_causal_lm import DiffusionBlocksCausalLMConfig
-from .generation_checks import check_generate_arguments
 from .target_embeddings import make_target_embeddings
 
 # Flags transformers may pass to `forward` that change nothing here when off.
@@ -388,14 +389,15 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
             noise = torch.zeros(shape, device=key_padding.device)
         sample = noise.to(key_padding.device, dtype) * scheduler.init_noise_sigma        # z = σ_max·ε
         mask = noisy_query_attention_mask(key_padding, context_lengths)
-        logits = None
-        for sigma, block_index in zip(scheduler.timesteps, scheduler.block_indices.tolist()):
+
+        def denoise(block_index, sigma, sample, evaluation_index):
             c_noise = preconditioning.c_noise(sigma).expand(shape[:2])                   # (batch, k)
             logits = self.blocks[str(block_index)].forward_noisy(
                 preconditioning.scale_input(sample, sigma), c_noise, position_ids, mask, cache
             )
-            sample = scheduler.step(self.denoised_embeddings(logits).to(dtype), sigma, sample).prev_sample
-        return logits
+            return self.denoised_embeddings(logits).to(dtype), logits
+
+        return integrate_routed_ode(scheduler, sample, denoise)[1]
 
     def _key_padding(self, attention_mask, batch: int, total_length: int, device) -> torch.Tensor:
         if attention_mask is None:

@@ -16,7 +16,7 @@ from transformers.utils import ModelOutput
 
 from ...argument_checks import as_integer_tensor, check_values_in_range
 from ...modeling.adaln import AdaLNZeroFinalLayer, AdaLNZeroTransformerLayer
-from ...modeling.embeddings import NoiseEmbedder
+from ...modeling.embeddings import NoiseEmbedder, sincos_2d_position_embedding
 from ...modeling.modeling_blocks import DiffusionBlocksPreTrainedModel, per_sample_level
 from .configuration_dit import DiffusionBlocksDiTConfig
 
@@ -30,20 +30,6 @@ class DiffusionBlocksDiTOutput(ModelOutput):
     """
 
     sample: torch.Tensor | None = None
-
-
-def sincos_2d_position_embedding(hidden_size: int, grid_size: int) -> torch.Tensor:
-    """Fixed 2-D sin/cos position embedding `(grid_size², hidden_size)` (MAE / DiT)."""
-    quarter = hidden_size // 4
-    frequencies = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
-    coordinates = torch.arange(grid_size, dtype=torch.float64)
-    rows, columns = torch.meshgrid(coordinates, coordinates, indexing="ij")
-    features = []
-    for axis in (columns, rows):
-        arguments = axis.flatten()[:, None] * frequencies[None]
-        features += [torch.sin(arguments), torch.cos(arguments)]
-    embedding = torch.cat(features, dim=1)
-    return nn.functional.pad(embedding, (0, hidden_size - embedding.shape[1])).float()
 
 
 def drop_class_labels(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ...argument_checks import check_integer
 from ...schedulers.scheduling_masked_diffusion_blocks import MaskedDiffusionBlocksScheduler
 
 # Smallest t drawn: w(t) = 1/t is infinite at 0 (the scheduler's training sampler uses the same floor).
@@ -43,7 +44,8 @@ def stratified_times(
     Element i lies in stratum `i % num_strata` (default: `batch_size` strata); each element is still
     marginally U(low, high) when its stratum is itself uniform, so weighted means stay unbiased.
     """
-    num_strata = batch_size if num_strata is None else num_strata
+    batch_size = check_integer(batch_size, "batch_size", minimum=1)
+    num_strata = batch_size if num_strata is None else check_integer(num_strata, "num_strata", minimum=1)
     stratum = torch.arange(batch_size, dtype=torch.float64) % num_strata
     uniform = torch.rand(batch_size, generator=generator, dtype=torch.float64)
     times = low + (stratum + uniform) / num_strata * (high - low)

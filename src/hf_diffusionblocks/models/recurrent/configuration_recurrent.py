@@ -31,7 +31,7 @@ class DiffusionBlocksRecurrentConfig(DiffusionBlocksConfig):
         max_position_embeddings (`int`, defaults to 256): longest sequence (learned positions).
         target_embedding_dim (`int`, *optional*): dimension d of the next-token target space in which the
             recurrent state z lives; defaults to `vocab_size`. The table is fixed, `σ_data·√d·[I | 0]`
-            (see `models/vit/label_embeddings.py`).
+            (see `modeling/class_target_embeddings.py`).
         num_iterations (`int`, defaults to 8): K used when a call does not choose it.
         layer_norm_eps (`float`, defaults to 1e-6).
         p_mean (`float`, defaults to 1.0): mean of ln σ of the training noise, raised from EDM's -1.2.

@@ -29,11 +29,12 @@ from transformers.utils import ModelOutput
 
 from ...argument_checks import check_integer, check_values_in_range
 from ...modeling.adaln import AdaLNZeroFinalLayer, AdaLNZeroTransformerLayer
+from ...modeling.class_target_embeddings import posterior_mean, target_embedding_table
 from ...modeling.embeddings import NoiseEmbedder
+from ...modeling.generation import check_generate_arguments, effective_generation_config
 from ...modeling.modeling_blocks import DiffusionBlocksPreTrainedModel, per_sample_level
+from ...modeling.routed_sampling import integrate_routed_ode
 from ...schedulers.scheduling_diffusion_blocks import DiffusionBlocksScheduler
-from ..causal_lm.generation_checks import check_generate_arguments, effective_generation_config
-from ..vit.label_embeddings import posterior_mean, target_embedding_table
 from .configuration_recurrent import DiffusionBlocksRecurrentConfig
 
 
@@ -205,16 +206,17 @@ class DiffusionBlocksRecurrentForCausalLM(DiffusionBlocksPreTrainedModel, Genera
             state = torch.zeros(shape, device=input_ids.device)
         first_gradient = num_iterations - (num_iterations if num_gradient_iterations is None else num_gradient_iterations)
         embedded: dict[int, torch.Tensor] = {}                       # prelude output of each block, computed once
-        logits = None
-        for iteration, (sigma, block_index) in enumerate(zip(scheduler.timesteps, scheduler.block_indices.tolist())):
+        track_gradients = torch.is_grad_enabled()
+
+        def denoise(block_index, sigma, state, iteration):
             block = self.get_block(block_index)
             if block_index not in embedded:
                 embedded[block_index] = block.embed(input_ids)
-            with torch.set_grad_enabled(torch.is_grad_enabled() and iteration >= first_gradient):
+            with torch.set_grad_enabled(track_gradients and iteration >= first_gradient):
                 output = self._iteration(block, embedded[block_index], state, sigma.expand(input_ids.shape[0]))
-                logits = output.logits
-                state = scheduler.step(output.denoised, sigma, state).prev_sample
-        return logits
+            return output.denoised, output.logits
+
+        return integrate_routed_ode(scheduler, state, denoise)[1]
 
     def forward(
         self,

@@ -1,5 +1,5 @@
 from .configuration_vit import CLASSIFIER_TYPES, VIT_SIZES, DiffusionBlocksViTConfig, ViTSize
-from .label_embeddings import posterior_mean, target_embedding_table
+from ...modeling.class_target_embeddings import posterior_mean, target_embedding_table
 from .losses_vit import LABEL_OBJECTIVES, LabelDenoisingLoss, classification_training_loss
 from .modeling_vit import DiffusionBlocksForImageClassification, DiffusionBlocksViTBlockOutput, ViTBlock
 

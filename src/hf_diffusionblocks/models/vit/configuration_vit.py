@@ -28,7 +28,7 @@ class DiffusionBlocksViTConfig(DiffusionBlocksConfig):
         num_attention_heads (`int`, defaults to 6), intermediate_size (`int`, defaults to 1536): ViT-S sizes.
         label_embedding_dim (`int`, *optional*): dimension d of the label space the noisy label token
             lives in; defaults to `num_labels`. The table is fixed: `σ_data·√d·[I | 0]`
-            (see `models/vit/label_embeddings.py` for why this scale).
+            (see `modeling/class_target_embeddings.py` for why this scale).
         classifier_type (`"diffusion" | "standard"`, defaults to `"diffusion"`):
             - `"diffusion"`: DiffusionBlocks. Every block reads the patches and a noisy label token
               z = E_y + σε, is conditioned on σ by AdaLN, and its head gives logits at the label token;

@@ -32,12 +32,12 @@ from transformers.utils import ModelOutput
 
 from ...argument_checks import as_integer_tensor, check_num_inference_steps, check_values_in_range
 from ...modeling.adaln import AdaLNZeroFinalLayer, AdaLNZeroTransformerLayer
-from ...modeling.embeddings import NoiseEmbedder
+from ...modeling.class_target_embeddings import posterior_mean, target_embedding_table
+from ...modeling.embeddings import NoiseEmbedder, sincos_2d_position_embedding
 from ...modeling.modeling_blocks import DiffusionBlocksPreTrainedModel, per_sample_level
+from ...modeling.routed_sampling import integrate_routed_ode
 from ...schedulers.scheduling_diffusion_blocks import DiffusionBlocksScheduler
-from ..dit.modeling_dit import sincos_2d_position_embedding
 from .configuration_vit import DiffusionBlocksViTConfig
-from .label_embeddings import posterior_mean, target_embedding_table
 
 
 @dataclass
@@ -193,12 +193,12 @@ class DiffusionBlocksForImageClassification(DiffusionBlocksPreTrainedModel):
         elif tuple(initial_noise.shape) != shape:
             raise ValueError(f"initial_noise must have shape {shape}, got {tuple(initial_noise.shape)}.")
         noisy_labels = initial_noise.to(pixel_values.device, torch.float32) * scheduler.init_noise_sigma  # z = σ_max·ε
-        logits = None
-        for sigma, block_index in zip(scheduler.timesteps, scheduler.block_indices.tolist()):
+
+        def denoise(block_index, sigma, noisy_labels, evaluation_index):
             output = self.forward_block(block_index, pixel_values, noisy_labels, sigma)
-            logits = output.logits
-            noisy_labels = scheduler.step(output.denoised, sigma, noisy_labels).prev_sample
-        return logits
+            return output.denoised, output.logits
+
+        return integrate_routed_ode(scheduler, noisy_labels, denoise)[1]
 
     def forward(
         self,

@@ -1,4 +1,5 @@
-"""Argument checks of `generate()` for the causal LMs: a `ValueError` naming the field and its accepted values."""
+"""What the language-model families share around transformers' `generate()`: the effective generation
+config, and the argument checks (a `ValueError` naming the field and its accepted values)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 import torch
 from transformers import GenerationConfig
 
-from ...argument_checks import check_integer, check_num_inference_steps, check_number
+from ..argument_checks import check_integer, check_num_inference_steps, check_number
 
 
 def effective_generation_config(model, generation_config: GenerationConfig | None, kwargs: dict[str, Any]) -> GenerationConfig:

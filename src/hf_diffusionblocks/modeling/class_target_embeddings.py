@@ -1,5 +1,5 @@
 """The fixed target-embedding table of a discrete target (class labels, or tokens), shared by the
-families whose target is a class: the ViT classifier and the recurrent-depth LM.
+families whose target is a class: the ViT classifier (labels) and the recurrent-depth LM (tokens).
 
 Row k is the clean target y of class k: `E = σ_data·√d·[I_K | 0]`, a scaled one-hot code of
 `num_classes = K` rows in `d >= K` dimensions (DESIGN §2.2: non-trainable, made deterministically

@@ -1,0 +1,448 @@
+"""The model families of the library, each named once: what the CLI, the Hub code, model cards and tests use.
+
+A family is a config class, a model class (a `DiffusionBlocksPreTrainedModel`), the transformers Auto
+classes that resolve it, the loss its blocks are trained with, how it samples (a diffusers pipeline,
+or a method of the model: `generate` for language models, `forward` for the classifier), what its model
+card says (description, Hub tags and `pipeline_tag`, usage snippet) and a tiny config for tests.
+
+Adding a family means adding its model folder under `models/` and one `ModelFamily` entry to
+`FAMILIES`: the package registers it with the Auto classes, `hf-diffusionblocks info`/`assemble`
+handle its folders, `write_model_card` writes its card, saved folders load with
+`trust_remote_code=True`, and the contract test (`tests/test_family_contract.py`) runs over it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from transformers import (
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForImageClassification,
+    AutoModelForMaskedLM,
+    PreTrainedConfig,
+)
+
+from .losses import BlockDenoisingLoss
+from .modeling.configuration_blocks import BlockPartitionedConfig
+from .modeling.modeling_blocks import DiffusionBlocksPreTrainedModel
+from .models.causal_lm import CausalLMDenoisingLoss, DiffusionBlocksCausalLMConfig, DiffusionBlocksForCausalLM
+from .models.dit import DiffusionBlocksDiTConfig, DiffusionBlocksDiTModel
+from .models.masked_lm import DiffusionBlocksForMaskedLM, DiffusionBlocksMaskedLMConfig, MaskedDiffusionLoss
+from .models.recurrent import (
+    DiffusionBlocksRecurrentConfig,
+    DiffusionBlocksRecurrentForCausalLM,
+    RecurrentDenoisingLoss,
+)
+from .models.vit import (
+    DiffusionBlocksForImageClassification,
+    DiffusionBlocksViTConfig,
+    LabelDenoisingLoss,
+    classification_training_loss,
+)
+from .pipelines import DiffusionBlocksImagePipeline, DiffusionBlocksTextPipeline
+from .schedulers import DiffusionBlocksScheduler, MaskedDiffusionBlocksScheduler
+from .tokenization_char import CharacterTokenizer
+
+
+def _signature_default(function: Callable, argument: str) -> Any:
+    """The default value of `argument` in `function`'s signature (the value a call without it uses)."""
+    return inspect.signature(function).parameters[argument].default
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """One model family: its classes, how it samples, what its model card says, and a tiny test config.
+
+    Args:
+        name (`str`): the short name the training scripts use (`examples/train_<name>.py`) and cards are tagged with.
+        config_class (`type`): its `BlockPartitionedConfig` subclass (its `model_type` identifies saved folders).
+        model_class (`type`): its `DiffusionBlocksPreTrainedModel` subclass.
+        auto_classes (`tuple[type, ...]`): transformers Auto classes that resolve `model_class`; the first is the
+            one the model card and `auto_map` name first.
+        loss_class (`type`): the loss one block is trained with.
+        block_loss (`Callable`): `(model, block_index, batch, generator) -> loss`: `loss_class` applied to a batch
+            of `example_batch`'s form; its gradient reaches block `block_index` only.
+        example_batch (`Callable`): `(config, batch_size, generator) -> dict` of random training inputs of the
+            right shapes and ranges (for tests and benchmarks; real data has the same keys).
+        pipeline_class (`type`, *optional*): the diffusers pipeline that samples from the model; None when the
+            model samples itself (`sampling_method`).
+        sampling_method (`str`): `"__call__"` of the pipeline, or the model's method that samples
+            (`"generate"`, or `"forward"` for the classifier, whose forward runs the label ODE).
+        steps_argument (`str`): the sampling call's argument that sets the number of steps (`num_inference_steps`,
+            `num_iterations`).
+        default_steps (`Callable[[config], int]`): the number of steps a call without `steps_argument` uses, read
+            from where the code takes it (a signature default or a config field), so a card can never disagree.
+        description (`str`), tags (`tuple[str, ...]`), pipeline_tag (`str`): what the model card says; the
+            pipeline tag is one of the Hub's task names.
+        usage (`str`): Jinja snippet of the card's "How to use" section, with the library imported; rendered
+            with the card's variables (`repo_id`, `subfolder_argument`, `default_steps`, `has_tokenizer`, ...).
+        native_usage (`str`): the same, through transformers' or diffusers' own classes, without importing the
+            library (`trust_remote_code=True`).
+        tiny_config_kwargs (`dict`): a config small enough for CPU tests in milliseconds.
+        pipeline_components (`Callable`, *optional*): `(model, **given) -> dict` of the pipeline's components
+            besides the model (scheduler, tokenizer, ...); `given` overrides.
+        tiny_pipeline_components (`Callable`, *optional*): `() -> dict` of the components `pipeline_components`
+            cannot make from the model (a tokenizer) that fit `tiny_config()`, for tests.
+    """
+
+    name: str
+    config_class: type[BlockPartitionedConfig]
+    model_class: type[DiffusionBlocksPreTrainedModel]
+    auto_classes: tuple[type, ...]
+    loss_class: type
+    block_loss: Callable[..., torch.Tensor]
+    example_batch: Callable[..., dict[str, torch.Tensor]]
+    pipeline_class: type | None
+    sampling_method: str
+    steps_argument: str
+    default_steps: Callable[[BlockPartitionedConfig], int]
+    description: str
+    tags: tuple[str, ...]
+    pipeline_tag: str
+    usage: str
+    native_usage: str
+    tiny_config_kwargs: dict[str, Any] = field(default_factory=dict)
+    pipeline_components: Callable[..., dict[str, Any]] | None = None
+    tiny_pipeline_components: Callable[[], dict[str, Any]] = dict
+
+    @property
+    def model_type(self) -> str:
+        return self.config_class.model_type
+
+    def tiny_config(self, **overrides: Any) -> BlockPartitionedConfig:
+        """A config of this family small enough for CPU tests (`overrides` change fields)."""
+        return self.config_class(**{**self.tiny_config_kwargs, **overrides})
+
+    def build_pipeline(self, model: DiffusionBlocksPreTrainedModel, **components: Any):
+        """The family's pipeline around `model`; other components default to the ones that match its config."""
+        if self.pipeline_class is None or self.pipeline_components is None:
+            raise ValueError(f"family {self.name!r} samples with {self.model_class.__name__}.{self.sampling_method}, not a pipeline.")
+        return self.pipeline_class(model, **self.pipeline_components(model, **components))
+
+
+# ---- the five families -----------------------------------------------------------------------------
+
+
+def _random_images(config, batch_size: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    shape = (batch_size, config.num_channels, config.image_size, config.image_size)
+    return {
+        "pixel_values": torch.randn(shape, generator=generator).clamp(-1, 1),
+        "labels": torch.randint(0, config.num_labels, (batch_size,), generator=generator),
+    }
+
+
+def _random_tokens(config, batch_size: int, generator: torch.Generator | None, length: int, high: int) -> dict:
+    return {"input_ids": torch.randint(0, high, (batch_size, length), generator=generator)}
+
+
+def _dit_loss(model, block_index: int, batch: dict, generator: torch.Generator | None) -> torch.Tensor:
+    loss = BlockDenoisingLoss(model.config.noise_partition, model.config.preconditioning)
+    return loss(model, block_index, batch["pixel_values"], generator, class_labels=batch["labels"])
+
+
+
+def _image_pipeline_components(model: DiffusionBlocksDiTModel, **given: Any) -> dict[str, Any]:
+    return {"scheduler": DiffusionBlocksScheduler(**model.config.scheduler_kwargs()), **given}
+
+
+def _text_pipeline_components(model: DiffusionBlocksForMaskedLM, **given: Any) -> dict[str, Any]:
+    if "tokenizer" not in given:
+        raise ValueError("the text pipeline needs the tokenizer the model was trained with: pass tokenizer=...")
+    return {"scheduler": model.build_scheduler(), **given}
+
+
+_IMPORT_TORCH = "import torch\n"
+_BLOCK_LOADING = """
+# one block alone (about 1/{{ num_blocks }} of the parameters), e.g. to continue training it or to serve it on its own device
+block = {{ model_class }}.from_pretrained("{{ repo_id }}"{{ subfolder_argument }}, block_index=0)"""
+
+DIT = ModelFamily(
+    name="dit",
+    config_class=DiffusionBlocksDiTConfig,
+    model_class=DiffusionBlocksDiTModel,
+    auto_classes=(AutoModel,),
+    loss_class=BlockDenoisingLoss,
+    block_loss=_dit_loss,
+    example_batch=_random_images,
+    pipeline_class=DiffusionBlocksImagePipeline,
+    sampling_method="__call__",
+    steps_argument="num_inference_steps",
+    default_steps=lambda config: _signature_default(DiffusionBlocksImagePipeline.__call__, "num_inference_steps"),
+    description="a class-conditional diffusion transformer (DiT) for images",
+    # The Hub has no class-conditional task: its image-generation task without a text or image input
+    # is "unconditional-image-generation"; the class label is an integer input (None gives the null label).
+    tags=("image-generation", "class-conditional-image-generation"),
+    pipeline_tag="unconditional-image-generation",
+    usage=_IMPORT_TORCH + """{% if pipeline_class -%}
+from hf_diffusionblocks import DiffusionBlocksImagePipeline, {{ model_class }}
+
+pipeline = DiffusionBlocksImagePipeline.from_pretrained("{{ repo_id }}")
+{%- else -%}
+from hf_diffusionblocks import DiffusionBlocksImagePipeline, DiffusionBlocksScheduler, {{ model_class }}
+
+model = {{ model_class }}.from_pretrained("{{ repo_id }}")
+pipeline = DiffusionBlocksImagePipeline(model, DiffusionBlocksScheduler(**model.config.scheduler_kwargs()))
+{%- endif %}
+# one image per class label ({{ config.num_labels }} classes); {{ default_steps }} Euler steps by default
+images = pipeline(class_labels=[0, 1], generator=torch.Generator().manual_seed(0)).images
+""" + _BLOCK_LOADING,
+    native_usage=_IMPORT_TORCH + """{% if pipeline_class -%}
+from diffusers import DiffusionPipeline
+from transformers import AutoModel
+
+pipeline = DiffusionPipeline.from_pretrained("{{ repo_id }}", trust_remote_code=True)
+images = pipeline(class_labels=[0, 1], generator=torch.Generator().manual_seed(0)).images
+{% else -%}
+from transformers import AutoModel
+
+{% endif -%}
+model = AutoModel.from_pretrained("{{ repo_id }}"{{ subfolder_argument }}, trust_remote_code=True)""",
+    tiny_config_kwargs=dict(
+        image_size=8, patch_size=2, num_channels=1, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+        intermediate_size=64, num_labels=4, num_blocks=3,
+    ),
+    pipeline_components=_image_pipeline_components,
+)
+
+MASKED_LM = ModelFamily(
+    name="mdm",
+    config_class=DiffusionBlocksMaskedLMConfig,
+    model_class=DiffusionBlocksForMaskedLM,
+    auto_classes=(AutoModelForMaskedLM, AutoModel),
+    loss_class=MaskedDiffusionLoss,
+    block_loss=lambda model, block_index, batch, generator: MaskedDiffusionLoss(
+        model.build_scheduler(), model.config.mask_token_id
+    )(model, block_index, batch["input_ids"], generator),
+    example_batch=lambda config, batch_size, generator=None: _random_tokens(
+        config, batch_size, generator, config.max_position_embeddings, config.mask_token_id
+    ),
+    pipeline_class=DiffusionBlocksTextPipeline,
+    sampling_method="__call__",
+    steps_argument="num_inference_steps",
+    default_steps=lambda config: _signature_default(DiffusionBlocksTextPipeline.__call__, "num_inference_steps"),
+    description="a masked diffusion language model",
+    tags=("text-generation", "masked-diffusion", "fill-mask"),
+    pipeline_tag="text-generation",
+    usage=_IMPORT_TORCH + """{% if pipeline_class -%}
+from hf_diffusionblocks import DiffusionBlocksTextPipeline, {{ model_class }}
+
+pipeline = DiffusionBlocksTextPipeline.from_pretrained("{{ repo_id }}")
+# {{ default_steps }} unmasking steps by default; a prompt is continued, "[MASK]" inside it is filled in
+texts = pipeline(generator=torch.Generator().manual_seed(0)).texts
+{%- else -%}
+from hf_diffusionblocks import {{ model_class }}
+
+model = {{ model_class }}.from_pretrained("{{ repo_id }}")
+# sampling needs the tokenizer the model was trained with ({{ default_steps }} unmasking steps by default):
+# DiffusionBlocksTextPipeline(model, model.build_scheduler(), tokenizer)(generator=...).texts
+{%- endif %}
+""" + _BLOCK_LOADING,
+    native_usage=_IMPORT_TORCH + """{% if pipeline_class -%}
+from diffusers import DiffusionPipeline
+from transformers import AutoModelForMaskedLM
+
+pipeline = DiffusionPipeline.from_pretrained("{{ repo_id }}", trust_remote_code=True)
+texts = pipeline(generator=torch.Generator().manual_seed(0)).texts
+{% else -%}
+from transformers import AutoModelForMaskedLM
+
+{% endif -%}
+model = AutoModelForMaskedLM.from_pretrained("{{ repo_id }}"{{ subfolder_argument }}, trust_remote_code=True)""",
+    # vocabulary_type="text8" tokenizers have 27 characters and [MASK]: 28 ids
+    tiny_config_kwargs=dict(
+        vocab_size=28, hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=16, num_blocks=3,
+    ),
+    pipeline_components=_text_pipeline_components,
+    tiny_pipeline_components=lambda: {"tokenizer": CharacterTokenizer(vocabulary_type="text8")},
+)
+
+_LANGUAGE_MODEL_INPUTS = """{% if has_tokenizer -%}
+tokenizer = AutoTokenizer.from_pretrained("{{ repo_id }}"{{ trust_argument }})
+input_ids = tokenizer("To be", return_tensors="pt").input_ids
+{%- else -%}
+input_ids = torch.tensor([[0]])  # token ids of the tokenizer the model was trained with
+{%- endif %}"""
+_LANGUAGE_MODEL_OUTPUT = """{% if has_tokenizer %}
+print(tokenizer.decode(output_ids[0]))
+{%- endif %}"""
+
+CAUSAL_LM = ModelFamily(
+    name="ar",
+    config_class=DiffusionBlocksCausalLMConfig,
+    model_class=DiffusionBlocksForCausalLM,
+    auto_classes=(AutoModelForCausalLM,),
+    loss_class=CausalLMDenoisingLoss,
+    block_loss=lambda model, block_index, batch, generator: CausalLMDenoisingLoss(model.config)(
+        model, block_index, batch["input_ids"], generator
+    ),
+    example_batch=lambda config, batch_size, generator=None: _random_tokens(
+        config, batch_size, generator, config.max_position_embeddings, config.vocab_size
+    ),
+    pipeline_class=None,
+    sampling_method="generate",
+    steps_argument="num_inference_steps",
+    default_steps=lambda config: config.default_num_inference_steps,
+    description="an autoregressive transformer language model (each next token denoised through the blocks)",
+    tags=("text-generation",),
+    pipeline_tag="text-generation",
+    usage=_IMPORT_TORCH + """{% if has_tokenizer %}from transformers import AutoTokenizer
+{% endif %}from hf_diffusionblocks import {{ model_class }}
+
+model = {{ model_class }}.from_pretrained("{{ repo_id }}")
+""" + _LANGUAGE_MODEL_INPUTS + """
+# every new token takes {{ default_steps }} Euler steps by default (num_inference_steps=...)
+output_ids = model.generate(input_ids, max_new_tokens=8, do_sample=False)""" + _LANGUAGE_MODEL_OUTPUT
+    + _BLOCK_LOADING,
+    native_usage=_IMPORT_TORCH + """from transformers import AutoModelForCausalLM{% if has_tokenizer %}, AutoTokenizer{% endif %}
+
+model = AutoModelForCausalLM.from_pretrained("{{ repo_id }}", trust_remote_code=True)
+""" + _LANGUAGE_MODEL_INPUTS + """
+output_ids = model.generate(input_ids, max_new_tokens=8, do_sample=False)""" + _LANGUAGE_MODEL_OUTPUT,
+    tiny_config_kwargs=dict(
+        vocab_size=40, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=48,
+        max_position_embeddings=24, num_blocks=4, eos_token_id=1, pad_token_id=0,
+    ),
+)
+
+VIT = ModelFamily(
+    name="vit",
+    config_class=DiffusionBlocksViTConfig,
+    model_class=DiffusionBlocksForImageClassification,
+    auto_classes=(AutoModelForImageClassification,),
+    loss_class=LabelDenoisingLoss,
+    block_loss=lambda model, block_index, batch, generator: classification_training_loss(
+        model, block_index, batch["pixel_values"], batch["labels"], generator
+    ),
+    example_batch=_random_images,
+    pipeline_class=None,
+    sampling_method="forward",
+    steps_argument="num_inference_steps",
+    default_steps=lambda config: config.num_blocks,
+    description="a Vision Transformer classifier (the label denoised through the blocks)",
+    tags=("image-classification",),
+    pipeline_tag="image-classification",
+    usage=_IMPORT_TORCH + """from hf_diffusionblocks import {{ model_class }}
+
+model = {{ model_class }}.from_pretrained("{{ repo_id }}")
+# images of shape (batch, {{ config.num_channels }}, {{ config.image_size }}, {{ config.image_size }}) with values in [-1, 1]
+pixel_values = torch.rand(2, {{ config.num_channels }}, {{ config.image_size }}, {{ config.image_size }}) * 2 - 1
+# {{ default_steps }} Euler steps of the label ODE by default (one per block)
+predicted = model(pixel_values).logits.argmax(-1)
+""" + _BLOCK_LOADING,
+    native_usage=_IMPORT_TORCH + """from transformers import AutoModelForImageClassification
+
+model = AutoModelForImageClassification.from_pretrained("{{ repo_id }}", trust_remote_code=True)
+pixel_values = torch.rand(2, {{ config.num_channels }}, {{ config.image_size }}, {{ config.image_size }}) * 2 - 1
+predicted = model(pixel_values).logits.argmax(-1)""",
+    tiny_config_kwargs=dict(
+        image_size=8, patch_size=2, num_channels=1, num_labels=10, hidden_size=32, num_hidden_layers=3,
+        num_attention_heads=2, intermediate_size=64, num_blocks=3,
+    ),
+)
+
+RECURRENT = ModelFamily(
+    name="recurrent",
+    config_class=DiffusionBlocksRecurrentConfig,
+    model_class=DiffusionBlocksRecurrentForCausalLM,
+    auto_classes=(AutoModelForCausalLM,),
+    loss_class=RecurrentDenoisingLoss,
+    block_loss=lambda model, block_index, batch, generator: RecurrentDenoisingLoss(model.config.noise_partition)(
+        model, block_index, batch["input_ids"], generator
+    ),
+    # a context of max_position_embeddings tokens and, shifted by one, its targets
+    example_batch=lambda config, batch_size, generator=None: _random_tokens(
+        config, batch_size, generator, config.max_position_embeddings + 1, config.vocab_size
+    ),
+    pipeline_class=None,
+    sampling_method="generate",
+    steps_argument="num_iterations",
+    default_steps=lambda config: config.num_iterations,
+    description="a recurrent-depth language model (prelude / core iterated K times / coda)",
+    tags=("text-generation", "recurrent-depth"),
+    pipeline_tag="text-generation",
+    usage=_IMPORT_TORCH + """{% if has_tokenizer %}from transformers import AutoTokenizer
+{% endif %}from hf_diffusionblocks import {{ model_class }}
+
+model = {{ model_class }}.from_pretrained("{{ repo_id }}")
+""" + _LANGUAGE_MODEL_INPUTS + """
+# the core runs K = {{ default_steps }} iterations per token by default (num_iterations=...)
+output_ids = model.generate(input_ids, max_new_tokens=8, do_sample=False)""" + _LANGUAGE_MODEL_OUTPUT
+    + _BLOCK_LOADING,
+    native_usage=_IMPORT_TORCH + """from transformers import AutoModelForCausalLM{% if has_tokenizer %}, AutoTokenizer{% endif %}
+
+model = AutoModelForCausalLM.from_pretrained("{{ repo_id }}", trust_remote_code=True)
+""" + _LANGUAGE_MODEL_INPUTS + """
+output_ids = model.generate(input_ids, max_new_tokens=8, do_sample=False)""" + _LANGUAGE_MODEL_OUTPUT,
+    tiny_config_kwargs=dict(
+        vocab_size=12, hidden_size=32, num_hidden_layers=2, num_prelude_layers=1, num_coda_layers=1,
+        num_attention_heads=2, intermediate_size=64, max_position_embeddings=16, num_blocks=2,
+    ),
+)
+
+FAMILIES: dict[str, ModelFamily] = {family.name: family for family in (DIT, MASKED_LM, CAUSAL_LM, VIT, RECURRENT)}
+
+# Classes a saved folder may name (model_index.json, auto_map): every family's, and the other pipeline components.
+LOADABLE_CLASSES: dict[str, type] = {
+    cls.__name__: cls
+    for family in FAMILIES.values()
+    for cls in (family.config_class, family.model_class, family.pipeline_class)
+    if cls is not None
+}
+LOADABLE_CLASSES.update(
+    {cls.__name__: cls for cls in (DiffusionBlocksScheduler, MaskedDiffusionBlocksScheduler, CharacterTokenizer)}
+)
+
+
+def family_by_name(name: str) -> ModelFamily:
+    """The family of short name `name` (`"dit"`, `"mdm"`, `"ar"`, `"vit"`, `"recurrent"`)."""
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ValueError(f"family must be one of {sorted(FAMILIES)}, got {name!r}.") from None
+
+
+def family_for_model_type(model_type: str | None) -> ModelFamily | None:
+    """The family whose config has `model_type`, or None."""
+    return next((family for family in FAMILIES.values() if family.model_type == model_type), None)
+
+
+def find_family_for_config(config: PreTrainedConfig) -> ModelFamily | None:
+    """The family of a config instance (its class, or a subclass of it), or None."""
+    return next((family for family in FAMILIES.values() if isinstance(config, family.config_class)), None)
+
+
+def family_for_config(config: PreTrainedConfig) -> ModelFamily:
+    """The family of a config instance; a `ValueError` for a config of no family."""
+    family = find_family_for_config(config)
+    if family is None:
+        raise ValueError(
+            f"{type(config).__name__} belongs to no DiffusionBlocks family (families: {sorted(FAMILIES)}); "
+            f"a new family needs an entry in hf_diffusionblocks.families.FAMILIES."
+        )
+    return family
+
+
+def family_for_pipeline(pipeline_class_name: str) -> ModelFamily | None:
+    """The family sampled by the pipeline class of that name, or None."""
+    return next(
+        (family for family in FAMILIES.values()
+         if family.pipeline_class is not None and family.pipeline_class.__name__ == pipeline_class_name),
+        None,
+    )
+
+
+def register_auto_classes() -> None:
+    """Register every family's config and model with transformers' Auto classes (idempotent)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    for family in FAMILIES.values():
+        AutoConfig.register(family.model_type, family.config_class, exist_ok=True)
+        for auto_class in family.auto_classes:
+            auto_class.register(family.config_class, family.model_class, exist_ok=True)
+    # lets AutoTokenizer resolve tokenizer_class='CharacterTokenizer' (causal LM folders trained with --tokenizer char)
+    AutoTokenizer.register(DiffusionBlocksCausalLMConfig, tokenizer_class=CharacterTokenizer, exist_ok=True)
