@@ -20,7 +20,7 @@ from typing import Any
 from diffusers import DiffusionPipeline
 
 from ..hub_utils import HubOptions, resolve_file
-from ..modeling.block_checkpoint import atomic_save_folder, atomic_write_json
+from ..modeling.atomic_io import atomic_save_folder, atomic_write_json, read_json_file
 from ..remote_code import LIBRARY_NAME, REMOTE_CODE_MODULE, library_class, write_remote_code_module
 
 MODEL_INDEX_NAME = "model_index.json"
@@ -83,8 +83,9 @@ class DiffusionBlocksPipelineBase(DiffusionPipeline):
         index_path = resolve_file(source, MODEL_INDEX_NAME, options)
         if index_path is None:
             raise ValueError(f"no {MODEL_INDEX_NAME} in {source!r}: not a pipeline folder or repo.")
-        with open(index_path, encoding="utf-8") as file:
-            model_index = json.load(file)
+        model_index = read_json_file(index_path)
+        if not isinstance(model_index, dict):
+            raise ValueError(f"{index_path} holds JSON but not an object of pipeline components.")
         class_name = model_index.get("_class_name")
         # `[module, name]` since the folders load with diffusers' `trust_remote_code`; a bare name before
         class_name = class_name[-1] if isinstance(class_name, list) and len(class_name) == 2 else class_name
