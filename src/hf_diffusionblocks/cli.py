@@ -30,7 +30,7 @@ from .model_card import partition_table, read_block_statuses
 from .modeling.atomic_io import make_staging_folder
 from .modeling.atomic_io import read_json_file
 from .modeling.block_checkpoint import CONFIG_NAME, block_weights_name, load_block_file, tensors_digest
-from .partition import PARTITIONS, assign_layers_to_blocks
+from .partition import PARTITION_FIELDS, PARTITIONS, assign_layers_to_blocks
 from .pipelines.pipeline_utils import MODEL_INDEX_NAME
 from .schedulers import DiffusionBlocksScheduler
 
@@ -355,15 +355,7 @@ def command_assemble(args: argparse.Namespace) -> int:
 
 
 def command_partition(args: argparse.Namespace) -> int:
-    scheduler = DiffusionBlocksScheduler(
-        num_blocks=args.num_blocks,
-        sigma_min=args.sigma_min,
-        sigma_max=args.sigma_max,
-        p_mean=args.p_mean,
-        p_std=args.p_std,
-        partition=args.partition,
-        overlap=args.overlap,
-    )
+    scheduler = DiffusionBlocksScheduler(**{name: getattr(args, name) for name in PARTITION_FIELDS})
     layers_per_block = args.layers_per_block
     if layers_per_block is not None:
         layers_per_block = assign_layers_to_blocks(sum(layers_per_block), args.num_blocks, layers_per_block)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 
@@ -61,15 +61,7 @@ class NoisePartition:
     overlap: float = 0.05
 
     def __post_init__(self):
-        validate_partition_settings(
-            num_blocks=self.num_blocks,
-            sigma_min=self.sigma_min,
-            sigma_max=self.sigma_max,
-            p_mean=self.p_mean,
-            p_std=self.p_std,
-            partition=self.partition,
-            overlap=self.overlap,
-        )
+        validate_partition_settings(**{name: getattr(self, name) for name in PARTITION_FIELDS})
 
     # ---- the truncated log-normal ----------------------------------------------------------
     def sigma_to_cdf(self, sigma: torch.Tensor | float) -> torch.Tensor:
@@ -189,6 +181,15 @@ class NoisePartition:
             stride = num_inference_steps // self.num_blocks
             sigmas[::stride] = self.block_sigmas[:-1]
         return torch.cat([sigmas, sigmas.new_zeros(1)])
+
+
+# The fields that define a partition: configs, schedulers and the CLI carry them under these names.
+PARTITION_FIELDS = ("num_blocks", "sigma_min", "sigma_max", "p_mean", "p_std", "partition", "overlap")
+
+
+def partition_from(settings: Any) -> NoisePartition:
+    """The `NoisePartition` of any object carrying the `PARTITION_FIELDS` as attributes (a config, parsed flags)."""
+    return NoisePartition(**{name: getattr(settings, name) for name in PARTITION_FIELDS})
 
 
 def validate_partition_settings(

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from transformers import PreTrainedConfig
 
 from ..argument_checks import check_integer, check_number
-from ..partition import NoisePartition, assign_layers_to_blocks, validate_partition_settings
+from ..partition import PARTITION_FIELDS, NoisePartition, assign_layers_to_blocks, partition_from
 from ..preconditioning import EDMPreconditioning
 
 # Keys of `to_dict()` that describe where/how a config was saved, not what the model is.
@@ -111,15 +111,7 @@ class DiffusionBlocksConfig(BlockPartitionedConfig):
     overlap: float = 0.05
 
     def __post_init__(self, **kwargs):
-        validate_partition_settings(
-            num_blocks=self.num_blocks,
-            sigma_min=self.sigma_min,
-            sigma_max=self.sigma_max,
-            p_mean=self.p_mean,
-            p_std=self.p_std,
-            partition=self.partition,
-            overlap=self.overlap,
-        )
+        partition_from(self)  # NoisePartition validates the partition fields
         # EDMPreconditioning validates sigma_data.
         EDMPreconditioning(self.sigma_data)
         for name in ("sigma_min", "sigma_max", "sigma_data", "p_mean", "p_std", "overlap"):
@@ -129,15 +121,7 @@ class DiffusionBlocksConfig(BlockPartitionedConfig):
     @property
     def noise_partition(self) -> NoisePartition:
         """The partition of the σ range these blocks were (or will be) trained on."""
-        return NoisePartition(
-            num_blocks=self.num_blocks,
-            sigma_min=self.sigma_min,
-            sigma_max=self.sigma_max,
-            p_mean=self.p_mean,
-            p_std=self.p_std,
-            partition=self.partition,
-            overlap=self.overlap,
-        )
+        return partition_from(self)
 
     @property
     def preconditioning(self) -> EDMPreconditioning:
@@ -145,16 +129,7 @@ class DiffusionBlocksConfig(BlockPartitionedConfig):
 
     def scheduler_kwargs(self) -> dict[str, Any]:
         """The arguments of a `DiffusionBlocksScheduler` that samples with exactly this partition."""
-        return {
-            "num_blocks": self.num_blocks,
-            "sigma_min": self.sigma_min,
-            "sigma_max": self.sigma_max,
-            "sigma_data": self.sigma_data,
-            "p_mean": self.p_mean,
-            "p_std": self.p_std,
-            "partition": self.partition,
-            "overlap": self.overlap,
-        }
+        return {**{name: getattr(self, name) for name in PARTITION_FIELDS}, "sigma_data": self.sigma_data}
 
 
 @dataclass(frozen=True)

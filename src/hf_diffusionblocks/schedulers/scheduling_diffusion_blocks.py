@@ -20,7 +20,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin, SchedulerOutput
 
 from ..argument_checks import check_values_in_range
-from ..partition import TIMESTEP_SPACINGS, NoisePartition, format_partition_table
+from ..partition import TIMESTEP_SPACINGS, format_partition_table, partition_from
 from ..preconditioning import EDMPreconditioning, add_noise
 
 SOLVERS = ("euler", "heun")
@@ -72,15 +72,7 @@ class DiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(f"solver must be one of {list(SOLVERS)}, got {solver!r}.")
         if timestep_spacing not in TIMESTEP_SPACINGS:
             raise ValueError(f"timestep_spacing must be one of {list(TIMESTEP_SPACINGS)}, got {timestep_spacing!r}.")
-        self.noise_partition = NoisePartition(
-            num_blocks=num_blocks,
-            sigma_min=sigma_min,
-            sigma_max=sigma_max,
-            p_mean=p_mean,
-            p_std=p_std,
-            partition=partition,
-            overlap=overlap,
-        )
+        self.noise_partition = partition_from(self.config)
         self.preconditioning = EDMPreconditioning(sigma_data=sigma_data)
         self.order = 2 if solver == "heun" else 1
         self.num_inference_steps: int | None = None
