@@ -271,6 +271,23 @@ _LANGUAGE_MODEL_OUTPUT = """{% if has_tokenizer %}
 print(tokenizer.decode(output_ids[0]))
 {%- endif %}"""
 
+def _generate_usage(steps_comment: str) -> str:
+    """The usage snippet of a causal language model family (`generate()`), with a comment on its step count."""
+    return _IMPORT_TORCH + """{% if has_tokenizer %}from transformers import AutoTokenizer
+{% endif %}from hf_diffusionblocks import {{ model_class }}
+
+model = {{ model_class }}.from_pretrained("{{ repo_id }}")
+""" + _LANGUAGE_MODEL_INPUTS + "\n" + steps_comment + """
+output_ids = model.generate(input_ids, max_new_tokens=8, do_sample=False)""" + _LANGUAGE_MODEL_OUTPUT + _BLOCK_LOADING
+
+
+_GENERATE_NATIVE_USAGE = _IMPORT_TORCH + """from transformers import AutoModelForCausalLM{% if has_tokenizer %}, AutoTokenizer{% endif %}
+
+model = AutoModelForCausalLM.from_pretrained("{{ repo_id }}", trust_remote_code=True)
+""" + _LANGUAGE_MODEL_INPUTS + """
+output_ids = model.generate(input_ids, max_new_tokens=8, do_sample=False)""" + _LANGUAGE_MODEL_OUTPUT
+
+
 CAUSAL_LM = ModelFamily(
     name="ar",
     config_class=DiffusionBlocksCausalLMConfig,
@@ -290,19 +307,8 @@ CAUSAL_LM = ModelFamily(
     description="an autoregressive transformer language model (each next token denoised through the blocks)",
     tags=("text-generation",),
     pipeline_tag="text-generation",
-    usage=_IMPORT_TORCH + """{% if has_tokenizer %}from transformers import AutoTokenizer
-{% endif %}from hf_diffusionblocks import {{ model_class }}
-
-model = {{ model_class }}.from_pretrained("{{ repo_id }}")
-""" + _LANGUAGE_MODEL_INPUTS + """
-# every new token takes {{ default_steps }} Euler steps by default (num_inference_steps=...)
-output_ids = model.generate(input_ids, max_new_tokens=8, do_sample=False)""" + _LANGUAGE_MODEL_OUTPUT
-    + _BLOCK_LOADING,
-    native_usage=_IMPORT_TORCH + """from transformers import AutoModelForCausalLM{% if has_tokenizer %}, AutoTokenizer{% endif %}
-
-model = AutoModelForCausalLM.from_pretrained("{{ repo_id }}", trust_remote_code=True)
-""" + _LANGUAGE_MODEL_INPUTS + """
-output_ids = model.generate(input_ids, max_new_tokens=8, do_sample=False)""" + _LANGUAGE_MODEL_OUTPUT,
+    usage=_generate_usage("# every new token takes {{ default_steps }} Euler steps by default (num_inference_steps=...)"),
+    native_usage=_GENERATE_NATIVE_USAGE,
     tiny_config_kwargs=dict(
         vocab_size=40, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=48,
         max_position_embeddings=24, num_blocks=4, eos_token_id=1, pad_token_id=0,
@@ -365,19 +371,8 @@ RECURRENT = ModelFamily(
     description="a recurrent-depth language model (prelude / core iterated K times / coda)",
     tags=("text-generation", "recurrent-depth"),
     pipeline_tag="text-generation",
-    usage=_IMPORT_TORCH + """{% if has_tokenizer %}from transformers import AutoTokenizer
-{% endif %}from hf_diffusionblocks import {{ model_class }}
-
-model = {{ model_class }}.from_pretrained("{{ repo_id }}")
-""" + _LANGUAGE_MODEL_INPUTS + """
-# the core runs K = {{ default_steps }} iterations per token by default (num_iterations=...)
-output_ids = model.generate(input_ids, max_new_tokens=8, do_sample=False)""" + _LANGUAGE_MODEL_OUTPUT
-    + _BLOCK_LOADING,
-    native_usage=_IMPORT_TORCH + """from transformers import AutoModelForCausalLM{% if has_tokenizer %}, AutoTokenizer{% endif %}
-
-model = AutoModelForCausalLM.from_pretrained("{{ repo_id }}", trust_remote_code=True)
-""" + _LANGUAGE_MODEL_INPUTS + """
-output_ids = model.generate(input_ids, max_new_tokens=8, do_sample=False)""" + _LANGUAGE_MODEL_OUTPUT,
+    usage=_generate_usage("# the core runs K = {{ default_steps }} iterations per token by default (num_iterations=...)"),
+    native_usage=_GENERATE_NATIVE_USAGE,
     tiny_config_kwargs=dict(
         vocab_size=12, hidden_size=32, num_hidden_layers=2, num_prelude_layers=1, num_coda_layers=1,
         num_attention_heads=2, intermediate_size=64, max_position_embeddings=16, num_blocks=2,
