@@ -45,7 +45,7 @@ class FamilyCard:
     pipeline_tag: str | None
 
 
-# Families of DESIGN §1, by the name the training scripts use (`examples/train_<family>.py`).
+# Families of docs/method.md ('The five architectures'), by the name the training scripts use (`examples/train_<family>.py`).
 FAMILY_CARDS = {
     "dit": FamilyCard(
         "class-conditional diffusion transformer (DiT)",

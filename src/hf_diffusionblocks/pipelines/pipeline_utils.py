@@ -1,6 +1,6 @@
 """Shared base of the library's diffusers pipelines: saving and loading a pipeline folder.
 
-`DiffusionPipeline.from_pretrained` only resolves diffusers/transformers classes (DESIGN §4), so
+`DiffusionPipeline.from_pretrained` only resolves diffusers/transformers classes (diffusers 0.42), so
 the library's pipelines read `model_index.json` themselves and load each component with its own
 class from the component's subfolder. On save, components of this library are recorded under the
 library name `hf_diffusionblocks`, and every file reaches the folder by an atomic rename: processes

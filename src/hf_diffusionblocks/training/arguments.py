@@ -25,7 +25,7 @@ def add_common_training_arguments(
     defaults: dict[str, Any] | None = None,
     training_modes: tuple[str, ...] = TRAINING_MODES,
 ) -> None:
-    """The flags of DESIGN §3 plus the usual optimisation flags; `defaults` overrides per family, and a
+    """The flags every training script shares (docs/architecture.md, 'Data flow at training') plus the usual optimisation flags; `defaults` overrides per family, and a
     family with a baseline of its own adds it to `training_modes` (the recurrent family's `bptt`)."""
     if not set(TRAINING_MODES) <= set(training_modes):
         raise ValueError(f"training_modes must include {TRAINING_MODES}, got {training_modes}.")
