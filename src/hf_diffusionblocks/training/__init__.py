@@ -2,12 +2,18 @@
 
 from ..modeling.modeling_blocks import validate_block_indices
 from .arguments import (
+    DEFAULT_MAX_TRAIN_STEPS,
     TRAINING_MODES,
+    HelpFormatter,
     OptimizationSettings,
     add_common_training_arguments,
+    add_partition_arguments,
+    add_text_data_arguments,
     parse_block_index,
     require_at_least,
+    resolve_max_train_steps,
     validate_common_arguments,
+    validate_text_data_arguments,
 )
 from .checkpointing import BlockCheckpoint, BlockCheckpointManager
 from .data_order import BatchOrder
@@ -23,7 +29,13 @@ def blocks_to_train(block_index: int | str, num_blocks: int) -> list[int]:
 
 
 __all__ = [
+    "DEFAULT_MAX_TRAIN_STEPS",
+    "HelpFormatter",
     "TRAINING_MODES",
+    "add_partition_arguments",
+    "add_text_data_arguments",
+    "validate_text_data_arguments",
+    "resolve_max_train_steps",
     "BatchOrder",
     "BlockAssignment",
     "BlockProcessGroup",
