@@ -1,6 +1,7 @@
 """examples/train_mdm.py and evaluate_mdm.py: block-wise, all, end_to_end, exact resume, outputs, bad input, launch."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -86,6 +87,65 @@ def test_evaluate_script_reports_bits_per_character_and_xz(trained, corpus):
     assert 0 < results["bits_per_character"] < 8 and results["bits_per_character_standard_error"] > 0
     assert results["xz_bits_per_character"] > 0  # a 200-character text does not compress below 8 bits (xz header)
     assert json.loads((output_dir / "eval_test.json").read_text())["nelbo_nats"] == results["nelbo_nats"]
+
+
+def test_evaluate_scores_a_local_file_whole_and_says_so(trained, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    output_dir, _ = trained
+    held_out = tmp_path / "my_test.txt"
+    held_out.write_text(PARAGRAPH * 2, encoding="utf-8")
+    script = load_example("evaluate_mdm")
+    results = script.main(["--model_path", str(output_dir), "--dataset_name", str(held_out), "--split", "test",
+                           "--device", "cpu", "--output_file", str(tmp_path / "eval.json")])
+    assert results["num_characters"] == len(PARAGRAPH * 2)                      # all of it, not its last 5%
+    assert results["scored_text"].startswith(f"all of the file {held_out}")
+    assert f"scoring all of the file {held_out}" in caplog.text
+    results = script.main(["--model_path", str(output_dir), "--dataset_name", str(held_out), "--max_characters", "100",
+                           "--device", "cpu", "--output_file", str(tmp_path / "eval.json")])
+    assert results["num_characters"] == 100 and results["scored_text"].startswith("the first 100 characters of all of")
+
+
+def test_evaluate_progress_bar_obeys_tqdm_disable(trained, tmp_path, monkeypatch):
+    """An explicit `tqdm(disable=False)` overrides TQDM_DISABLE, so the script must not ask for a bar then."""
+    output_dir, _ = trained
+    script = load_example("evaluate_mdm")
+    asked = []
+    real_estimate = script.estimate_nelbo
+    monkeypatch.setattr(script, "estimate_nelbo", lambda *args, progress: asked.append(progress) or real_estimate(*args))
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    text_file = tmp_path / "t.txt"
+    text_file.write_text(PARAGRAPH, encoding="utf-8")
+    argv = ["--model_path", str(output_dir), "--dataset", str(text_file), "--device", "cpu",
+            "--max_characters", "64", "--output_file", str(tmp_path / "e.json")]
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    script.main(argv)
+    monkeypatch.delenv("TQDM_DISABLE")
+    script.main(argv)
+    assert asked == [False, True]
+
+
+def test_a_datasets_folder_without_validation_split_trains_on_a_carved_one(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    import datasets
+
+    rows = (PARAGRAPH * 30).splitlines()
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": rows})}).save_to_disk(str(tmp_path / "saved"))
+    args = tiny_args(tmp_path / "out", tmp_path / "saved", "--block_index", "0", "--max_train_steps", "2")
+    summary = load_script().main(args)
+    assert summary["blocks"][0]["steps"] == 2
+    assert "the dataset has no validation split (splits: ['train'])" in caplog.text
+    assert "validation loss" in caplog.text                                        # the carved text was used
+
+
+def test_training_and_validation_files(tmp_path, corpus, caplog):
+    caplog.set_level(logging.INFO)
+    validation = tmp_path / "validation.txt"
+    validation.write_text(PARAGRAPH * 3, encoding="utf-8")
+    args = tiny_args(tmp_path / "out", corpus, "--block_index", "0", "--max_train_steps", "2")
+    del args[args.index("--dataset") : args.index("--dataset") + 2]
+    summary = load_script().main([*args, "--train_file", str(corpus), "--validation_file", str(validation)])
+    assert summary["blocks"][0]["steps"] == 2
+    assert f"validation text: {validation} ({len(PARAGRAPH * 3):,} characters)" in caplog.text
 
 
 def test_evaluate_module_matches_the_estimator(trained):
