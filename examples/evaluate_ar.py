@@ -48,6 +48,7 @@ from hf_diffusionblocks.evaluation.sample_quality import (
 )
 from hf_diffusionblocks.training import require_at_least
 from hf_diffusionblocks.training.arguments import HelpFormatter
+from hf_diffusionblocks.training.runtime import configure_cpu_threads, setup_logging
 
 logger = logging.getLogger("evaluate_ar")
 DECODINGS = ("greedy", "sample")
@@ -179,7 +180,8 @@ def format_table(results: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    setup_logging()
+    configure_cpu_threads(torch.device(args.device).type)
     text = load_text_corpus(args.dataset_name, args.split, args.text_column)
     prompts, references = make_prompts(text, args.num_samples, args.prompt_words, args.continuation_words)
     encoder = SentenceEncoder(device=args.device)

@@ -30,6 +30,7 @@ from hf_diffusionblocks.metrics import (
 )
 from hf_diffusionblocks.modeling.block_checkpoint import atomic_write_json
 from hf_diffusionblocks.training.arguments import HelpFormatter
+from hf_diffusionblocks.training.runtime import configure_cpu_threads, setup_logging
 
 logger = logging.getLogger("evaluate_dit")
 
@@ -83,7 +84,8 @@ def class_balanced_labels(test_labels: torch.Tensor, num_labels: int, samples_pe
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    setup_logging()
+    configure_cpu_threads(torch.device(args.device).type)
     pipeline = DiffusionBlocksImagePipeline.from_pretrained(args.pipeline).to(args.device)
     pipeline.set_progress_bar_config(disable=True)
     config = pipeline.transformer.config

@@ -35,7 +35,7 @@ from hf_diffusionblocks.data.text import is_text_file
 from hf_diffusionblocks.evaluation import estimate_nelbo
 from hf_diffusionblocks.training.arguments import HelpFormatter
 from hf_diffusionblocks.training.progress import progress_bars_wanted
-from hf_diffusionblocks.training.runtime import setup_logging
+from hf_diffusionblocks.training.runtime import configure_cpu_threads, setup_logging
 
 logger = logging.getLogger("evaluate_mdm")
 
@@ -88,6 +88,7 @@ def scored_text_description(args: argparse.Namespace, num_characters: int) -> st
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     setup_logging()
+    configure_cpu_threads(torch.device(args.device).type)
     text = load_text_corpus(args.dataset_name, args.split, args.text_column)   # a bad dataset fails before the model loads
     scored = scored_text_description(args, len(text))
     if args.max_characters:

@@ -25,6 +25,7 @@ from hf_diffusionblocks.data import load_image_dataset
 from hf_diffusionblocks.modeling.block_checkpoint import atomic_write_json
 from hf_diffusionblocks.models.vit.evaluation_vit import accuracy_metric_path, predict_labels
 from hf_diffusionblocks.training.arguments import HelpFormatter
+from hf_diffusionblocks.training.runtime import configure_cpu_threads, setup_logging
 
 logger = logging.getLogger("evaluate_vit")
 
@@ -65,7 +66,8 @@ def settings_of(model: DiffusionBlocksForImageClassification, args: argparse.Nam
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    setup_logging()
+    configure_cpu_threads(torch.device(args.device).type)
     test_set = load_image_dataset(args.dataset_name, args.split, args.image_column, args.label_column)
     images, labels = test_set.images, test_set.labels
     if args.max_eval_samples is not None:
