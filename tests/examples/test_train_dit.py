@@ -108,8 +108,13 @@ def test_a_finished_block_is_kept_unless_overwrite_output_dir(tmp_path):
     with pytest.raises(ValueError, match=r"already holds finished block 0 \(4 steps\).*--overwrite_output_dir"):
         script.main(tiny_args(tmp_path, "--block_index", "0", "--seed", "1"))
     assert all(torch.equal(first[name], tensor) for name, tensor in block_weights(tmp_path, 0).items())
-    summary = script.main(tiny_args(tmp_path, "--block_index", "0", "--seed", "1", "--overwrite_output_dir"))
+    old_checkpoint = tmp_path / "checkpoints" / "block_0" / "checkpoint-2"
+    assert old_checkpoint.is_dir()
+    summary = script.main(tiny_args(tmp_path, "--block_index", "0", "--seed", "1", "--overwrite_output_dir",
+                                    "--checkpointing_steps", "3"))
     assert summary["blocks"][0]["steps"] == 4 and not summary["blocks"][0]["skipped"]
+    # the replaced run's checkpoints are gone: `latest` can only find the new run's
+    assert sorted(os.listdir(tmp_path / "checkpoints" / "block_0")) == ["checkpoint-3"]
     retrained = block_weights(tmp_path, 0)
     assert any(not torch.equal(first[name], retrained[name]) for name in first)
     # another block of the same folder is not "finished", so it trains without the flag

@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ from accelerate.utils import ProjectConfiguration
 
 from ..modeling.block_checkpoint import block_weights_name, read_block_metadata
 from .arguments import OptimizationSettings, resolve_max_train_steps
+from .checkpointing import BlockCheckpointManager
 from .distributed import BlockAssignment, BlockProcessGroup, assign_blocks, init_distributed
 from .runtime import configure_cpu_threads, setup_logging
 from .tracking import attach_process_writer, close_process_writer
@@ -90,8 +92,17 @@ def train_assigned_blocks(
 def check_finished_blocks(task: TrainingTask, block_indices: tuple[int, ...] | list[int], args: argparse.Namespace) -> None:
     """Refuse to retrain a block already finished in the output folder unless `--overwrite_output_dir` says so.
 
-    With `--resume_from_checkpoint` a finished block is skipped (by `BlockTrainer`), so nothing is refused."""
-    if args.overwrite_output_dir or args.resume_from_checkpoint:
+    With `--resume_from_checkpoint` a finished block is skipped (by `BlockTrainer`), so nothing is refused.
+    With `--overwrite_output_dir` the blocks' old checkpoints are removed: they belong to the run being
+    replaced, and a later `--resume_from_checkpoint latest` must not pick one of them up."""
+    if args.resume_from_checkpoint:
+        return
+    if args.overwrite_output_dir:
+        for block_index in block_indices:
+            directory = BlockCheckpointManager(args.output_dir, block_index).directory
+            if os.path.isdir(directory):
+                logger.info("--overwrite_output_dir: removing the old checkpoints of block %d (%s)", block_index, directory)
+                shutil.rmtree(directory)
         return
     finished = {b: task.finished_steps(b) for b in block_indices}
     finished = {b: steps for b, steps in finished.items() if steps is not None}
