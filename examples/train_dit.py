@@ -32,6 +32,7 @@ from hf_diffusionblocks.models.dit import DIT_SIZES, drop_class_labels
 from hf_diffusionblocks.hub import push_block_to_hub, push_root_files_to_hub
 from hf_diffusionblocks.model_card import write_model_card
 from hf_diffusionblocks.training import HelpFormatter, add_common_training_arguments, validate_common_arguments
+from hf_diffusionblocks.training.progress import progress_bars_wanted
 from hf_diffusionblocks.training.runtime import setup_logging
 from hf_diffusionblocks.training.tracking import process_writers
 from hf_diffusionblocks.training.launch import (
@@ -156,6 +157,8 @@ def write_sample_grid(args: argparse.Namespace, class_names: list[str], accelera
         logger.info("blocks %s of %d are done; the sample grid is written when all are.", present, config.num_blocks)
         return None
     pipeline = DiffusionBlocksImagePipeline.from_pretrained(args.output_dir).to(accelerator.device)
+    # diffusers passes tqdm an explicit disable=False on the first process, which overrides TQDM_DISABLE
+    pipeline.set_progress_bar_config(disable=not progress_bars_wanted())
     labels = torch.arange(config.num_labels).repeat(args.samples_per_class)
     images = pipeline(
         class_labels=labels,

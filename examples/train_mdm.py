@@ -43,6 +43,7 @@ from hf_diffusionblocks.training import (
     validate_common_arguments,
     validate_text_data_arguments,
 )
+from hf_diffusionblocks.training.progress import progress_bars_wanted
 from hf_diffusionblocks.training.runtime import setup_logging
 from hf_diffusionblocks.training.launch import (
     create_accelerator,
@@ -142,6 +143,8 @@ def write_samples(args: argparse.Namespace, accelerator: Accelerator) -> list[st
         logger.info("blocks %s of %d are done; samples are written when all are.", present, config.num_blocks)
         return None
     pipeline = DiffusionBlocksTextPipeline.from_pretrained(args.output_dir).to(accelerator.device)
+    # diffusers passes tqdm an explicit disable=False on the first process, which overrides TQDM_DISABLE
+    pipeline.set_progress_bar_config(disable=not progress_bars_wanted())
     generator = torch.Generator(accelerator.device).manual_seed(args.seed)
     texts = pipeline(num_samples=args.num_samples, num_inference_steps=args.num_inference_steps, generator=generator).texts
     write_text_samples(args.output_dir, texts, accelerator)

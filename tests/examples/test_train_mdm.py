@@ -124,6 +124,15 @@ def test_evaluate_progress_bar_obeys_tqdm_disable(trained, tmp_path, monkeypatch
     assert asked == [False, True]
 
 
+def test_tqdm_disable_silences_every_progress_bar_of_a_run(tmp_path, corpus):
+    """Training and the final samples (diffusers passes tqdm an explicit `disable=False`, which beats the variable)."""
+    command = [sys.executable, str(SCRIPT), *tiny_args(tmp_path / "out", corpus, "--num_blocks", "1", "--num_hidden_layers", "1")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "TQDM_DISABLE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "out" / "samples.txt").is_file()
+    assert "it/s" not in result.stderr and "s/it" not in result.stderr, result.stderr[-2000:]
+
+
 def test_a_datasets_folder_without_validation_split_trains_on_a_carved_one(tmp_path, caplog):
     caplog.set_level(logging.INFO)
     import datasets
