@@ -48,7 +48,7 @@ from hf_diffusionblocks.evaluation.sample_quality import (
 )
 from hf_diffusionblocks.training import require_at_least
 from hf_diffusionblocks.training.arguments import HelpFormatter
-from hf_diffusionblocks.training.runtime import configure_cpu_threads, setup_logging
+from hf_diffusionblocks.training.runtime import configure_cpu_threads, run_script, setup_logging
 
 logger = logging.getLogger("evaluate_ar")
 DECODINGS = ("greedy", "sample")
@@ -224,4 +224,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

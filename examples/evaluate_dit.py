@@ -30,7 +30,7 @@ from hf_diffusionblocks.metrics import (
 )
 from hf_diffusionblocks.modeling.block_checkpoint import atomic_write_json
 from hf_diffusionblocks.training.arguments import HelpFormatter
-from hf_diffusionblocks.training.runtime import configure_cpu_threads, setup_logging
+from hf_diffusionblocks.training.runtime import configure_cpu_threads, run_script, setup_logging
 
 logger = logging.getLogger("evaluate_dit")
 
@@ -128,4 +128,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

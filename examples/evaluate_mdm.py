@@ -35,7 +35,7 @@ from hf_diffusionblocks.data.text import is_text_file
 from hf_diffusionblocks.evaluation import estimate_nelbo
 from hf_diffusionblocks.training.arguments import HelpFormatter
 from hf_diffusionblocks.training.progress import progress_bars_wanted
-from hf_diffusionblocks.training.runtime import configure_cpu_threads, setup_logging
+from hf_diffusionblocks.training.runtime import configure_cpu_threads, run_script, setup_logging
 
 logger = logging.getLogger("evaluate_mdm")
 
@@ -127,4 +127,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -25,7 +25,7 @@ from hf_diffusionblocks.data import load_image_dataset
 from hf_diffusionblocks.modeling.block_checkpoint import atomic_write_json
 from hf_diffusionblocks.models.vit.evaluation_vit import accuracy_metric_path, predict_labels
 from hf_diffusionblocks.training.arguments import HelpFormatter
-from hf_diffusionblocks.training.runtime import configure_cpu_threads, setup_logging
+from hf_diffusionblocks.training.runtime import configure_cpu_threads, run_script, setup_logging
 
 logger = logging.getLogger("evaluate_vit")
 
@@ -97,4 +97,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

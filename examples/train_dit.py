@@ -33,7 +33,7 @@ from hf_diffusionblocks.hub import push_block_to_hub, push_root_files_to_hub
 from hf_diffusionblocks.model_card import write_model_card
 from hf_diffusionblocks.training import HelpFormatter, add_common_training_arguments, validate_common_arguments
 from hf_diffusionblocks.training.progress import progress_bars_wanted
-from hf_diffusionblocks.training.runtime import setup_logging
+from hf_diffusionblocks.training.runtime import run_script, setup_logging
 from hf_diffusionblocks.training.tracking import process_writers
 from hf_diffusionblocks.training.launch import (
     create_accelerator,
@@ -201,4 +201,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

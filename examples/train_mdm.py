@@ -44,7 +44,7 @@ from hf_diffusionblocks.training import (
     validate_text_data_arguments,
 )
 from hf_diffusionblocks.training.progress import progress_bars_wanted
-from hf_diffusionblocks.training.runtime import setup_logging
+from hf_diffusionblocks.training.runtime import run_script, setup_logging
 from hf_diffusionblocks.training.launch import (
     create_accelerator,
     finish_run,
@@ -170,4 +170,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -43,7 +43,7 @@ from hf_diffusionblocks.training import (
     validate_common_arguments,
     validate_text_data_arguments,
 )
-from hf_diffusionblocks.training.runtime import setup_logging
+from hf_diffusionblocks.training.runtime import run_script, setup_logging
 from hf_diffusionblocks.training.launch import create_accelerator, finish_run, train_assigned_blocks
 from hf_diffusionblocks.training.text_task import TextWindowTask, load_texts_for_run
 from hf_diffusionblocks.training.tracking import log_metrics
@@ -196,4 +196,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -33,7 +33,7 @@ from hf_diffusionblocks.modeling.block_checkpoint import block_weights_name
 from hf_diffusionblocks.models.vit import LABEL_OBJECTIVES, VIT_SIZES, classification_training_loss
 from hf_diffusionblocks.models.vit.evaluation_vit import accuracy_metric_path, predict_labels
 from hf_diffusionblocks.training import HelpFormatter, add_common_training_arguments, require_at_least, validate_common_arguments
-from hf_diffusionblocks.training.runtime import setup_logging
+from hf_diffusionblocks.training.runtime import run_script, setup_logging
 from hf_diffusionblocks.training.tracking import log_metrics
 from hf_diffusionblocks.training.launch import create_accelerator, finish_run, finished_block_steps, train_assigned_blocks
 
@@ -196,4 +196,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

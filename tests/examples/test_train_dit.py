@@ -94,6 +94,14 @@ def test_bad_inputs_raise_clear_errors_before_anything_is_written(tmp_path, extr
     assert not (tmp_path / "out").exists()
 
 
+def test_bad_input_on_the_command_line_is_an_error_line_not_a_traceback(tmp_path):
+    command = [sys.executable, str(SCRIPT), *tiny_args(tmp_path / "out", "--dataset_name", "./no_such_images")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "train_dit.py: error: `name`='./no_such_images' is not an accepted dataset" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
 def test_diffusers_flag_names_and_the_old_spellings():
     parse = load_script().parse_args
     for flags in (["--dataset_name", "digits", "--resolution", "16"], ["--dataset", "digits", "--image_size", "16"]):

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+from typing import Any, Callable
 
 import torch
 
@@ -54,3 +56,17 @@ def configure_cpu_threads(device_type: str) -> int | None:
     torch.set_num_threads(threads)
     logger.info("CPU run: %d torch thread(s) of %d CPUs (set OMP_NUM_THREADS to choose).", threads, available_cpus())
     return threads
+
+
+def run_script(main: Callable[[], Any], prog: str | None = None) -> None:
+    """Run a script's `main()`: bad input (`ValueError`, `FileNotFoundError`, the library's way of naming a wrong
+    argument or file) ends the process with `<prog>: error: <message>` and status 2, like argparse's own
+    errors, instead of a traceback. `HF_DIFFUSIONBLOCKS_TRACEBACK=1` shows the traceback as well."""
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as error:
+        if os.environ.get("HF_DIFFUSIONBLOCKS_TRACEBACK"):
+            raise
+        prog = prog or os.path.basename(sys.argv[0])
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
