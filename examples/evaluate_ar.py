@@ -39,6 +39,7 @@ from transformers import AutoTokenizer
 
 from hf_diffusionblocks import DiffusionBlocksForCausalLM
 from hf_diffusionblocks.data import load_text_corpus
+from hf_diffusionblocks.data.text import describe_text_source
 from hf_diffusionblocks.evaluation.sample_quality import (
     SentenceEncoder,
     frechet_sentence_distance,
@@ -183,6 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
     setup_logging()
     configure_cpu_threads(torch.device(args.device).type)
     text = load_text_corpus(args.dataset_name, args.split, args.text_column)
+    logger.info("prompts and human continuations from %s", describe_text_source(args.dataset_name, args.split, len(text)))
     prompts, references = make_prompts(text, args.num_samples, args.prompt_words, args.continuation_words)
     encoder = SentenceEncoder(device=args.device)
     reference_features = encoder.encode([reference.strip() for reference in references])

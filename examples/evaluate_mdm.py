@@ -31,7 +31,7 @@ import torch
 
 from hf_diffusionblocks import DiffusionBlocksTextPipeline
 from hf_diffusionblocks.data import load_text_corpus
-from hf_diffusionblocks.data.text import is_text_file
+from hf_diffusionblocks.data.text import describe_text_source
 from hf_diffusionblocks.evaluation import estimate_nelbo
 from hf_diffusionblocks.training.arguments import HelpFormatter
 from hf_diffusionblocks.training.progress import progress_bars_wanted
@@ -74,23 +74,12 @@ def xz_bits_per_character(text: str) -> float:
     return len(compressed) * 8 / len(text)
 
 
-def scored_text_description(args: argparse.Namespace, num_characters: int) -> str:
-    """What is scored, in words: a whole file, or a split of a dataset, and the part `--max_characters` keeps."""
-    if is_text_file(args.dataset_name):
-        what = f"all of the file {args.dataset_name} ({num_characters:,} characters, recorded as split {args.split!r})"
-    else:
-        what = f"split {args.split!r} of {args.dataset_name} ({num_characters:,} characters)"
-    if args.max_characters and args.max_characters < num_characters:
-        what = f"the first {args.max_characters:,} characters of " + what
-    return what
-
-
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     setup_logging()
     configure_cpu_threads(torch.device(args.device).type)
     text = load_text_corpus(args.dataset_name, args.split, args.text_column)   # a bad dataset fails before the model loads
-    scored = scored_text_description(args, len(text))
+    scored = describe_text_source(args.dataset_name, args.split, len(text), args.max_characters)
     if args.max_characters:
         text = text[: args.max_characters]
     logger.info("scoring %s: %d characters", scored, len(text))

@@ -13,6 +13,7 @@ from huggingface_hub.errors import RepositoryNotFoundError
 from hf_diffusionblocks.data import TEXT_SPLITS, load_text_corpus, load_training_texts
 from hf_diffusionblocks.data import hf_datasets
 from hf_diffusionblocks.data import text as text_module
+from hf_diffusionblocks.data.text import describe_text_source
 
 JARGON_INSTALLED = text_module.JARGON_FILE.is_file()
 
@@ -240,3 +241,12 @@ def test_an_unreachable_hub_reads_the_cache_in_offline_mode(monkeypatch):
         load_text_corpus("someone/corpus")
     assert seen == {"offline": True}
     assert huggingface_hub.constants.HF_HUB_OFFLINE is False      # restored
+
+
+def test_the_text_source_is_described_for_the_log(tmp_path):
+    path = tmp_path / "mine.txt"
+    path.write_text("x" * 2000, encoding="utf-8")
+    assert describe_text_source(str(path), "test", 2000) == (
+        f"all of the file {path} (2,000 characters, recorded as split 'test')")
+    assert describe_text_source("shakespeare", "validation", 5000, max_characters=100) == (
+        "the first 100 characters of split 'validation' of shakespeare (5,000 characters)")

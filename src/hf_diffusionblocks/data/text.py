@@ -96,6 +96,18 @@ def is_text_file(name: str) -> bool:
     return path.is_file() or (name.endswith(".txt") and not path.is_dir())
 
 
+def describe_text_source(name: str, split: str, num_characters: int, max_characters: int | None = None) -> str:
+    """What `load_text_corpus(name, split)` returned, in words for a log line: a whole file or a dataset's split,
+    and the first `max_characters` of it when that cuts it."""
+    if is_text_file(name):
+        what = f"all of the file {name} ({num_characters:,} characters, recorded as split {split!r})"
+    else:
+        what = f"split {split!r} of {name} ({num_characters:,} characters)"
+    if max_characters and max_characters < num_characters:
+        what = f"the first {max_characters:,} characters of " + what
+    return what
+
+
 def _join_rows(dataset, text_column: str | None) -> str:
     text_column = "text" if text_column is None else text_column
     if text_column not in dataset.column_names:
