@@ -79,7 +79,7 @@ def train_assigned_blocks(
     assignment, all_groups = assign_blocks(args.block_index, num_blocks, rank, world_size)
     if world_size > 1:
         logger.info("process %d/%d trains blocks %s with ranks %s", rank, world_size, assignment.block_indices, assignment.group_ranks)
-    check_finished_blocks(task, assignment.block_indices, args)
+    check_finished_blocks(task, assignment, args)
     if args.num_train_epochs is not None:
         steps = resolve_max_train_steps(args, task.num_examples, assignment.group_size)
         logger.info("%d epoch(s) of %d examples at batch %d x %d replica(s): %d steps per block",
@@ -89,22 +89,23 @@ def train_assigned_blocks(
     return TrainingOutcome(results, assignment, rank, world_size)
 
 
-def check_finished_blocks(task: TrainingTask, block_indices: tuple[int, ...] | list[int], args: argparse.Namespace) -> None:
+def check_finished_blocks(task: TrainingTask, assignment: BlockAssignment, args: argparse.Namespace) -> None:
     """Refuse to retrain a block already finished in the output folder unless `--overwrite_output_dir` says so.
 
     With `--resume_from_checkpoint` a finished block is skipped (by `BlockTrainer`), so nothing is refused.
     With `--overwrite_output_dir` the blocks' old checkpoints are removed: they belong to the run being
-    replaced, and a later `--resume_from_checkpoint latest` must not pick one of them up."""
+    replaced, and a later `--resume_from_checkpoint latest` must not pick one of them up. Only the first
+    process of a block's group removes them: it is the one that writes the new ones."""
     if args.resume_from_checkpoint:
         return
     if args.overwrite_output_dir:
-        for block_index in block_indices:
+        for block_index in assignment.block_indices if assignment.is_group_leader else ():
             directory = BlockCheckpointManager(args.output_dir, block_index).directory
             if os.path.isdir(directory):
                 logger.info("--overwrite_output_dir: removing the old checkpoints of block %d (%s)", block_index, directory)
                 shutil.rmtree(directory)
         return
-    finished = {b: task.finished_steps(b) for b in block_indices}
+    finished = {b: task.finished_steps(b) for b in assignment.block_indices}
     finished = {b: steps for b, steps in finished.items() if steps is not None}
     if finished:
         described = ", ".join(f"block {b} ({steps} steps)" for b, steps in sorted(finished.items()))
