@@ -8,9 +8,9 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} HF_HUB_OFFLINE=1
 run() {  # name, flags...
   local name=$1; shift
   echo "== $(date +%T) train $name"
-  python examples/train_dit.py --dataset digits --output_dir "outputs/digits-$name" --report_to tensorboard "$@" > "outputs/digits-$name.log" 2>&1
+  python examples/train_dit.py --dataset_name digits --overwrite_output_dir --output_dir "outputs/digits-$name" --report_to tensorboard "$@" > "outputs/digits-$name.log" 2>&1
   echo "== $(date +%T) evaluate $name"
-  python examples/evaluate_dit.py --pipeline "outputs/digits-$name" --dataset digits --samples_per_class 100 2>/dev/null \
+  python examples/evaluate_dit.py --pipeline "outputs/digits-$name" --dataset_name digits --samples_per_class 100 2>/dev/null \
     | grep -E '"(frechet_classifier_distance|seconds_per_image|layer_evaluations_per_image|num_generated)"'
 }
 run blockwise-equiprobable --num_blocks 3 --partition equiprobable --max_train_steps "$steps"

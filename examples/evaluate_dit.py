@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Sample quality of a trained DiffusionBlocks DiT pipeline folder.
 
-    python examples/evaluate_dit.py --pipeline outputs/dit-digits --dataset digits
+    python examples/evaluate_dit.py --pipeline outputs/dit-digits --dataset_name digits
 
 Reports the Fréchet distance between generated images and the held-out test images, on the
 features of a small classifier the library trains on the same dataset's training split (cached),
@@ -29,14 +29,16 @@ from hf_diffusionblocks.metrics import (
     load_or_train_feature_classifier,
 )
 from hf_diffusionblocks.modeling.block_checkpoint import atomic_write_json
+from hf_diffusionblocks.training.arguments import HelpFormatter
+from hf_diffusionblocks.training.runtime import configure_cpu_threads, run_script, setup_logging
 
 logger = logging.getLogger("evaluate_dit")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--pipeline", required=True, help="A pipeline folder (or Hub repo) written by train_dit.py.")
-    parser.add_argument("--dataset", default="digits", help="The dataset the model was trained on.")
+    parser.add_argument("--dataset_name", "--dataset", dest="dataset_name", default="digits", help="The dataset the model was trained on.")
     parser.add_argument("--image_column", default=None)
     parser.add_argument("--label_column", default=None)
     parser.add_argument("--num_inference_steps", type=int, default=48)
@@ -82,14 +84,15 @@ def class_balanced_labels(test_labels: torch.Tensor, num_labels: int, samples_pe
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    setup_logging()
+    configure_cpu_threads(torch.device(args.device).type)
     pipeline = DiffusionBlocksImagePipeline.from_pretrained(args.pipeline).to(args.device)
     pipeline.set_progress_bar_config(disable=True)
     config = pipeline.transformer.config
-    train_set = load_image_dataset(args.dataset, "train", args.image_column, args.label_column, config.image_size)
-    test_set = load_image_dataset(args.dataset, "test", args.image_column, args.label_column, config.image_size)
+    train_set = load_image_dataset(args.dataset_name, "train", args.image_column, args.label_column, config.image_size)
+    test_set = load_image_dataset(args.dataset_name, "test", args.image_column, args.label_column, config.image_size)
     if train_set.num_labels != config.num_labels:
-        raise ValueError(f"--dataset {args.dataset} has {train_set.num_labels} classes, the model {config.num_labels}.")
+        raise ValueError(f"--dataset_name {args.dataset_name} has {train_set.num_labels} classes, the model {config.num_labels}.")
 
     size = args.classifier_train_size or len(train_set.labels)
     classifier = load_or_train_feature_classifier(
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
     metric = FrechetClassifierDistance(classifier)
     results = {
         "pipeline": args.pipeline,
-        "dataset": args.dataset,
+        "dataset": args.dataset_name,
         "num_blocks": config.num_blocks,
         "partition": config.partition,
         "training_steps": pipeline.transformer.block_training_steps,
@@ -125,4 +128,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -2,7 +2,7 @@
 """Test accuracy of trained ViT classifiers (block-wise and end to end), for several inference settings.
 
     python examples/evaluate_vit.py --model blockwise=outputs/vit-blockwise --model end_to_end=outputs/vit-e2e \\
-        --dataset fashion_mnist --num_inference_steps 3 6 --noise_seeds 0 1
+        --dataset_name fashion_mnist --num_inference_steps 3 6 --noise_seeds 0 1
 
 For a DiffusionBlocks classifier, every `--num_inference_steps` value is evaluated twice over:
 starting the label ODE at ε = 0 (the default of the model: the trajectory ends at the posterior's
@@ -24,15 +24,17 @@ from hf_diffusionblocks import DiffusionBlocksForImageClassification
 from hf_diffusionblocks.data import load_image_dataset
 from hf_diffusionblocks.modeling.block_checkpoint import atomic_write_json
 from hf_diffusionblocks.models.vit.evaluation_vit import accuracy_metric_path, predict_labels
+from hf_diffusionblocks.training.arguments import HelpFormatter
+from hf_diffusionblocks.training.runtime import configure_cpu_threads, run_script, setup_logging
 
 logger = logging.getLogger("evaluate_vit")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--model", action="append", required=True, metavar="NAME=PATH",
                         help="A model folder (or Hub repo) written by train_vit.py, with a name for the table; repeatable.")
-    parser.add_argument("--dataset", default="fashion_mnist", help="The dataset the models were trained on.")
+    parser.add_argument("--dataset_name", "--dataset", dest="dataset_name", default="fashion_mnist", help="The dataset the models were trained on.")
     parser.add_argument("--split", default="test")
     parser.add_argument("--image_column", default=None)
     parser.add_argument("--label_column", default=None)
@@ -64,8 +66,9 @@ def settings_of(model: DiffusionBlocksForImageClassification, args: argparse.Nam
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    test_set = load_image_dataset(args.dataset, args.split, args.image_column, args.label_column)
+    setup_logging()
+    configure_cpu_threads(torch.device(args.device).type)
+    test_set = load_image_dataset(args.dataset_name, args.split, args.image_column, args.label_column)
     images, labels = test_set.images, test_set.labels
     if args.max_eval_samples is not None:
         images, labels = images[: args.max_eval_samples], labels[: args.max_eval_samples]
@@ -84,7 +87,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             rows.append(row)
             logger.info("%s steps=%s start=%s seed=%s: accuracy %.4f", name, setting["num_inference_steps"],
                         setting["start"], setting["seed"], accuracy)
-    atomic_write_json(args.output_file, {"dataset": args.dataset, "split": args.split, "results": rows})
+    atomic_write_json(args.output_file, {"dataset": args.dataset_name, "split": args.split, "results": rows})
     print(f"{'model':<16} {'B':>2} {'steps':>5} {'start':<9} {'accuracy':>8}  (n = {len(labels)})")
     for row in rows:
         start = row["start"] if row["seed"] is None else f"noise {row['seed']}"
@@ -94,4 +97,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

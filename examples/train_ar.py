@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train a DiffusionBlocks autoregressive language model block by block (or end to end, the baseline).
 
-    accelerate launch examples/train_ar.py --dataset shakespeare --output_dir outputs/ar-shakespeare
+    accelerate launch examples/train_ar.py --dataset_name shakespeare --output_dir outputs/ar-shakespeare
 
 Block b learns to predict each token from the clean tokens before it and the token's embedding noised
 to a level σ in its interval (block 0 the highest noise); `--block_index b` trains block b alone (only
@@ -41,17 +41,24 @@ from hf_diffusionblocks import (
     DiffusionBlocksForCausalLM,
     format_partition_table,
 )
-from hf_diffusionblocks.data import load_text_corpus
 from hf_diffusionblocks.modeling.block_checkpoint import atomic_save_folder
 from hf_diffusionblocks.tokenization_bpe import encode_corpus, train_bpe_tokenizer
-from hf_diffusionblocks.training import add_common_training_arguments, require_at_least, validate_common_arguments
+from hf_diffusionblocks.training import (
+    HelpFormatter,
+    add_common_training_arguments,
+    add_text_data_arguments,
+    require_at_least,
+    validate_common_arguments,
+    validate_text_data_arguments,
+)
+from hf_diffusionblocks.training.runtime import run_script, setup_logging
 from hf_diffusionblocks.training.launch import (
     create_accelerator,
     finish_run,
     present_blocks,
     train_assigned_blocks,
 )
-from hf_diffusionblocks.training.text_task import TextWindowTask, write_text_samples
+from hf_diffusionblocks.training.text_task import TextWindowTask, load_texts_for_run, write_text_samples
 
 logger = logging.getLogger("train_ar")
 
@@ -61,33 +68,40 @@ HUB_ROOT_PATTERNS = ["config.json", "model.safetensors.index.json", "tokenizer*.
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_training_arguments(
-        parser, defaults={"dataset": "shakespeare", "overlap": 0.1, "num_blocks": 4, "train_batch_size": 32}
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    add_common_training_arguments(parser, defaults={"overlap": 0.1, "num_blocks": 4, "train_batch_size": 32})
+    add_text_data_arguments(parser)
     ar = parser.add_argument_group("autoregressive LM")
     ar.add_argument("--tokenizer", choices=TOKENIZERS, default="bpe",
                     help="'bpe': byte-level BPE trained on the training split; 'char': its characters.")
     ar.add_argument("--vocab_size", type=int, default=1024, help="BPE vocabulary size (bytes and specials included).")
-    ar.add_argument("--hidden_size", type=int, default=128)
+    ar.add_argument("--hidden_size", type=int, default=128, help="Width of every layer.")
     ar.add_argument("--num_hidden_layers", type=int, default=8, help="Total layers L (split into --num_blocks).")
-    ar.add_argument("--num_attention_heads", type=int, default=4)
-    ar.add_argument("--intermediate_size", type=int, default=None, help="SwiGLU width (default 8/3 × hidden_size, rounded).")
+    ar.add_argument("--num_attention_heads", type=int, default=4, help="Attention heads per layer.")
+    ar.add_argument("--intermediate_size", type=int, default=None, help="SwiGLU width (None: 8/3 × hidden_size, rounded).")
     ar.add_argument("--sequence_length", type=int, default=64, help="Tokens per training window (the context).")
     ar.add_argument("--target_embedding_dim", type=int, default=16, help="Width of the fixed target-embedding table.")
-    ar.add_argument("--text_column", type=str, default=None, help="Text column of a `datasets` dataset.")
     ar.add_argument("--validation_windows", type=int, default=64, help="Validation windows of the logged block loss.")
     ar.add_argument("--num_samples", type=int, default=4, help="Continuations written to samples.txt when all blocks are done.")
-    ar.add_argument("--sample_prompt_length", type=int, default=16, help="Prompt tokens of each sample.")
-    ar.add_argument("--sample_new_tokens", type=int, default=32, help="Generated tokens of each sample.")
+    ar.add_argument("--sample_prompt_length", type=int, default=None,
+                    help="Prompt tokens of each sample (None: a quarter of --sequence_length).")
+    ar.add_argument("--sample_new_tokens", type=int, default=None,
+                    help="Generated tokens of each sample (None: half of --sequence_length).")
     args = parser.parse_args(argv)
     validate_common_arguments(args)
+    validate_text_data_arguments(args)
     validate_ar_arguments(args)
     return args
 
 
 def validate_ar_arguments(args: argparse.Namespace) -> None:
-    """Sizes the decoder and the samples need, with errors that name the flag."""
+    """Sizes the decoder and the samples need, with errors that name the flag; sample lengths left unset
+    follow --sequence_length (a quarter prompt, half new tokens), so they fit any context."""
+    if args.sequence_length is not None:
+        if args.sample_prompt_length is None:
+            args.sample_prompt_length = max(1, args.sequence_length // 4)
+        if args.sample_new_tokens is None:
+            args.sample_new_tokens = max(1, min(args.sequence_length // 2, args.sequence_length - args.sample_prompt_length))
     require_at_least(args, ("hidden_size", "num_hidden_layers", "num_attention_heads", "sequence_length", "target_embedding_dim",
                  "validation_windows", "num_samples", "sample_prompt_length", "sample_new_tokens"))
     if args.sample_prompt_length + args.sample_new_tokens > args.sequence_length:
@@ -98,7 +112,8 @@ def validate_ar_arguments(args: argparse.Namespace) -> None:
 
 
 def load_or_train_tokenizer(args: argparse.Namespace, train_text: str):
-    """The tokenizer already in `output_dir` (written by an earlier run), else a new one saved there."""
+    """The tokenizer already in `output_dir` (written by an earlier run), else a new one (`save_tokenizer`
+    writes it once the config is known to be valid)."""
     if os.path.isfile(os.path.join(args.output_dir, "tokenizer_config.json")):
         tokenizer = AutoTokenizer.from_pretrained(args.output_dir)
         logger.info("reusing the tokenizer of %s (%d tokens)", args.output_dir, len(tokenizer))
@@ -107,10 +122,16 @@ def load_or_train_tokenizer(args: argparse.Namespace, train_text: str):
         tokenizer = train_bpe_tokenizer(train_text, vocab_size=args.vocab_size)
     else:
         tokenizer = CharacterTokenizer.from_corpus(train_text, strict=False, pad_token="[PAD]", padding_side="left")
+    return tokenizer
+
+
+def save_tokenizer(args: argparse.Namespace, tokenizer) -> None:
+    """Write a new tokenizer into `output_dir` (one read from there stays as it is)."""
+    if os.path.isfile(os.path.join(args.output_dir, "tokenizer_config.json")):
+        return
     # staged and renamed into place, tokenizer_config.json last: the other processes of a block-parallel
     # launch test for it above and must never read a half-written tokenizer
     atomic_save_folder(args.output_dir, tokenizer.save_pretrained, last=("tokenizer_config.json",))
-    return tokenizer
 
 
 def build_config(args: argparse.Namespace, tokenizer) -> DiffusionBlocksCausalLMConfig:
@@ -162,13 +183,14 @@ def write_samples(args: argparse.Namespace, tokenizer, validation_ids: torch.Ten
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    accelerator = create_accelerator(args, "train_ar")
-    train_text = load_text_corpus(args.dataset, "train", args.text_column)
-    validation_text = load_text_corpus(args.dataset, "validation", args.text_column)
-    tokenizer = load_or_train_tokenizer(args, train_text)
+    setup_logging()
+    texts = load_texts_for_run(args)   # a bad dataset fails before anything is written to --output_dir
+    tokenizer = load_or_train_tokenizer(args, texts.train)
     config = build_config(args, tokenizer)
-    validation_ids = encode_corpus(tokenizer, validation_text)
-    task = CausalLMTrainingTask(config, encode_corpus(tokenizer, train_text), validation_ids, args)
+    validation_ids = encode_corpus(tokenizer, texts.validation)
+    task = CausalLMTrainingTask(config, encode_corpus(tokenizer, texts.train), validation_ids, args)
+    save_tokenizer(args, tokenizer)
+    accelerator = create_accelerator(args, "train_ar")
     logger.info("%s, %d training tokens, vocabulary of %d tokens, %d blocks", args.training_mode,
                 len(task.train_ids), len(tokenizer), config.num_blocks)
     if config.objective == "diffusion":
@@ -180,4 +202,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

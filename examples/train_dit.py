@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train a class-conditional DiffusionBlocks DiT, block by block (or end to end, the baseline).
 
-    accelerate launch examples/train_dit.py --dataset digits --output_dir outputs/dit-digits
+    accelerate launch examples/train_dit.py --dataset_name digits --output_dir outputs/dit-digits
 
 `--block_index b` trains block b alone (only its parameters are built and optimised);
 `--block_index all` trains the blocks one after another; `--training_mode end_to_end` trains
@@ -31,7 +31,9 @@ from hf_diffusionblocks.data import load_image_dataset
 from hf_diffusionblocks.models.dit import DIT_SIZES, drop_class_labels
 from hf_diffusionblocks.hub import push_block_to_hub, push_root_files_to_hub
 from hf_diffusionblocks.model_card import write_model_card
-from hf_diffusionblocks.training import add_common_training_arguments, validate_common_arguments
+from hf_diffusionblocks.training import HelpFormatter, add_common_training_arguments, validate_common_arguments
+from hf_diffusionblocks.training.progress import progress_bars_wanted
+from hf_diffusionblocks.training.runtime import run_script, setup_logging
 from hf_diffusionblocks.training.tracking import process_writers
 from hf_diffusionblocks.training.launch import (
     create_accelerator,
@@ -46,16 +48,17 @@ logger = logging.getLogger("train_dit")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_training_arguments(parser, defaults={"dataset": "digits"})
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    add_common_training_arguments(parser, defaults={"dataset_name": "digits"})
     dit = parser.add_argument_group("DiT")
     dit.add_argument("--model_size", choices=sorted(DIT_SIZES), default="XS",
                      help="DiT width/depth: " + ", ".join(f"{k}={v}" for k, v in DIT_SIZES.items()))
     dit.add_argument("--num_hidden_layers", type=int, default=None, help="Override the depth of --model_size.")
-    dit.add_argument("--patch_size", type=int, default=2)
-    dit.add_argument("--image_size", type=int, default=None, help="Resize images to this size (default: native).")
-    dit.add_argument("--image_column", type=str, default=None, help="Image column of a `datasets` dataset.")
-    dit.add_argument("--label_column", type=str, default=None, help="Label column of a `datasets` dataset.")
+    dit.add_argument("--patch_size", type=int, default=2, help="Side of a patch; must divide the image side.")
+    dit.add_argument("--resolution", "--image_size", dest="resolution", type=int, default=None,
+                     help="Resize images to this side (None: their native size; --image_size is the older spelling).")
+    dit.add_argument("--image_column", type=str, default=None, help="Image column of a `datasets` dataset (None: the first image column).")
+    dit.add_argument("--label_column", type=str, default=None, help="Label column of a `datasets` dataset (None: the first class-label column).")
     dit.add_argument("--class_dropout_prob", type=float, default=0.1, help="Null-label probability (CFG).")
     dit.add_argument("--num_inference_steps", type=int, default=48, help="Sampling steps of the final sample grid.")
     dit.add_argument("--guidance_scale", type=float, default=2.0, help="CFG weight of the final sample grid.")
@@ -87,13 +90,15 @@ def build_config(args: argparse.Namespace, num_channels: int, image_size: int, n
 class DiTTrainingTask:
     """The DiT family's part of block-wise training: data, loss, pictures, outputs."""
 
-    def __init__(self, config: DiffusionBlocksDiTConfig, train_set, validation_set, output_dir: str, hub_model_id: str | None = None):
+    def __init__(self, config: DiffusionBlocksDiTConfig, train_set, validation_set, output_dir: str,
+                 hub_model_id: str | None = None, hub_token: str | None = None):
         self.config = config
         self.images, self.labels = train_set.images, train_set.labels
         self.num_examples = len(self.labels)
         self.validation_images = validation_set.images[:8]
         self.output_dir = output_dir
         self.hub_model_id = hub_model_id
+        self.hub_token = hub_token
         self.model_dir = os.path.join(output_dir, "transformer")
         self.scheduler = DiffusionBlocksScheduler(**config.scheduler_kwargs())
         self.loss_function = BlockDenoisingLoss(config.noise_partition, config.preconditioning)
@@ -128,8 +133,8 @@ class DiTTrainingTask:
         if self.hub_model_id:  # each block is its own commit, as soon as it is done
             # config, index and scheduler are identical from every process, so whoever finishes first
             # makes the repo loadable for the blocks present; the model card follows when all are.
-            push_root_files_to_hub(self.output_dir, self.hub_model_id)
-            push_block_to_hub(self.output_dir, self.hub_model_id, block_index)
+            push_root_files_to_hub(self.output_dir, self.hub_model_id, token=self.hub_token)
+            push_block_to_hub(self.output_dir, self.hub_model_id, block_index, token=self.hub_token)
 
     def finished_steps(self, block_index: int) -> int | None:
         return finished_block_steps(self.model_dir, block_index)
@@ -152,6 +157,8 @@ def write_sample_grid(args: argparse.Namespace, class_names: list[str], accelera
         logger.info("blocks %s of %d are done; the sample grid is written when all are.", present, config.num_blocks)
         return None
     pipeline = DiffusionBlocksImagePipeline.from_pretrained(args.output_dir).to(accelerator.device)
+    # diffusers passes tqdm an explicit disable=False on the first process, which overrides TQDM_DISABLE
+    pipeline.set_progress_bar_config(disable=not progress_bars_wanted())
     labels = torch.arange(config.num_labels).repeat(args.samples_per_class)
     images = pipeline(
         class_labels=labels,
@@ -169,12 +176,15 @@ def write_sample_grid(args: argparse.Namespace, class_names: list[str], accelera
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    accelerator = create_accelerator(args, "train_dit")
-    train_set = load_image_dataset(args.dataset, "train", args.image_column, args.label_column, args.image_size)
-    validation_set = load_image_dataset(args.dataset, "test", args.image_column, args.label_column, args.image_size)
+    setup_logging()
+    # data and config first: a bad dataset or size fails before anything is written to --output_dir
+    train_set = load_image_dataset(args.dataset_name, "train", args.image_column, args.label_column, args.resolution)
+    validation_set = load_image_dataset(args.dataset_name, "test", args.image_column, args.label_column, args.resolution)
     config = build_config(args, train_set.num_channels, train_set.image_size, train_set.num_labels)
     config.id2label = dict(enumerate(train_set.class_names))
-    task = DiTTrainingTask(config, train_set, validation_set, args.output_dir, args.hub_model_id if args.push_to_hub else None)
+    accelerator = create_accelerator(args, "train_dit")
+    task = DiTTrainingTask(config, train_set, validation_set, args.output_dir,
+                           args.hub_model_id if args.push_to_hub else None, args.hub_token)
     logger.info("%s, %d training images\n%s", args.training_mode, task.num_examples,
                 task.scheduler.partition_table(config.resolved_layers_per_block))
 
@@ -183,12 +193,12 @@ def main(argv: list[str] | None = None) -> dict:
     if outcome.assignment.is_group_leader:  # the last group to finish finds every block present
         samples = write_sample_grid(args, train_set.class_names, accelerator)
         if samples:
-            write_model_card(args.output_dir, family="dit", dataset=args.dataset, training_mode=args.training_mode,
+            write_model_card(args.output_dir, family="dit", dataset=args.dataset_name, training_mode=args.training_mode,
                              sample_grid="samples.png", repo_id=args.hub_model_id)
         if samples and args.push_to_hub:
-            push_root_files_to_hub(args.output_dir, args.hub_model_id)
+            push_root_files_to_hub(args.output_dir, args.hub_model_id, token=args.hub_token)
     return finish_run(accelerator, args, config.num_blocks, outcome, sample_grid=samples)
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train a DiffusionBlocks masked diffusion language model (MDM), block by block (or end to end, the baseline).
 
-    accelerate launch examples/train_mdm.py --dataset shakespeare --output_dir outputs/mdm-shakespeare
+    accelerate launch examples/train_mdm.py --dataset_name shakespeare --output_dir outputs/mdm-shakespeare
 
 `--block_index b` trains block b alone (only its parameters are built and optimised);
 `--block_index all` trains the blocks one after another; `--training_mode end_to_end` trains the
@@ -12,7 +12,11 @@ The output folder is a pipeline folder (`DiffusionBlocksTextPipeline.from_pretra
 `transformer/block_<b>.safetensors`, `scheduler/` and `tokenizer/`; a block loads alone with
 `DiffusionBlocksForMaskedLM.from_pretrained(output_dir, subfolder="transformer", block_index=b)`.
 Training examples are windows of `--sequence_length` characters starting at every position of the
-training split; `BatchOrder` draws the window starts, so a resumed run sees exactly the same batches.
+training text; `BatchOrder` draws the window starts, so a resumed run sees exactly the same batches.
+Text: `--dataset_name` (a builtin, a local text file, or a `datasets` dataset) or `--train_file`
+[`--validation_file`]; without a validation text, the last `--validation_split_percentage` percent of
+the training text is held out (and the log says so). The defaults are those of the README's results
+(`benchmarks/text_results.sh mdm`).
 """
 
 from __future__ import annotations
@@ -31,15 +35,23 @@ from hf_diffusionblocks import (
     DiffusionBlocksTextPipeline,
     MaskedDiffusionLoss,
 )
-from hf_diffusionblocks.data import load_text_corpus
-from hf_diffusionblocks.training import add_common_training_arguments, require_at_least, validate_common_arguments
+from hf_diffusionblocks.training import (
+    HelpFormatter,
+    add_common_training_arguments,
+    add_text_data_arguments,
+    require_at_least,
+    validate_common_arguments,
+    validate_text_data_arguments,
+)
+from hf_diffusionblocks.training.progress import progress_bars_wanted
+from hf_diffusionblocks.training.runtime import run_script, setup_logging
 from hf_diffusionblocks.training.launch import (
     create_accelerator,
     finish_run,
     present_blocks,
     train_assigned_blocks,
 )
-from hf_diffusionblocks.training.text_task import TextWindowTask, write_text_samples
+from hf_diffusionblocks.training.text_task import TextWindowTask, load_texts_for_run, write_text_samples
 
 logger = logging.getLogger("train_mdm")
 
@@ -49,43 +61,38 @@ HUB_ROOT_PATTERNS = ["model_index.json", "scheduler/*", "tokenizer/*", "transfor
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    # blocks split the masking time t by equal decrements of alpha: no --partition / --overlap here
     add_common_training_arguments(
-        parser, defaults={"dataset": "shakespeare", "overlap": 0.0, "train_batch_size": 64, "learning_rate": 1e-3}
+        parser, defaults={"train_batch_size": 16, "learning_rate": 1e-3, "lr_scheduler": "cosine"}, noise_partition=False
     )
+    add_text_data_arguments(parser)
     mdm = parser.add_argument_group("masked diffusion LM")
-    mdm.add_argument("--hidden_size", type=int, default=128)
+    mdm.add_argument("--hidden_size", type=int, default=128, help="Width of every layer.")
     mdm.add_argument("--num_hidden_layers", type=int, default=6, help="Total layers L (split into --num_blocks).")
-    mdm.add_argument("--num_attention_heads", type=int, default=4)
-    mdm.add_argument("--intermediate_size", type=int, default=None, help="MLP width (default 4 × hidden_size).")
+    mdm.add_argument("--num_attention_heads", type=int, default=4, help="Attention heads per layer.")
+    mdm.add_argument("--intermediate_size", type=int, default=None, help="MLP width (None: 4 × hidden_size).")
     mdm.add_argument("--layers_per_block", type=int, nargs="+", default=None,
                      help="Layers of each block, block 0 (noisiest) first, summing to --num_hidden_layers "
-                          "(default: equal shares). Block-wise training only.")
+                          "(None: equal shares). Block-wise training only.")
     mdm.add_argument("--sequence_length", type=int, default=128, help="Characters per training window.")
     mdm.add_argument("--masking_schedule", choices=("linear", "cosine"), default="linear",
                      help="alpha(t) = 1 - t, or 1 - cos(pi/2 (1 - t)); blocks take equal decrements of alpha.")
     mdm.add_argument("--vocabulary", choices=VOCABULARIES, default="corpus",
                      help="'corpus': the characters of the training split; 'text8': a-z and space (lower-cased); "
                           "'bytes': the 256 UTF-8 byte values.")
-    mdm.add_argument("--text_column", type=str, default=None, help="Text column of a `datasets` dataset.")
     mdm.add_argument("--validation_windows", type=int, default=64, help="Validation windows of the logged block loss.")
-    mdm.add_argument("--num_inference_steps", type=int, default=120, help="Unmasking steps of the final samples.")
+    mdm.add_argument("--num_inference_steps", type=int, default=128, help="Unmasking steps of the final samples.")
     mdm.add_argument("--num_samples", type=int, default=3, help="Samples written to samples.txt when all blocks are done.")
     args = parser.parse_args(argv)
     validate_common_arguments(args)
+    validate_text_data_arguments(args)
     validate_masked_lm_arguments(args)
     return args
 
 
 def validate_masked_lm_arguments(args: argparse.Namespace) -> None:
-    """Refuse the common flags that have no meaning for masked diffusion, and bad sizes."""
-    if args.overlap != 0.0:
-        raise ValueError(f"--overlap must be 0 for the masked diffusion family (blocks own disjoint t intervals), got {args.overlap}.")
-    if args.partition != "equiprobable":
-        raise ValueError(
-            f"--partition applies to the continuous-noise families; the masked family splits t by equal decrements "
-            f"of alpha (choose --masking_schedule). Got --partition {args.partition}."
-        )
+    """Sizes, and the layer split."""
     if args.layers_per_block is not None and args.training_mode == "end_to_end":
         raise ValueError("--layers_per_block splits the layers among blocks; end-to-end training has one block (drop the flag).")
     require_at_least(args, ("hidden_size", "num_hidden_layers", "num_attention_heads", "sequence_length", "validation_windows",
@@ -136,6 +143,8 @@ def write_samples(args: argparse.Namespace, accelerator: Accelerator) -> list[st
         logger.info("blocks %s of %d are done; samples are written when all are.", present, config.num_blocks)
         return None
     pipeline = DiffusionBlocksTextPipeline.from_pretrained(args.output_dir).to(accelerator.device)
+    # diffusers passes tqdm an explicit disable=False on the first process, which overrides TQDM_DISABLE
+    pipeline.set_progress_bar_config(disable=not progress_bars_wanted())
     generator = torch.Generator(accelerator.device).manual_seed(args.seed)
     texts = pipeline(num_samples=args.num_samples, num_inference_steps=args.num_inference_steps, generator=generator).texts
     write_text_samples(args.output_dir, texts, accelerator)
@@ -144,12 +153,13 @@ def write_samples(args: argparse.Namespace, accelerator: Accelerator) -> list[st
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    accelerator = create_accelerator(args, "train_mdm")
-    train_text = load_text_corpus(args.dataset, "train", args.text_column)
-    validation_text = load_text_corpus(args.dataset, "validation", args.text_column)
-    tokenizer = build_tokenizer(args.vocabulary, train_text)
+    setup_logging()
+    # data and config first: a bad dataset or size fails before anything is written to --output_dir
+    texts = load_texts_for_run(args)
+    tokenizer = build_tokenizer(args.vocabulary, texts.train)
     config = build_config(args, tokenizer)
-    task = MaskedLMTrainingTask(config, tokenizer, tokenizer.encode_corpus(train_text), tokenizer.encode_corpus(validation_text), args)
+    task = MaskedLMTrainingTask(config, tokenizer, tokenizer.encode_corpus(texts.train), tokenizer.encode_corpus(texts.validation), args)
+    accelerator = create_accelerator(args, "train_mdm")
     logger.info("%s, %d training characters, vocabulary of %d tokens, blocks own t in %s",
                 args.training_mode, len(task.train_ids), len(tokenizer),
                 [f"[{low:.3f}, {high:.3f}]" for low, high in map(task.scheduler.block_interval, range(config.num_blocks))])
@@ -160,4 +170,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -2,7 +2,7 @@
 """Train a DiffusionBlocks recurrent-depth language model (Huginn-style prelude / core / coda), or its
 truncated-BPTT baseline.
 
-    accelerate launch examples/train_recurrent.py --dataset shakespeare --output_dir outputs/recurrent-shakespeare
+    accelerate launch examples/train_recurrent.py --dataset_name shakespeare --output_dir outputs/recurrent-shakespeare
 
 `--training_mode blockwise` (DiffusionBlocks): every step is ONE forward pass of prelude, core and
 coda at a σ drawn from p_noise: the state z = E[x_{t+1}] + σε is denoised into next-token logits
@@ -31,18 +31,21 @@ import torch
 from accelerate import Accelerator
 
 from hf_diffusionblocks import CharacterTokenizer, DiffusionBlocksRecurrentConfig, DiffusionBlocksRecurrentForCausalLM
-from hf_diffusionblocks.data import load_text_corpus
 from hf_diffusionblocks.modeling.block_checkpoint import atomic_save_folder, block_weights_name
 from hf_diffusionblocks.models.recurrent import RecurrentDenoisingLoss, TruncatedBPTTLoss
 from hf_diffusionblocks.models.recurrent.evaluation_recurrent import held_out_cross_entropy
 from hf_diffusionblocks.training import (
     TRAINING_MODES,
+    HelpFormatter,
     add_common_training_arguments,
+    add_text_data_arguments,
     require_at_least,
     validate_common_arguments,
+    validate_text_data_arguments,
 )
+from hf_diffusionblocks.training.runtime import run_script, setup_logging
 from hf_diffusionblocks.training.launch import create_accelerator, finish_run, train_assigned_blocks
-from hf_diffusionblocks.training.text_task import TextWindowTask
+from hf_diffusionblocks.training.text_task import TextWindowTask, load_texts_for_run
 from hf_diffusionblocks.training.tracking import log_metrics
 
 logger = logging.getLogger("train_recurrent")
@@ -53,18 +56,19 @@ HUB_ROOT_PATTERNS = ["config.json", "model.safetensors.index.json", "tokenizer_c
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_common_training_arguments(
-        parser, defaults={"dataset": "shakespeare", "num_blocks": 1, "train_batch_size": 32, "lr_warmup_steps": 50},
+        parser, defaults={"num_blocks": 1, "train_batch_size": 32, "lr_warmup_steps": 50},
         training_modes=RECURRENT_TRAINING_MODES,   # this family's third mode: the truncated-BPTT baseline
     )
+    add_text_data_arguments(parser)
     recurrent = parser.add_argument_group("recurrent depth")
-    recurrent.add_argument("--hidden_size", type=int, default=128)
+    recurrent.add_argument("--hidden_size", type=int, default=128, help="Width of every layer.")
     recurrent.add_argument("--num_hidden_layers", type=int, default=2, help="Layers of the recurrent core (all blocks).")
-    recurrent.add_argument("--num_prelude_layers", type=int, default=1)
-    recurrent.add_argument("--num_coda_layers", type=int, default=1)
-    recurrent.add_argument("--num_attention_heads", type=int, default=4)
-    recurrent.add_argument("--intermediate_size", type=int, default=None, help="MLP width (default 4 × hidden_size).")
+    recurrent.add_argument("--num_prelude_layers", type=int, default=1, help="Layers of the prelude (run once).")
+    recurrent.add_argument("--num_coda_layers", type=int, default=1, help="Layers of the coda (the readout).")
+    recurrent.add_argument("--num_attention_heads", type=int, default=4, help="Attention heads per layer.")
+    recurrent.add_argument("--intermediate_size", type=int, default=None, help="MLP width (None: 4 × hidden_size).")
     recurrent.add_argument("--sequence_length", type=int, default=128, help="Characters of context per training window.")
     recurrent.add_argument("--num_iterations", type=int, default=8, help="K: core iterations at evaluation and generation.")
     recurrent.add_argument("--mean_recurrence", type=float, default=8.0, help="bptt: mean of the random depth r (Huginn: 32).")
@@ -73,12 +77,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                            help="Mean of ln(sigma) of the noise distribution (EDM's images: -1.2; see DiffusionBlocksRecurrentConfig).")
     recurrent.add_argument("--p_std", type=float, default=DiffusionBlocksRecurrentConfig.p_std,
                            help="Std of ln(sigma) of the noise distribution.")
-    recurrent.add_argument("--text_column", type=str, default=None, help="Text column of a `datasets` dataset.")
     recurrent.add_argument("--validation_windows", type=int, default=32, help="Windows of the logged validation loss.")
     recurrent.add_argument("--eval_windows", type=int, default=256, help="Windows of the final held-out loss.")
     recurrent.add_argument("--sample_length", type=int, default=200, help="Characters generated into samples.txt.")
     args = parser.parse_args(argv)
     validate_common_arguments(args)
+    validate_text_data_arguments(args)
     validate_recurrent_arguments(args)
     return args
 
@@ -175,13 +179,14 @@ def evaluate_model(args: argparse.Namespace, validation_ids: torch.Tensor, accel
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    accelerator = create_accelerator(args, "train_recurrent")
-    train_text = load_text_corpus(args.dataset, "train", args.text_column)
-    validation_text = load_text_corpus(args.dataset, "validation", args.text_column)
-    tokenizer = CharacterTokenizer.from_corpus(train_text, strict=False)
+    setup_logging()
+    # data and config first: a bad dataset or size fails before anything is written to --output_dir
+    texts = load_texts_for_run(args)
+    tokenizer = CharacterTokenizer.from_corpus(texts.train, strict=False)
     config = build_config(args, tokenizer)
-    train_ids, validation_ids = tokenizer.encode_corpus(train_text), tokenizer.encode_corpus(validation_text)
+    train_ids, validation_ids = tokenizer.encode_corpus(texts.train), tokenizer.encode_corpus(texts.validation)
     task = RecurrentTrainingTask(config, tokenizer, train_ids, validation_ids, args)
+    accelerator = create_accelerator(args, "train_recurrent")
     logger.info("%s, %d training characters, vocabulary of %d tokens, %d block(s)",
                 args.training_mode, len(train_ids), len(tokenizer), config.num_blocks)
 
@@ -191,4 +196,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

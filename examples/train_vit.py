@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train a DiffusionBlocks ViT classifier, block by block (or end to end, the baseline).
 
-    accelerate launch examples/train_vit.py --dataset fashion_mnist --output_dir outputs/vit-fashion
+    accelerate launch examples/train_vit.py --dataset_name fashion_mnist --output_dir outputs/vit-fashion
 
 `--block_index b` trains block b alone (only its parameters are built and optimised): it reads the
 image patches and a noisy label token z = E_y + σε with σ in its own noise interval, and learns
@@ -32,7 +32,8 @@ from hf_diffusionblocks.hub import push_shared_files_and_block
 from hf_diffusionblocks.modeling.block_checkpoint import block_weights_name
 from hf_diffusionblocks.models.vit import LABEL_OBJECTIVES, VIT_SIZES, classification_training_loss
 from hf_diffusionblocks.models.vit.evaluation_vit import accuracy_metric_path, predict_labels
-from hf_diffusionblocks.training import add_common_training_arguments, require_at_least, validate_common_arguments
+from hf_diffusionblocks.training import HelpFormatter, add_common_training_arguments, require_at_least, validate_common_arguments
+from hf_diffusionblocks.training.runtime import run_script, setup_logging
 from hf_diffusionblocks.training.tracking import log_metrics
 from hf_diffusionblocks.training.launch import create_accelerator, finish_run, finished_block_steps, train_assigned_blocks
 
@@ -42,16 +43,17 @@ HUB_ROOT_PATTERNS = ["config.json", "model.safetensors.index.json", "eval_result
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_training_arguments(parser, defaults={"dataset": "digits", "lr_warmup_steps": 50})
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    add_common_training_arguments(parser, defaults={"dataset_name": "digits", "lr_warmup_steps": 50})
     vit = parser.add_argument_group("ViT")
     vit.add_argument("--model_size", choices=sorted(VIT_SIZES), default="XS",
                      help="ViT width/depth: " + ", ".join(f"{k}={v}" for k, v in VIT_SIZES.items()))
     vit.add_argument("--num_hidden_layers", type=int, default=None, help="Override the depth of --model_size.")
-    vit.add_argument("--patch_size", type=int, default=2)
-    vit.add_argument("--image_size", type=int, default=None, help="Resize images to this size (default: native).")
-    vit.add_argument("--image_column", type=str, default=None, help="Image column of a `datasets` dataset.")
-    vit.add_argument("--label_column", type=str, default=None, help="Label column of a `datasets` dataset.")
+    vit.add_argument("--patch_size", type=int, default=2, help="Side of a patch; must divide the image side.")
+    vit.add_argument("--resolution", "--image_size", dest="resolution", type=int, default=None,
+                     help="Resize images to this side (None: their native size; --image_size is the older spelling).")
+    vit.add_argument("--image_column", type=str, default=None, help="Image column of a `datasets` dataset (None: the first image column).")
+    vit.add_argument("--label_column", type=str, default=None, help="Label column of a `datasets` dataset (None: the first class-label column).")
     vit.add_argument("--label_embedding_dim", type=int, default=None,
                      help="Dimension of the label space (default: the number of classes).")
     vit.add_argument("--objective", choices=LABEL_OBJECTIVES, default="cross_entropy",
@@ -64,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     vit.add_argument("--max_eval_samples", type=int, default=None, help="Evaluate on the first N test images.")
     vit.add_argument("--num_inference_steps", type=int, default=None,
                      help="Euler steps of the evaluation (default: num_blocks, one step per block).")
-    vit.add_argument("--eval_batch_size", type=int, default=500)
+    vit.add_argument("--eval_batch_size", type=int, default=500, help="Images per batch of the final test evaluation.")
     args = parser.parse_args(argv)
     validate_common_arguments(args)
     validate_vit_arguments(args)
@@ -177,11 +179,13 @@ def evaluate_accuracy(args: argparse.Namespace, test_set, accelerator: Accelerat
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    accelerator = create_accelerator(args, "train_vit")
-    train_set = load_image_dataset(args.dataset, "train", args.image_column, args.label_column, args.image_size)
-    test_set = load_image_dataset(args.dataset, "test", args.image_column, args.label_column, args.image_size)
+    setup_logging()
+    # data and config first: a bad dataset or size fails before anything is written to --output_dir
+    train_set = load_image_dataset(args.dataset_name, "train", args.image_column, args.label_column, args.resolution)
+    test_set = load_image_dataset(args.dataset_name, "test", args.image_column, args.label_column, args.resolution)
     config = build_config(args, train_set.num_channels, train_set.image_size, train_set.num_labels)
     config.id2label = dict(enumerate(train_set.class_names))
+    accelerator = create_accelerator(args, "train_vit")
     task = ViTTrainingTask(config, train_set, test_set, args)
     scheduler_table = DiffusionBlocksScheduler(**config.scheduler_kwargs()).partition_table(config.resolved_layers_per_block)
     logger.info("%s (%s), %d training images\n%s", args.training_mode, config.classifier_type, task.num_examples, scheduler_table)
@@ -192,4 +196,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -1,4 +1,4 @@
-"""The noise partition: reference values (DESIGN §1), equal mass, overlap, routing, sampling, bad input."""
+"""The noise partition: reference values (docs/method.md, 'Equi-probability partition'), equal mass, overlap, routing, sampling, bad input."""
 
 import math
 

@@ -21,7 +21,7 @@ def test_limits_and_loss_weight_range():
     assert edm.c_skip(torch.tensor(1e-6)).item() == pytest.approx(1.0)
     assert edm.c_out(torch.tensor(1e-6)).item() == pytest.approx(0.0, abs=1e-5)
     assert edm.c_skip(torch.tensor(1e3)).item() == pytest.approx(0.0, abs=1e-6)
-    # DESIGN §1: λ spans about 4 (σ=80) to 2.5e5 (σ=0.002)
+    # docs/method.md, 'Loss weight': λ spans about 4 (σ=80) to 2.5e5 (σ=0.002)
     assert edm.loss_weight(torch.tensor(80.0)).item() == pytest.approx(4.0, rel=1e-3)
     assert edm.loss_weight(torch.tensor(0.002)).item() == pytest.approx(2.5e5, rel=1e-3)
 

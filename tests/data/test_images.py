@@ -201,7 +201,7 @@ def test_saved_dataset_with_string_labels(saved_dataset):
 
 
 def test_unknown_name_lists_builtins(hub_offline):
-    with pytest.raises(ValueError, match=r"'digits', 'fashion_mnist'.*local folder.*Hub"):
+    with pytest.raises(ValueError, match=r"'digits', 'fashion_mnist'.*local file or folder.*Hub"):
         load_image_dataset("no_such_dataset_of_images")
 
 

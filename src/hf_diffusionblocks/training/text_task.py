@@ -19,6 +19,7 @@ from typing import Callable
 import torch
 from accelerate import Accelerator
 
+from ..data.text import TrainingTexts, load_training_texts
 from ..hub import push_shared_files_and_block
 from ..modeling.modeling_blocks import DiffusionBlocksPreTrainedModel
 from .launch import finished_block_steps
@@ -123,3 +124,11 @@ def write_text_samples(output_dir: str, texts: list[str], accelerator: Accelerat
     for writer in process_writers(accelerator):
         for index, text in enumerate(texts):
             writer.add_text(f"samples/{index}", "    " + text.replace("\n", "\n    "), 0)
+
+
+def load_texts_for_run(args) -> TrainingTexts:
+    """The training and validation texts that the text data flags (`add_text_data_arguments`) name, logged."""
+    texts = load_training_texts(args.dataset_name, train_file=args.train_file, validation_file=args.validation_file,
+                                validation_split_percentage=args.validation_split_percentage, text_column=args.text_column)
+    logger.info(texts.describe())
+    return texts

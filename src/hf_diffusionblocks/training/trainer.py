@@ -22,13 +22,13 @@ from typing import Any, Protocol
 import torch
 from accelerate import Accelerator
 from diffusers.optimization import get_scheduler
-from tqdm.auto import tqdm
 
 from ..modeling.block_checkpoint import load_block_file, tensors_digest
 from ..modeling.configuration_blocks import BlockPartitionedConfig
 from ..modeling.modeling_blocks import DiffusionBlocksPreTrainedModel
 from .arguments import OptimizationSettings
 from .checkpointing import BlockCheckpointManager, check_resumable
+from .progress import training_progress
 from .data_order import BatchOrder
 from .distributed import BlockAssignment, BlockProcessGroup, local_batch
 from .tracking import log_metrics
@@ -170,13 +170,14 @@ class BlockTrainer:
             block_index, sum(p.numel() for p in parameters), model.layers_per_block[block_index],
             start_step, settings.max_train_steps,
         )
-        progress = tqdm(
+        # a bar in a terminal, a plain log line every logging_steps otherwise; nothing on the other processes
+        progress = training_progress(
             range(start_step, settings.max_train_steps),
             initial=start_step,
             total=settings.max_train_steps,
             desc=f"block {block_index}",
-            # passed only to silence other processes, so that TQDM_DISABLE=1 still silences the main one
-            **({} if accelerator.is_local_main_process else {"disable": True}),
+            disable=not accelerator.is_local_main_process,
+            log_every=settings.logging_steps,
         )
         started = time.perf_counter()
         running_loss, running_count, last_loss = 0.0, 0, math.nan

@@ -273,7 +273,7 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
         return noisy_embeddings, sigma.expand(batch, seq_len)
 
     def denoised_embeddings(self, logits: torch.Tensor) -> torch.Tensor:
-        """D̂ = softmax(logits)·E: `(..., vocab)` → `(..., target_embedding_dim)` (DESIGN §1)."""
+        """D̂ = softmax(logits)·E: `(..., vocab)` → `(..., target_embedding_dim)` (docs/method.md, 'Discrete targets')."""
         return logits.float().softmax(dim=-1) @ self.target_embeddings.float()
 
     # ---- inference: all blocks -------------------------------------------------------------

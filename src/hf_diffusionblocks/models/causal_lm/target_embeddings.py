@@ -1,6 +1,6 @@
 """The fixed target-embedding table E of the causal LM: what the next token's noisy embedding is made of.
 
-DiffusionBlocks denoises y = E[token] (DESIGN §1): z = y + σ·ε, and a block's readout gives logits whose
+DiffusionBlocks denoises y = E[token] (docs/method.md, 'Discrete targets'): z = y + σ·ε, and a block's readout gives logits whose
 softmax-weighted average D̂ = softmax(logits)·E is the denoised estimate the Euler step uses. E is not
 trained: it is drawn once from the config's seed and shared by every block, so B blocks trained in B
 processes agree on the target space without communicating.

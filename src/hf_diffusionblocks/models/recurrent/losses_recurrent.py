@@ -1,7 +1,7 @@
 """Training objectives of the recurrent-depth LM: one denoising pass (DiffusionBlocks), and the baseline's
 truncated backpropagation through time over a random number of iterations (Huginn).
 
-Both score next-token logits with the mean cross-entropy over positions (discrete target, DESIGN §1;
+Both score next-token logits with the mean cross-entropy over positions (docs/method.md, 'Discrete targets';
 unweighted, as for the ViT labels: CE has no σ-dependent scale for λ(σ) to normalise).
 """
 

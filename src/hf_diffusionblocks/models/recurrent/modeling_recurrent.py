@@ -4,9 +4,9 @@ iteration, causal attention, and `generate()`.
 
 One block holds a prelude (tokens → e, run once per sequence), a σ-conditioned recurrent core and a
 coda (→ logits), all causal. One iteration maps the state z at noise level σ to logits of
-p(x_{t+1} | x_{≤t}, z_t); its denoised estimate is D̂ = softmax(logits)·E (DESIGN §1, discrete
-targets), and an Euler step of the probability-flow ODE moves z to the next σ of the grid. The state
-starts at z = σ_max·ε (DESIGN §1, recurrent row); K iterations are K Euler steps. Training is one
+p(x_{t+1} | x_{≤t}, z_t); its denoised estimate is D̂ = softmax(logits)·E (docs/method.md, 'Discrete
+targets'), and an Euler step of the probability-flow ODE moves z to the next σ of the grid. The state
+starts at z = σ_max·ε (docs/method.md, 'The five architectures'); K iterations are K Euler steps. Training is one
 forward pass at a sampled σ (`RecurrentDenoisingLoss`); the baseline unrolls the same iterations with
 truncated backpropagation through time (`TruncatedBPTTLoss`).
 

@@ -5,7 +5,7 @@ classifier head at the label token whose posterior mean is the denoised estimate
 Each block is a complete small ViT (patch, label-token and noise embedders, its layers, its head):
 it reads the image patches and one extra token, the noisy label z = E_y + σε scaled by c_in(σ),
 is conditioned on σ by AdaLN, and returns logits of p(y | x, z). The denoised estimate is
-D̂ = softmax(logits)·E (DESIGN §1). Inference integrates the probability-flow ODE of z from σ_max
+D̂ = softmax(logits)·E (docs/method.md, 'Discrete targets'). Inference integrates the probability-flow ODE of z from σ_max
 with Euler steps on the scheduler's grid (one step per block by default); the label is the argmax of
 the last readout.
 
