@@ -71,7 +71,10 @@ def add_common_training_arguments(
     group.add_argument("--num_train_epochs", type=int, default=None,
                        help="Train each block for this many passes over the training examples instead of "
                             "--max_train_steps (steps = epochs x examples // (batch size x data-parallel replicas)).")
-    group.add_argument("--train_batch_size", type=int, default=128, help="Examples per step and process.")
+    group.add_argument("--train_batch_size", type=int, default=128, help="Examples per forward pass and process.")
+    group.add_argument("--gradient_accumulation_steps", type=int, default=1,
+                       help="Forward/backward passes whose gradients are summed before each optimizer step: each "
+                            "step sees train_batch_size x this many examples per process.")
     group.add_argument("--learning_rate", type=float, default=1e-3, help="AdamW learning rate after warm-up.")
     group.add_argument("--lr_scheduler", type=str, default="constant_with_warmup",
                        help="A diffusers learning-rate schedule name (constant, constant_with_warmup, cosine, linear, ...).")
@@ -81,6 +84,10 @@ def add_common_training_arguments(
     group.add_argument("--adam_weight_decay", type=float, default=0.0, help="AdamW weight decay.")
     group.add_argument("--adam_epsilon", type=float, default=1e-8, help="AdamW epsilon.")
     group.add_argument("--max_grad_norm", type=float, default=1.0, help="Gradient clipping norm (0 disables).")
+    group.add_argument("--use_ema", action="store_true",
+                       help="Keep an exponential moving average of each block's weights (diffusers' EMAModel) and "
+                            "save it as the block's weights.")
+    group.add_argument("--ema_decay", type=float, default=0.9999, help="EMA decay, with --use_ema.")
     group.add_argument("--checkpointing_steps", type=int, default=500, help="Save a resumable checkpoint every N steps.")
     group.add_argument("--checkpoints_total_limit", type=int, default=2, help="Keep at most this many checkpoints per block.")
     group.add_argument("--resume_from_checkpoint", type=str, default=None,
@@ -124,8 +131,10 @@ def validate_common_arguments(args: argparse.Namespace) -> None:
     Also settles the step budget: `--max_train_steps` and `--num_train_epochs` exclude each other, and
     with neither the budget is `DEFAULT_MAX_TRAIN_STEPS` (epochs become steps in `resolve_max_train_steps`,
     once the number of examples is known)."""
-    require_at_least(args, ("max_train_steps", "num_train_epochs", "train_batch_size", "checkpointing_steps",
-                            "logging_steps", "num_blocks"))
+    require_at_least(args, ("max_train_steps", "num_train_epochs", "train_batch_size", "gradient_accumulation_steps",
+                            "checkpointing_steps", "logging_steps", "num_blocks"))
+    if not 0.0 <= args.ema_decay < 1.0:
+        raise ValueError(f"--ema_decay must be in [0, 1), got {args.ema_decay}.")
     if args.lr_warmup_steps < 0 or args.validation_steps < 0:
         raise ValueError("--lr_warmup_steps and --validation_steps must be >= 0.")
     if args.max_train_steps is not None and args.num_train_epochs is not None:
@@ -151,16 +160,18 @@ def validate_common_arguments(args: argparse.Namespace) -> None:
 
 def resolve_max_train_steps(args: argparse.Namespace, num_examples: int, replicas: int = 1) -> int:
     """`--max_train_steps`, or `--num_train_epochs` passes over `num_examples` at `train_batch_size` per
-    process and `replicas` data-parallel processes per block (`BatchOrder` drops an epoch's last partial
-    batch, so an epoch is `num_examples // (train_batch_size * replicas)` steps). Sets and returns
+    process, `gradient_accumulation_steps` passes per step and `replicas` data-parallel processes per block
+    (`BatchOrder` drops an epoch's last partial batch, so an epoch is
+    `num_examples // (train_batch_size * gradient_accumulation_steps * replicas)` steps). Sets and returns
     `args.max_train_steps`."""
     if args.num_train_epochs is None:
         return args.max_train_steps
-    steps_per_epoch = num_examples // (args.train_batch_size * replicas)
+    steps_per_epoch = num_examples // (args.train_batch_size * args.gradient_accumulation_steps * replicas)
     if steps_per_epoch < 1:
         raise ValueError(
             f"--num_train_epochs needs at least one full batch: {num_examples} training examples, "
-            f"--train_batch_size {args.train_batch_size} x {replicas} replica(s)."
+            f"--train_batch_size {args.train_batch_size} x --gradient_accumulation_steps "
+            f"{args.gradient_accumulation_steps} x {replicas} replica(s)."
         )
     args.max_train_steps = args.num_train_epochs * steps_per_epoch
     return args.max_train_steps
@@ -181,6 +192,9 @@ class OptimizationSettings:
     adam_weight_decay: float = 0.0
     adam_epsilon: float = 1e-8
     max_grad_norm: float = 1.0
+    gradient_accumulation_steps: int = 1
+    use_ema: bool = False
+    ema_decay: float = 0.9999
     checkpointing_steps: int = 500
     checkpoints_total_limit: int | None = 2
     resume_from_checkpoint: str | None = None

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import torch
 from accelerate import Accelerator
 from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
 
 from ..modeling.block_checkpoint import load_block_file, tensors_digest
 from ..modeling.configuration_blocks import BlockPartitionedConfig
@@ -71,6 +72,7 @@ class TrainingTask(Protocol):
 RESUME_DEFINING_SETTINGS = (
     "max_train_steps", "train_batch_size", "learning_rate", "lr_scheduler", "lr_warmup_steps", "adam_beta1",
     "adam_beta2", "adam_weight_decay", "adam_epsilon", "max_grad_norm", "mixed_precision", "seed",
+    "gradient_accumulation_steps", "use_ema", "ema_decay",
 )
 
 
@@ -165,6 +167,9 @@ class BlockTrainer:
             logger.info("block %d: resumed from %s (step %d).", block_index, checkpoint.path, start_step)
 
         parameters = list(model.block_parameters(block_index))
+        ema = EMAModel(parameters, decay=settings.ema_decay) if settings.use_ema else None
+        if ema is not None and checkpoint is not None:
+            ema.load_state_dict(state["ema"])
         logger.info(
             "block %d: %d trainable parameters, %d layers, steps %d → %d.",
             block_index, sum(p.numel() for p in parameters), model.layers_per_block[block_index],
@@ -181,13 +186,19 @@ class BlockTrainer:
         )
         started = time.perf_counter()
         running_loss, running_count, last_loss = 0.0, 0, math.nan
+        accumulation = settings.gradient_accumulation_steps
         for step in progress:
-            generator.manual_seed(self._step_seed(block_index, step))
-            indices = local_batch(order.indices_for_step(step), self.assignment)
-            batch = self.task.get_batch(indices, accelerator.device)
-            with accelerator.autocast():
-                loss = self.task.loss(model, block_index, batch, generator)
-            scaler.scale(loss).backward()
+            loss = torch.zeros(())
+            # pass m of step s is micro-step s·k + m: its batch and noise depend on (seed, block, micro-step)
+            # only, so resuming is exact and k = 1 is the plain loop
+            for micro_step in range(step * accumulation, (step + 1) * accumulation):
+                generator.manual_seed(self._step_seed(block_index, micro_step))
+                indices = local_batch(order.indices_for_step(micro_step), self.assignment)
+                batch = self.task.get_batch(indices, accelerator.device)
+                with accelerator.autocast():
+                    micro_loss = self.task.loss(model, block_index, batch, generator) / accumulation
+                scaler.scale(micro_loss).backward()
+                loss = loss + micro_loss.detach().cpu()
             self.process_group.average_gradients(parameters)
             if settings.max_grad_norm > 0:
                 scaler.unscale_(optimizer)
@@ -196,6 +207,8 @@ class BlockTrainer:
             scaler.update()
             lr_schedule.step()
             optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.step(parameters)
 
             running_loss += loss.detach().item()
             running_count += 1
@@ -214,7 +227,7 @@ class BlockTrainer:
                 and completed < settings.max_train_steps
                 and self.assignment.is_group_leader
             ):
-                self._save_checkpoint(manager, completed, model, optimizer, lr_schedule, scaler)
+                self._save_checkpoint(manager, completed, model, optimizer, lr_schedule, scaler, ema)
             if (
                 settings.validation_steps
                 and completed % settings.validation_steps == 0
@@ -227,6 +240,8 @@ class BlockTrainer:
         progress.close()
 
         model.eval()
+        if ema is not None:  # the averaged weights are the block's weights from here on (validation, file, digest)
+            ema.copy_to(parameters)
         if self.assignment.is_group_leader:
             self.task.log_validation(model, block_index, settings.max_train_steps, accelerator)
             self.task.save_block(model, block_index, settings.max_train_steps)
@@ -238,12 +253,14 @@ class BlockTrainer:
             weights_sha256=block_weights_digest(model, block_index),
         )
 
-    def _save_checkpoint(self, manager, step, model, optimizer, lr_schedule, scaler) -> None:
+    def _save_checkpoint(self, manager, step, model, optimizer, lr_schedule, scaler, ema) -> None:
         training_state: dict[str, Any] = {
             "optimizer": optimizer.state_dict(),
             "lr_schedule": lr_schedule.state_dict(),
             "scaler": scaler.state_dict(),
         }
+        if ema is not None:
+            training_state["ema"] = ema.state_dict()
         trainer_state = {"block_index": manager.block_index, "settings": self._resume_settings()}
         manager.save(step, model, training_state, trainer_state)
 
