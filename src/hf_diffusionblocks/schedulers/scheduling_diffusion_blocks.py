@@ -88,6 +88,9 @@ class DiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
         self.block_indices: torch.Tensor | None = None
         self._step_index: int | None = None
         self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
+        # (num_inference_steps, device) → (sigmas, timesteps, block_indices): an autoregressive sampler
+        # sets the same grid once per generated token, and building it costs as much as a small layer.
+        self._grids: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     # ---- partition -------------------------------------------------------------------------
     @property
@@ -135,18 +138,23 @@ class DiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
         evaluation) and `block_indices` (the block that runs it). Heun evaluates twice per step but
         once on the final step to σ = 0.
         """
-        sigmas = self.noise_partition.inference_sigmas(num_inference_steps, self.config.timestep_spacing)
-        step_blocks = self.noise_partition.block_index_for_sigma(sigmas[:-1])
-        if self.config.solver == "euler":
-            timesteps, block_indices = sigmas[:-1], step_blocks
-        else:
-            # predictor at σ_i and corrector at σ_{i+1}, both on the block of step i
-            timesteps = torch.stack([sigmas[:-1], sigmas[1:]], dim=1).flatten()[:-1]
-            block_indices = step_blocks.repeat_interleave(2)[:-1]
+        key = (num_inference_steps, str(device))
+        if key not in self._grids:
+            sigmas = self.noise_partition.inference_sigmas(num_inference_steps, self.config.timestep_spacing)
+            step_blocks = self.noise_partition.block_index_for_sigma(sigmas[:-1])
+            if self.config.solver == "euler":
+                timesteps, block_indices = sigmas[:-1], step_blocks
+            else:
+                # predictor at σ_i and corrector at σ_{i+1}, both on the block of step i
+                timesteps = torch.stack([sigmas[:-1], sigmas[1:]], dim=1).flatten()[:-1]
+                block_indices = step_blocks.repeat_interleave(2)[:-1]
+            self._grids[key] = (
+                sigmas.to(device=device, dtype=torch.float32),
+                timesteps.to(device=device, dtype=torch.float32),
+                block_indices.to(device=device),
+            )
         self.num_inference_steps = num_inference_steps
-        self.sigmas = sigmas.to(device=device, dtype=torch.float32)
-        self.timesteps = timesteps.to(device=device, dtype=torch.float32)
-        self.block_indices = block_indices.to(device=device)
+        self.sigmas, self.timesteps, self.block_indices = self._grids[key]
         self._step_index = 0
         self._pending = None
 

@@ -9,6 +9,9 @@ paper's AR experiment; Block Diffusion, Arriola et al. 2025, with block size 1: 
 The clean stream is conditioned on a learned σ-free vector, so its keys/values are the same at every σ:
 generation caches them once per token in a `DynamicCache` (one cache layer per decoder layer of every
 block) and runs the Euler steps of the next token's embedding against that cache, one block per step.
+A block adds the newly decoded token to its cache in the same call as its first Euler step on the next
+token (the two positions side by side under the training mask), so with one step per block a generated
+token costs one pass of every layer, as end to end.
 
 `objective="next_token"` (num_blocks = 1) is the end-to-end baseline: the same block without the noisy
 stream (no noisy-input projection, no noise embedder); its readout at clean position i predicts x_{i+1}.
@@ -34,6 +37,7 @@ from ...schedulers.scheduling_diffusion_blocks import DiffusionBlocksScheduler
 from .attention_masks import (
     block_diffusion_attention_mask,
     cached_clean_attention_mask,
+    fused_step_attention_mask,
     noisy_query_attention_mask,
 )
 from .configuration_causal_lm import DiffusionBlocksCausalLMConfig
@@ -148,26 +152,48 @@ class CausalLMBlock(nn.Module):
         position_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         cache: Cache,
+        new_input_ids: torch.Tensor | None = None,
+        new_position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Noisy queries against the cached clean stream; nothing is written to the cache.
+        """Noisy queries against the cached clean stream; nothing noisy is written to the cache.
 
-        `(batch, k, d)` c_in·z, `(batch, k)` c_noise, `(batch, k)` positions, mask `(batch, 1, k, past + k)`
-        → logits `(batch, k, vocab)`.
+        `(batch, k, d)` c_in·z, `(batch, k)` c_noise, `(batch, k)` positions → logits `(batch, k, vocab)`.
+        Without `new_input_ids` the mask is `(batch, 1, k, past + k)` (`noisy_query_attention_mask`).
+
+        With `new_input_ids` `(batch, n)` at `new_position_ids` `(batch, n)` (clean tokens not yet in the
+        cache), the same call first runs them through the clean stream: the sequence is `[n clean, k noisy]`,
+        each layer appends the clean keys/values to the cache and the noisy queries attend over them, under
+        the mask `(batch, 1, n + k, past + n + k)` of `fused_step_attention_mask`. The clean rows never see a
+        noisy key, so the cache is what `forward_clean` would have written: one pass of the block's layers
+        over n + k positions replaces two (generation's cache extension and Euler step, folded).
         """
-        hidden_states = self.noisy_input(scaled_noisy)                                # (batch, k, hidden)
-        conditioning = self.noise_embedder(c_noise).to(hidden_states.dtype)           # (batch, k, hidden)
-        rotary = self._rotary(position_ids, hidden_states.dtype)
+        batch, num_noisy = scaled_noisy.shape[:2]
+        noisy = self.noisy_input(scaled_noisy)                                        # (batch, k, hidden)
+        noise_conditioning = self.noise_embedder(c_noise).to(noisy.dtype)             # (batch, k, hidden)
+        hidden_states, conditioning, positions = noisy, noise_conditioning, position_ids.expand(batch, -1)
+        num_new = 0
+        if new_input_ids is not None:
+            num_new = new_input_ids.shape[1]
+            clean_conditioning = self._clean_conditioning(noisy.dtype).expand(batch, num_new, -1)
+            hidden_states = torch.cat([self.token_embedding(new_input_ids), noisy], dim=1)      # (batch, n + k, hidden)
+            conditioning = torch.cat([clean_conditioning, noise_conditioning], dim=1)
+            positions = torch.cat([new_position_ids.expand(batch, -1), positions], dim=1)
+        rotary = self._rotary(positions, noisy.dtype)
         for offset, layer in enumerate(self.layers):
-            cached = cache.layers[self.first_layer_index + offset]
+            layer_index = self.first_layer_index + offset
 
-            def prepend_past(key, value, cached=cached):
-                return torch.cat([cached.keys, key], dim=2), torch.cat([cached.values, value], dim=2)
+            def clean_keys_then_noisy(key, value, layer_index=layer_index):
+                # Append all n + k keys/values (one concatenation, what the queries attend over), then crop
+                # the k noisy ones off the cache again: it keeps the clean tokens only.
+                keys, values = cache.update(key, value, layer_index)
+                cache.layers[layer_index].crop(-num_noisy)
+                return keys, values
 
             hidden_states = layer(
                 hidden_states, conditioning, attention_mask=attention_mask, position_embeddings=rotary,
-                key_value_hook=prepend_past,
+                key_value_hook=clean_keys_then_noisy,
             )
-        return self.final_layer(hidden_states, conditioning)
+        return self.final_layer(hidden_states[:, num_new:], noise_conditioning)
 
 
 class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin):
@@ -293,11 +319,11 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
     ) -> CausalLMOutputWithPast | tuple:
         """Logits of the token after each position, for `generate()` (with or without a cache).
 
-        The clean tokens run through every block's clean stream (appending to `cache`). Then, for each of
-        the last `logits_to_keep` positions (0: all), the next token's embedding starts at σ_max·ε and
-        `num_inference_steps` Euler steps (default `config.default_num_inference_steps`, one per block)
-        integrate the probability-flow ODE, each step on the block the scheduler routes its σ to; the
-        logits are those of the last readout. They concentrate on the token the ODE reached: the sampling
+        For each of the last `logits_to_keep` positions (0: all), the next token's embedding starts at
+        σ_max·ε and `num_inference_steps` Euler steps (default `config.default_num_inference_steps`, one per
+        block) integrate the probability-flow ODE, each step on the block the scheduler routes its σ to; the
+        logits are those of the last readout. The clean tokens `input_ids` join every block's clean stream
+        (appending to `cache`) inside that block's first step (see `sample_next_token_logits`). They concentrate on the token the ODE reached: the sampling
         randomness is in ε (drawn from `generator`, else torch's global generator), for greedy decoding
         too (the paper's setting). `start_from_noise=False` starts every trajectory at ε = 0 instead; with
         this family's random, non-orthogonal target table that is *not* a mode-seeker (unlike the one-hot
@@ -338,17 +364,16 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
             raise ValueError(f"logits_to_keep must be an int >= 0, got {logits_to_keep!r}.")
         keep = seq_len if logits_to_keep == 0 else min(logits_to_keep, seq_len)
 
-        clean_mask = cached_clean_attention_mask(key_padding, seq_len)
-        hidden_states = [
-            self.blocks[str(b)].forward_clean(input_ids, position_ids, clean_mask, cache) for b in range(self.config.num_blocks)
-        ]
         if self.config.objective == "next_token":
-            logits = self.blocks["0"].readout_clean(hidden_states[0][:, seq_len - keep:])
+            hidden_states = self.blocks["0"].forward_clean(
+                input_ids, position_ids, cached_clean_attention_mask(key_padding, seq_len), cache
+            )
+            logits = self.blocks["0"].readout_clean(hidden_states[:, seq_len - keep:])
         else:
             context_lengths = torch.arange(past_length + seq_len - keep, past_length + seq_len, device=input_ids.device) + 1
             logits = self.sample_next_token_logits(
                 key_padding, position_ids[:, seq_len - keep:] + 1, context_lengths, cache, num_inference_steps, generator,
-                start_from_noise,
+                start_from_noise, new_input_ids=input_ids, new_position_ids=position_ids,
             )
         loss = self._next_token_loss(logits, labels, keep, seq_len)
         cache = cache if use_cache else None
@@ -365,17 +390,28 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
         num_inference_steps: int | None = None,
         generator: torch.Generator | None = None,
         start_from_noise: bool = True,
+        new_input_ids: torch.Tensor | None = None,
+        new_position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Euler sampling of k next-token embeddings at once; returns the last readout's logits `(batch, k, vocab)`.
 
+        The clean tokens `new_input_ids`, if given, are not in `cache` yet: each block appends them in the
+        same call as its first Euler step (`CausalLMBlock.forward_noisy`), so with one step per block every
+        layer runs once per generated token, over the new token and the noisy query together, as many
+        layer passes as the end-to-end model. A block's further steps (more steps than blocks) have no
+        cache extension to fold and run the noisy query alone; a block that no step visits (fewer steps
+        than blocks) runs the new tokens alone afterwards, so every block's cache holds every token.
+
         Args:
-            key_padding (`torch.BoolTensor` `(batch, num_cached)`): True for real cached tokens.
+            key_padding (`torch.BoolTensor` `(batch, num_cached + n)`): True for real clean tokens, new ones included.
             position_ids (`torch.LongTensor` `(batch, k)`): position of each predicted token.
-            context_lengths (`torch.LongTensor` `(k,)`): query q sees the cached tokens `< context_lengths[q]`.
+            context_lengths (`torch.LongTensor` `(k,)`): query q sees the clean tokens `< context_lengths[q]`.
             start_from_noise (`bool`): False starts at ε = 0 (see `forward`).
+            new_input_ids, new_position_ids (`torch.LongTensor` `(batch, n)`, *optional*): the clean tokens to
+                add to the cache (the last n of `key_padding`) and their positions.
         """
         steps = num_inference_steps or self.config.default_num_inference_steps
-        scheduler = DiffusionBlocksScheduler(**self.config.scheduler_kwargs())
+        scheduler = self._sampling_scheduler()
         scheduler.set_timesteps(steps, device=key_padding.device)
         preconditioning = self.config.preconditioning
         dtype = self.target_embeddings.dtype
@@ -385,15 +421,35 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
         else:
             noise = torch.zeros(shape, device=key_padding.device)
         sample = noise.to(key_padding.device, dtype) * scheduler.init_noise_sigma        # z = σ_max·ε
-        mask = noisy_query_attention_mask(key_padding, context_lengths)
+        noisy_mask = noisy_query_attention_mask(key_padding, context_lengths)
+        blocks_to_extend = set(range(self.config.num_blocks)) if new_input_ids is not None else set()
+        if blocks_to_extend:
+            fused_mask = fused_step_attention_mask(key_padding, new_input_ids.shape[1], context_lengths)
         logits = None
         for sigma, block_index in zip(scheduler.timesteps, scheduler.block_indices.tolist()):
             c_noise = preconditioning.c_noise(sigma).expand(shape[:2])                   # (batch, k)
-            logits = self.blocks[str(block_index)].forward_noisy(
-                preconditioning.scale_input(sample, sigma), c_noise, position_ids, mask, cache
-            )
+            scaled = preconditioning.scale_input(sample, sigma)
+            block = self.blocks[str(block_index)]
+            if block_index in blocks_to_extend:                                          # its first step: fold
+                blocks_to_extend.discard(block_index)
+                logits = block.forward_noisy(scaled, c_noise, position_ids, fused_mask, cache, new_input_ids, new_position_ids)
+            else:
+                logits = block.forward_noisy(scaled, c_noise, position_ids, noisy_mask, cache)
             sample = scheduler.step(self.denoised_embeddings(logits).to(dtype), sigma, sample).prev_sample
+        if blocks_to_extend:
+            clean_mask = cached_clean_attention_mask(key_padding, new_input_ids.shape[1])
+            for block_index in sorted(blocks_to_extend):
+                self.blocks[str(block_index)].forward_clean(new_input_ids, new_position_ids, clean_mask, cache)
         return logits
+
+    def _sampling_scheduler(self) -> DiffusionBlocksScheduler:
+        """The config's scheduler, built once: generation sets its (memoised) grid again for every token."""
+        scheduler_kwargs = self.config.scheduler_kwargs()
+        cached = self.__dict__.get("_cached_sampling_scheduler")
+        if cached is None or cached[0] != scheduler_kwargs:
+            cached = (scheduler_kwargs, DiffusionBlocksScheduler(**scheduler_kwargs))
+            self.__dict__["_cached_sampling_scheduler"] = cached
+        return cached[1]
 
     def _key_padding(self, attention_mask, batch: int, total_length: int, device) -> torch.Tensor:
         if attention_mask is None:
