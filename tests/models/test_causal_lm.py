@@ -109,7 +109,7 @@ def test_training_pass_equals_cached_inference_pass():
         preconditioning = model.config.preconditioning
         mask = noisy_query_attention_mask(torch.ones(2, 7, dtype=torch.bool), torch.arange(7))  # token i sees clean < i
         logits = block.forward_noisy(
-            preconditioning.scale_input(noisy, sigma), preconditioning.c_noise(sigma)[:, None].expand(2, 7),
+            preconditioning.scale_input(noisy, sigma), block.noise_conditioning(preconditioning.c_noise(sigma)[:, None].expand(2, 7)),
             positions.expand(2, 7), mask, cache,
         )
         assert torch.allclose(logits, expected, atol=1e-5), block_index
@@ -238,23 +238,31 @@ def test_generation_runs_every_layer_once_per_token_with_one_step_per_block(monk
 
 def test_generate_runs_one_euler_step_per_block_from_the_highest_noise(monkeypatch):
     model = tiny_model()
-    calls = []
+    calls, conditionings = [], []
     for block_index in range(4):
         block = model.get_block(block_index)
-        original = block.forward_noisy
+        original_forward, original_conditioning = block.forward_noisy, block.noise_conditioning
 
-        def spy(scaled, c_noise, *args, block_index=block_index, original=original, **kwargs):
-            calls.append((block_index, float(c_noise.flatten()[0])))
-            return original(scaled, c_noise, *args, **kwargs)
+        def spy_forward(scaled, noise_conditioning, *args, block_index=block_index, original=original_forward, **kwargs):
+            calls.append((block_index, noise_conditioning))
+            return original(scaled, noise_conditioning, *args, **kwargs)
 
-        monkeypatch.setattr(block, "forward_noisy", spy)
+        def spy_conditioning(c_noise, block_index=block_index, original=original_conditioning):
+            output = original(c_noise)
+            conditionings.append((block_index, float(c_noise.flatten()[0]), output))
+            return output
+
+        monkeypatch.setattr(block, "forward_noisy", spy_forward)
+        monkeypatch.setattr(block, "noise_conditioning", spy_conditioning)
     model.generate(prompt(batch=1), max_new_tokens=2, do_sample=False)
     assert [b for b, _ in calls] == [0, 1, 2, 3, 0, 1, 2, 3]
-    sigmas = [torch.tensor(4 * c).exp().item() for _, c in calls[:4]]            # c_noise = ¼ ln σ
+    assert [b for b, _, _ in conditionings] == [0, 1, 2, 3]                      # once per generate() call
+    assert all(used is made for (_, used), (_, _, made) in zip(calls, conditionings + conditionings))
+    sigmas = [torch.tensor(4 * c).exp().item() for _, c, _ in conditionings]     # c_noise = ¼ ln σ
     assert sigmas[0] == pytest.approx(80.0, rel=1e-4)
     assert sigmas == sorted(sigmas, reverse=True)
     assert model.generate(prompt(batch=1), max_new_tokens=1, num_inference_steps=8).shape == (1, 7)
-    assert len(calls) == 8 + 8
+    assert len(calls) == 8 + 8 and len(conditionings) == 4 + 8
 
 
 def test_generation_is_reproducible_with_a_generator_and_random_without():

@@ -62,6 +62,22 @@ class DiffusionBlocksCausalLMBlockOutput(ModelOutput):
     denoised: torch.Tensor | None = None
 
 
+@dataclass(frozen=True)
+class EulerStep:
+    """One Euler step of generation: its σ (0-dim), the block that runs it, c_in(σ) and the block's
+    noise conditioning `(1, 1, hidden)`, all shared by every query and every generated token."""
+
+    sigma: torch.Tensor
+    block_index: int
+    c_in: torch.Tensor
+    noise_conditioning: torch.Tensor
+
+
+def fused_position_ids(new_position_ids: torch.Tensor, query_position_ids: torch.Tensor) -> torch.Tensor:
+    """Positions of a call over `[new clean tokens, noisy queries]`: `(batch | 1, n)` and `(batch, k)` → `(batch, n + k)`."""
+    return torch.cat([new_position_ids.expand(query_position_ids.shape[0], -1), query_position_ids], dim=1)
+
+
 class CausalLMBlock(nn.Module):
     """One block: token embedding, [noisy-input projection, noise embedder], `num_layers` layers, readout.
 
@@ -145,20 +161,29 @@ class CausalLMBlock(nn.Module):
         """Next-token logits `(batch, n, vocab)` from clean-stream states (objective `"next_token"`)."""
         return self.final_layer(hidden_states, self._clean_conditioning(hidden_states.dtype))
 
+    def noise_conditioning(self, c_noise: torch.Tensor) -> torch.Tensor:
+        """The noisy stream's AdaLN conditioning: `(...)` c_noise → `(..., hidden)`."""
+        return self.noise_embedder(c_noise)
+
     def forward_noisy(
         self,
         scaled_noisy: torch.Tensor,
-        c_noise: torch.Tensor,
+        noise_conditioning: torch.Tensor,
         position_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         cache: Cache,
         new_input_ids: torch.Tensor | None = None,
         new_position_ids: torch.Tensor | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Noisy queries against the cached clean stream; nothing noisy is written to the cache.
 
-        `(batch, k, d)` c_in·z, `(batch, k)` c_noise, `(batch, k)` positions → logits `(batch, k, vocab)`.
-        Without `new_input_ids` the mask is `(batch, 1, k, past + k)` (`noisy_query_attention_mask`).
+        `(batch, k, d)` c_in·z, `noise_conditioning(c_noise)` `(batch | 1, k | 1, hidden)`, `(batch, k)` positions
+        → logits `(batch, k, vocab)`. Without `new_input_ids` the mask is `(batch, 1, k, past + k)`
+        (`noisy_query_attention_mask`). A conditioning shared by the queries (generation: one σ a step)
+        conditions every row without being repeated.
+        `position_embeddings` (*optional*): the rotary (cos, sin) of the call's positions (`[new tokens,
+        queries]`), when the caller computed them once for every block; else computed here.
 
         With `new_input_ids` `(batch, n)` at `new_position_ids` `(batch, n)` (clean tokens not yet in the
         cache), the same call first runs them through the clean stream: the sequence is `[n clean, k noisy]`,
@@ -167,18 +192,21 @@ class CausalLMBlock(nn.Module):
         noisy key, so the cache is what `forward_clean` would have written: one pass of the block's layers
         over n + k positions replaces two (generation's cache extension and Euler step, folded).
         """
-        batch, num_noisy = scaled_noisy.shape[:2]
+        num_noisy = scaled_noisy.shape[1]
         noisy = self.noisy_input(scaled_noisy)                                        # (batch, k, hidden)
-        noise_conditioning = self.noise_embedder(c_noise).to(noisy.dtype)             # (batch, k, hidden)
-        hidden_states, conditioning, positions = noisy, noise_conditioning, position_ids.expand(batch, -1)
+        noise_conditioning = noise_conditioning.to(noisy.dtype)                       # (batch | 1, k | 1, hidden)
+        hidden_states, conditioning, positions = noisy, noise_conditioning, position_ids
         num_new = 0
         if new_input_ids is not None:
             num_new = new_input_ids.shape[1]
-            clean_conditioning = self._clean_conditioning(noisy.dtype).expand(batch, num_new, -1)
+            rows = noise_conditioning.shape[0]
+            conditioning = torch.cat([
+                self._clean_conditioning(noisy.dtype).expand(rows, num_new, -1),
+                noise_conditioning.expand(rows, num_noisy, -1),
+            ], dim=1)                                                                 # (batch | 1, n + k, hidden)
             hidden_states = torch.cat([self.token_embedding(new_input_ids), noisy], dim=1)      # (batch, n + k, hidden)
-            conditioning = torch.cat([clean_conditioning, noise_conditioning], dim=1)
-            positions = torch.cat([new_position_ids.expand(batch, -1), positions], dim=1)
-        rotary = self._rotary(positions, noisy.dtype)
+            positions = None if position_embeddings is not None else fused_position_ids(new_position_ids, position_ids)
+        rotary = position_embeddings if position_embeddings is not None else self._rotary(positions, noisy.dtype)
         for offset, layer in enumerate(self.layers):
             layer_index = self.first_layer_index + offset
 
@@ -413,7 +441,6 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
         steps = num_inference_steps or self.config.default_num_inference_steps
         scheduler = self._sampling_scheduler()
         scheduler.set_timesteps(steps, device=key_padding.device)
-        preconditioning = self.config.preconditioning
         dtype = self.target_embeddings.dtype
         shape = (key_padding.shape[0], position_ids.shape[1], self.config.target_embedding_dim)
         if start_from_noise:
@@ -421,26 +448,57 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
         else:
             noise = torch.zeros(shape, device=key_padding.device)
         sample = noise.to(key_padding.device, dtype) * scheduler.init_noise_sigma        # z = σ_max·ε
-        noisy_mask = noisy_query_attention_mask(key_padding, context_lengths)
+        euler_steps = self._euler_steps(scheduler, dtype)
+        block_indices = [step.block_index for step in euler_steps]
         blocks_to_extend = set(range(self.config.num_blocks)) if new_input_ids is not None else set()
+        # Masks and rotary embeddings are the same for every block: built once, only those a step uses.
+        head_dim, rope_theta, rotary_dtype = self.config.head_dim, self.config.rope_theta, self.dtype
         if blocks_to_extend:
             fused_mask = fused_step_attention_mask(key_padding, new_input_ids.shape[1], context_lengths)
+            fused_rotary = rotary_cos_sin(fused_position_ids(new_position_ids, position_ids), head_dim, rope_theta, rotary_dtype)
+        if len(block_indices) > len(set(block_indices) & blocks_to_extend):
+            noisy_mask = noisy_query_attention_mask(key_padding, context_lengths)
+            noisy_rotary = rotary_cos_sin(position_ids, head_dim, rope_theta, rotary_dtype)
         logits = None
-        for sigma, block_index in zip(scheduler.timesteps, scheduler.block_indices.tolist()):
-            c_noise = preconditioning.c_noise(sigma).expand(shape[:2])                   # (batch, k)
-            scaled = preconditioning.scale_input(sample, sigma)
-            block = self.blocks[str(block_index)]
-            if block_index in blocks_to_extend:                                          # its first step: fold
-                blocks_to_extend.discard(block_index)
-                logits = block.forward_noisy(scaled, c_noise, position_ids, fused_mask, cache, new_input_ids, new_position_ids)
+        for step in euler_steps:
+            block = self.blocks[str(step.block_index)]
+            scaled = step.c_in * sample                                                  # preconditioning.scale_input
+            if step.block_index in blocks_to_extend:                                     # its first step: fold
+                blocks_to_extend.discard(step.block_index)
+                logits = block.forward_noisy(
+                    scaled, step.noise_conditioning, position_ids, fused_mask, cache, new_input_ids, new_position_ids,
+                    fused_rotary,
+                )
             else:
-                logits = block.forward_noisy(scaled, c_noise, position_ids, noisy_mask, cache)
-            sample = scheduler.step(self.denoised_embeddings(logits).to(dtype), sigma, sample).prev_sample
+                logits = block.forward_noisy(
+                    scaled, step.noise_conditioning, position_ids, noisy_mask, cache, position_embeddings=noisy_rotary
+                )
+            sample = scheduler.step(self.denoised_embeddings(logits).to(dtype), step.sigma, sample).prev_sample
         if blocks_to_extend:
             clean_mask = cached_clean_attention_mask(key_padding, new_input_ids.shape[1])
             for block_index in sorted(blocks_to_extend):
                 self.blocks[str(block_index)].forward_clean(new_input_ids, new_position_ids, clean_mask, cache)
         return logits
+
+    def _euler_steps(self, scheduler: DiffusionBlocksScheduler, dtype: torch.dtype) -> list[EulerStep]:
+        """What every Euler step of `scheduler`'s grid needs that depends on σ alone, computed once per
+        `generate()` call (all its tokens share the grid and the weights do not change), else per call."""
+        memo = self.__dict__.get("_euler_steps_memo")
+        key = (scheduler.num_inference_steps, str(scheduler.timesteps.device), dtype)
+        if memo is not None and key in memo:
+            return memo[key]
+        preconditioning = self.config.preconditioning
+        euler_steps = []
+        for sigma, block_index in zip(scheduler.timesteps, scheduler.block_indices.tolist()):
+            c_noise = preconditioning.c_noise(sigma).reshape(1, 1)                      # the batch shares σ
+            euler_steps.append(EulerStep(
+                sigma=sigma, block_index=block_index,
+                c_in=preconditioning.c_in(torch.as_tensor(sigma, dtype=dtype)),
+                noise_conditioning=self.blocks[str(block_index)].noise_conditioning(c_noise),  # (1, 1, hidden)
+            ))
+        if memo is not None:
+            memo[key] = euler_steps
+        return euler_steps
 
     def _sampling_scheduler(self) -> DiffusionBlocksScheduler:
         """The config's scheduler, built once: generation sets its (memoised) grid again for every token."""
@@ -492,4 +550,8 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
         """
         self._require_complete("generate()")
         check_generate_arguments(self, inputs, generation_config, kwargs)
-        return super().generate(inputs, generation_config=generation_config, **kwargs)
+        self.__dict__["_euler_steps_memo"] = {}
+        try:
+            return super().generate(inputs, generation_config=generation_config, **kwargs)
+        finally:
+            del self.__dict__["_euler_steps_memo"]
