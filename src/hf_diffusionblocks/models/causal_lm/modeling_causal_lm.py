@@ -19,6 +19,7 @@ stream (no noisy-input projection, no noise embedder); its readout at clean posi
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -501,13 +502,15 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
         return euler_steps
 
     def _sampling_scheduler(self) -> DiffusionBlocksScheduler:
-        """The config's scheduler, built once: generation sets its (memoised) grid again for every token."""
+        """A fresh copy of the config's scheduler, built once: generation needs one for every token, and
+        the copies share the partition and the memoised σ grids (only the step counter is per copy, so
+        concurrent calls do not share it)."""
         scheduler_kwargs = self.config.scheduler_kwargs()
         cached = self.__dict__.get("_cached_sampling_scheduler")
         if cached is None or cached[0] != scheduler_kwargs:
             cached = (scheduler_kwargs, DiffusionBlocksScheduler(**scheduler_kwargs))
             self.__dict__["_cached_sampling_scheduler"] = cached
-        return cached[1]
+        return copy.copy(cached[1])
 
     def _key_padding(self, attention_mask, batch: int, total_length: int, device) -> torch.Tensor:
         if attention_mask is None:
@@ -554,4 +557,4 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
         try:
             return super().generate(inputs, generation_config=generation_config, **kwargs)
         finally:
-            del self.__dict__["_euler_steps_memo"]
+            self.__dict__.pop("_euler_steps_memo", None)
