@@ -97,7 +97,7 @@ def test_noisy_position_depends_only_on_earlier_clean_tokens_and_itself():
 
 def test_training_pass_equals_cached_inference_pass():
     """The joint two-stream pass (training) and clean cache + noisy queries (generation) are the same function."""
-    model = tiny_model()
+    model = tiny_model(num_hidden_layers=8)                                     # 2 layers a block
     input_ids = prompt(batch=2, length=7)
     noisy = torch.randn(2, 7, model.config.target_embedding_dim, generator=torch.Generator().manual_seed(2))
     sigma = torch.tensor([0.2, 3.0])
@@ -113,6 +113,17 @@ def test_training_pass_equals_cached_inference_pass():
             positions.expand(2, 7), mask, cache,
         )
         assert torch.allclose(logits, expected, atol=1e-5), block_index
+        # the generation call that folds the clean pass in: whole sequence and all queries, from an empty cache
+        fused_cache = DynamicCache(config=model.config)
+        fused = block.forward_noisy(
+            preconditioning.scale_input(noisy, sigma), block.noise_conditioning(preconditioning.c_noise(sigma)[:, None].expand(2, 7)),
+            positions.expand(2, 7), fused_step_attention_mask(torch.ones(2, 7, dtype=torch.bool), 7, torch.arange(7)),
+            fused_cache, new_input_ids=input_ids, new_position_ids=positions,
+        )
+        assert torch.allclose(fused, expected, atol=1e-5), block_index
+        for layer_index in range(block.first_layer_index, block.first_layer_index + len(block.layers)):
+            assert torch.allclose(fused_cache.layers[layer_index].keys, cache.layers[layer_index].keys, atol=1e-5)
+            assert torch.allclose(fused_cache.layers[layer_index].values, cache.layers[layer_index].values, atol=1e-5)
 
 
 # ---- target embeddings and loss ---------------------------------------------------------------

@@ -352,8 +352,8 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
         σ_max·ε and `num_inference_steps` Euler steps (default `config.default_num_inference_steps`, one per
         block) integrate the probability-flow ODE, each step on the block the scheduler routes its σ to; the
         logits are those of the last readout. The clean tokens `input_ids` join every block's clean stream
-        (appending to `cache`) inside that block's first step (see `sample_next_token_logits`). They concentrate on the token the ODE reached: the sampling
-        randomness is in ε (drawn from `generator`, else torch's global generator), for greedy decoding
+        (appending to `cache`) inside that block's first step (see `sample_next_token_logits`). The logits
+        concentrate on the token the ODE reached: the sampling randomness is in ε (drawn from `generator`, else torch's global generator), for greedy decoding
         too (the paper's setting). `start_from_noise=False` starts every trajectory at ε = 0 instead; with
         this family's random, non-orthogonal target table that is *not* a mode-seeker (unlike the one-hot
         tables of the ViT and recurrent families): posterior means of uncertain predictions fall near the
