@@ -13,7 +13,8 @@ Both models have the same width and depth (random weights: speed does not depend
 loaded from `--blockwise_dir` / `--end_to_end_dir`. No early stop (`eos_token_id=None`), KV cache on
 both sides. For every batch size and decoding (greedy; sampled: `do_sample=True, top_k=0` from a fixed
 seed), timings alternate between the two models over `--rounds` rounds after a warm-up and the best
-round of each is kept, so load from other processes hits both alike.
+round of each is kept, so load from other processes hits both alike. On a shared CPU, `--clock process`
+times the CPU the process itself used (with OMP_NUM_THREADS=1), which other processes barely disturb.
 
     OMP_NUM_THREADS=1 python benchmarks/generation.py --size XS --batch_sizes 1 16 --max_new_tokens 64
 Last line: `generation_tokens_per_second_ratio_blockwise_over_e2e=<x> num_blocks=<B>`, x the lowest ratio
@@ -54,9 +55,10 @@ def build_models(args: argparse.Namespace, device: torch.device) -> dict[str, Di
 @torch.no_grad()
 def seconds_to_generate(model, prompt: torch.Tensor, decoding: str, args: argparse.Namespace) -> float:
     torch.manual_seed(0)                                                              # the sampled tokens' draws
+    clock = time.process_time if args.clock == "process" else time.perf_counter
     if prompt.device.type == "cuda":
         torch.cuda.synchronize()
-    started = time.perf_counter()
+    started = clock()
     output = model.generate(
         prompt, max_new_tokens=args.max_new_tokens, eos_token_id=None, pad_token_id=0, use_cache=True,
         num_inference_steps=args.num_inference_steps, generator=torch.Generator().manual_seed(0), **DECODINGS[decoding],
@@ -64,7 +66,7 @@ def seconds_to_generate(model, prompt: torch.Tensor, decoding: str, args: argpar
     if prompt.device.type == "cuda":
         torch.cuda.synchronize()
     assert output.shape[1] == prompt.shape[1] + args.max_new_tokens
-    return time.perf_counter() - started
+    return clock() - started
 
 
 def best_seconds(models: dict, prompt: torch.Tensor, decoding: str, args: argparse.Namespace) -> dict[str, float]:
@@ -91,7 +93,11 @@ def main() -> None:
     parser.add_argument("--blockwise_dir", type=str, default=None, help="A block-wise folder written by train_ar.py.")
     parser.add_argument("--end_to_end_dir", type=str, default=None, help="An end-to-end folder written by train_ar.py.")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--clock", choices=["wall", "process"], default="wall",
+                        help="wall: elapsed time; process: CPU time of this process (CPU runs on a shared machine).")
     args = parser.parse_args()
+    if args.clock == "process" and args.device != "cpu":
+        raise ValueError("--clock process measures CPU time: use it with --device cpu.")
     if min(args.batch_sizes) < 1 or args.rounds < 1 or args.max_new_tokens < 1:
         raise ValueError("--batch_sizes, --rounds and --max_new_tokens must be >= 1.")
     device = torch.device(args.device)
@@ -105,7 +111,7 @@ def main() -> None:
     steps = args.num_inference_steps or blockwise.config.default_num_inference_steps
     print(f"device={args.device} threads={torch.get_num_threads()} prompt={args.prompt_length} "
           f"new_tokens={args.max_new_tokens} layers={blockwise.config.num_hidden_layers} hidden={blockwise.config.hidden_size} "
-          f"num_blocks={blockwise.config.num_blocks} euler_steps_per_token={steps} use_cache=True rounds={args.rounds}")
+          f"num_blocks={blockwise.config.num_blocks} euler_steps_per_token={steps} use_cache=True rounds={args.rounds} clock={args.clock}")
     print(f"{'batch':>6} {'decoding':<9}{'block-wise tok/s':>18}{'end to end tok/s':>18}{'ratio':>8}")
     ratios = []
     for batch_size in args.batch_sizes:
