@@ -16,7 +16,8 @@ the split (n = the model's context), each predicted from the true tokens before 
   (a posterior mean after the first step, not E[x] + σ·ε) costs.
 - `final z, nearest E row`: the Euler chain's end point z(σ = 0) decoded to the nearest target embedding.
 
-Accuracy is that of the argmax; CE in nats per token. Randomness (σ, ε) from `--seed`.
+Accuracy is that of the argmax; CE in nats per token; p(target) the mean probability of the target, the
+expected accuracy of a token drawn from the readout. Randomness (σ, ε) from `--seed`.
 
     python benchmarks/ar_diagnosis.py --blockwise_dir outputs/ar-blockwise --end_to_end_dir outputs/ar-e2e
 """
@@ -38,24 +39,31 @@ from hf_diffusionblocks.tokenization_bpe import encode_corpus
 
 
 class Score:
-    """Running next-token accuracy and cross-entropy over batches."""
+    """Running next-token accuracy (argmax), cross-entropy and mean probability of the target over batches.
+
+    The mean probability of the target is the expected accuracy of a token *drawn* from the readout
+    (`do_sample=True`), the number to set against a chain whose randomness is its initial noise.
+    """
 
     def __init__(self):
-        self.correct, self.nats, self.count = 0, 0.0, 0
+        self.correct, self.nats, self.probability, self.count = 0, 0.0, 0.0, 0
 
     def add(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
         """`(batch, m, vocab)` logits, `(batch, m)` targets."""
+        nats = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none")
         self.correct += int((logits.argmax(-1) == targets).sum())
-        self.nats += float(F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum"))
+        self.nats += float(nats.sum())
+        self.probability += float((-nats).exp().sum())
         self.count += targets.numel()
 
     def add_predictions(self, predictions: torch.Tensor, targets: torch.Tensor) -> None:
         self.correct += int((predictions == targets).sum())
         self.count += targets.numel()
-        self.nats = math.nan
+        self.nats = self.probability = math.nan
 
     def as_dict(self) -> dict:
-        return {"accuracy": self.correct / self.count, "cross_entropy": self.nats / self.count, "tokens": self.count}
+        return {"accuracy": self.correct / self.count, "cross_entropy": self.nats / self.count,
+                "target_probability": self.probability / self.count, "tokens": self.count}
 
 
 def held_out_windows(model_dir: str, dataset: str, split: str, length: int, num_windows: int) -> torch.Tensor:
@@ -156,9 +164,11 @@ def main(argv: list[str] | None = None) -> dict:
     tokens = next(iter(rows.values()))["tokens"]
     print(f"{args.dataset} {args.split}: {args.num_windows} windows × {length - 1} targets = {tokens} tokens, "
           f"seed {args.seed}, num_blocks={blockwise.config.num_blocks}")
-    print(f"{'row':<40}{'accuracy':>10}{'CE (nats)':>11}")
+    print(f"{'row':<40}{'accuracy':>10}{'CE (nats)':>11}{'p(target)':>11}")
     for name, row in rows.items():
-        print(f"{name:<40}{100 * row['accuracy']:>9.1f}%{row['cross_entropy']:>11.3f}")
+        cross_entropy, probability = row["cross_entropy"], row["target_probability"]
+        print(f"{name:<40}{100 * row['accuracy']:>9.1f}%"
+              + (f"{'–':>11}{'–':>11}" if math.isnan(cross_entropy) else f"{cross_entropy:>11.3f}{100 * probability:>10.1f}%"))
     if args.output_json:
         with open(args.output_json, "w") as file:
             json.dump({"arguments": vars(args), "rows": rows}, file, indent=2)

@@ -126,4 +126,6 @@ def test_ar_diagnosis_scores_every_block_every_step_and_the_baseline(tmp_path):
     assert all(row["tokens"] == 3 * 15 and 0 <= row["accuracy"] <= 1 for row in rows.values())
     uniform = math.log(len(tokenizer))                      # untrained readouts are zero-initialised: uniform logits
     assert all(row["cross_entropy"] == pytest.approx(uniform, rel=1e-4) for name, row in rows.items() if "nearest" not in name)
+    assert all(row["target_probability"] == pytest.approx(1 / len(tokenizer), rel=1e-4)
+               for name, row in rows.items() if "nearest" not in name)
     assert "final z, nearest E row" in output
