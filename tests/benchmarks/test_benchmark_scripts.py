@@ -92,3 +92,40 @@ def test_text_results_mdm_runs_end_to_end_at_a_tiny_size(tmp_path):
     assert (tmp_path / "blockwise" / "samples.txt").is_file()
     assert [json.loads((tmp_path / f"{run}.eval.json").read_text())["num_blocks"]
             for run in ("blockwise", "end_to_end", "end_to_end_same_compute")] == [3, 1, 1]
+
+
+def test_generation_measures_both_models_for_every_batch_size_and_decoding():
+    output = run_benchmark("generation.py", "--size", "XS", "--num_blocks", "2", "--batch_sizes", "1", "2",
+                           "--max_new_tokens", "2", "--prompt_length", "3", "--rounds", "1")
+    rows = [line.split() for line in output.splitlines() if re.match(r"\s+\d+ (greedy|sampled) ", line)]
+    assert [(row[0], row[1]) for row in rows] == [("1", "greedy"), ("1", "sampled"), ("2", "greedy"), ("2", "sampled")]
+    assert ratio(output, "generation_tokens_per_second_ratio_blockwise_over_e2e") == min(float(row[-1]) for row in rows)
+
+
+def test_ar_diagnosis_scores_every_block_every_step_and_the_baseline(tmp_path):
+    from hf_diffusionblocks import CharacterTokenizer, DiffusionBlocksCausalLMConfig, DiffusionBlocksForCausalLM
+
+    text = "Shall I compare thee to a summer's day?\nThou art more lovely and more temperate:\n" * 60
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(text)
+    tokenizer = CharacterTokenizer.from_corpus(text, pad_token="[PAD]")
+    for name, num_blocks in (("bw", 2), ("e2e", 1)):
+        config = DiffusionBlocksCausalLMConfig(
+            vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=48,
+            max_position_embeddings=16, num_blocks=num_blocks, objective="diffusion" if num_blocks > 1 else "next_token",
+        )
+        DiffusionBlocksForCausalLM(config).save_pretrained(tmp_path / name)
+        tokenizer.save_pretrained(tmp_path / name)
+    output = run_benchmark("ar_diagnosis.py", "--blockwise_dir", str(tmp_path / "bw"), "--end_to_end_dir", str(tmp_path / "e2e"),
+                           "--dataset", str(corpus), "--num_windows", "3", "--batch_size", "2", "--num_inference_steps", "4",
+                           "--output_json", str(tmp_path / "rows.json"))
+    rows = json.loads((tmp_path / "rows.json").read_text())["rows"]
+    assert list(rows)[:3] == ["end to end", "block 0, σ ~ training", "block 1, σ ~ training"]
+    assert [name.split(" (")[0] for name in list(rows)[3:]] == [
+        "step 1 fresh", "step 1 chain", "step 3 fresh", "step 3 chain", "final z, nearest E row"]   # last step of each block
+    assert all(row["tokens"] == 3 * 15 and 0 <= row["accuracy"] <= 1 for row in rows.values())
+    uniform = math.log(len(tokenizer))                      # untrained readouts are zero-initialised: uniform logits
+    assert all(row["cross_entropy"] == pytest.approx(uniform, rel=1e-4) for name, row in rows.items() if "nearest" not in name)
+    assert all(row["target_probability"] == pytest.approx(1 / len(tokenizer), rel=1e-4)
+               for name, row in rows.items() if "nearest" not in name)
+    assert "final z, nearest E row" in output

@@ -7,7 +7,12 @@ from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache
 from conftest import randomize_
 from hf_diffusionblocks import CausalLMDenoisingLoss, DiffusionBlocksCausalLMConfig, DiffusionBlocksForCausalLM
 from hf_diffusionblocks.models.causal_lm import block_diffusion_attention_mask, make_target_embeddings, posterior_entropy
-from hf_diffusionblocks.models.causal_lm.attention_masks import cached_clean_attention_mask, noisy_query_attention_mask
+from hf_diffusionblocks.models.causal_lm.modeling_causal_lm import CausalLMBlock
+from hf_diffusionblocks.models.causal_lm.attention_masks import (
+    cached_clean_attention_mask,
+    fused_step_attention_mask,
+    noisy_query_attention_mask,
+)
 
 VOCAB = 40
 
@@ -57,6 +62,19 @@ def test_cached_masks_respect_padding_and_causality():
                                     [False, False, True, True, True, False, True]]
 
 
+def test_fused_step_mask_is_the_clean_and_noisy_masks_side_by_side():
+    key_padding = torch.tensor([[False, True, True, True], [True, True, True, True]])
+    context_lengths = torch.tensor([4])                                         # the query after the last token
+    mask = fused_step_attention_mask(key_padding, num_new_tokens=1, context_lengths=context_lengths)
+    assert mask.shape == (2, 1, 2, 5)
+    assert mask[0, 0].tolist() == [[False, True, True, True, False],          # clean token 3: causal, never noisy
+                                   [False, True, True, True, True]]           # noisy query: clean < 4 and itself
+    assert torch.equal(mask[:, :, :1, :4], cached_clean_attention_mask(key_padding, 1))
+    assert torch.equal(mask[:, :, 1:], noisy_query_attention_mask(key_padding, context_lengths))
+    prefill = fused_step_attention_mask(key_padding, num_new_tokens=4, context_lengths=torch.arange(4) + 1)
+    assert not prefill[:, :, :4, 4:].any()                                      # no clean row sees a noisy key
+
+
 def test_noisy_position_depends_only_on_earlier_clean_tokens_and_itself():
     model = tiny_model()
     input_ids = prompt(batch=1, length=6)
@@ -79,7 +97,7 @@ def test_noisy_position_depends_only_on_earlier_clean_tokens_and_itself():
 
 def test_training_pass_equals_cached_inference_pass():
     """The joint two-stream pass (training) and clean cache + noisy queries (generation) are the same function."""
-    model = tiny_model()
+    model = tiny_model(num_hidden_layers=8)                                     # 2 layers a block
     input_ids = prompt(batch=2, length=7)
     noisy = torch.randn(2, 7, model.config.target_embedding_dim, generator=torch.Generator().manual_seed(2))
     sigma = torch.tensor([0.2, 3.0])
@@ -91,10 +109,21 @@ def test_training_pass_equals_cached_inference_pass():
         preconditioning = model.config.preconditioning
         mask = noisy_query_attention_mask(torch.ones(2, 7, dtype=torch.bool), torch.arange(7))  # token i sees clean < i
         logits = block.forward_noisy(
-            preconditioning.scale_input(noisy, sigma), preconditioning.c_noise(sigma)[:, None].expand(2, 7),
+            preconditioning.scale_input(noisy, sigma), block.noise_conditioning(preconditioning.c_noise(sigma)[:, None].expand(2, 7)),
             positions.expand(2, 7), mask, cache,
         )
         assert torch.allclose(logits, expected, atol=1e-5), block_index
+        # the generation call that folds the clean pass in: whole sequence and all queries, from an empty cache
+        fused_cache = DynamicCache(config=model.config)
+        fused = block.forward_noisy(
+            preconditioning.scale_input(noisy, sigma), block.noise_conditioning(preconditioning.c_noise(sigma)[:, None].expand(2, 7)),
+            positions.expand(2, 7), fused_step_attention_mask(torch.ones(2, 7, dtype=torch.bool), 7, torch.arange(7)),
+            fused_cache, new_input_ids=input_ids, new_position_ids=positions,
+        )
+        assert torch.allclose(fused, expected, atol=1e-5), block_index
+        for layer_index in range(block.first_layer_index, block.first_layer_index + len(block.layers)):
+            assert torch.allclose(fused_cache.layers[layer_index].keys, cache.layers[layer_index].keys, atol=1e-5)
+            assert torch.allclose(fused_cache.layers[layer_index].values, cache.layers[layer_index].values, atol=1e-5)
 
 
 # ---- target embeddings and loss ---------------------------------------------------------------
@@ -162,25 +191,91 @@ def test_generate_with_and_without_cache_gives_the_same_tokens(sampling):
     assert torch.equal(outputs[0], outputs[1])
 
 
-def test_generate_runs_one_euler_step_per_block_from_the_highest_noise(monkeypatch):
+def use_unfused_generation(model, monkeypatch):
+    """Make `model` generate as before the cache pass was folded into the Euler steps: every block's clean
+    stream first appends the new tokens in a pass of its own, then every step runs the noisy query alone."""
+    fused = model.sample_next_token_logits
+
+    def unfused(key_padding, position_ids, context_lengths, cache, *args, new_input_ids, new_position_ids, **kwargs):
+        clean_mask = cached_clean_attention_mask(key_padding, new_input_ids.shape[1])
+        for block_index in range(model.config.num_blocks):
+            model.get_block(block_index).forward_clean(new_input_ids, new_position_ids, clean_mask, cache)
+        return fused(key_padding, position_ids, context_lengths, cache, *args, **kwargs)   # no new tokens: unfused
+
+    monkeypatch.setattr(model, "sample_next_token_logits", unfused)
+
+
+@pytest.mark.parametrize("num_inference_steps, partition", [(None, "equiprobable"), (4, "uniform_log"), (7, "equiprobable")],
+                         ids=["one_per_block", "a_block_unvisited", "more_than_blocks"])
+@pytest.mark.parametrize("sampling", [dict(do_sample=False), dict(do_sample=True, temperature=0.9, top_k=10)], ids=["greedy", "sampled"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_folded_cache_pass_generates_the_same_tokens_as_separate_passes(num_inference_steps, partition, sampling, batch,
+                                                                        monkeypatch):
+    """Folding each block's cache extension into its first Euler step changes no token: batch 1, and a batch
+    with left padding; greedy and sampled (ε and the token draws from fixed generators); with one Euler step
+    per block, with a block no step visits (uniform_log, 4 steps on 4 blocks routes [0, 1, 2, 2]: block 3
+    extends its cache alone) and with more steps (a block's later steps have no cache pass to fold)."""
+    input_ids = prompt(batch=batch, length=6)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1:, :2] = 0                                                  # rows after the first: 2 pads
+    input_ids = input_ids.masked_fill(attention_mask == 0, 0)
+    outputs = []
+    for fold in (True, False):
+        model = tiny_model(num_hidden_layers=8, partition=partition)  # 2 layers a block: a clean row feeds the cache
+        if not fold:
+            use_unfused_generation(model, monkeypatch)
+        torch.manual_seed(0)
+        outputs.append(model.generate(
+            input_ids, attention_mask=attention_mask, max_new_tokens=10, num_inference_steps=num_inference_steps,
+            generator=torch.Generator().manual_seed(1), **sampling,
+        ))
+    assert outputs[0].shape == (batch, 16)
+    assert torch.equal(outputs[0], outputs[1])
+
+
+def test_generation_runs_every_layer_once_per_token_with_one_step_per_block(monkeypatch):
+    """With one Euler step per block a generated token costs one pass of each layer (over the new clean token
+    and the noisy query), as end to end; with two steps per block the second has no cache pass to fold."""
     model = tiny_model()
     calls = []
+    for index, layer in enumerate(layer for block in model.blocks.values() for layer in block.layers):
+        layer.register_forward_hook(lambda module, args, output, index=index: calls.append((index, args[0].shape[1])))
+    monkeypatch.setattr(CausalLMBlock, "forward_clean", lambda *args, **kwargs: pytest.fail("separate cache pass"))
+    model.generate(prompt(batch=2), max_new_tokens=3, do_sample=False)          # the prompt, then 2 decoded tokens
+    assert sorted(index for index, _ in calls) == [index for index in range(4) for _ in range(3)]
+    assert [positions for _, positions in calls[4:]] == [2] * 8                 # new clean token + noisy query
+    calls.clear()
+    model.generate(prompt(batch=2), max_new_tokens=3, do_sample=False, num_inference_steps=8)
+    assert [positions for _, positions in calls[8:]] == [2, 1] * 8             # fused first step, noisy-only second
+
+
+def test_generate_runs_one_euler_step_per_block_from_the_highest_noise(monkeypatch):
+    model = tiny_model()
+    calls, conditionings = [], []
     for block_index in range(4):
         block = model.get_block(block_index)
-        original = block.forward_noisy
+        original_forward, original_conditioning = block.forward_noisy, block.noise_conditioning
 
-        def spy(scaled, c_noise, *args, block_index=block_index, original=original):
-            calls.append((block_index, float(c_noise.flatten()[0])))
-            return original(scaled, c_noise, *args)
+        def spy_forward(scaled, noise_conditioning, *args, block_index=block_index, original=original_forward, **kwargs):
+            calls.append((block_index, noise_conditioning))
+            return original(scaled, noise_conditioning, *args, **kwargs)
 
-        monkeypatch.setattr(block, "forward_noisy", spy)
+        def spy_conditioning(c_noise, block_index=block_index, original=original_conditioning):
+            output = original(c_noise)
+            conditionings.append((block_index, float(c_noise.flatten()[0]), output))
+            return output
+
+        monkeypatch.setattr(block, "forward_noisy", spy_forward)
+        monkeypatch.setattr(block, "noise_conditioning", spy_conditioning)
     model.generate(prompt(batch=1), max_new_tokens=2, do_sample=False)
     assert [b for b, _ in calls] == [0, 1, 2, 3, 0, 1, 2, 3]
-    sigmas = [torch.tensor(4 * c).exp().item() for _, c in calls[:4]]            # c_noise = ¼ ln σ
+    assert [b for b, _, _ in conditionings] == [0, 1, 2, 3]                      # once per generate() call
+    assert all(used is made for (_, used), (_, _, made) in zip(calls, conditionings + conditionings))
+    sigmas = [torch.tensor(4 * c).exp().item() for _, c, _ in conditionings]     # c_noise = ¼ ln σ
     assert sigmas[0] == pytest.approx(80.0, rel=1e-4)
     assert sigmas == sorted(sigmas, reverse=True)
     assert model.generate(prompt(batch=1), max_new_tokens=1, num_inference_steps=8).shape == (1, 7)
-    assert len(calls) == 8 + 8
+    assert len(calls) == 8 + 8 and len(conditionings) == 4 + 8
 
 
 def test_generation_is_reproducible_with_a_generator_and_random_without():

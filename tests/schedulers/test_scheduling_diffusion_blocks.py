@@ -149,3 +149,21 @@ class TestDiffusionBlocksSchedulerCommon(SchedulerCommonTests):
 class TestDiffusionBlocksHeunSchedulerCommon(TestDiffusionBlocksSchedulerCommon):
     config = {"num_blocks": 4, "partition": "uniform_log", "solver": "heun", "timestep_spacing": "midpoints"}
     equal_steps_per_block = False  # uniform in ln σ is not uniform in probability mass, and Heun's last step is single
+
+
+def test_set_timesteps_again_restarts_on_the_same_grid():
+    """The grid of a step count is built once per scheduler (generation sets it again for every token)."""
+    scheduler = DiffusionBlocksScheduler(num_blocks=4)
+    scheduler.set_timesteps(8)
+    sigmas, block_indices = scheduler.sigmas.clone(), scheduler.block_indices.clone()
+    sample = torch.randn(2, 3)
+    for sigma in scheduler.timesteps:
+        sample = scheduler.step(torch.zeros_like(sample), sigma, sample).prev_sample
+    scheduler.set_timesteps(4)
+    assert len(scheduler.timesteps) == 4 and scheduler.step_index == 0
+    scheduler.set_timesteps(8)
+    assert scheduler.step_index == 0
+    assert torch.equal(scheduler.sigmas, sigmas) and torch.equal(scheduler.block_indices, block_indices)
+    fresh = DiffusionBlocksScheduler(num_blocks=4)
+    fresh.set_timesteps(8)
+    assert torch.equal(fresh.sigmas, sigmas)

@@ -81,6 +81,9 @@ class DiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
         self.block_indices: torch.Tensor | None = None
         self._step_index: int | None = None
         self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
+        # (num_inference_steps, device) → (sigmas, timesteps, block_indices): an autoregressive sampler
+        # sets the same grid once per generated token, and building it costs as much as a small layer.
+        self._grids: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     # ---- partition -------------------------------------------------------------------------
     @property
@@ -131,18 +134,23 @@ class DiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
         blocks skip blocks, which the samplers built on this scheduler refuse (`check_num_inference_steps`)
         except the recurrent-depth LM, whose K = 1 readout is its predictive distribution.
         """
-        sigmas = self.noise_partition.inference_sigmas(num_inference_steps, self.config.timestep_spacing)
-        step_blocks = self.noise_partition.block_index_for_sigma(sigmas[:-1])
-        if self.config.solver == "euler":
-            timesteps, block_indices = sigmas[:-1], step_blocks
-        else:
-            # predictor at σ_i and corrector at σ_{i+1}, both on the block of step i
-            timesteps = torch.stack([sigmas[:-1], sigmas[1:]], dim=1).flatten()[:-1]
-            block_indices = step_blocks.repeat_interleave(2)[:-1]
+        key = (num_inference_steps, str(device))
+        if key not in self._grids:
+            sigmas = self.noise_partition.inference_sigmas(num_inference_steps, self.config.timestep_spacing)
+            step_blocks = self.noise_partition.block_index_for_sigma(sigmas[:-1])
+            if self.config.solver == "euler":
+                timesteps, block_indices = sigmas[:-1], step_blocks
+            else:
+                # predictor at σ_i and corrector at σ_{i+1}, both on the block of step i
+                timesteps = torch.stack([sigmas[:-1], sigmas[1:]], dim=1).flatten()[:-1]
+                block_indices = step_blocks.repeat_interleave(2)[:-1]
+            self._grids[key] = (
+                sigmas.to(device=device, dtype=torch.float32),
+                timesteps.to(device=device, dtype=torch.float32),
+                block_indices.to(device=device),
+            )
         self.num_inference_steps = num_inference_steps
-        self.sigmas = sigmas.to(device=device, dtype=torch.float32)
-        self.timesteps = timesteps.to(device=device, dtype=torch.float32)
-        self.block_indices = block_indices.to(device=device)
+        self.sigmas, self.timesteps, self.block_indices = self._grids[key]
         self._step_index = 0
         self._pending = None
 
@@ -176,8 +184,10 @@ class DiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
             )
         sigma, sigma_next = self.sigmas[self._step_index], self.sigmas[self._step_index + 1]
         expected = sigma_next if self._pending is not None else sigma
-        if not torch.isclose(torch.as_tensor(timestep, dtype=torch.float32).cpu(), expected.cpu(), rtol=1e-5):
-            raise ValueError(f"step() expected the model output at sigma={float(expected)}, got timestep={float(timestep)}.")
+        expected_value, given_value = float(expected), float(timestep)
+        # torch.isclose's rule (rtol 1e-5, atol 1e-8) on Python floats: a step costs a few tensor ops, not twenty
+        if not abs(given_value - expected_value) <= 1e-8 + 1e-5 * abs(expected_value):
+            raise ValueError(f"step() expected the model output at sigma={expected_value}, got timestep={given_value}.")
 
         if self._pending is None:
             derivative = (sample - model_output) / sigma  # dz/dσ = (z − D)/σ

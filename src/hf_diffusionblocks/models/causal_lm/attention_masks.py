@@ -60,3 +60,24 @@ def noisy_query_attention_mask(key_padding: torch.Tensor, context_lengths: torch
     itself = torch.eye(num_queries, dtype=torch.bool, device=key_padding.device)
     itself = itself.expand(key_padding.shape[0], num_queries, num_queries)
     return torch.cat([context, itself], dim=-1)[:, None]
+
+
+def fused_step_attention_mask(key_padding: torch.Tensor, num_new_tokens: int, context_lengths: torch.Tensor) -> torch.Tensor:
+    """New clean tokens and noisy queries in one call: the two masks above, side by side.
+
+    The queries are `[the last num_new_tokens clean tokens, the noisy queries]`; the keys are `[every clean
+    token (cached + new), the noisy queries]`. A clean row is `cached_clean_attention_mask` (it never sees a
+    noisy key, so what it writes to the cache is that of a clean-only pass); a noisy row is
+    `noisy_query_attention_mask`. This is the training mask (`block_diffusion_attention_mask`) restricted
+    to the rows being computed, with the earlier clean rows already in the cache.
+
+    Args:
+        key_padding (`torch.BoolTensor` of shape `(batch, num_keys)`): True for real clean tokens, new ones included.
+        num_new_tokens (`int`): how many of the last clean keys are queries of this call.
+        context_lengths (`torch.LongTensor` of shape `(num_queries,)`): see `noisy_query_attention_mask`.
+    Returns:
+        `(batch, 1, num_new_tokens + num_queries, num_keys + num_queries)`.
+    """
+    clean_rows = cached_clean_attention_mask(key_padding, num_new_tokens)                     # (batch, 1, n, keys)
+    clean_rows = torch.cat([clean_rows, clean_rows.new_zeros(*clean_rows.shape[:3], context_lengths.shape[0])], dim=-1)
+    return torch.cat([clean_rows, noisy_query_attention_mask(key_padding, context_lengths)], dim=2)

@@ -9,6 +9,9 @@ paper's AR experiment; Block Diffusion, Arriola et al. 2025, with block size 1: 
 The clean stream is conditioned on a learned σ-free vector, so its keys/values are the same at every σ:
 generation caches them once per token in a `DynamicCache` (one cache layer per decoder layer of every
 block) and runs the Euler steps of the next token's embedding against that cache, one block per step.
+A block adds the newly decoded token to its cache in the same call as its first Euler step on the next
+token (the two positions side by side under the training mask), so with one step per block a generated
+token costs one pass of every layer, as end to end.
 
 `objective="next_token"` (num_blocks = 1) is the end-to-end baseline: the same block without the noisy
 stream (no noisy-input projection, no noise embedder); its readout at clean position i predicts x_{i+1}.
@@ -16,6 +19,7 @@ stream (no noisy-input projection, no noise embedder); its readout at clean posi
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,11 +36,11 @@ from ...modeling.adaln import AdaLNZeroFinalLayer, AdaLNZeroTransformerLayer, ro
 from ...modeling.embeddings import NoiseEmbedder
 from ...modeling.generation import check_generate_arguments
 from ...modeling.modeling_blocks import DiffusionBlocksPreTrainedModel
-from ...modeling.routed_sampling import integrate_routed_ode
 from ...schedulers.scheduling_diffusion_blocks import DiffusionBlocksScheduler
 from .attention_masks import (
     block_diffusion_attention_mask,
     cached_clean_attention_mask,
+    fused_step_attention_mask,
     noisy_query_attention_mask,
 )
 from .configuration_causal_lm import DiffusionBlocksCausalLMConfig
@@ -58,6 +62,22 @@ class DiffusionBlocksCausalLMBlockOutput(ModelOutput):
 
     logits: torch.Tensor | None = None
     denoised: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class EulerStep:
+    """One Euler step of generation: its σ (0-dim), the block that runs it, c_in(σ) and the block's
+    noise conditioning `(1, 1, hidden)`, all shared by every query and every generated token."""
+
+    sigma: torch.Tensor
+    block_index: int
+    c_in: torch.Tensor
+    noise_conditioning: torch.Tensor
+
+
+def fused_position_ids(new_position_ids: torch.Tensor, query_position_ids: torch.Tensor) -> torch.Tensor:
+    """Positions of a call over `[new clean tokens, noisy queries]`: `(batch | 1, n)` and `(batch, k)` → `(batch, n + k)`."""
+    return torch.cat([new_position_ids.expand(query_position_ids.shape[0], -1), query_position_ids], dim=1)
 
 
 class CausalLMBlock(nn.Module):
@@ -143,33 +163,67 @@ class CausalLMBlock(nn.Module):
         """Next-token logits `(batch, n, vocab)` from clean-stream states (objective `"next_token"`)."""
         return self.final_layer(hidden_states, self._clean_conditioning(hidden_states.dtype))
 
+    def noise_conditioning(self, c_noise: torch.Tensor) -> torch.Tensor:
+        """The noisy stream's AdaLN conditioning: `(...)` c_noise → `(..., hidden)`."""
+        return self.noise_embedder(c_noise)
+
     def forward_noisy(
         self,
         scaled_noisy: torch.Tensor,
-        c_noise: torch.Tensor,
+        noise_conditioning: torch.Tensor,
         position_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         cache: Cache,
+        new_input_ids: torch.Tensor | None = None,
+        new_position_ids: torch.Tensor | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Noisy queries against the cached clean stream; nothing is written to the cache.
+        """Noisy queries against the cached clean stream; nothing noisy is written to the cache.
 
-        `(batch, k, d)` c_in·z, `(batch, k)` c_noise, `(batch, k)` positions, mask `(batch, 1, k, past + k)`
-        → logits `(batch, k, vocab)`.
+        `(batch, k, d)` c_in·z, `noise_conditioning(c_noise)` `(batch | 1, k | 1, hidden)`, `(batch, k)` positions
+        → logits `(batch, k, vocab)`. Without `new_input_ids` the mask is `(batch, 1, k, past + k)`
+        (`noisy_query_attention_mask`). A conditioning shared by the queries (generation: one σ a step)
+        conditions every row without being repeated.
+        `position_embeddings` (*optional*): the rotary (cos, sin) of the call's positions (`[new tokens,
+        queries]`), when the caller computed them once for every block; else computed here.
+
+        With `new_input_ids` `(batch, n)` at `new_position_ids` `(batch, n)` (clean tokens not yet in the
+        cache), the same call first runs them through the clean stream: the sequence is `[n clean, k noisy]`,
+        each layer appends the clean keys/values to the cache and the noisy queries attend over them, under
+        the mask `(batch, 1, n + k, past + n + k)` of `fused_step_attention_mask`. The clean rows never see a
+        noisy key, so the cache is what `forward_clean` would have written: one pass of the block's layers
+        over n + k positions replaces two (generation's cache extension and Euler step, folded).
         """
-        hidden_states = self.noisy_input(scaled_noisy)                                # (batch, k, hidden)
-        conditioning = self.noise_embedder(c_noise).to(hidden_states.dtype)           # (batch, k, hidden)
-        rotary = self._rotary(position_ids, hidden_states.dtype)
+        num_noisy = scaled_noisy.shape[1]
+        noisy = self.noisy_input(scaled_noisy)                                        # (batch, k, hidden)
+        noise_conditioning = noise_conditioning.to(noisy.dtype)                       # (batch | 1, k | 1, hidden)
+        hidden_states, conditioning, positions = noisy, noise_conditioning, position_ids
+        num_new = 0
+        if new_input_ids is not None:
+            num_new = new_input_ids.shape[1]
+            rows = noise_conditioning.shape[0]
+            conditioning = torch.cat([
+                self._clean_conditioning(noisy.dtype).expand(rows, num_new, -1),
+                noise_conditioning.expand(rows, num_noisy, -1),
+            ], dim=1)                                                                 # (batch | 1, n + k, hidden)
+            hidden_states = torch.cat([self.token_embedding(new_input_ids), noisy], dim=1)      # (batch, n + k, hidden)
+            positions = None if position_embeddings is not None else fused_position_ids(new_position_ids, position_ids)
+        rotary = position_embeddings if position_embeddings is not None else self._rotary(positions, noisy.dtype)
         for offset, layer in enumerate(self.layers):
-            cached = cache.layers[self.first_layer_index + offset]
+            layer_index = self.first_layer_index + offset
 
-            def prepend_past(key, value, cached=cached):
-                return torch.cat([cached.keys, key], dim=2), torch.cat([cached.values, value], dim=2)
+            def clean_keys_then_noisy(key, value, layer_index=layer_index):
+                # Append all n + k keys/values (one concatenation, what the queries attend over), then crop
+                # the k noisy ones off the cache again: it keeps the clean tokens only.
+                keys, values = cache.update(key, value, layer_index)
+                cache.layers[layer_index].crop(-num_noisy)
+                return keys, values
 
             hidden_states = layer(
                 hidden_states, conditioning, attention_mask=attention_mask, position_embeddings=rotary,
-                key_value_hook=prepend_past,
+                key_value_hook=clean_keys_then_noisy,
             )
-        return self.final_layer(hidden_states, conditioning)
+        return self.final_layer(hidden_states[:, num_new:], noise_conditioning)
 
 
 class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin):
@@ -294,12 +348,12 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
     ) -> CausalLMOutputWithPast | tuple:
         """Logits of the token after each position, for `generate()` (with or without a cache).
 
-        The clean tokens run through every block's clean stream (appending to `cache`). Then, for each of
-        the last `logits_to_keep` positions (0: all), the next token's embedding starts at σ_max·ε and
-        `num_inference_steps` Euler steps (default `config.default_num_inference_steps`, one per block)
-        integrate the probability-flow ODE, each step on the block the scheduler routes its σ to; the
-        logits are those of the last readout. They concentrate on the token the ODE reached: the sampling
-        randomness is in ε (drawn from `generator`, else torch's global generator), for greedy decoding
+        For each of the last `logits_to_keep` positions (0: all), the next token's embedding starts at
+        σ_max·ε and `num_inference_steps` Euler steps (default `config.default_num_inference_steps`, one per
+        block) integrate the probability-flow ODE, each step on the block the scheduler routes its σ to; the
+        logits are those of the last readout. The clean tokens `input_ids` join every block's clean stream
+        (appending to `cache`) inside that block's first step (see `sample_next_token_logits`). The logits
+        concentrate on the token the ODE reached: the sampling randomness is in ε (drawn from `generator`, else torch's global generator), for greedy decoding
         too (the paper's setting). `start_from_noise=False` starts every trajectory at ε = 0 instead; with
         this family's random, non-orthogonal target table that is *not* a mode-seeker (unlike the one-hot
         tables of the ViT and recurrent families): posterior means of uncertain predictions fall near the
@@ -339,17 +393,16 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
             raise ValueError(f"logits_to_keep must be an int >= 0, got {logits_to_keep!r}.")
         keep = seq_len if logits_to_keep == 0 else min(logits_to_keep, seq_len)
 
-        clean_mask = cached_clean_attention_mask(key_padding, seq_len)
-        hidden_states = [
-            self.blocks[str(b)].forward_clean(input_ids, position_ids, clean_mask, cache) for b in range(self.config.num_blocks)
-        ]
         if self.config.objective == "next_token":
-            logits = self.blocks["0"].readout_clean(hidden_states[0][:, seq_len - keep:])
+            hidden_states = self.blocks["0"].forward_clean(
+                input_ids, position_ids, cached_clean_attention_mask(key_padding, seq_len), cache
+            )
+            logits = self.blocks["0"].readout_clean(hidden_states[:, seq_len - keep:])
         else:
             context_lengths = torch.arange(past_length + seq_len - keep, past_length + seq_len, device=input_ids.device) + 1
             logits = self.sample_next_token_logits(
                 key_padding, position_ids[:, seq_len - keep:] + 1, context_lengths, cache, num_inference_steps, generator,
-                start_from_noise,
+                start_from_noise, new_input_ids=input_ids, new_position_ids=position_ids,
             )
         loss = self._next_token_loss(logits, labels, keep, seq_len)
         cache = cache if use_cache else None
@@ -366,21 +419,31 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
         num_inference_steps: int | None = None,
         generator: torch.Generator | None = None,
         start_from_noise: bool = True,
+        new_input_ids: torch.Tensor | None = None,
+        new_position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Euler sampling of k next-token embeddings at once; returns the last readout's logits `(batch, k, vocab)`.
 
+        The clean tokens `new_input_ids`, if given, are not in `cache` yet: each block appends them in the
+        same call as its first Euler step (`CausalLMBlock.forward_noisy`), so with one step per block every
+        layer runs once per generated token, over the new token and the noisy query together, as many
+        layer passes as the end-to-end model. A block's further steps (more steps than blocks) have no
+        cache extension to fold and run the noisy query alone; a block that no step visits (fewer steps
+        than blocks) runs the new tokens alone afterwards, so every block's cache holds every token.
+
         Args:
-            key_padding (`torch.BoolTensor` `(batch, num_cached)`): True for real cached tokens.
+            key_padding (`torch.BoolTensor` `(batch, num_cached + n)`): True for real clean tokens, new ones included.
             position_ids (`torch.LongTensor` `(batch, k)`): position of each predicted token.
-            context_lengths (`torch.LongTensor` `(k,)`): query q sees the cached tokens `< context_lengths[q]`.
+            context_lengths (`torch.LongTensor` `(k,)`): query q sees the clean tokens `< context_lengths[q]`.
             start_from_noise (`bool`): False starts at ε = 0 (see `forward`).
+            new_input_ids, new_position_ids (`torch.LongTensor` `(batch, n)`, *optional*): the clean tokens to
+                add to the cache (the last n of `key_padding`) and their positions.
         """
         steps = self.config.default_num_inference_steps
         if num_inference_steps is not None:  # `or` would take 0 for the default
             steps = check_num_inference_steps(num_inference_steps, self.config.num_blocks)
-        scheduler = DiffusionBlocksScheduler(**self.config.scheduler_kwargs())
+        scheduler = self._sampling_scheduler()
         scheduler.set_timesteps(steps, device=key_padding.device)
-        preconditioning = self.config.preconditioning
         dtype = self.target_embeddings.dtype
         shape = (key_padding.shape[0], position_ids.shape[1], self.config.target_embedding_dim)
         if start_from_noise:
@@ -388,16 +451,68 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
         else:
             noise = torch.zeros(shape, device=key_padding.device)
         sample = noise.to(key_padding.device, dtype) * scheduler.init_noise_sigma        # z = σ_max·ε
-        mask = noisy_query_attention_mask(key_padding, context_lengths)
+        euler_steps = self._euler_steps(scheduler, dtype)
+        block_indices = [step.block_index for step in euler_steps]
+        blocks_to_extend = set(range(self.config.num_blocks)) if new_input_ids is not None else set()
+        # Masks and rotary embeddings are the same for every block: built once, only those a step uses.
+        head_dim, rope_theta, rotary_dtype = self.config.head_dim, self.config.rope_theta, self.dtype
+        if blocks_to_extend:
+            fused_mask = fused_step_attention_mask(key_padding, new_input_ids.shape[1], context_lengths)
+            fused_rotary = rotary_cos_sin(fused_position_ids(new_position_ids, position_ids), head_dim, rope_theta, rotary_dtype)
+        if len(block_indices) > len(set(block_indices) & blocks_to_extend):
+            noisy_mask = noisy_query_attention_mask(key_padding, context_lengths)
+            noisy_rotary = rotary_cos_sin(position_ids, head_dim, rope_theta, rotary_dtype)
+        logits = None
+        for step in euler_steps:
+            block = self.blocks[str(step.block_index)]
+            scaled = step.c_in * sample                                                  # preconditioning.scale_input
+            if step.block_index in blocks_to_extend:                                     # its first step: fold
+                blocks_to_extend.discard(step.block_index)
+                logits = block.forward_noisy(
+                    scaled, step.noise_conditioning, position_ids, fused_mask, cache, new_input_ids, new_position_ids,
+                    fused_rotary,
+                )
+            else:
+                logits = block.forward_noisy(
+                    scaled, step.noise_conditioning, position_ids, noisy_mask, cache, position_embeddings=noisy_rotary
+                )
+            sample = scheduler.step(self.denoised_embeddings(logits).to(dtype), step.sigma, sample).prev_sample
+        if blocks_to_extend:
+            clean_mask = cached_clean_attention_mask(key_padding, new_input_ids.shape[1])
+            for block_index in sorted(blocks_to_extend):
+                self.blocks[str(block_index)].forward_clean(new_input_ids, new_position_ids, clean_mask, cache)
+        return logits
 
-        def denoise(block_index, sigma, sample, evaluation_index):
-            c_noise = preconditioning.c_noise(sigma).expand(shape[:2])                   # (batch, k)
-            logits = self.blocks[str(block_index)].forward_noisy(
-                preconditioning.scale_input(sample, sigma), c_noise, position_ids, mask, cache
-            )
-            return self.denoised_embeddings(logits).to(dtype), logits
+    def _euler_steps(self, scheduler: DiffusionBlocksScheduler, dtype: torch.dtype) -> list[EulerStep]:
+        """What every Euler step of `scheduler`'s grid needs that depends on σ alone, computed once per
+        `generate()` call (all its tokens share the grid and the weights do not change), else per call."""
+        memo = self.__dict__.get("_euler_steps_memo")
+        key = (scheduler.num_inference_steps, str(scheduler.timesteps.device), dtype)
+        if memo is not None and key in memo:
+            return memo[key]
+        preconditioning = self.config.preconditioning
+        euler_steps = []
+        for sigma, block_index in zip(scheduler.timesteps, scheduler.block_indices.tolist()):
+            c_noise = preconditioning.c_noise(sigma).reshape(1, 1)                      # the batch shares σ
+            euler_steps.append(EulerStep(
+                sigma=sigma, block_index=block_index,
+                c_in=preconditioning.c_in(torch.as_tensor(sigma, dtype=dtype)),
+                noise_conditioning=self.blocks[str(block_index)].noise_conditioning(c_noise),  # (1, 1, hidden)
+            ))
+        if memo is not None:
+            memo[key] = euler_steps
+        return euler_steps
 
-        return integrate_routed_ode(scheduler, sample, denoise)[1]
+    def _sampling_scheduler(self) -> DiffusionBlocksScheduler:
+        """A fresh copy of the config's scheduler, built once: generation needs one for every token, and
+        the copies share the partition and the memoised σ grids (only the step counter is per copy, so
+        concurrent calls do not share it)."""
+        scheduler_kwargs = self.config.scheduler_kwargs()
+        cached = self.__dict__.get("_cached_sampling_scheduler")
+        if cached is None or cached[0] != scheduler_kwargs:
+            cached = (scheduler_kwargs, DiffusionBlocksScheduler(**scheduler_kwargs))
+            self.__dict__["_cached_sampling_scheduler"] = cached
+        return copy.copy(cached[1])
 
     def _key_padding(self, attention_mask, batch: int, total_length: int, device) -> torch.Tensor:
         if attention_mask is None:
@@ -441,4 +556,8 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
         """
         self._require_complete("generate()")
         check_generate_arguments(self, inputs, generation_config, kwargs)
-        return super().generate(inputs, generation_config=generation_config, **kwargs)
+        self.__dict__["_euler_steps_memo"] = {}
+        try:
+            return super().generate(inputs, generation_config=generation_config, **kwargs)
+        finally:
+            self.__dict__.pop("_euler_steps_memo", None)
