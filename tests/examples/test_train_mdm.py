@@ -1,5 +1,6 @@
 """examples/train_mdm.py and evaluate_mdm.py: block-wise, all, end_to_end, exact resume, outputs, bad input, launch."""
 
+import inspect
 import json
 import logging
 import os
@@ -254,6 +255,9 @@ def test_defaults_are_the_benchmark_settings():
     args = load_script().parse_args(["--output_dir", "x"])
     assert (args.train_batch_size, args.num_inference_steps, args.lr_scheduler) == (16, 128, "cosine")
     assert args.dataset_name == "shakespeare"
+    # the pipeline samples with the script's number of unmasking steps when the caller names none
+    pipeline_default = inspect.signature(DiffusionBlocksTextPipeline.__call__).parameters["num_inference_steps"].default
+    assert pipeline_default == args.num_inference_steps
 
 
 def test_strict_vocabulary_refuses_unknown_held_out_characters(trained, tmp_path):
