@@ -130,6 +130,12 @@ class DiTTrainingTask:
     def save_block(self, model, block_index: int, training_steps: int) -> None:
         model.block_training_steps[block_index] = training_steps
         DiffusionBlocksImagePipeline(model, self.scheduler).save_pretrained(self.output_dir)
+        self.publish_block(block_index)
+
+    def publish_block(self, block_index: int) -> None:
+        """Upload the shared files, then the saved block as its own commit (nothing without --push_to_hub).
+
+        Called again for a finished block by a resumed run, so an upload that failed is completed."""
         if self.hub_model_id:  # each block is its own commit, as soon as it is done
             # config, index and scheduler are identical from every process, so whoever finishes first
             # makes the repo loadable for the blocks present; the model card follows when all are.

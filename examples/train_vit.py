@@ -141,17 +141,18 @@ class ViTTrainingTask:
     def save_block(self, model, block_index: int, training_steps: int) -> None:
         model.block_training_steps[block_index] = training_steps
         model.save_pretrained(self.output_dir, block_indices=[block_index])
+        self.publish_block(block_index)
+
+    def publish_block(self, block_index: int) -> None:
+        """Upload the shared files, then the saved block as its own commit (nothing without --push_to_hub).
+
+        Called again for a finished block by a resumed run, so an upload that failed is completed."""
         if self.push_to_hub:
-            push_block(self.output_dir, self.hub_model_id, block_index, self.hub_token)
+            push_shared_files_and_block(self.output_dir, self.hub_model_id, block_index, allow_patterns=HUB_ROOT_PATTERNS,
+                                        subfolder="", token=self.hub_token, commit_message="Upload config and index")
 
     def finished_steps(self, block_index: int) -> int | None:
         return finished_block_steps(self.model_dir, block_index)
-
-
-def push_block(output_dir: str, repo_id: str, block_index: int, token: str | None) -> None:
-    """Upload the shared files (HUB_ROOT_PATTERNS), then this block's file as its own commit."""
-    push_shared_files_and_block(output_dir, repo_id, block_index, allow_patterns=HUB_ROOT_PATTERNS,
-                                subfolder="", token=token, commit_message="Upload config and index")
 
 
 def evaluate_accuracy(args: argparse.Namespace, test_set, accelerator: Accelerator) -> dict | None:

@@ -377,20 +377,20 @@ def test_cli_info_on_a_hub_repo_reads_headers_only(hub_repo, tmp_path, capsys):
     assert len(block_gets) == 3 and all(byte_range for byte_range in block_gets)  # three headers, no weights
 
 
-def test_train_dit_pushes_each_block_as_it_finishes(fake_hub, tmp_path, monkeypatch):
-    import importlib.util
-    from pathlib import Path
+def train_dit_pushing(output_dir, *extra: str) -> dict:
+    """examples/train_dit.py, tiny, pushing every block to REPO_ID as it finishes."""
+    from script_testing import load_script
 
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
-    script = Path(__file__).resolve().parents[1] / "examples" / "train_dit.py"
-    spec = importlib.util.spec_from_file_location("train_dit_for_hub", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main([
-        "--output_dir", str(tmp_path), "--num_hidden_layers", "3", "--max_train_steps", "2", "--train_batch_size", "8",
+    return load_script("train_dit").main([
+        "--output_dir", str(output_dir), "--num_hidden_layers", "3", "--max_train_steps", "2", "--train_batch_size", "8",
         "--report_to", "none", "--num_inference_steps", "3", "--samples_per_class", "1", "--push_to_hub",
-        "--hub_model_id", REPO_ID, "--hub_token", TOKEN,
+        "--hub_model_id", REPO_ID, "--hub_token", TOKEN, *extra,
     ])
+
+
+def test_train_dit_pushes_each_block_as_it_finishes(fake_hub, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    train_dit_pushing(tmp_path)
     block_commits = [commit.added for commit in fake_hub.repos[REPO_ID] if any(name.endswith(".safetensors") for name in commit.added)]
     assert block_commits == [[f"transformer/block_{b}.safetensors"] for b in range(3)]  # one commit per block, in order
     head = fake_hub.head(REPO_ID).files
@@ -425,3 +425,24 @@ def test_a_block_upload_that_fails_midway_leaves_nothing_loadable_and_a_retry_co
     loaded = DiffusionBlocksDiTModel.from_pretrained(REPO_ID, subfolder="transformer", block_index=1, cache_dir=cache)
     local = DiffusionBlocksDiTModel.from_pretrained(pipeline_folder / "transformer", block_index=1)
     assert all(torch.equal(loaded.state_dict()[name], tensor) for name, tensor in local.state_dict().items())
+
+
+def test_a_resumed_training_run_completes_the_upload_a_failed_push_left_undone(fake_hub, tmp_path):
+    output_dir = tmp_path / "run"
+    fake_hub.fail_commits_adding = {"transformer/block_1.safetensors"}
+    with pytest.raises(Exception, match="connection dropped"):
+        train_dit_pushing(output_dir)
+    assert (output_dir / "transformer" / "block_1.safetensors").is_file()   # saved before its upload failed
+    assert "transformer/block_1.safetensors" not in fake_hub.head(REPO_ID).files
+
+    # block 0 and block 1 are finished locally and skipped; the resumed run uploads them, then trains block 2
+    summary = train_dit_pushing(output_dir, "--resume_from_checkpoint", "latest")
+    assert [(block["block_index"], block["skipped"]) for block in summary["blocks"]] == [(0, True), (1, True), (2, False)]
+    head = fake_hub.head(REPO_ID).files
+    local_files = root_files(output_dir) + [f"transformer/block_{b}.safetensors" for b in range(3)]
+    assert sorted(head) == sorted(local_files)
+    assert all(head[name] == (output_dir / name).read_bytes() for name in head)   # bit-identical to the local folder
+    from_hub = DiffusionBlocksImagePipeline.from_pretrained(REPO_ID, cache_dir=str(tmp_path / "cache")).transformer
+    local = DiffusionBlocksDiTModel.from_pretrained(output_dir / "transformer")
+    assert from_hub.loaded_block_indices == [0, 1, 2]
+    assert all(torch.equal(from_hub.state_dict()[name], tensor) for name, tensor in local.state_dict().items())

@@ -2,7 +2,8 @@
 
 `TextWindowTask` implements the `TrainingTask` protocol for a model trained on fixed-length windows
 cut from a long token stream (every start position is one example): the batch, the block loss, the
-block's loss on fixed validation windows, saving and uploading a finished block. A family gives its
+block's loss on fixed validation windows, saving a finished block and uploading it (`publish_block`, which a
+resumed run calls again for finished blocks, so that a failed upload is completed). A family gives its
 model class, its loss (called as `loss_function(model, block_index, input_ids, generator)`) and, where
 its outputs differ, overrides `save_outputs` or `log_validation`.
 
@@ -108,6 +109,12 @@ class TextWindowTask:
     def save_block(self, model, block_index: int, training_steps: int) -> None:
         model.block_training_steps[block_index] = training_steps
         self.save_outputs(model, block_index)
+        self.publish_block(block_index)
+
+    def publish_block(self, block_index: int) -> None:
+        """Upload the shared files, then the saved block as its own commit (nothing without --push_to_hub).
+
+        Called again for a finished block by a resumed run, so an upload that failed is completed."""
         if self.push_to_hub:
             push_shared_files_and_block(self.output_dir, self.hub_model_id, block_index, allow_patterns=self.hub_root_patterns,
                                         subfolder=self.weights_subfolder, token=self.hub_token,
