@@ -35,12 +35,18 @@ from hf_diffusionblocks.models.vit.evaluation_vit import accuracy_metric_path, p
 from hf_diffusionblocks.training import HelpFormatter, add_common_training_arguments, require_at_least, validate_common_arguments
 from hf_diffusionblocks.training.runtime import run_script, setup_logging
 from hf_diffusionblocks.training.tracking import log_metrics
-from hf_diffusionblocks.training.launch import create_accelerator, finish_run, finished_block_steps, train_assigned_blocks
+from hf_diffusionblocks.training.launch import (
+    create_accelerator,
+    finish_run,
+    finished_block_steps,
+    train_assigned_blocks,
+    write_card_and_publish,
+)
 
 logger = logging.getLogger("train_vit")
 
-HUB_ROOT_PATTERNS = ["config.json", "model.safetensors.index.json", "eval_results.json", "README.md"]
-
+# What of eval_results.json the model card shows.
+CARD_METRICS = ("accuracy", "num_examples", "num_inference_steps")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
@@ -148,8 +154,8 @@ class ViTTrainingTask:
 
         Called again for a finished block by a resumed run, so an upload that failed is completed."""
         if self.push_to_hub:
-            push_shared_files_and_block(self.output_dir, self.hub_model_id, block_index, allow_patterns=HUB_ROOT_PATTERNS,
-                                        subfolder="", token=self.hub_token, commit_message="Upload config and index")
+            push_shared_files_and_block(self.output_dir, self.hub_model_id, block_index, subfolder="", token=self.hub_token,
+                                        commit_message="Upload config and index")
 
     def finished_steps(self, block_index: int) -> int | None:
         return finished_block_steps(self.model_dir, block_index)
@@ -193,6 +199,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     outcome = train_assigned_blocks(task, args, config.num_blocks, accelerator)
     evaluation = evaluate_accuracy(args, test_set, accelerator) if outcome.assignment.is_group_leader else None
+    if evaluation is not None:  # every block is there
+        write_card_and_publish(args, "vit", metrics={f"test {name}": evaluation[name] for name in CARD_METRICS})
     return finish_run(accelerator, args, config.num_blocks, outcome, eval=evaluation)
 
 

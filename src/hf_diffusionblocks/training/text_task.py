@@ -44,8 +44,8 @@ class TextWindowTask:
         args: the parsed flags (`output_dir`, `validation_windows`, `push_to_hub`, `hub_model_id`, `hub_token`).
         window_length (`int`): tokens per example.
         weights_subfolder (`str`): where the block files live inside `output_dir` ("" or "transformer").
-        hub_root_patterns (`list[str]`): the shared files uploaded before each block's own commit.
-        hub_commit_message (`str`): the message of that upload.
+        hub_commit_message (`str`): the message of the commit of the shared files (`hub.root_files`: everything
+            but block weights and run state) that precedes each block's own commit.
     """
 
     def __init__(
@@ -59,7 +59,6 @@ class TextWindowTask:
         *,
         window_length: int,
         weights_subfolder: str = "",
-        hub_root_patterns: list[str] | None = None,
         hub_commit_message: str = "Upload config, index and tokenizer",
     ):
         if len(train_ids) < window_length:
@@ -76,7 +75,6 @@ class TextWindowTask:
         self.output_dir = args.output_dir
         self.weights_subfolder = weights_subfolder
         self.push_to_hub, self.hub_model_id, self.hub_token = args.push_to_hub, args.hub_model_id, args.hub_token
-        self.hub_root_patterns = list(hub_root_patterns or [])
         self.hub_commit_message = hub_commit_message
 
     @property
@@ -116,9 +114,8 @@ class TextWindowTask:
 
         Called again for a finished block by a resumed run, so an upload that failed is completed."""
         if self.push_to_hub:
-            push_shared_files_and_block(self.output_dir, self.hub_model_id, block_index, allow_patterns=self.hub_root_patterns,
-                                        subfolder=self.weights_subfolder, token=self.hub_token,
-                                        commit_message=self.hub_commit_message)
+            push_shared_files_and_block(self.output_dir, self.hub_model_id, block_index, subfolder=self.weights_subfolder,
+                                        token=self.hub_token, commit_message=self.hub_commit_message)
 
     def finished_steps(self, block_index: int) -> int | None:
         return finished_block_steps(self.model_dir, block_index)
