@@ -15,6 +15,8 @@ The output folder is a transformers model folder:
     block_<b>.safetensors                       block b alone (from_pretrained(output_dir, block_index=b))
     tokenizer.json / tokenizer_config.json      the tokenizer (AutoTokenizer.from_pretrained(output_dir))
     samples.txt                                 continuations of validation prompts, once every block is done
+    README.md                                   the model card, written with samples.txt
+    hf_diffusionblocks_classes.py               for AutoModelForCausalLM.from_pretrained(..., trust_remote_code=True)
     checkpoints/, logs/                         resumable training state, TensorBoard
 
 The tokenizer (`--tokenizer bpe`: a byte-level BPE trained on the training split; `char`: one token per
