@@ -291,3 +291,14 @@ def test_a_resumed_training_run_completes_the_upload_a_failed_push_left_undone(f
     local = DiffusionBlocksDiTModel.from_pretrained(output_dir / "transformer")
     assert from_hub.loaded_block_indices == [0, 1, 2]
     assert all(torch.equal(from_hub.state_dict()[name], tensor) for name, tensor in local.state_dict().items())
+
+
+def test_diffusers_loads_a_pipeline_repo_with_trust_remote_code(hub_repo, pipeline_folder, tmp_path):
+    """diffusers downloads only the weight files it knows by name (`diffusion_pytorch_model*`, `model*`), not
+    `block_<b>.safetensors`: the model, loaded from the snapshot folder, fetches its block files at the same commit."""
+    from diffusers import DiffusionPipeline
+
+    pipeline = DiffusionPipeline.from_pretrained(REPO_ID, trust_remote_code=True, cache_dir=str(tmp_path / "cache"))
+    assert type(pipeline) is DiffusionBlocksImagePipeline and pipeline.transformer.loaded_block_indices == [0, 1, 2]
+    local = DiffusionBlocksDiTModel.from_pretrained(pipeline_folder / "transformer")
+    assert all(torch.equal(pipeline.transformer.state_dict()[name], tensor) for name, tensor in local.state_dict().items())

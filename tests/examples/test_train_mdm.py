@@ -216,6 +216,8 @@ def test_layers_per_block_gives_the_low_noise_block_more_layers(tmp_path, corpus
 
 
 def test_push_to_hub_uploads_each_block_when_it_is_done_then_the_card(tmp_path, corpus, fake_hub):
+    from diffusers import DiffusionPipeline
+
     output_dir = tmp_path / "run"
     load_script().main(tiny_args(output_dir, corpus, "--max_train_steps", "1", "--num_samples", "1",
                                  "--push_to_hub", "--hub_model_id", "me/mdm"))
@@ -224,8 +226,10 @@ def test_push_to_hub_uploads_each_block_when_it_is_done_then_the_card(tmp_path, 
         [f"transformer/block_{b}.safetensors"] for b in range(3)]   # each block its own commit, as it is done
     files = check_pushed_repo(fake_hub, "me/mdm", output_dir, component_folders=("scheduler", "tokenizer", "transformer"))
     assert {"samples.txt", "model_index.json"} <= set(files)
-    pipeline = DiffusionBlocksTextPipeline.from_pretrained("me/mdm", cache_dir=str(tmp_path / "cache"))
-    assert pipeline.transformer.is_complete and pipeline.transformer.block_training_steps == {0: 1, 1: 1, 2: 1}
+    # diffusers' own entry point loads the pushed repo through its remote-code modules
+    pipeline = DiffusionPipeline.from_pretrained("me/mdm", trust_remote_code=True, cache_dir=str(tmp_path / "cache"))
+    assert type(pipeline) is DiffusionBlocksTextPipeline and pipeline.transformer.is_complete
+    assert pipeline.transformer.block_training_steps == {0: 1, 1: 1, 2: 1}
 
 
 @pytest.mark.parametrize(
