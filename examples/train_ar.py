@@ -15,6 +15,8 @@ The output folder is a transformers model folder:
     block_<b>.safetensors                       block b alone (from_pretrained(output_dir, block_index=b))
     tokenizer.json / tokenizer_config.json      the tokenizer (AutoTokenizer.from_pretrained(output_dir))
     samples.txt                                 continuations of validation prompts, once every block is done
+    README.md                                   the model card, written with samples.txt
+    hf_diffusionblocks_classes.py               for AutoModelForCausalLM.from_pretrained(..., trust_remote_code=True)
     checkpoints/, logs/                         resumable training state, TensorBoard
 
 The tokenizer (`--tokenizer bpe`: a byte-level BPE trained on the training split; `char`: one token per
@@ -57,14 +59,13 @@ from hf_diffusionblocks.training.launch import (
     finish_run,
     present_blocks,
     train_assigned_blocks,
+    write_card_and_publish,
 )
 from hf_diffusionblocks.training.text_task import TextWindowTask, load_texts_for_run, write_text_samples
 
 logger = logging.getLogger("train_ar")
 
 TOKENIZERS = ("bpe", "char")
-# Files uploaded next to each block with --push_to_hub (never checkpoints/ or logs/).
-HUB_ROOT_PATTERNS = ["config.json", "model.safetensors.index.json", "tokenizer*.json", "samples.txt", "README.md"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -159,7 +160,7 @@ class CausalLMTrainingTask(TextWindowTask):
 
     def __init__(self, config, train_ids: torch.Tensor, validation_ids: torch.Tensor, args: argparse.Namespace):
         super().__init__(config, DiffusionBlocksForCausalLM, CausalLMDenoisingLoss(config), train_ids, validation_ids, args,
-                         window_length=args.sequence_length, hub_root_patterns=HUB_ROOT_PATTERNS)
+                         window_length=args.sequence_length, hub_commit_message="Upload config, index and tokenizer")
 
 
 def write_samples(args: argparse.Namespace, tokenizer, validation_ids: torch.Tensor, accelerator: Accelerator) -> list[str] | None:
@@ -198,6 +199,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     outcome = train_assigned_blocks(task, args, config.num_blocks, accelerator)
     samples = None if not outcome.assignment.is_group_leader else write_samples(args, tokenizer, validation_ids, accelerator)
+    if samples is not None:  # every block is there
+        write_card_and_publish(args, "ar")
     return finish_run(accelerator, args, config.num_blocks, outcome, samples=samples)
 
 

@@ -29,8 +29,7 @@ from hf_diffusionblocks import (
 )
 from hf_diffusionblocks.data import load_image_dataset
 from hf_diffusionblocks.models.dit import DIT_SIZES, drop_class_labels
-from hf_diffusionblocks.hub import push_block_to_hub, push_root_files_to_hub
-from hf_diffusionblocks.model_card import write_model_card
+from hf_diffusionblocks.hub import push_shared_files_and_block
 from hf_diffusionblocks.training import HelpFormatter, add_common_training_arguments, validate_common_arguments
 from hf_diffusionblocks.training.progress import progress_bars_wanted
 from hf_diffusionblocks.training.runtime import run_script, setup_logging
@@ -41,6 +40,7 @@ from hf_diffusionblocks.training.launch import (
     finished_block_steps,
     present_blocks,
     train_assigned_blocks,
+    write_card_and_publish,
 )
 from hf_diffusionblocks.utils.image_grid import save_image_grid
 
@@ -130,11 +130,16 @@ class DiTTrainingTask:
     def save_block(self, model, block_index: int, training_steps: int) -> None:
         model.block_training_steps[block_index] = training_steps
         DiffusionBlocksImagePipeline(model, self.scheduler).save_pretrained(self.output_dir)
+        self.publish_block(block_index)
+
+    def publish_block(self, block_index: int) -> None:
+        """Upload the shared files, then the saved block as its own commit (nothing without --push_to_hub).
+
+        Called again for a finished block by a resumed run, so an upload that failed is completed."""
         if self.hub_model_id:  # each block is its own commit, as soon as it is done
             # config, index and scheduler are identical from every process, so whoever finishes first
             # makes the repo loadable for the blocks present; the model card follows when all are.
-            push_root_files_to_hub(self.output_dir, self.hub_model_id, token=self.hub_token)
-            push_block_to_hub(self.output_dir, self.hub_model_id, block_index, token=self.hub_token)
+            push_shared_files_and_block(self.output_dir, self.hub_model_id, block_index, token=self.hub_token)
 
     def finished_steps(self, block_index: int) -> int | None:
         return finished_block_steps(self.model_dir, block_index)
@@ -193,10 +198,7 @@ def main(argv: list[str] | None = None) -> dict:
     if outcome.assignment.is_group_leader:  # the last group to finish finds every block present
         samples = write_sample_grid(args, train_set.class_names, accelerator)
         if samples:
-            write_model_card(args.output_dir, family="dit", dataset=args.dataset_name, training_mode=args.training_mode,
-                             sample_grid="samples.png", repo_id=args.hub_model_id)
-        if samples and args.push_to_hub:
-            push_root_files_to_hub(args.output_dir, args.hub_model_id, token=args.hub_token)
+            write_card_and_publish(args, "dit", sample_grid="samples.png")
     return finish_run(accelerator, args, config.num_blocks, outcome, sample_grid=samples)
 
 

@@ -50,14 +50,13 @@ from hf_diffusionblocks.training.launch import (
     finish_run,
     present_blocks,
     train_assigned_blocks,
+    write_card_and_publish,
 )
 from hf_diffusionblocks.training.text_task import TextWindowTask, load_texts_for_run, write_text_samples
 
 logger = logging.getLogger("train_mdm")
 
 VOCABULARIES = ("corpus", "text8", "bytes")
-# Files of the pipeline folder uploaded next to each block (never checkpoints/, logs/ or validation/).
-HUB_ROOT_PATTERNS = ["model_index.json", "scheduler/*", "tokenizer/*", "transformer/*.json", "samples.txt", "README.md"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -127,7 +126,7 @@ class MaskedLMTrainingTask(TextWindowTask):
         self.scheduler = config.build_scheduler()
         super().__init__(config, DiffusionBlocksForMaskedLM, MaskedDiffusionLoss(self.scheduler, config.mask_token_id),
                          train_ids, validation_ids, args, window_length=args.sequence_length, weights_subfolder="transformer",
-                         hub_root_patterns=HUB_ROOT_PATTERNS, hub_commit_message="Upload pipeline configs, scheduler and tokenizer")
+                         hub_commit_message="Upload pipeline configs, scheduler and tokenizer")
         self.tokenizer = tokenizer
 
     def save_outputs(self, model, block_index: int) -> None:
@@ -166,6 +165,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     outcome = train_assigned_blocks(task, args, config.num_blocks, accelerator)
     samples = None if not outcome.assignment.is_group_leader else write_samples(args, accelerator)
+    if samples is not None:  # every block is there
+        write_card_and_publish(args, "mdm")
     return finish_run(accelerator, args, config.num_blocks, outcome, samples=samples)
 
 

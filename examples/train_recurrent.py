@@ -44,15 +44,13 @@ from hf_diffusionblocks.training import (
     validate_text_data_arguments,
 )
 from hf_diffusionblocks.training.runtime import run_script, setup_logging
-from hf_diffusionblocks.training.launch import create_accelerator, finish_run, train_assigned_blocks
+from hf_diffusionblocks.training.launch import create_accelerator, finish_run, train_assigned_blocks, write_card_and_publish
 from hf_diffusionblocks.training.text_task import TextWindowTask, load_texts_for_run
 from hf_diffusionblocks.training.tracking import log_metrics
 
 logger = logging.getLogger("train_recurrent")
 
 RECURRENT_TRAINING_MODES = (*TRAINING_MODES, "bptt")
-HUB_ROOT_PATTERNS = ["config.json", "model.safetensors.index.json", "tokenizer_config.json", "special_tokens_map.json",
-                     "eval_results.json", "README.md"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -127,7 +125,7 @@ class RecurrentTrainingTask(TextWindowTask):
         else:
             loss_function = RecurrentDenoisingLoss(config.noise_partition)
         super().__init__(config, DiffusionBlocksRecurrentForCausalLM, loss_function, train_ids, validation_ids, args,
-                         window_length=args.sequence_length + 1, hub_root_patterns=HUB_ROOT_PATTERNS)
+                         window_length=args.sequence_length + 1)
         self.tokenizer = tokenizer
         self.num_validation_windows = args.validation_windows
         self.num_iterations = args.num_iterations
@@ -192,6 +190,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     outcome = train_assigned_blocks(task, args, config.num_blocks, accelerator)
     evaluation = evaluate_model(args, validation_ids, accelerator) if outcome.assignment.is_group_leader else None
+    if evaluation is not None:  # every block is there
+        metrics = {f"held-out {name}": value for name, value in evaluation.items() if name.startswith(("loss_K", "bpc_K"))}
+        write_card_and_publish(args, "recurrent", metrics={**metrics, "held-out windows": evaluation["eval_windows"]})
     return finish_run(accelerator, args, config.num_blocks, outcome, eval=evaluation)
 
 

@@ -35,12 +35,18 @@ from hf_diffusionblocks.models.vit.evaluation_vit import accuracy_metric_path, p
 from hf_diffusionblocks.training import HelpFormatter, add_common_training_arguments, require_at_least, validate_common_arguments
 from hf_diffusionblocks.training.runtime import run_script, setup_logging
 from hf_diffusionblocks.training.tracking import log_metrics
-from hf_diffusionblocks.training.launch import create_accelerator, finish_run, finished_block_steps, train_assigned_blocks
+from hf_diffusionblocks.training.launch import (
+    create_accelerator,
+    finish_run,
+    finished_block_steps,
+    train_assigned_blocks,
+    write_card_and_publish,
+)
 
 logger = logging.getLogger("train_vit")
 
-HUB_ROOT_PATTERNS = ["config.json", "model.safetensors.index.json", "eval_results.json", "README.md"]
-
+# What of eval_results.json the model card shows.
+CARD_METRICS = ("accuracy", "num_examples", "num_inference_steps")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
@@ -141,17 +147,18 @@ class ViTTrainingTask:
     def save_block(self, model, block_index: int, training_steps: int) -> None:
         model.block_training_steps[block_index] = training_steps
         model.save_pretrained(self.output_dir, block_indices=[block_index])
+        self.publish_block(block_index)
+
+    def publish_block(self, block_index: int) -> None:
+        """Upload the shared files, then the saved block as its own commit (nothing without --push_to_hub).
+
+        Called again for a finished block by a resumed run, so an upload that failed is completed."""
         if self.push_to_hub:
-            push_block(self.output_dir, self.hub_model_id, block_index, self.hub_token)
+            push_shared_files_and_block(self.output_dir, self.hub_model_id, block_index, subfolder="", token=self.hub_token,
+                                        commit_message="Upload config and index")
 
     def finished_steps(self, block_index: int) -> int | None:
         return finished_block_steps(self.model_dir, block_index)
-
-
-def push_block(output_dir: str, repo_id: str, block_index: int, token: str | None) -> None:
-    """Upload the shared files (HUB_ROOT_PATTERNS), then this block's file as its own commit."""
-    push_shared_files_and_block(output_dir, repo_id, block_index, allow_patterns=HUB_ROOT_PATTERNS,
-                                subfolder="", token=token, commit_message="Upload config and index")
 
 
 def evaluate_accuracy(args: argparse.Namespace, test_set, accelerator: Accelerator) -> dict | None:
@@ -192,6 +199,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     outcome = train_assigned_blocks(task, args, config.num_blocks, accelerator)
     evaluation = evaluate_accuracy(args, test_set, accelerator) if outcome.assignment.is_group_leader else None
+    if evaluation is not None:  # every block is there
+        write_card_and_publish(args, "vit", metrics={f"test {name}": evaluation[name] for name in CARD_METRICS})
     return finish_run(accelerator, args, config.num_blocks, outcome, eval=evaluation)
 
 

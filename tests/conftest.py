@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+from fake_hub import fake_hub  # noqa: F401  (the in-process Hub fixture, for every test folder)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

@@ -73,3 +73,32 @@ def check_kill_and_exact_resume(
         assert torch.equal(expected[name], resumed[name]), name
     again = script.main(run_args(interrupted, "--resume_from_checkpoint", "latest"))
     assert again["blocks"][0]["skipped"]
+
+
+def check_model_card(output_dir: Path, *, pipeline_tag: str, steps: str, dataset: str, training_mode: str,
+                     metrics: tuple[str, ...] = ()):
+    """`output_dir/README.md` is the family's card: its Hub `pipeline_tag`, the data, the training mode, the
+    sampling call's default step count (`steps`, e.g. "num_inference_steps=128") and the named metrics."""
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(Path(output_dir) / "README.md")
+    assert card.data.pipeline_tag == pipeline_tag
+    assert card.data.datasets == [dataset]
+    assert f"**Training mode:** `{training_mode}`" in card.text
+    assert f"(`{steps}`)" in card.text
+    for name in metrics:
+        assert f"| {name} |" in card.text
+    return card
+
+
+def check_pushed_repo(hub, repo_id: str, output_dir: Path, *, component_folders: tuple[str, ...] = ()) -> list[str]:
+    """The repo a `--push_to_hub` run left: exactly the local folder's shared files and blocks, bit-identical,
+    with the model card and the remote-code module at the root and in every component folder (what
+    `trust_remote_code=True` loading imports)."""
+    from fake_hub import repo_matches_folder
+
+    files = repo_matches_folder(hub, repo_id, output_dir)
+    assert "README.md" in files
+    for folder in ("", *component_folders):
+        assert f"{folder}/hf_diffusionblocks_classes.py".lstrip("/") in files
+    return files

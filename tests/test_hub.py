@@ -1,27 +1,16 @@
-"""Per-block Hub upload and per-block loading from the Hub cache, against an in-process fake Hub.
-
-The fake Hub is an `httpx2.MockTransport` handler that implements the endpoints huggingface_hub's
-client calls: repo creation, README validation, preupload, the NDJSON commit, and file resolution
-(HEAD/GET with ranges). The real client code runs end to end; only the network is replaced.
+"""Per-block Hub upload and per-block loading from the Hub cache, against the in-process fake Hub
+(`fake_hub.py`): the real client code runs end to end; only the network is replaced.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 import os
 import threading
-from dataclasses import dataclass, field
-from urllib.parse import unquote
 
-import httpx2
-import huggingface_hub
 import pytest
 import torch
 from conftest import randomize_
-from huggingface_hub import constants as hf_constants
-from huggingface_hub.utils._http import default_client_factory, hf_request_event_hook
+from fake_hub import REPO_ID, TOKEN, FakeHub, go_offline, repo_matches_folder
 
 from hf_diffusionblocks import (
     DiffusionBlocksDiTModel,
@@ -35,153 +24,6 @@ from hf_diffusionblocks.hub import (
     root_files,
 )
 from hf_diffusionblocks.hub_utils import HubOptions, read_safetensors_header
-
-REPO_ID = "org/name"
-TOKEN = "hf_fake_token"
-
-
-# ---- the fake Hub ------------------------------------------------------------------------------
-
-
-@dataclass
-class FakeCommit:
-    oid: str
-    message: str
-    added: list[str]
-    files: dict[str, bytes]
-
-
-@dataclass
-class FakeHub:
-    """The state of a tiny Hub: repos as lists of commits on `main`, and a log of every request."""
-
-    repos: dict[str, list[FakeCommit]] = field(default_factory=dict)
-    requests: list[tuple[str, str, str | None]] = field(default_factory=list)  # method, path, Range header
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    preupload_barrier: threading.Barrier | None = None
-    fail_commits_adding: set[str] = field(default_factory=set)  # the connection drops while these are sent
-
-    def client(self) -> httpx2.Client:
-        # The same event hook as huggingface_hub's default client, so HF_HUB_OFFLINE is enforced as usual.
-        return httpx2.Client(
-            transport=httpx2.MockTransport(self.handle),
-            event_hooks={"request": [hf_request_event_hook]},
-            follow_redirects=True,
-        )
-
-    def head(self, repo_id: str) -> FakeCommit:
-        return self.repos[repo_id][-1]
-
-    def handle(self, request: httpx2.Request) -> httpx2.Response:
-        path = unquote(request.url.path)
-        with self.lock:
-            self.requests.append((request.method, path, request.headers.get("range")))
-        if path == "/api/repos/create":
-            return self.create_repo(json.loads(request.content))
-        if path == "/api/validate-yaml":
-            return httpx2.Response(200, json={"errors": [], "warnings": []})
-        if path.startswith("/api/models/") and "/preupload/" in path:
-            return self.preupload(json.loads(request.content))
-        if path.startswith("/api/models/") and "/commit/" in path:
-            repo_id = path[len("/api/models/") :].split("/commit/")[0]
-            return self.commit(repo_id, request.content)
-        if "/resolve/" in path:
-            repo_id, rest = path.lstrip("/").split("/resolve/", 1)
-            revision, filename = rest.split("/", 1)
-            return self.resolve(request, repo_id, revision, filename)
-        return httpx2.Response(404, json={"error": f"fake Hub has no endpoint {request.method} {path}"})
-
-    def create_repo(self, payload: dict) -> httpx2.Response:
-        repo_id = f"{payload['organization']}/{payload['name']}"
-        with self.lock:
-            if repo_id in self.repos:
-                return httpx2.Response(
-                    409,
-                    json={
-                        "error": "You already created this model repo",
-                        "url": f"{hf_constants.ENDPOINT}/{repo_id}",
-                    },
-                )
-            self.repos[repo_id] = [
-                FakeCommit(hashlib.sha1(repo_id.encode()).hexdigest(), "initial commit", [], {})
-            ]
-        return httpx2.Response(200, json={"url": f"{hf_constants.ENDPOINT}/{repo_id}"})
-
-    def preupload(self, payload: dict) -> httpx2.Response:
-        if self.preupload_barrier is not None:
-            self.preupload_barrier.wait(timeout=10)  # both uploads are in flight before either commits
-        files = [
-            {"path": entry["path"], "uploadMode": "regular", "shouldIgnore": False}
-            for entry in payload["files"]
-        ]
-        return httpx2.Response(200, json={"files": files})
-
-    def commit(self, repo_id: str, content: bytes) -> httpx2.Response:
-        lines = [json.loads(line) for line in content.decode().splitlines() if line.strip()]
-        header = lines[0]["value"]
-        added = {}
-        for line in lines[1:]:
-            if line["key"] != "file":
-                return httpx2.Response(
-                    400, json={"error": f"fake Hub only takes inline files, got {line['key']}"}
-                )
-            added[line["value"]["path"]] = base64.b64decode(line["value"]["content"])
-        dropped = self.fail_commits_adding & set(added)
-        if dropped:
-            self.fail_commits_adding -= dropped
-            raise httpx2.RemoteProtocolError("connection dropped mid-upload (simulated)")
-        with self.lock:
-            head = self.head(repo_id)
-            if "parentCommit" in header and header["parentCommit"] != head.oid:
-                return httpx2.Response(412, json={"error": "A commit has happened since parentCommit."})
-            oid = hashlib.sha1(f"{head.oid}{sorted(added)}".encode()).hexdigest()
-            self.repos[repo_id].append(
-                FakeCommit(oid, header["summary"], sorted(added), {**head.files, **added})
-            )
-        return httpx2.Response(
-            200, json={"commitUrl": f"{hf_constants.ENDPOINT}/{repo_id}/commit/{oid}", "commitOid": oid}
-        )
-
-    def resolve(self, request: httpx2.Request, repo_id: str, revision: str, filename: str) -> httpx2.Response:
-        commits = self.repos.get(repo_id)
-        if commits is None:
-            return httpx2.Response(404, headers={"X-Error-Code": "RepoNotFound"})
-        commit = commits[-1] if revision == "main" else next((c for c in commits if c.oid == revision), None)
-        if commit is None:
-            return httpx2.Response(404, headers={"X-Error-Code": "RevisionNotFound"})
-        if filename not in commit.files:
-            return httpx2.Response(
-                404, headers={"X-Error-Code": "EntryNotFound", "X-Repo-Commit": commit.oid}
-            )
-        data = commit.files[filename]
-        headers = {"X-Repo-Commit": commit.oid, "ETag": f'"{hashlib.sha256(data).hexdigest()}"'}
-        if request.method == "HEAD":
-            return httpx2.Response(200, headers={**headers, "Content-Length": str(len(data))})
-        if "range" in request.headers:
-            start, _, end = request.headers["range"].removeprefix("bytes=").partition("-")
-            data = data[int(start) : int(end) + 1 if end else None]
-            return httpx2.Response(206, headers=headers, content=data)
-        return httpx2.Response(200, headers=headers, content=data)
-
-
-@pytest.fixture
-def fake_hub(monkeypatch):
-    """The fake Hub as huggingface_hub's HTTP client, online (the session defaults to HF_HUB_OFFLINE=1)."""
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
-    hub = FakeHub()
-    huggingface_hub.set_client_factory(hub.client)
-    yield hub
-    huggingface_hub.set_client_factory(default_client_factory)
-
-
-def go_offline(monkeypatch, cache_dir) -> None:
-    """HF_HUB_OFFLINE=1, HF_HUB_CACHE=cache_dir; huggingface_hub reads both into constants at import time."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache_dir))
-    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache_dir))
 
 
 @pytest.fixture
@@ -377,20 +219,20 @@ def test_cli_info_on_a_hub_repo_reads_headers_only(hub_repo, tmp_path, capsys):
     assert len(block_gets) == 3 and all(byte_range for byte_range in block_gets)  # three headers, no weights
 
 
-def test_train_dit_pushes_each_block_as_it_finishes(fake_hub, tmp_path, monkeypatch):
-    import importlib.util
-    from pathlib import Path
+def train_dit_pushing(output_dir, *extra: str) -> dict:
+    """examples/train_dit.py, tiny, pushing every block to REPO_ID as it finishes."""
+    from script_testing import load_script
 
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
-    script = Path(__file__).resolve().parents[1] / "examples" / "train_dit.py"
-    spec = importlib.util.spec_from_file_location("train_dit_for_hub", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main([
-        "--output_dir", str(tmp_path), "--num_hidden_layers", "3", "--max_train_steps", "2", "--train_batch_size", "8",
+    return load_script("train_dit").main([
+        "--output_dir", str(output_dir), "--num_hidden_layers", "3", "--max_train_steps", "2", "--train_batch_size", "8",
         "--report_to", "none", "--num_inference_steps", "3", "--samples_per_class", "1", "--push_to_hub",
-        "--hub_model_id", REPO_ID, "--hub_token", TOKEN,
+        "--hub_model_id", REPO_ID, "--hub_token", TOKEN, *extra,
     ])
+
+
+def test_train_dit_pushes_each_block_as_it_finishes(fake_hub, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    train_dit_pushing(tmp_path)
     block_commits = [commit.added for commit in fake_hub.repos[REPO_ID] if any(name.endswith(".safetensors") for name in commit.added)]
     assert block_commits == [[f"transformer/block_{b}.safetensors"] for b in range(3)]  # one commit per block, in order
     head = fake_hub.head(REPO_ID).files
@@ -398,13 +240,18 @@ def test_train_dit_pushes_each_block_as_it_finishes(fake_hub, tmp_path, monkeypa
     assert not any(name.startswith(("checkpoints/", "logs/")) for name in head)
 
 
-def test_push_shared_files_and_block_uploads_only_the_named_files(fake_hub, pipeline_folder):
+def test_push_shared_files_and_block_uploads_the_shared_files_then_the_block_alone(fake_hub, pipeline_folder):
     from hf_diffusionblocks.hub import push_shared_files_and_block
 
-    push_shared_files_and_block(pipeline_folder, REPO_ID, 1, allow_patterns=["model_index.json", "transformer/*.json"],
-                                token=TOKEN, commit_message="Upload shared files")
+    (pipeline_folder / "checkpoints" / "block_1").mkdir(parents=True)
+    (pipeline_folder / "checkpoints" / "block_1" / "training_state.json").write_text("{}")
+    push_shared_files_and_block(pipeline_folder, REPO_ID, 1, token=TOKEN, commit_message="Upload shared files")
     shared, block = fake_hub.repos[REPO_ID][-2:]
-    assert sorted(shared.added) == ["model_index.json", "transformer/config.json", "transformer/model.safetensors.index.json"]
+    assert shared.message == "Upload shared files" and shared.added == root_files(pipeline_folder)
+    # the remote-code modules go up at the root and in every component folder: trust_remote_code loading works
+    assert {"hf_diffusionblocks_classes.py", "scheduler/hf_diffusionblocks_classes.py",
+            "transformer/hf_diffusionblocks_classes.py", "README.md"} <= set(shared.added)
+    assert not any(name.startswith("checkpoints/") or name.endswith(".tmp") for name in shared.added)
     assert block.added == ["transformer/block_1.safetensors"]
 
 
@@ -425,3 +272,33 @@ def test_a_block_upload_that_fails_midway_leaves_nothing_loadable_and_a_retry_co
     loaded = DiffusionBlocksDiTModel.from_pretrained(REPO_ID, subfolder="transformer", block_index=1, cache_dir=cache)
     local = DiffusionBlocksDiTModel.from_pretrained(pipeline_folder / "transformer", block_index=1)
     assert all(torch.equal(loaded.state_dict()[name], tensor) for name, tensor in local.state_dict().items())
+
+
+def test_a_resumed_training_run_completes_the_upload_a_failed_push_left_undone(fake_hub, tmp_path):
+    output_dir = tmp_path / "run"
+    fake_hub.fail_commits_adding = {"transformer/block_1.safetensors"}
+    with pytest.raises(Exception, match="connection dropped"):
+        train_dit_pushing(output_dir)
+    assert (output_dir / "transformer" / "block_1.safetensors").is_file()   # saved before its upload failed
+    assert "transformer/block_1.safetensors" not in fake_hub.head(REPO_ID).files
+
+    # block 0 and block 1 are finished locally and skipped; the resumed run uploads them, then trains block 2
+    summary = train_dit_pushing(output_dir, "--resume_from_checkpoint", "latest")
+    assert [(block["block_index"], block["skipped"]) for block in summary["blocks"]] == [(0, True), (1, True), (2, False)]
+    files = repo_matches_folder(fake_hub, REPO_ID, output_dir)   # every local file, bit-identical
+    assert {f"transformer/block_{b}.safetensors" for b in range(3)} | {"README.md", "samples.png"} <= set(files)
+    from_hub = DiffusionBlocksImagePipeline.from_pretrained(REPO_ID, cache_dir=str(tmp_path / "cache")).transformer
+    local = DiffusionBlocksDiTModel.from_pretrained(output_dir / "transformer")
+    assert from_hub.loaded_block_indices == [0, 1, 2]
+    assert all(torch.equal(from_hub.state_dict()[name], tensor) for name, tensor in local.state_dict().items())
+
+
+def test_diffusers_loads_a_pipeline_repo_with_trust_remote_code(hub_repo, pipeline_folder, tmp_path):
+    """diffusers downloads only the weight files it knows by name (`diffusion_pytorch_model*`, `model*`), not
+    `block_<b>.safetensors`: the model, loaded from the snapshot folder, fetches its block files at the same commit."""
+    from diffusers import DiffusionPipeline
+
+    pipeline = DiffusionPipeline.from_pretrained(REPO_ID, trust_remote_code=True, cache_dir=str(tmp_path / "cache"))
+    assert type(pipeline) is DiffusionBlocksImagePipeline and pipeline.transformer.loaded_block_indices == [0, 1, 2]
+    local = DiffusionBlocksDiTModel.from_pretrained(pipeline_folder / "transformer")
+    assert all(torch.equal(pipeline.transformer.state_dict()[name], tensor) for name, tensor in local.state_dict().items())

@@ -207,17 +207,17 @@ def push_shared_files_and_block(
     repo_id: str,
     block_index: int,
     *,
-    allow_patterns: list[str],
     subfolder: str = "transformer",
     token: str | bool | None = None,
-    commit_message: str = "Upload shared files",
+    private: bool | None = None,
+    commit_message: str = "Upload configs, index, scheduler and model card",
 ) -> CommitInfo:
-    """Upload the files of `folder` matching `allow_patterns` in one commit, then block `block_index` as its own.
+    """Upload the shared files of `folder` (`root_files`) in one commit, then block `block_index` as its own.
 
-    For training scripts whose output folder holds files that must not go up (checkpoints, logs):
-    the shared files are named explicitly, and the block commit stays a one-file commit.
+    What a training script does when a block is finished: the shared files are whatever the folder holds
+    besides block weights and run state (configs, index, scheduler, tokenizer, the remote-code modules at
+    the root and in every component folder, samples, model card), so no script keeps its own list, and
+    the block commit stays a one-file commit (safe next to other processes' blocks).
     """
-    api = HfApi(token=token)
-    api.create_repo(repo_id, exist_ok=True)
-    api.upload_folder(repo_id=repo_id, folder_path=str(folder), allow_patterns=allow_patterns, commit_message=commit_message)
-    return push_block_to_hub(folder, repo_id, block_index, subfolder=subfolder, token=token)
+    push_root_files_to_hub(folder, repo_id, token=token, private=private, commit_message=commit_message)
+    return push_block_to_hub(folder, repo_id, block_index, subfolder=subfolder, token=token, private=private)

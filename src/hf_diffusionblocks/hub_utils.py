@@ -33,12 +33,36 @@ class HubOptions:
     force_download: bool = False
 
 
+def hub_cache_snapshot(folder: str) -> tuple[str, str, str, str] | None:
+    """`(repo_id, commit, subfolder, cache_dir)` when `folder` lies in a Hub cache snapshot
+    (`<cache_dir>/models--<org>--<name>/snapshots/<commit>/<subfolder>`), else None."""
+    parts = os.path.abspath(folder).split(os.sep)
+    for position in range(len(parts) - 2, 0, -1):
+        if parts[position] == "snapshots" and parts[position - 1].startswith("models--"):
+            repo_id = parts[position - 1][len("models--") :].replace("--", "/")
+            subfolder = "/".join(parts[position + 2 :])
+            return repo_id, parts[position + 1], subfolder, os.sep.join(parts[: position - 1]) or os.sep
+    return None
+
+
 def resolve_file(path_or_repo: str | os.PathLike, filename: str, options: HubOptions = HubOptions()) -> str | None:
-    """Local path of `filename` in a folder or Hub repo (downloaded into the cache), or None if it is absent."""
+    """Local path of `filename` in a folder or Hub repo (downloaded into the cache), or None if it is absent.
+
+    A folder inside a Hub cache snapshot (what diffusers' `DiffusionPipeline.from_pretrained` hands a component
+    after downloading the files it knows by name, which does not include `block_<b>.safetensors`) is completed
+    from its repo at the snapshot's commit: the file is fetched into the same snapshot.
+    """
     path_or_repo = str(path_or_repo)
     if os.path.isdir(path_or_repo):
         candidate = os.path.join(path_or_repo, options.subfolder, filename)
-        return candidate if os.path.isfile(candidate) else None
+        if os.path.isfile(candidate):
+            return candidate
+        snapshot = hub_cache_snapshot(os.path.join(path_or_repo, options.subfolder))
+        if snapshot is None:
+            return None
+        repo_id, commit, subfolder, cache_dir = snapshot
+        path_or_repo = repo_id
+        options = replace(options, subfolder=subfolder, revision=commit, cache_dir=cache_dir)
     try:
         return hf_hub_download(
             path_or_repo,

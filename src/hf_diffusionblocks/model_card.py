@@ -31,7 +31,9 @@ from .remote_code import LIBRARY_NAME as LIBRARY_MODULE
 from .remote_code import REMOTE_CODE_FILE, library_class
 
 LIBRARY_NAME = "hf-diffusionblocks"
-TRAINING_MODES = ("blockwise", "end_to_end")
+# blockwise (the method), end_to_end (the baseline of the same architecture), bptt (the recurrent family's
+# truncated-backpropagation baseline)
+TRAINING_MODES = ("blockwise", "end_to_end", "bptt")
 MODEL_SUBFOLDER = "transformer"
 TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
 
@@ -245,7 +247,7 @@ def write_model_card(
             `hf_diffusionblocks.families`); found from the folder's config when omitted, checked against it
             when given. It sets the tags, the Hub pipeline tag and the usage snippets.
         dataset (`str`): the training data (a Hub dataset id, or a description of local data).
-        training_mode (`str`): `"blockwise"` or `"end_to_end"`.
+        training_mode (`str`): `"blockwise"`, `"end_to_end"`, or `"bptt"` (the recurrent family's baseline).
         metrics (`dict`, *optional*): metric name → value (floats are shown with 4 significant digits).
         sample_grid (`str`, *optional*): a URL, or the path of an image inside `output_dir`.
         extra (`dict`, *optional*): more training details (hyperparameters, hardware, ...), listed as is.

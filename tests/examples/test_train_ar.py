@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_diffusionblocks import DiffusionBlocksForCausalLM
-from script_testing import check_kill_and_exact_resume, load_script as load_example
+from script_testing import check_kill_and_exact_resume, check_model_card, check_pushed_repo, load_script as load_example
 
 TEXT = (
     "Shall I compare thee to a summer's day?\nThou art more lovely and more temperate:\n"
@@ -48,6 +48,8 @@ def test_blockwise_all_writes_a_transformers_model_folder(tmp_path, corpus):
     summary = load_script().main(tiny_args(output_dir, corpus, "--block_index", "all"))
     assert [block["steps"] for block in summary["blocks"]] == [4, 4, 4, 4]
     assert len(summary["samples"]) == 2 and (output_dir / "samples.txt").is_file()
+    check_model_card(output_dir, pipeline_tag="text-generation", steps="num_inference_steps=4", dataset=str(corpus),
+                     training_mode="blockwise")
     model = AutoModelForCausalLM.from_pretrained(output_dir)
     tokenizer = AutoTokenizer.from_pretrained(output_dir)
     assert isinstance(model, DiffusionBlocksForCausalLM) and model.config.num_blocks == 4
@@ -68,11 +70,25 @@ def test_separate_runs_share_the_tokenizer_and_assemble(tmp_path, corpus):
     script, output_dir = load_script(), tmp_path / "run"
     for block_index in (3, 0, 1):
         assert script.main(tiny_args(output_dir, corpus, "--block_index", str(block_index)))["samples"] is None
+    assert not (output_dir / "README.md").exists()          # the card is written when the folder is complete
     tokenizer_file = (output_dir / "tokenizer.json").read_bytes()
     summary = script.main(tiny_args(output_dir, corpus, "--block_index", "2"))
     assert summary["samples"] is not None
     assert (output_dir / "tokenizer.json").read_bytes() == tokenizer_file
     assert DiffusionBlocksForCausalLM.from_pretrained(output_dir).is_complete
+    assert "| 3 | 3-3 | present | 4 |" in (output_dir / "README.md").read_text()
+
+
+def test_push_to_hub_uploads_the_whole_folder_and_it_loads_with_trust_remote_code(tmp_path, corpus, fake_hub):
+    output_dir = tmp_path / "run"
+    load_script().main(tiny_args(output_dir, corpus, "--max_train_steps", "1", "--push_to_hub", "--hub_model_id", "me/ar"))
+    files = check_pushed_repo(fake_hub, "me/ar", output_dir)
+    assert {"samples.txt", "tokenizer.json", "tokenizer_config.json", "block_3.safetensors"} <= set(files)
+    # transformers' own Auto class loads the pushed repo through its remote-code module (auto_map)
+    loaded = AutoModelForCausalLM.from_pretrained("me/ar", trust_remote_code=True, cache_dir=str(tmp_path / "cache"))
+    assert type(loaded) is DiffusionBlocksForCausalLM and loaded.is_complete
+    local = DiffusionBlocksForCausalLM.from_pretrained(output_dir)
+    assert all(torch.equal(loaded.state_dict()[name], tensor) for name, tensor in local.state_dict().items())
 
 
 def test_resume_continues_exactly(tmp_path, corpus):

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from hf_diffusionblocks import DiffusionBlocksDiTModel, DiffusionBlocksImagePipeline
-from script_testing import check_kill_and_exact_resume, load_script as load_example
+from script_testing import check_kill_and_exact_resume, check_model_card, check_pushed_repo, load_script as load_example
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "train_dit.py"
@@ -38,7 +38,8 @@ def test_blockwise_all_writes_a_loadable_pipeline_folder(tmp_path):
     summary = load_script().main(tiny_args(tmp_path, "--block_index", "all"))
     assert [block["steps"] for block in summary["blocks"]] == [4, 4, 4]
     assert (tmp_path / "samples.png").is_file()
-    card = (tmp_path / "README.md").read_text()
+    card = check_model_card(tmp_path, pipeline_tag="unconditional-image-generation", steps="num_inference_steps=48",
+                            dataset="digits", training_mode="blockwise").content
     assert "diffusion-blocks" in card and "0.1796" in card  # front-matter tag and the partition table
     assert (tmp_path / "validation" / "block_2_step_4.png").is_file()
     pipeline = DiffusionBlocksImagePipeline.from_pretrained(tmp_path)
@@ -136,15 +137,14 @@ def test_num_train_epochs_sets_the_steps_from_the_training_set(tmp_path):
     assert summary["blocks"][0]["steps"] == 2 * (1617 // 512)       # 1,617 training digits
 
 
-def test_hub_token_reaches_every_upload(tmp_path, monkeypatch):
-    script = load_script()
-    tokens = []
-    monkeypatch.setattr(script, "push_root_files_to_hub", lambda folder, repo, token=None, **_: tokens.append(("root", token)))
-    monkeypatch.setattr(script, "push_block_to_hub", lambda folder, repo, b, token=None, **_: tokens.append((b, token)))
-    script.main(tiny_args(tmp_path, "--block_index", "0", "--num_blocks", "1", "--num_hidden_layers", "1", "--push_to_hub",
-                          "--hub_model_id", "org/dit", "--hub_token", "hf_secret"))
-    assert tokens and all(token == "hf_secret" for _, token in tokens)
-    assert ("root", "hf_secret") in tokens and (0, "hf_secret") in tokens
+def test_hub_token_reaches_every_upload(tmp_path, fake_hub):
+    load_script().main(tiny_args(tmp_path, "--block_index", "0", "--num_blocks", "1", "--num_hidden_layers", "1",
+                                 "--push_to_hub", "--hub_model_id", "org/dit", "--hub_token", "hf_secret"))
+    uploads = [token for (_, path, _), token in zip(fake_hub.requests, fake_hub.authorizations)
+               if path.startswith(("/api/repos/", "/api/models/"))]   # repo creation, preupload, commits
+    assert uploads and set(uploads) == {"Bearer hf_secret"}
+    files = check_pushed_repo(fake_hub, "org/dit", tmp_path, component_folders=("scheduler", "transformer"))
+    assert {"samples.png", "transformer/block_0.safetensors"} <= set(files)
 
 
 def test_accelerate_launch_smoke(tmp_path):

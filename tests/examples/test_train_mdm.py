@@ -1,5 +1,6 @@
 """examples/train_mdm.py and evaluate_mdm.py: block-wise, all, end_to_end, exact resume, outputs, bad input, launch."""
 
+import inspect
 import json
 import logging
 import os
@@ -12,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from hf_diffusionblocks import DiffusionBlocksForMaskedLM, DiffusionBlocksTextPipeline
-from script_testing import check_kill_and_exact_resume, load_script as load_example
+from script_testing import check_kill_and_exact_resume, check_model_card, check_pushed_repo, load_script as load_example
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
@@ -76,6 +77,12 @@ def test_blockwise_all_writes_a_loadable_pipeline_folder(trained):
     readouts = [block_weights(output_dir, b)[f"blocks.{b}.final_layer.linear.weight"] for b in range(3)]
     assert all(weight.abs().sum() > 0 for weight in readouts)
     assert not torch.equal(readouts[0], readouts[1])
+
+
+def test_the_complete_folder_has_its_model_card(trained, corpus):
+    output_dir, _ = trained
+    check_model_card(output_dir, pipeline_tag="text-generation", steps="num_inference_steps=128", dataset=str(corpus),
+                     training_mode="blockwise")
 
 
 def test_evaluate_script_reports_bits_per_character_and_xz(trained, corpus):
@@ -208,19 +215,21 @@ def test_layers_per_block_gives_the_low_noise_block_more_layers(tmp_path, corpus
     assert [len(model.get_block(b).layers) for b in range(3)] == [1, 1, 2]
 
 
-def test_push_to_hub_uploads_each_block_when_it_is_done(tmp_path, corpus, monkeypatch):
-    from hf_diffusionblocks.training import text_task
+def test_push_to_hub_uploads_each_block_when_it_is_done_then_the_card(tmp_path, corpus, fake_hub):
+    from diffusers import DiffusionPipeline
 
-    script, pushed = load_script(), []
-
-    def record(output_dir, repo_id, block_index, *, allow_patterns, subfolder, token, commit_message):
-        assert (tmp_path / "transformer" / f"block_{block_index}.safetensors").is_file()   # saved before the upload
-        pushed.append((repo_id, block_index, subfolder, "model_index.json" in allow_patterns))
-
-    monkeypatch.setattr(text_task, "push_shared_files_and_block", record)
-    script.main(tiny_args(tmp_path, corpus, "--max_train_steps", "1", "--num_samples", "1",
-                          "--push_to_hub", "--hub_model_id", "me/mdm"))
-    assert pushed == [("me/mdm", b, "transformer", True) for b in range(3)]
+    output_dir = tmp_path / "run"
+    load_script().main(tiny_args(output_dir, corpus, "--max_train_steps", "1", "--num_samples", "1",
+                                 "--push_to_hub", "--hub_model_id", "me/mdm"))
+    commits = [commit.added for commit in fake_hub.repos["me/mdm"]]
+    assert [added for added in commits if any("block_" in name for name in added)] == [
+        [f"transformer/block_{b}.safetensors"] for b in range(3)]   # each block its own commit, as it is done
+    files = check_pushed_repo(fake_hub, "me/mdm", output_dir, component_folders=("scheduler", "tokenizer", "transformer"))
+    assert {"samples.txt", "model_index.json"} <= set(files)
+    # diffusers' own entry point loads the pushed repo through its remote-code modules
+    pipeline = DiffusionPipeline.from_pretrained("me/mdm", trust_remote_code=True, cache_dir=str(tmp_path / "cache"))
+    assert type(pipeline) is DiffusionBlocksTextPipeline and pipeline.transformer.is_complete
+    assert pipeline.transformer.block_training_steps == {0: 1, 1: 1, 2: 1}
 
 
 @pytest.mark.parametrize(
@@ -254,6 +263,9 @@ def test_defaults_are_the_benchmark_settings():
     args = load_script().parse_args(["--output_dir", "x"])
     assert (args.train_batch_size, args.num_inference_steps, args.lr_scheduler) == (16, 128, "cosine")
     assert args.dataset_name == "shakespeare"
+    # the pipeline samples with the script's number of unmasking steps when the caller names none
+    pipeline_default = inspect.signature(DiffusionBlocksTextPipeline.__call__).parameters["num_inference_steps"].default
+    assert pipeline_default == args.num_inference_steps
 
 
 def test_strict_vocabulary_refuses_unknown_held_out_characters(trained, tmp_path):

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from hf_diffusionblocks import CharacterTokenizer, DiffusionBlocksRecurrentForCausalLM
-from script_testing import check_kill_and_exact_resume, load_script as load_example
+from script_testing import check_kill_and_exact_resume, check_model_card, check_pushed_repo, load_script as load_example
 
 TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 60
 
@@ -40,6 +40,8 @@ def test_one_pass_training_writes_model_tokenizer_and_held_out_loss(tmp_path, co
     results = json.loads((output_dir / "eval_results.json").read_text())
     assert results["bpc_K1"] == pytest.approx(results["loss_K1"] / 0.6931471805599453)
     assert {"loss_K1", "loss_K3"} <= results.keys()
+    check_model_card(output_dir, pipeline_tag="text-generation", steps="num_iterations=3", dataset=corpus,
+                     training_mode="blockwise", metrics=("held-out loss_K1", "held-out bpc_K3", "held-out windows"))
     model = DiffusionBlocksRecurrentForCausalLM.from_pretrained(output_dir)
     tokenizer = CharacterTokenizer.from_pretrained(output_dir)
     assert model.config.vocab_size == len(tokenizer) and model.config.num_iterations == 3
@@ -52,9 +54,25 @@ def test_bptt_baseline_trains_the_same_model(tmp_path, corpus):
     script.main(tiny_args(diffusion, corpus))
     summary = script.main(tiny_args(bptt, corpus, "--training_mode", "bptt", "--mean_recurrence", "2", "--bptt_steps", "1"))
     assert summary["training_mode"] == "bptt" and summary["eval"]["training_mode"] == "bptt"
+    card = check_model_card(bptt, pipeline_tag="text-generation", steps="num_iterations=3", dataset=corpus, training_mode="bptt")
+    assert "truncated backpropagation through\ntime" in card.text
     first, second = load_file(diffusion / "block_0.safetensors"), load_file(bptt / "block_0.safetensors")
     assert first.keys() == second.keys()                                  # the same architecture
     assert not torch.equal(first["blocks.0.head.linear.weight"], second["blocks.0.head.linear.weight"])
+
+
+def test_push_to_hub_uploads_the_whole_folder_and_it_loads_with_trust_remote_code(tmp_path, corpus, fake_hub):
+    from transformers import AutoModelForCausalLM
+
+    output_dir = tmp_path / "run"
+    load_script().main(tiny_args(output_dir, corpus, "--max_train_steps", "1", "--push_to_hub", "--hub_model_id", "me/rec"))
+    files = check_pushed_repo(fake_hub, "me/rec", output_dir)
+    assert {"eval_results.json", "samples.txt", "tokenizer_config.json", "block_0.safetensors"} <= set(files)
+    # transformers' own Auto class loads the pushed repo through its remote-code module (auto_map)
+    loaded = AutoModelForCausalLM.from_pretrained("me/rec", trust_remote_code=True, cache_dir=str(tmp_path / "cache"))
+    assert type(loaded) is DiffusionBlocksRecurrentForCausalLM and loaded.is_complete
+    local = DiffusionBlocksRecurrentForCausalLM.from_pretrained(output_dir)
+    assert all(torch.equal(loaded.state_dict()[name], tensor) for name, tensor in local.state_dict().items())
 
 
 def test_resume_continues_exactly(tmp_path, corpus):

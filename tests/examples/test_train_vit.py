@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from hf_diffusionblocks import DiffusionBlocksForImageClassification
-from script_testing import check_kill_and_exact_resume, load_script as load_example
+from script_testing import check_kill_and_exact_resume, check_model_card, check_pushed_repo, load_script as load_example
 
 
 
@@ -34,6 +34,9 @@ def test_blockwise_all_writes_a_loadable_model_and_its_test_accuracy(tmp_path):
     assert [block["steps"] for block in summary["blocks"]] == [4, 4, 4]
     results = json.loads((tmp_path / "eval_results.json").read_text())
     assert results["num_examples"] == 40 and results["num_inference_steps"] == 3
+    card = check_model_card(tmp_path, pipeline_tag="image-classification", steps="num_inference_steps=3", dataset="digits",
+                            training_mode="blockwise", metrics=("test accuracy", "test num_examples"))
+    assert f"| test accuracy | {results['accuracy']:.4g} |" in card.text
     model = DiffusionBlocksForImageClassification.from_pretrained(tmp_path)
     assert model.config.classifier_type == "diffusion" and model.block_training_steps == {0: 4, 1: 4, 2: 4}
     assert model.config.id2label[0] == "0"
@@ -63,6 +66,20 @@ def test_end_to_end_is_the_standard_classifier_of_the_same_network(tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     assert summary["num_blocks"] == 1 and config["classifier_type"] == "standard" and config["num_hidden_layers"] == 3
     assert summary["eval"]["classifier_type"] == "standard"
+
+
+def test_push_to_hub_uploads_the_whole_folder_and_it_loads_with_trust_remote_code(tmp_path, fake_hub):
+    from transformers import AutoModelForImageClassification
+
+    output_dir = tmp_path / "run"
+    load_script().main(tiny_args(output_dir, "--max_train_steps", "1", "--push_to_hub", "--hub_model_id", "me/vit"))
+    files = check_pushed_repo(fake_hub, "me/vit", output_dir)
+    assert {"eval_results.json", "block_2.safetensors"} <= set(files)
+    # transformers' own Auto class loads the pushed repo through its remote-code module (auto_map)
+    loaded = AutoModelForImageClassification.from_pretrained("me/vit", trust_remote_code=True, cache_dir=str(tmp_path / "cache"))
+    assert type(loaded) is DiffusionBlocksForImageClassification and loaded.is_complete
+    local = DiffusionBlocksForImageClassification.from_pretrained(output_dir)
+    assert all(torch.equal(loaded.state_dict()[name], tensor) for name, tensor in local.state_dict().items())
 
 
 def test_resume_continues_exactly(tmp_path):

@@ -89,7 +89,7 @@ class DiffusionBlocksTextPipeline(DiffusionBlocksPipelineBase):
         prompt: str | list[str] | None = None,
         num_samples: int = 1,
         sequence_length: int | None = None,
-        num_inference_steps: int = 120,
+        num_inference_steps: int = 128,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
         return_dict: bool = True,
@@ -102,7 +102,7 @@ class DiffusionBlocksTextPipeline(DiffusionBlocksPipelineBase):
             num_samples (`int`, defaults to 1): samples per prompt.
             sequence_length (`int`, *optional*): tokens per sample, prompt included; defaults to the model's
                 `max_position_embeddings`.
-            num_inference_steps (`int`, defaults to 120): unmasking steps from t = 1 to 0, equally spaced in α,
+            num_inference_steps (`int`, defaults to 128): unmasking steps from t = 1 to 0, equally spaced in α,
                 at least `num_blocks`; a multiple of `num_blocks` gives every block the same number of steps.
             temperature (`float`, defaults to 1.0): softmax temperature (> 0) of the revealed tokens.
             generator (`torch.Generator`, *optional*): on the pipeline's device, for reproducible samples.

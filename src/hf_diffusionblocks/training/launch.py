@@ -3,7 +3,8 @@
     accelerator = create_accelerator(args, "train_dit")
     ...build the family's config and task...
     outcome = train_assigned_blocks(task, args, config.num_blocks, accelerator)
-    if outcome.assignment.is_group_leader: ...samples, model card...
+    if outcome.assignment.is_group_leader: ...samples or metrics, then once every block is there:
+        write_card_and_publish(args, "dit", metrics=..., sample_grid=...)
     finish_run(accelerator, args, config.num_blocks, outcome, samples=...)
 
 `train_assigned_blocks` makes every script block-parallel: under `torchrun`/`accelerate launch`
@@ -23,6 +24,8 @@ from typing import Any
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration
 
+from ..hub import push_root_files_to_hub
+from ..model_card import write_model_card
 from ..modeling.atomic_io import read_json_file, remove_stale_temporaries_below
 from ..modeling.block_checkpoint import CONFIG_NAME, block_weights_name, read_block_metadata
 from ..modeling.configuration_blocks import BlockPartitionedConfig
@@ -136,6 +139,37 @@ def check_finished_blocks(task: TrainingTask, assignment: BlockAssignment, args:
             f"--output_dir {args.output_dir} already holds finished {described}. Pass --overwrite_output_dir to retrain "
             f"them, --resume_from_checkpoint latest to keep them and train the rest, or another --output_dir."
         )
+
+
+# The flags a model card lists under "Training details" (the steps of each block are in its own table).
+CARD_TRAINING_FLAGS = ("train_batch_size", "learning_rate", "lr_scheduler", "lr_warmup_steps", "seed")
+
+
+def write_card_and_publish(
+    args: argparse.Namespace, family: str, *, metrics: dict[str, Any] | None = None, sample_grid: str | None = None
+) -> str:
+    """Once the output folder holds every block: write its model card (`README.md`) and, with `--push_to_hub`,
+    upload the shared files again, in one commit, so the card and what was written with it (samples,
+    `eval_results.json`) reach the repo. Returns the card's path.
+
+    The card names the data (`--dataset_name`, else `--train_file`), the training mode, `metrics` and the
+    optimisation flags of `CARD_TRAINING_FLAGS`; the family's entry in `hf_diffusionblocks.families` gives
+    its tags, pipeline tag, default steps and usage."""
+    path = write_model_card(
+        args.output_dir,
+        family=family,
+        dataset=getattr(args, "dataset_name", None) or getattr(args, "train_file", None),
+        training_mode=args.training_mode,
+        metrics=metrics,
+        sample_grid=sample_grid,
+        extra={name: getattr(args, name) for name in CARD_TRAINING_FLAGS if getattr(args, name, None) is not None},
+        repo_id=args.hub_model_id,
+    )
+    logger.info("model card written to %s", path)
+    if args.push_to_hub:
+        push_root_files_to_hub(args.output_dir, args.hub_model_id, token=args.hub_token,
+                               commit_message="Upload the model card and the final outputs")
+    return path
 
 
 def finish_run(

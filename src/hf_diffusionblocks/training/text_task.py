@@ -2,7 +2,8 @@
 
 `TextWindowTask` implements the `TrainingTask` protocol for a model trained on fixed-length windows
 cut from a long token stream (every start position is one example): the batch, the block loss, the
-block's loss on fixed validation windows, saving and uploading a finished block. A family gives its
+block's loss on fixed validation windows, saving a finished block and uploading it (`publish_block`, which a
+resumed run calls again for finished blocks, so that a failed upload is completed). A family gives its
 model class, its loss (called as `loss_function(model, block_index, input_ids, generator)`) and, where
 its outputs differ, overrides `save_outputs` or `log_validation`.
 
@@ -43,8 +44,8 @@ class TextWindowTask:
         args: the parsed flags (`output_dir`, `validation_windows`, `push_to_hub`, `hub_model_id`, `hub_token`).
         window_length (`int`): tokens per example.
         weights_subfolder (`str`): where the block files live inside `output_dir` ("" or "transformer").
-        hub_root_patterns (`list[str]`): the shared files uploaded before each block's own commit.
-        hub_commit_message (`str`): the message of that upload.
+        hub_commit_message (`str`): the message of the commit of the shared files (`hub.root_files`: everything
+            but block weights and run state) that precedes each block's own commit.
     """
 
     def __init__(
@@ -58,7 +59,6 @@ class TextWindowTask:
         *,
         window_length: int,
         weights_subfolder: str = "",
-        hub_root_patterns: list[str] | None = None,
         hub_commit_message: str = "Upload config, index and tokenizer",
     ):
         if len(train_ids) < window_length:
@@ -75,7 +75,6 @@ class TextWindowTask:
         self.output_dir = args.output_dir
         self.weights_subfolder = weights_subfolder
         self.push_to_hub, self.hub_model_id, self.hub_token = args.push_to_hub, args.hub_model_id, args.hub_token
-        self.hub_root_patterns = list(hub_root_patterns or [])
         self.hub_commit_message = hub_commit_message
 
     @property
@@ -108,10 +107,15 @@ class TextWindowTask:
     def save_block(self, model, block_index: int, training_steps: int) -> None:
         model.block_training_steps[block_index] = training_steps
         self.save_outputs(model, block_index)
+        self.publish_block(block_index)
+
+    def publish_block(self, block_index: int) -> None:
+        """Upload the shared files, then the saved block as its own commit (nothing without --push_to_hub).
+
+        Called again for a finished block by a resumed run, so an upload that failed is completed."""
         if self.push_to_hub:
-            push_shared_files_and_block(self.output_dir, self.hub_model_id, block_index, allow_patterns=self.hub_root_patterns,
-                                        subfolder=self.weights_subfolder, token=self.hub_token,
-                                        commit_message=self.hub_commit_message)
+            push_shared_files_and_block(self.output_dir, self.hub_model_id, block_index, subfolder=self.weights_subfolder,
+                                        token=self.hub_token, commit_message=self.hub_commit_message)
 
     def finished_steps(self, block_index: int) -> int | None:
         return finished_block_steps(self.model_dir, block_index)

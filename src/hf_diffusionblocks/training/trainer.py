@@ -61,7 +61,10 @@ class TrainingTask(Protocol):
         """Log pictures or metrics for one block (optional work; may do nothing)."""
 
     def save_block(self, model: DiffusionBlocksPreTrainedModel, block_index: int, training_steps: int) -> None:
-        """Write the finished block into the run's output folder."""
+        """Write the finished block into the run's output folder, then `publish_block` it."""
+
+    def publish_block(self, block_index: int) -> None:
+        """Upload the saved block and the shared files to the Hub (nothing when the run does not push)."""
 
     def finished_steps(self, block_index: int) -> int | None:
         """Training steps of the block already saved in the output folder (None if absent)."""
@@ -140,6 +143,8 @@ class BlockTrainer:
         finished = self.task.finished_steps(block_index) if settings.resume_from_checkpoint else None
         if finished is not None and finished >= settings.max_train_steps:
             logger.info("block %d already finished (%d steps); skipping.", block_index, finished)
+            if self.assignment.is_group_leader:  # an upload that failed in an earlier run is completed here
+                self.task.publish_block(block_index)
             return BlockTrainingResult(block_index, finished, math.nan, 0.0, skipped=True)
 
         torch.manual_seed(self._seed(block_index, purpose=0))
