@@ -443,7 +443,77 @@ FROM_PRETRAINED_ROWS = [
              guard=True),
 ]
 
-BAD_INPUTS = PIPELINE_ROWS + GENERATE_ROWS + MODEL_ROWS + SCHEDULER_ROWS + CONFIG_ROWS + FROM_PRETRAINED_ROWS
+
+
+def cli(*argv: str) -> Callable[[TinyModels], Any]:
+    """The `hf-diffusionblocks` command line as a table row: a non-zero exit becomes a ValueError carrying what it
+    printed on stderr (one `error:` line, never a traceback, is part of what the row checks)."""
+
+    def call(models: TinyModels) -> None:
+        import contextlib
+        import io
+
+        from hf_diffusionblocks.cli import main
+
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            try:
+                status = main([arg.replace("{folder}", str(models.folder)) for arg in argv])
+            except SystemExit as exit:  # argparse's own errors (unknown choice, not a number)
+                status = exit.code
+        if status != 0:
+            assert "Traceback" not in stderr.getvalue(), stderr.getvalue()
+            raise ValueError(stderr.getvalue())
+
+    return call
+
+
+def train_dit(*flags: str) -> Callable[[TinyModels], Any]:
+    """`examples/train_dit.py` with tiny settings and `flags`: its arguments are checked before anything is
+    written, so these rows train nothing."""
+
+    def call(models: TinyModels) -> None:
+        from script_testing import load_script
+
+        output_dir = models.folder / "train_dit_bad_flags"
+        load_script("train_dit").main(["--output_dir", str(output_dir), "--max_train_steps", "1", "--report_to", "none",
+                                       *flags])
+
+    return call
+
+
+CLI_ROWS = [
+    BadInput("cli partition", "--num_blocks 0", cli("partition", "--num_blocks", "0"), "num_blocks", ">= 1"),
+    BadInput("cli partition", "--overlap 1.5", cli("partition", "--overlap", "1.5"), "overlap", "[0, 1)"),
+    BadInput("cli partition", "--sigma_min nan", cli("partition", "--sigma_min", "nan"), "sigma_min", "> 0"),
+    BadInput("cli partition", "--p_std -1", cli("partition", "--p_std", "-1"), "p_std", "> 0"),
+    BadInput("cli partition", "--layers_per_block 2 2", cli("partition", "--layers_per_block", "2", "2"),
+             "layers_per_block", "num_blocks=3 entries", guard=True),
+    BadInput("cli info", "missing folder", cli("info", "{folder}/missing"), "missing", "neither an existing local folder",
+             guard=True),
+    BadInput("cli assemble", "missing input", cli("assemble", "{folder}/out", "{folder}/missing"), "missing",
+             "not a folder", guard=True),
+]
+
+SCRIPT_FLAG_ROWS = [
+    BadInput("train_dit.py", "--learning_rate nan", train_dit("--learning_rate", "nan"), "--learning_rate", "> 0"),
+    BadInput("train_dit.py", "--learning_rate -1", train_dit("--learning_rate", "-1"), "--learning_rate", "> 0"),
+    BadInput("train_dit.py", "--max_grad_norm nan", train_dit("--max_grad_norm", "nan"), "--max_grad_norm", ">= 0"),
+    BadInput("train_dit.py", "--adam_beta1 1.5", train_dit("--adam_beta1", "1.5"), "--adam_beta1", "[0, 1)"),
+    BadInput("train_dit.py", "--adam_epsilon 0", train_dit("--adam_epsilon", "0"), "--adam_epsilon", "> 0"),
+    BadInput("train_dit.py", "--checkpoints_total_limit 0", train_dit("--checkpoints_total_limit", "0"),
+             "--checkpoints_total_limit", ">= 1"),
+    BadInput("train_dit.py", "--ema_decay 1", train_dit("--use_ema", "--ema_decay", "1"), "--ema_decay", "[0, 1)"),
+    BadInput("train_dit.py", "--gradient_accumulation_steps 0", train_dit("--gradient_accumulation_steps", "0"),
+             "--gradient_accumulation_steps", ">= 1"),
+    BadInput("train_dit.py", "--train_batch_size 0", train_dit("--train_batch_size", "0"), "--train_batch_size", ">= 1",
+             guard=True),
+    BadInput("train_dit.py", "--overlap 1.0", train_dit("--overlap", "1.0"), "overlap", "[0, 1)", guard=True),
+    BadInput("train_dit.py", "--block_index 5", train_dit("--block_index", "5"), "block_index", "[0, 2]", guard=True),
+]
+
+BAD_INPUTS = (PIPELINE_ROWS + GENERATE_ROWS + MODEL_ROWS + SCHEDULER_ROWS + CONFIG_ROWS + FROM_PRETRAINED_ROWS
+              + CLI_ROWS + SCRIPT_FLAG_ROWS)
 
 
 def test_row_ids_are_unique():

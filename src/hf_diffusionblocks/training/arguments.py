@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any
 
+from ..argument_checks import check_number
 from ..modeling.modeling_blocks import validate_block_indices
 
 TRAINING_MODES = ("blockwise", "end_to_end")
@@ -133,8 +134,16 @@ def validate_common_arguments(args: argparse.Namespace) -> None:
     once the number of examples is known)."""
     require_at_least(args, ("max_train_steps", "num_train_epochs", "train_batch_size", "gradient_accumulation_steps",
                             "checkpointing_steps", "logging_steps", "num_blocks"))
-    if not 0.0 <= args.ema_decay < 1.0:
-        raise ValueError(f"--ema_decay must be in [0, 1), got {args.ema_decay}.")
+    # optimiser numbers: finite and in range (a NaN would otherwise pass every `>` test and train silently wrong)
+    check_number(args.learning_rate, "--learning_rate", 0, minimum_exclusive=True)
+    check_number(args.adam_beta1, "--adam_beta1", 0, 1, maximum_exclusive=True)
+    check_number(args.adam_beta2, "--adam_beta2", 0, 1, maximum_exclusive=True)
+    check_number(args.adam_weight_decay, "--adam_weight_decay", 0)
+    check_number(args.adam_epsilon, "--adam_epsilon", 0, minimum_exclusive=True)
+    check_number(args.max_grad_norm, "--max_grad_norm", 0, hint=" (0 disables clipping)")
+    check_number(args.ema_decay, "--ema_decay", 0, 1, maximum_exclusive=True)
+    if args.checkpoints_total_limit is not None:
+        require_at_least(args, ("checkpoints_total_limit",))
     if args.lr_warmup_steps < 0 or args.validation_steps < 0:
         raise ValueError("--lr_warmup_steps and --validation_steps must be >= 0.")
     if args.max_train_steps is not None and args.num_train_epochs is not None:
