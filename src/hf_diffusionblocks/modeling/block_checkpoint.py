@@ -15,6 +15,7 @@ process killed mid-save leaves the previous file intact.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -80,6 +81,16 @@ def atomic_write_json(path: str, payload: Any) -> None:
             file.write("\n")
 
     atomic_write(path, write)
+
+
+def state_dict_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of named tensors (names, shapes and bytes): equal digests mean bit-identical weights."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(tensors.items()):
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def save_block_file(

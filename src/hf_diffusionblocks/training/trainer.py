@@ -13,7 +13,6 @@ block data-parallel (`BlockProcessGroup`); its first process saves.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -26,6 +25,7 @@ from diffusers.optimization import get_scheduler
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
+from ..modeling.block_checkpoint import state_dict_sha256
 from ..modeling.modeling_blocks import DiffusionBlocksPreTrainedModel
 from .arguments import OptimizationSettings
 from .checkpointing import BlockCheckpointManager
@@ -77,12 +77,7 @@ class BlockTrainingResult:
 
 def block_weights_digest(model: DiffusionBlocksPreTrainedModel, block_index: int) -> str:
     """SHA-256 of a block's weights (names, shapes and bytes): equal digests mean bit-identical blocks."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.block_state_dict(block_index).items()):
-        digest.update(name.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    return state_dict_sha256(model.block_state_dict(block_index))
 
 
 class BlockTrainer:
