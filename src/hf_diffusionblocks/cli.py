@@ -3,6 +3,7 @@
     hf-diffusionblocks info PATH_OR_REPO [--subfolder transformer]
     hf-diffusionblocks assemble OUTPUT_DIR BLOCK_DIR [BLOCK_DIR ...]
     hf-diffusionblocks partition --num_blocks 3 [--partition equiprobable] [--overlap 0.05]
+    hf-diffusionblocks convert SRC OUT --num_blocks B [--partition equiprobable|uniform] [--overlap γ]
 
 The model family is found from `model_type` in config.json through the Auto-class registrations
 that importing `hf_diffusionblocks` performs, so every registered family works the same way.
@@ -328,6 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--layers_per_block", type=int, nargs="+", default=None, help="layer count of each block"
     )
     table.set_defaults(run=command_partition)
+
+    from .pretrained.command_convert import add_convert_command
+
+    add_convert_command(commands)
     return parser
 
 

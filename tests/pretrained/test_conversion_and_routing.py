@@ -158,3 +158,16 @@ def test_bad_inputs_are_named(pipeline_folders, tmp_path):
         RoutedDiTTransformer2DModel.from_pretrained(str(uniform))
     with pytest.raises(ValueError, match="already holds a converted folder"):
         convert(sd3, uniform, 2)
+
+
+def test_convert_command_prints_the_partition_and_default_steps(pipeline_folders, tmp_path, capsys):
+    from hf_diffusionblocks.cli import main
+
+    assert main(["convert", str(pipeline_folders["dit"]), str(tmp_path / "out"), "--num_blocks", "4", "--overlap", "0"]) == 0
+    printed = capsys.readouterr().out
+    # DiTPipeline's 50 default steps under DDIM ("leading": 980, 960, ..., 0) against boundaries 750/500/250
+    assert "DiTPipeline default sampling (50 steps, DDIMScheduler): steps per block [12, 13, 12, 13]" in printed
+    assert "[750.00, 1000.00)" in printed
+    assert (tmp_path / "out" / "block_3.safetensors").is_file()
+    assert main(["convert", str(pipeline_folders["dit"]), str(tmp_path / "bad"), "--num_blocks", "9"]) == 1
+    assert "num_blocks must be an integer in [1, 4]" in capsys.readouterr().err
