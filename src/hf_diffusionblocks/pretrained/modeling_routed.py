@@ -233,6 +233,16 @@ class RoutedTransformerMixin:
                 output[indices.to(output.device)] = part
         return Transformer2DModelOutput(sample=output) if return_dict else (output,)
 
+    def forward_block(self, block_index: int, *args: Any, **kwargs: Any):
+        """Run block `block_index` on the whole batch whatever the timesteps (training: a block's
+        overlap-widened interval reaches into its neighbours'). Arguments are the source forward's."""
+        arguments = inspect.signature(self.source_class.forward).bind(self, *args, **kwargs).arguments
+        arguments.pop("self")
+        return_dict = arguments.pop("return_dict", True)
+        self.get_block(block_index)
+        output = self.run_block(block_index, arguments)
+        return Transformer2DModelOutput(sample=output) if return_dict else (output,)
+
     def run_block(self, block_index: int, arguments: dict[str, Any]) -> torch.Tensor:
         """The source forward with `transformer_blocks` set to block `block_index`'s layers."""
         layer_list = self.conversion.layer_list
