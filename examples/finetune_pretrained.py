@@ -43,6 +43,7 @@ from hf_diffusionblocks.pretrained.finetuning import (
     prepare_output_folder,
 )
 from hf_diffusionblocks.pretrained.lora import DEFAULT_TARGET_MODULES, LoraSettings
+from hf_diffusionblocks.pretrained.model_card import write_model_card
 from hf_diffusionblocks.training import add_common_training_arguments, validate_common_arguments
 from hf_diffusionblocks.training.launch import create_accelerator, finish_run, finished_block_steps, train_assigned_blocks
 
@@ -149,7 +150,7 @@ class PretrainedFinetuningTask:
             else:
                 push_shared_files_and_block(
                     self.args.output_dir, self.args.hub_model_id, block_index, subfolder=subfolder, token=self.args.hub_token,
-                    allow_patterns=[MANIFEST_NAME, "config.json", "stems.safetensors", "model.safetensors.index.json"],
+                    allow_patterns=[MANIFEST_NAME, "config.json", "stems.safetensors", "model.safetensors.index.json", "README.md"],
                 )
 
     def finished_steps(self, block_index: int) -> int | None:
@@ -176,6 +177,8 @@ def main(argv: list[str] | None = None) -> dict:
         outcome.results = results
     else:
         outcome = train_assigned_blocks(task, args, manifest.num_blocks, accelerator)
+    if outcome.assignment.is_group_leader:
+        write_model_card(args.output_dir)  # says which blocks are fine-tuned, with what, after this run
     return finish_run(accelerator, args, manifest.num_blocks, outcome, objective=args.objective, lora=args.use_lora)
 
 

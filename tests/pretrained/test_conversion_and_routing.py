@@ -169,5 +169,7 @@ def test_convert_command_prints_the_partition_and_default_steps(pipeline_folders
     assert "DiTPipeline default sampling (50 steps, DDIMScheduler): steps per block [12, 13, 12, 13]" in printed
     assert "[750.00, 1000.00)" in printed
     assert (tmp_path / "out" / "block_3.safetensors").is_file()
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "steps per block [12, 13, 12, 13]" in card and "RoutedDiTTransformer2DModel.from_pretrained" in card
     assert main(["convert", str(pipeline_folders["dit"]), str(tmp_path / "bad"), "--num_blocks", "9"]) == 1
     assert "num_blocks must be an integer in [1, 4]" in capsys.readouterr().err

@@ -124,12 +124,16 @@ def test_script_full_and_lora_and_distill_smoke(tmp_path):
                                                   load_file(tmp_path / "full" / "block_0.safetensors").values()))
     routed = RoutedDiTTransformer2DModel.from_pretrained(str(tmp_path / "full"))
     assert routed.block_training_steps == {1: 4}
+    card = (tmp_path / "full" / "README.md").read_text()
+    assert "| 0 | 0-1 | [500.0, 1000.0) | converted (unchanged) | - |" in card
+    assert "| 1 | 2-3 | [0.0, 500.0) | fine-tuned (4 steps) | - |" in card
 
     summary = script.main(script_args(converted_dir, tmp_path / "lora", "--blocks_to_train", "0,1", "--use_lora", "--lora_rank", "2"))
     assert [block["block_index"] for block in summary["blocks"]] == [0, 1]
     assert sorted(os.listdir(tmp_path / "lora" / "lora")) == ["block_0.safetensors", "block_1.safetensors"]
     merged = RoutedDiTTransformer2DModel.from_pretrained(str(tmp_path / "lora"), lora_dir=str(tmp_path / "lora" / "lora"))
     assert merged.loaded_block_indices == [0, 1]
+    assert "| converted (unchanged) | rank 2, 4 steps |" in (tmp_path / "lora" / "README.md").read_text()
 
     summary = script.main(script_args(converted_dir, tmp_path / "distill", "--block_index", "0", "--objective", "distill"))
     assert summary["objective"] == "distill" and summary["blocks"][0]["final_loss"] >= 0

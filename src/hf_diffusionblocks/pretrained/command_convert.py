@@ -15,6 +15,7 @@ import os
 
 from .conversion import convert_pretrained_transformer
 from .converted_folder import ConversionManifest
+from .model_card import write_model_card
 from .time_axis import TIME_PARTITIONS, default_num_inference_steps, sampling_steps_per_block
 
 
@@ -53,8 +54,11 @@ def command_convert(args: argparse.Namespace) -> int:
         overlap=args.overlap, layers_per_block=args.layers_per_block, logit_mean=args.logit_mean, logit_std=args.logit_std,
     )
     pipeline_dir = args.source if os.path.isfile(os.path.join(args.source, "model_index.json")) else None
-    print(describe_conversion(manifest, pipeline_dir))
-    print(f"written: {args.output_dir} (stems.safetensors, block_0..{manifest.num_blocks - 1}.safetensors, diffusion_blocks.json)")
+    description = describe_conversion(manifest, pipeline_dir)
+    print(description)
+    steps = [line for line in description.splitlines() if "default sampling" in line]
+    write_model_card(args.output_dir, steps_line=steps[0] if steps else None)
+    print(f"written: {args.output_dir} (stems.safetensors, block_0..{manifest.num_blocks - 1}.safetensors, diffusion_blocks.json, README.md)")
     return 0
 
 
