@@ -109,21 +109,25 @@ def time_sampling(pipeline_dir: str, converted: dict[int, str], steps: int, repe
     scheduler = DDIMScheduler.from_pretrained(os.path.join(pipeline_dir, "scheduler"))
     transformers = {0: DiTTransformer2DModel.from_pretrained(os.path.join(pipeline_dir, "transformer")).eval()}
     transformers.update({b: RoutedDiTTransformer2DModel.from_pretrained(path) for b, path in converted.items()})
-    results = {}
+    pipelines, spent = {}, {key: {"seconds": 0.0, "start": 0.0} for key in transformers}
     for key, transformer in transformers.items():
-        pipeline = DiTPipeline(transformer=transformer, vae=vae, scheduler=scheduler)
-        pipeline.set_progress_bar_config(disable=True)
-        spent = {"seconds": 0.0, "start": 0.0}
-        transformer.register_forward_pre_hook(lambda *_: spent.__setitem__("start", time.perf_counter()))
-        transformer.register_forward_hook(lambda *_: spent.__setitem__("seconds", spent["seconds"] + time.perf_counter() - spent["start"]))
-        per_step = []
-        for repeat in range(repeats + 1):
-            spent["seconds"] = 0.0
+        pipelines[key] = DiTPipeline(transformer=transformer, vae=vae, scheduler=scheduler)
+        pipelines[key].set_progress_bar_config(disable=True)
+        clock = spent[key]
+        transformer.register_forward_pre_hook(lambda *_, clock=clock: clock.__setitem__("start", time.perf_counter()))
+        transformer.register_forward_hook(
+            lambda *_, clock=clock: clock.__setitem__("seconds", clock["seconds"] + time.perf_counter() - clock["start"]))
+    per_step = {key: [] for key in transformers}
+    # round-robin over the models, so a slow patch of a shared machine hits all of them alike
+    for repeat in range(repeats + 1):
+        for key, pipeline in pipelines.items():
+            spent[key]["seconds"] = 0.0
             pipeline(class_labels=[1], guidance_scale=4.0, num_inference_steps=steps, generator=torch.Generator().manual_seed(0), output_type="np")
-            if repeat:  # the first run warms up
-                per_step.append(spent["seconds"] / steps)
-        results[key] = statistics.median(per_step)
-        print(json.dumps({"sampling": "source" if key == 0 else f"routed B={key}", "seconds_per_step": results[key]}), flush=True)
+            if repeat:  # the first round warms up
+                per_step[key].append(spent[key]["seconds"] / steps)
+    results = {key: statistics.median(values) for key, values in per_step.items()}
+    for key, value in results.items():
+        print(json.dumps({"sampling": "source" if key == 0 else f"routed B={key}", "seconds_per_step": value}), flush=True)
     return results
 
 
@@ -139,6 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sampling_steps", type=int, default=12, help="DiTPipeline steps per timing run (a multiple of every B)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip_speed", action="store_true")
+    parser.add_argument("--skip_memory", action="store_true")
     parser.add_argument("--_measure", nargs=2, metavar=("CONVERTED_DIR", "LORA"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._measure:
@@ -156,7 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
             converted[num_blocks] = os.path.join(workspace, f"b{num_blocks}")
             convert_pretrained_transformer(source, converted[num_blocks], num_blocks)
         memory = {}
-        for lora in (False, True):
+        for lora in () if args.skip_memory else (False, True):
             for num_blocks in [1, *args.num_blocks]:
                 command = [sys.executable, os.path.abspath(__file__), "--_measure", converted[num_blocks], "lora" if lora else "full",
                            "--batch_size", str(args.batch_size), "--sample_size", str(args.sample_size), "--steps", str(args.steps)]
@@ -164,12 +169,13 @@ def main(argv: list[str] | None = None) -> dict:
                 result = json.loads(next(line for line in output.splitlines() if line.startswith("RESULT "))[len("RESULT "):])
                 memory[(num_blocks, lora)] = result
                 print(json.dumps(result), flush=True)
-        speed = {} if args.skip_speed else time_sampling(source, {b: converted[b] for b in args.num_blocks}, args.sampling_steps, args.repeats)
+        # routed B=1 runs all layers through the routing code: its ratio to the source is the routing overhead
+        speed = {} if args.skip_speed else time_sampling(source, {b: converted[b] for b in [1, *args.num_blocks]}, args.sampling_steps, args.repeats)
 
     print(f"\nDiT hidden={args.hidden_size} layers={args.num_layers} tokens={(args.sample_size // 2) ** 2} batch={args.batch_size}")
     print(f"{'mode':>5} {'B':>3} {'accounted MiB':>14} {'ratio':>6} {'peak RSS MiB':>13} {'ratio':>6}")
     summary = {"memory": {}, "speed": {}}
-    for lora in (False, True):
+    for lora in () if args.skip_memory else (False, True):
         full = memory[(1, lora)]
         for num_blocks in [1, *args.num_blocks]:
             row = memory[(num_blocks, lora)]
@@ -179,7 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
             summary["memory"][f"{mode}_B{num_blocks}"] = {"accounted_ratio": accounted_ratio, "rss_ratio": rss_ratio}
             print(f"{mode:>5} {num_blocks:>3} {row['accounted_bytes'] / 2**20:>14.1f} {accounted_ratio:>6.2f} "
                   f"{row['peak_rss_growth_bytes'] / 2**20:>13.1f} {rss_ratio:>6.2f}")
-    for num_blocks in args.num_blocks if speed else []:
+    for num_blocks in [1, *args.num_blocks] if speed else []:
         ratio = speed[0] / speed[num_blocks]
         summary["speed"][f"B{num_blocks}"] = ratio
         print(f"sampling: routed B={num_blocks} {speed[num_blocks] * 1e3:.1f} ms/step vs source {speed[0] * 1e3:.1f} ms/step: {ratio:.2f}x")
