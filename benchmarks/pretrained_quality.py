@@ -48,6 +48,8 @@ class IdentityDecoder(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(self, scaling_factor: float = 1.0):
         super().__init__()
+        # pipelines find their device and dtype from a tensor of each module
+        self.register_buffer("device_marker", torch.zeros(()), persistent=False)
 
     def decode(self, latents: torch.Tensor):
         return SimpleNamespace(sample=latents)
