@@ -31,7 +31,7 @@ import os
 import torch
 from accelerate import Accelerator
 
-from hf_diffusionblocks.hub import push_block_to_hub, push_shared_files_and_block
+from hf_diffusionblocks.hub import push_root_files_to_hub, push_shared_files_and_block
 from hf_diffusionblocks.pretrained.converted_folder import MANIFEST_NAME, load_tensors, read_manifest
 from hf_diffusionblocks.pretrained.finetuning import (
     LORA_FOLDER,
@@ -48,6 +48,8 @@ from hf_diffusionblocks.training import add_common_training_arguments, validate_
 from hf_diffusionblocks.training.launch import create_accelerator, finish_run, finished_block_steps, train_assigned_blocks
 
 logger = logging.getLogger("finetune_pretrained")
+# what a repo needs besides the block files to load as a converted folder
+SHARED_FILES = [MANIFEST_NAME, "config.json", "stems.safetensors", "model.safetensors.index.json", "README.md"]
 
 
 def parse_block_list(value: str) -> list[int]:
@@ -144,14 +146,12 @@ class PretrainedFinetuningTask:
     def save_block(self, model: BlockFinetuningModel, block_index: int, training_steps: int) -> None:
         model.save_block(self.blocks_dir, block_index, training_steps)
         if self.args.push_to_hub:
-            subfolder = LORA_FOLDER if self.lora else ""
-            if self.lora:
-                push_block_to_hub(self.args.output_dir, self.args.hub_model_id, block_index, subfolder=subfolder, token=self.args.hub_token)
-            else:
-                push_shared_files_and_block(
-                    self.args.output_dir, self.args.hub_model_id, block_index, subfolder=subfolder, token=self.args.hub_token,
-                    allow_patterns=[MANIFEST_NAME, "config.json", "stems.safetensors", "model.safetensors.index.json", "README.md"],
-                )
+            # the shared files in one commit (identical from every process), then this block (or its
+            # adapter, in lora/) as a one-file commit of its own
+            push_shared_files_and_block(
+                self.args.output_dir, self.args.hub_model_id, block_index, subfolder=LORA_FOLDER if self.lora else "",
+                token=self.args.hub_token, allow_patterns=SHARED_FILES,
+            )
 
     def finished_steps(self, block_index: int) -> int | None:
         return finished_block_steps(self.blocks_dir, block_index)
@@ -179,6 +179,8 @@ def main(argv: list[str] | None = None) -> dict:
         outcome = train_assigned_blocks(task, args, manifest.num_blocks, accelerator)
     if outcome.assignment.is_group_leader:
         write_model_card(args.output_dir)  # says which blocks are fine-tuned, with what, after this run
+        if args.push_to_hub:
+            push_root_files_to_hub(args.output_dir, args.hub_model_id, token=args.hub_token, commit_message="Update model card")
     return finish_run(accelerator, args, manifest.num_blocks, outcome, objective=args.objective, lora=args.use_lora)
 
 
