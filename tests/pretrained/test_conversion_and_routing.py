@@ -97,6 +97,17 @@ def test_routed_model_in_the_native_pipeline(kind, pipeline_folders, tmp_path):
     assert calls["layers"] == transformer_calls["count"] * NUM_LAYERS // 2  # L/B layers per step (CFG batch included)
 
 
+def test_routed_pixart_in_the_sigma_pipeline(pipeline_folders, tmp_path):
+    from diffusers import PixArtSigmaPipeline
+
+    one = convert(pipeline_folders["pixart"], tmp_path / "b1", 1)
+    arguments = dict(num_inference_steps=3, output_type="np", generator=torch.Generator().manual_seed(0))
+    reference = tiny_pipeline("pixart", pixart_pipeline=PixArtSigmaPipeline)(**pipeline_call_arguments("pixart"), **arguments).images
+    pipe = tiny_pipeline("pixart", RoutedPixArtTransformer2DModel.from_pretrained(str(one)), pixart_pipeline=PixArtSigmaPipeline)
+    arguments["generator"] = torch.Generator().manual_seed(0)
+    assert (pipe(**pipeline_call_arguments("pixart"), **arguments).images == reference).all()
+
+
 def test_mixed_timestep_batch_is_split_between_blocks(pipeline_folders, tmp_path):
     out = convert(pipeline_folders["dit"], tmp_path / "b2", 2)
     routed = RoutedDiTTransformer2DModel.from_pretrained(str(out))

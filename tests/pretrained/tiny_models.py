@@ -13,6 +13,7 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     FlowMatchEulerDiscreteScheduler,
     PixArtAlphaPipeline,
+    PixArtSigmaPipeline,
     PixArtTransformer2DModel,
     SD3Transformer2DModel,
     StableDiffusion3Pipeline,
@@ -56,12 +57,12 @@ def tiny_transformer(kind: str, num_layers: int = NUM_LAYERS, seed: int = 0):
     return randomize_(model, seed=seed, std=0.2).eval()
 
 
-def tiny_pipeline(kind: str, transformer=None):
+def tiny_pipeline(kind: str, transformer=None, pixart_pipeline: type = PixArtAlphaPipeline):
     transformer = transformer if transformer is not None else tiny_transformer(kind)
     if kind == "dit":
         return DiTPipeline(transformer=transformer, vae=tiny_vae(), scheduler=DDIMScheduler(), id2label={i: str(i) for i in range(10)})
     if kind == "pixart":
-        return PixArtAlphaPipeline(tokenizer=None, text_encoder=None, vae=tiny_vae(), transformer=transformer,
+        return pixart_pipeline(tokenizer=None, text_encoder=None, vae=tiny_vae(), transformer=transformer,
                                    scheduler=DPMSolverMultistepScheduler())
     return StableDiffusion3Pipeline(
         transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=tiny_vae(shift_factor=0.0),

@@ -91,8 +91,7 @@ class TimeAxisPartition:
             return (torch.ceil(t * self.num_train_timesteps) / self.num_train_timesteps).clamp(0, 1)
         s = t.clamp(0, 1)
         u = s / (self.shift - (self.shift - 1) * s)  # inverse of the shift
-        with torch.no_grad():
-            logit = torch.log(u) - torch.log1p(-u)
+        logit = torch.log(u) - torch.log1p(-u)
         return normal_cdf((logit - self.logit_mean) / self.logit_std)
 
     def cdf_to_timestep(self, q: torch.Tensor | float) -> torch.Tensor:
