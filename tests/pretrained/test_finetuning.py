@@ -199,3 +199,20 @@ def test_accelerate_launch_smoke(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "out" / "lora" / "block_1.safetensors").is_file()
+
+
+@pytest.mark.parametrize("kind", ["dit", "sd3"])
+def test_gradient_checkpointing_gives_the_same_gradients(converted, kind):
+    gradients = []
+    for checkpointing in (False, True):
+        model = BlockFinetuningModel(str(converted[kind]), 0)
+        if checkpointing:
+            model.routed.enable_gradient_checkpointing()
+        model.train()
+        inputs = random_inputs(kind, 2, torch.tensor([900, 700]))
+        conditioning = {k: v for k, v in inputs.items() if k not in ("hidden_states", "timestep")}
+        finetuning_loss(model, 0, inputs["hidden_states"], conditioning, NativeObjective(model.manifest),
+                        torch.Generator().manual_seed(0)).backward()
+        gradients.append([p.grad.clone() for p in model.block_parameters(0) if p.grad is not None])
+    assert len(gradients[0]) == len(gradients[1]) > 0
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*gradients))
