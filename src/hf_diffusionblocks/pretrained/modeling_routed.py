@@ -33,6 +33,7 @@ from ..hub_utils import HubOptions
 from ..modeling.block_checkpoint import state_dict_sha256
 from ..modeling.modeling_blocks import validate_block_indices
 from .converted_folder import ConversionManifest, load_block, load_stems, read_manifest, write_converted_folder
+from .lora import merge_block_loras
 
 # diffusers' pipeline loader passes these; they do not change what a routed model loads.
 _IGNORED_LOAD_KWARGS = frozenset({
@@ -115,8 +116,6 @@ class RoutedTransformerMixin:
         model.load_state_dict(state, strict=True, assign=True)
         model.block_training_steps = training_steps
         if lora_dir is not None:
-            from .lora import merge_block_loras
-
             merge_block_loras(model, lora_dir)
         if torch_dtype is not None:
             model = model.to(torch_dtype)
