@@ -145,8 +145,10 @@ def main(argv: list[str] | None = None) -> dict:
     }
     models = {"source (pretrained)": DiTTransformer2DModel.from_pretrained(os.path.join(source, "transformer")).eval(),
               "(a) converted, no fine-tuning": RoutedDiTTransformer2DModel.from_pretrained(converted[B])}
-    for index, (name, (folder, steps, extra)) in enumerate(runs.items()):
-        run_dir = os.path.join(out, f"run_{index}")
+    for name, (folder, steps, extra) in runs.items():
+        # a finished run (its model card is written last) is reused by a later call with the same settings
+        kind = "e2e" if folder == converted[1] else ("distill" if extra else "data")
+        run_dir = os.path.join(out, f"run_{kind}_b{B if kind != 'e2e' else 1}_{steps}steps_lr{args.finetune_lr:g}")
         if not os.path.isfile(os.path.join(run_dir, "README.md")):
             started = time.perf_counter()
             finetune(folder, run_dir, steps, args, *extra)
@@ -161,10 +163,11 @@ def main(argv: list[str] | None = None) -> dict:
     for index, (name, model) in enumerate(models.items()):
         images = sample(model, labels, args)
         results[name] = metric.compute(test_set.images, images)
-        save_image_grid(images[:100], os.path.join(out, f"samples_{index}.png"), nrow=10)  # one column per class
-        print(json.dumps({"model": name, "frechet_classifier_distance": results[name], "grid": f"samples_{index}.png"}), flush=True)
+        grid = f"samples_S{S}_lr{args.finetune_lr:g}_{index}.png"
+        save_image_grid(images[:100], os.path.join(out, grid), nrow=10)  # one column per class
+        print(json.dumps({"model": name, "frechet_classifier_distance": results[name], "grid": grid}), flush=True)
     results["classifier_accuracy"] = classifier.held_out_accuracy
-    with open(os.path.join(out, "results.json"), "w") as file:
+    with open(os.path.join(out, f"results_S{S}_lr{args.finetune_lr:g}.json"), "w") as file:
         json.dump(results, file, indent=2)
     print(f"\nFréchet classifier distance to the test digits (lower is better), B={B}, S={S}:")
     for name, value in results.items():

@@ -35,4 +35,4 @@ def test_quality_benchmark_runs_every_arm(tmp_path):
         "--pretrain_steps", "4", "--finetune_steps", "3", "--batch_size", "8", "--sampling_steps", "3"])
     arms = [name for name in results if name.startswith("(")]
     assert len(arms) == 6 and all(math.isfinite(results[name]) for name in arms)
-    assert (tmp_path / "samples_0.png").is_file()
+    assert (tmp_path / "samples_S3_lr0.0002_0.png").is_file()
