@@ -3,6 +3,7 @@
     hf-diffusionblocks info PATH_OR_REPO [--subfolder transformer]
     hf-diffusionblocks assemble OUTPUT_DIR BLOCK_DIR [BLOCK_DIR ...]
     hf-diffusionblocks partition --num_blocks 3 [--partition equiprobable] [--overlap 0.05]
+    hf-diffusionblocks convert SRC OUT --num_blocks B [--partition equiprobable|uniform] [--overlap γ]
 
 The model family is found from `model_type` in config.json through the Auto-class registrations
 that importing `hf_diffusionblocks` performs, so every registered family works the same way.
@@ -17,7 +18,7 @@ import os
 import re
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
@@ -25,10 +26,16 @@ from huggingface_hub.errors import HfHubHTTPError
 from safetensors import safe_open
 
 from .hub import BLOCK_FILE_PATTERN, root_files
-from .hub_utils import HubOptions, load_config_file, locate_model, model_class_for_config
+from .hub_utils import (
+    HubOptions,
+    load_config_file,
+    locate_model,
+    model_class_for_config,
+    read_safetensors_header,
+    resolve_file,
+)
 from .model_card import partition_table, read_block_statuses
-from .modeling.atomic_io import make_staging_folder
-from .modeling.atomic_io import read_json_file
+from .modeling.atomic_io import make_staging_folder, read_json_file
 from .modeling.block_checkpoint import CONFIG_NAME, block_weights_name, load_block_file, tensors_digest
 from .partition import PARTITION_FIELDS, PARTITIONS, assign_layers_to_blocks
 from .pipelines.pipeline_utils import MODEL_INDEX_NAME
@@ -104,10 +111,49 @@ def foreign_block_reason(block, config) -> str | None:
     return None
 
 
+def inspect_conversion(path_or_repo: str, subfolder: str, options: HubOptions) -> tuple[str, list[int]] | None:
+    """For a folder written by `convert` (a pretrained diffusers transformer split into blocks): the source, the
+    partition on its time axis, and every block's file status; the blocks of another conversion. None otherwise."""
+    from .pretrained.command_convert import describe_conversion
+    from .pretrained.converted_folder import MANIFEST_NAME, ConversionManifest
+
+    for candidate in ([subfolder, ""] if subfolder else [""]):
+        candidate_options = replace(options, subfolder=candidate)
+        manifest_path = resolve_file(path_or_repo, MANIFEST_NAME, candidate_options)
+        if manifest_path is not None:
+            break
+    else:
+        return None
+    manifest = ConversionManifest.from_dict(read_json_file(manifest_path))
+    lines = [f"converted model: {path_or_repo}", describe_conversion(manifest, None), "",
+             f"{'block':>5}  {'status':>8}  {'training_steps':>14}  {'parameters':>12}"]
+    foreign = []
+    for block_index in range(manifest.num_blocks):
+        header = read_safetensors_header(path_or_repo, block_weights_name(block_index), candidate_options)
+        status, steps, parameters = "missing", "-", "-"
+        if header is not None:
+            steps = "-" if header.training_steps is None else str(header.training_steps)
+            parameters = str(header.parameter_count)
+            try:
+                recorded = json.loads(header.metadata["config"])
+                belongs = int(header.metadata["block_index"]) == block_index and recorded == manifest.identity()
+            except (KeyError, ValueError):
+                belongs = False
+            status = "present" if belongs else "foreign"
+            if not belongs:
+                foreign.append(block_index)
+        lines.append(f"{block_index:>5}  {status:>8}  {steps:>14}  {parameters:>12}")
+    return "\n".join(lines), foreign
+
+
 def command_info(args: argparse.Namespace) -> int:
     options = HubOptions(
         revision=args.revision, cache_dir=args.cache_dir, local_files_only=args.local_files_only
     )
+    converted = inspect_conversion(args.path_or_repo, args.subfolder, options)
+    if converted is not None:
+        print(converted[0])
+        return 1 if converted[1] else 0
     text, foreign = inspect_model(args.path_or_repo, args.subfolder, options)
     print(text)
     return 1 if foreign else 0
@@ -413,6 +459,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--layers_per_block", type=int, nargs="+", default=None, help="layer count of each block"
     )
     table.set_defaults(run=command_partition)
+
+    from .pretrained.command_convert import add_convert_command
+
+    add_convert_command(commands)
     return parser
 
 

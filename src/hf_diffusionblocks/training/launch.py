@@ -101,7 +101,8 @@ def train_assigned_blocks(
     rank, world_size = init_distributed()
     # what a run killed mid-save left behind (temporaries of processes that are gone; live ones are kept)
     remove_stale_temporaries_below(args.output_dir)
-    check_output_folder_config(task.model_dir, task.config)
+    if task.config is not None:  # a converted pretrained model's task checks its folder against its manifest
+        check_output_folder_config(task.model_dir, task.config)
     assignment, all_groups = assign_blocks(args.block_index, num_blocks, rank, world_size)
     if world_size > 1:
         logger.info("process %d/%d trains blocks %s with ranks %s", rank, world_size, assignment.block_indices, assignment.group_ranks)

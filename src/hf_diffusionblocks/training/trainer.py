@@ -41,7 +41,7 @@ class TrainingTask(Protocol):
     """What a model family provides to `BlockTrainer`."""
 
     num_examples: int
-    config: BlockPartitionedConfig   # the config of the model being trained
+    config: BlockPartitionedConfig | None  # the model's config (None: the task checks its folder itself)
     model_dir: str                   # where finished blocks are saved (config.json + block_<b>.safetensors)
 
     def build_model(self, block_indices: list[int]) -> DiffusionBlocksPreTrainedModel:

@@ -1,0 +1,38 @@
+"""Pretrained diffusers transformers, block by block.
+
+- `time_axis`: B-block partitions on the model's own time axis (DDPM timesteps, SD3 flow time);
+- `conversion`: split a DiT / PixArt / SD3 transformer folder into stems + per-block files;
+- `converted_folder`: the on-disk layout, reading only the tensors one needs;
+- `modeling_routed`: `Routed<Source>` transformers that run one block per call in diffusers' pipelines;
+- `finetuning`, `lora`: fine-tune one block (full or LoRA) with the model's own objective or by distillation;
+- `model_card`: README.md of a converted folder.
+"""
+
+from .conversion import CLASS_MAPPINGS, convert_pretrained_transformer
+from .finetuning import BlockFinetuningModel, NativeObjective, SourceTeacher, finetuning_loss
+from .lora import LoraSettings
+from .modeling_routed import (
+    RoutedDiTTransformer2DModel,
+    RoutedPixArtTransformer2DModel,
+    RoutedSD3Transformer2DModel,
+    load_routed_transformer,
+)
+from .time_axis import TimeAxisPartition, default_num_inference_steps, sampling_steps_per_block, time_partition_from_scheduler_config
+
+__all__ = [
+    "CLASS_MAPPINGS",
+    "BlockFinetuningModel",
+    "LoraSettings",
+    "NativeObjective",
+    "RoutedDiTTransformer2DModel",
+    "RoutedPixArtTransformer2DModel",
+    "RoutedSD3Transformer2DModel",
+    "SourceTeacher",
+    "TimeAxisPartition",
+    "convert_pretrained_transformer",
+    "default_num_inference_steps",
+    "finetuning_loss",
+    "load_routed_transformer",
+    "sampling_steps_per_block",
+    "time_partition_from_scheduler_config",
+]

@@ -1,0 +1,78 @@
+"""`hf-diffusionblocks convert SRC OUT --num_blocks B`: the command-line face of `conversion.py`.
+
+    hf-diffusionblocks convert SRC OUT --num_blocks B [--partition equiprobable|uniform] [--overlap γ]
+        [--subfolder transformer] [--layers_per_block 10 9 9] [--logit_mean 0 --logit_std 1]
+
+Prints the partition on the model's time axis and, for a pipeline folder, how many of the
+pipeline's default sampling steps each block runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from .conversion import convert_pretrained_transformer
+from .converted_folder import ConversionManifest
+from .model_card import write_model_card
+from .time_axis import TIME_PARTITIONS, default_num_inference_steps, sampling_steps_per_block
+
+
+def describe_conversion(manifest: ConversionManifest, pipeline_dir: str | None) -> str:
+    """The partition table, and the default sampling steps per block when the pipeline is known."""
+    lines = [f"source: {manifest.source_class}  layers: {sum(manifest.layers_per_block)}  "
+             f"layers_per_block: {manifest.layers_per_block}", manifest.time_partition.table(manifest.layers_per_block)]
+    steps = default_steps_per_block(manifest, pipeline_dir)
+    if steps is not None:
+        pipeline_name, count, per_block = steps
+        lines.append(f"{pipeline_name} default sampling ({count} steps, {manifest.scheduler_config.get('_class_name')}): "
+                     f"steps per block {per_block}")
+    return "\n".join(lines)
+
+
+def default_steps_per_block(manifest: ConversionManifest, pipeline_dir: str | None) -> tuple[str, int, list[int]] | None:
+    """(pipeline class, its default num_inference_steps, steps per block), or None outside a pipeline folder."""
+    import diffusers
+
+    if pipeline_dir is None or not os.path.isfile(os.path.join(pipeline_dir, "model_index.json")):
+        return None
+    with open(os.path.join(pipeline_dir, "model_index.json"), encoding="utf-8") as file:
+        pipeline_name = json.load(file).get("_class_name", "")
+    scheduler_name = manifest.scheduler_config.get("_class_name", "")
+    pipeline_class, scheduler_class = getattr(diffusers, pipeline_name, None), getattr(diffusers, scheduler_name, None)
+    if pipeline_class is None or scheduler_class is None:
+        return None
+    count = default_num_inference_steps(pipeline_class)
+    scheduler = scheduler_class.from_config(manifest.scheduler_config)
+    return pipeline_name, count, sampling_steps_per_block(manifest.time_partition, scheduler, count)
+
+
+def command_convert(args: argparse.Namespace) -> int:
+    manifest = convert_pretrained_transformer(
+        args.source, args.output_dir, args.num_blocks, subfolder=args.subfolder, partition=args.partition,
+        overlap=args.overlap, layers_per_block=args.layers_per_block, logit_mean=args.logit_mean, logit_std=args.logit_std,
+    )
+    pipeline_dir = args.source if os.path.isfile(os.path.join(args.source, "model_index.json")) else None
+    description = describe_conversion(manifest, pipeline_dir)
+    print(description)
+    steps = [line for line in description.splitlines() if "default sampling" in line]
+    write_model_card(args.output_dir, steps_line=steps[0] if steps else None)
+    print(f"written: {args.output_dir} (stems.safetensors, block_0..{manifest.num_blocks - 1}.safetensors, diffusion_blocks.json, README.md)")
+    return 0
+
+
+def add_convert_command(commands) -> None:
+    """Register `convert` on the `hf-diffusionblocks` sub-command parser."""
+    convert = commands.add_parser("convert", help="split a pretrained diffusers transformer (DiT, PixArt, SD3) into B blocks")
+    convert.add_argument("source", help="a diffusers transformer folder, or a pipeline folder (transformer in --subfolder)")
+    convert.add_argument("output_dir", help="the converted folder to write")
+    convert.add_argument("--num_blocks", type=int, required=True, help="number of blocks B (at most the number of layers)")
+    convert.add_argument("--partition", choices=TIME_PARTITIONS, default="equiprobable",
+                         help="equal training mass per block, or equal widths of the timestep axis")
+    convert.add_argument("--overlap", type=float, default=0.05, help="training overlap gamma in [0, 1)")
+    convert.add_argument("--subfolder", default=None, help="the transformer's folder in a pipeline (default: transformer)")
+    convert.add_argument("--layers_per_block", type=int, nargs="+", default=None, help="uneven layer counts, one per block")
+    convert.add_argument("--logit_mean", type=float, default=0.0, help="flow models: mean of the logit-normal training time")
+    convert.add_argument("--logit_std", type=float, default=1.0, help="flow models: std of the logit-normal training time")
+    convert.set_defaults(run=command_convert)

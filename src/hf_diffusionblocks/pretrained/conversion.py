@@ -1,0 +1,235 @@
+"""Converting a diffusers transformer folder into a block folder (see `converted_folder.py`).
+
+Every supported class is listed with an explicit mapping: which module list is the homogeneous
+layer stack that blocks slice, and which top-level modules are the shared stems. A tensor that is
+neither is an error, so a variant of a class with a module this mapping does not know is refused
+instead of silently dropped.
+
+- `DiTTransformer2DModel`: layers `transformer_blocks`; stems `pos_embed`, `proj_out_1`, `proj_out_2`.
+  DiT keeps its timestep/class embedder inside every layer's AdaLN, and its output head reuses
+  layer 0's (`transformer_blocks.0.norm1.emb`). That embedder is copied into the stems as
+  `output_conditioning_embedding`, so every block's head is conditioned as the source's was while
+  block 0's own copy is free to be fine-tuned.
+- `PixArtTransformer2DModel`: layers `transformer_blocks`; stems `pos_embed`, `adaln_single`,
+  `caption_projection`, `scale_shift_table`, `proj_out`.
+- `SD3Transformer2DModel`: layers `transformer_blocks` (joint blocks); stems `pos_embed`,
+  `time_text_embed`, `context_embedder`, `norm_out`, `proj_out`. The last source layer is
+  `context_pre_only` (it drops the text stream); it stays the last layer of the last block, and the
+  other blocks end on an ordinary joint layer whose text output is discarded, as the source does
+  at every layer but the last.
+
+Two-list models (Flux: `transformer_blocks` then `single_transformer_blocks`) are not supported: the
+natural split gives block b a slice of the concatenated stack (double-stream layers first), so
+one block may hold both kinds and must run the text/image concatenation between them; that is
+its own routed forward, not written yet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from safetensors import safe_open
+
+from ..modeling.block_checkpoint import CONFIG_NAME, atomic_save_folder, tensors_digest
+from ..partition import assign_layers_to_blocks
+from .converted_folder import ConversionManifest, layer_index_of, write_converted_folder
+from .time_axis import time_partition_from_scheduler_config
+
+SOURCE_WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+SOURCE_INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
+
+
+@dataclass(frozen=True)
+class ClassMapping:
+    """How one diffusers transformer class splits into stems and a layer stack."""
+
+    class_name: str
+    stem_modules: tuple[str, ...]
+    default_time_axis: str
+    layer_list: str = "transformer_blocks"
+    # stem name → source tensor prefix copied into it (DiT's output-head embedder)
+    copied_stems: dict[str, str] = field(default_factory=dict)
+
+
+CLASS_MAPPINGS: dict[str, ClassMapping] = {
+    "DiTTransformer2DModel": ClassMapping(
+        "DiTTransformer2DModel", ("pos_embed", "norm_out", "proj_out_1", "proj_out_2"), "ddpm",
+        copied_stems={"output_conditioning_embedding": "transformer_blocks.0.norm1.emb"},
+    ),
+    "PixArtTransformer2DModel": ClassMapping(
+        "PixArtTransformer2DModel",
+        ("pos_embed", "adaln_single", "caption_projection", "norm_out", "scale_shift_table", "proj_out"), "ddpm",
+    ),
+    "SD3Transformer2DModel": ClassMapping(
+        "SD3Transformer2DModel", ("pos_embed", "time_text_embed", "context_embedder", "norm_out", "proj_out", "image_proj"), "flow",
+    ),
+}
+
+# What each known-but-unsupported class lacks, for the error message.
+UNSUPPORTED_REASONS = {
+    "FluxTransformer2DModel": "two layer lists (transformer_blocks, single_transformer_blocks) with a text/image concatenation between them; no routed forward splits them yet",
+    "SanaTransformer2DModel": "no stem/layer mapping has been written for it",
+    "HunyuanDiT2DModel": "long skip connections between layers, so its layers are not an independent residual stack",
+    "UNet2DConditionModel": "no homogeneous layer stack (a U-Net, not a transformer)",
+}
+
+
+def mapping_for(class_name: str) -> ClassMapping:
+    if class_name in CLASS_MAPPINGS:
+        return CLASS_MAPPINGS[class_name]
+    reason = UNSUPPORTED_REASONS.get(class_name, "no stem/layer mapping is registered for it")
+    raise ValueError(
+        f"cannot convert a {class_name!r}: {reason}. Supported classes: {sorted(CLASS_MAPPINGS)}."
+    )
+
+
+def locate_transformer(source: str, subfolder: str | None = None) -> tuple[str, str | None]:
+    """(model folder, pipeline folder or None): a pipeline folder is one with `model_index.json`."""
+    if not os.path.isdir(source):
+        raise ValueError(f"source {source!r} is not a folder (a diffusers transformer or pipeline folder).")
+    is_pipeline = os.path.isfile(os.path.join(source, "model_index.json"))
+    if subfolder is None:
+        subfolder = "transformer" if is_pipeline else ""
+    model_dir = os.path.join(source, subfolder) if subfolder else source
+    if not os.path.isfile(os.path.join(model_dir, CONFIG_NAME)):
+        raise ValueError(f"{model_dir!r} has no {CONFIG_NAME}; pass subfolder= for a pipeline folder (usually 'transformer').")
+    return model_dir, source if is_pipeline else None
+
+
+def source_weight_files(model_dir: str) -> list[str]:
+    single = os.path.join(model_dir, SOURCE_WEIGHTS_NAME)
+    if os.path.isfile(single):
+        return [single]
+    index = os.path.join(model_dir, SOURCE_INDEX_NAME)
+    if os.path.isfile(index):
+        with open(index, encoding="utf-8") as file:
+            shards = sorted(set(json.load(file)["weight_map"].values()))
+        return [os.path.join(model_dir, shard) for shard in shards]
+    raise ValueError(f"{model_dir!r} has neither {SOURCE_WEIGHTS_NAME} nor {SOURCE_INDEX_NAME} (only safetensors weights are read).")
+
+
+def read_scheduler_config(pipeline_dir: str | None) -> dict | None:
+    if pipeline_dir is None:
+        return None
+    path = os.path.join(pipeline_dir, "scheduler", "scheduler_config.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)
+
+
+def default_scheduler_config(time_axis: str) -> dict:
+    """The scheduler used for fine-tuning objectives when the source folder has none."""
+    from diffusers import DDPMScheduler, FlowMatchEulerDiscreteScheduler
+
+    scheduler = DDPMScheduler() if time_axis == "ddpm" else FlowMatchEulerDiscreteScheduler(shift=3.0)
+    return {"_class_name": type(scheduler).__name__, **dict(scheduler.config)}
+
+
+def convert_pretrained_transformer(
+    source: str,
+    output_dir: str,
+    num_blocks: int,
+    *,
+    subfolder: str | None = None,
+    partition: str = "equiprobable",
+    overlap: float = 0.05,
+    layers_per_block: Sequence[int] | None = None,
+    logit_mean: float = 0.0,
+    logit_std: float = 1.0,
+    scheduler_config: dict | None = None,
+) -> ConversionManifest:
+    """Split a diffusers transformer into stems and `num_blocks` block files in `output_dir`.
+
+    Args:
+        source (`str`): a diffusers model folder (`config.json` + safetensors) or pipeline folder.
+        output_dir (`str`): the converted folder to write (must not already hold a conversion).
+        num_blocks (`int`): B, at most the number of layers.
+        subfolder (`str`, *optional*): the transformer's folder in a pipeline (`"transformer"` when
+            `source` has a `model_index.json`).
+        partition (`str`, defaults to `"equiprobable"`): `"equiprobable"` or `"uniform"` on the model's time axis.
+        overlap (`float`, defaults to 0.05): training overlap γ ∈ [0, 1).
+        layers_per_block (`list[int]`, *optional*): uneven layer counts (default: L / B each).
+        logit_mean, logit_std (`float`): the logit-normal the flow model was trained with (SD3: 0, 1).
+        scheduler_config (`dict`, *optional*): overrides the pipeline's `scheduler/scheduler_config.json`
+            (and the class default when there is none); it sets the time axis and the fine-tuning objective.
+    Returns:
+        The `ConversionManifest` written to `diffusion_blocks.json`.
+    """
+    model_dir, pipeline_dir = locate_transformer(source, subfolder)
+    with open(os.path.join(model_dir, CONFIG_NAME), encoding="utf-8") as file:
+        source_config = json.load(file)
+    class_name = source_config.get("_class_name")
+    mapping = mapping_for(str(class_name))
+    num_layers = int(source_config["num_layers"])
+    if not isinstance(num_blocks, int) or isinstance(num_blocks, bool) or not 1 <= num_blocks <= num_layers:
+        raise ValueError(f"num_blocks must be an integer in [1, {num_layers}] (the {mapping.layer_list} of this {class_name}), got {num_blocks!r}.")
+    if layers_per_block is None and num_layers % num_blocks:
+        # uneven split when B does not divide L: the first L mod B blocks get one more layer
+        base, extra = divmod(num_layers, num_blocks)
+        layers_per_block = [base + (1 if b < extra else 0) for b in range(num_blocks)]
+    layers = assign_layers_to_blocks(num_layers, num_blocks, layers_per_block)
+    if os.path.isfile(os.path.join(output_dir, "diffusion_blocks.json")):
+        raise ValueError(f"output_dir {output_dir!r} already holds a converted folder; choose an empty folder.")
+
+    scheduler_config = scheduler_config or read_scheduler_config(pipeline_dir) or default_scheduler_config(mapping.default_time_axis)
+    time_partition = time_partition_from_scheduler_config(
+        scheduler_config, num_blocks, partition=partition, overlap=overlap, logit_mean=logit_mean, logit_std=logit_std
+    )
+    if time_partition.time_axis != mapping.default_time_axis:
+        raise ValueError(
+            f"scheduler {scheduler_config.get('_class_name')!r} gives a {time_partition.time_axis!r} time axis, "
+            f"but {class_name} models are trained on a {mapping.default_time_axis!r} axis."
+        )
+
+    stems, blocks = split_source_weights(source_weight_files(model_dir), mapping, layers, class_name)
+    manifest = ConversionManifest(
+        source_class=class_name,
+        source_config=source_config,
+        layer_list=mapping.layer_list,
+        layers_per_block=layers,
+        time_partition=time_partition,
+        scheduler_config=scheduler_config,
+        stems_sha256=tensors_digest(stems),
+        block_sha256={b: tensors_digest(blocks[b]) for b in range(num_blocks)},
+        extra_stems=dict(mapping.copied_stems),
+        source=os.path.abspath(source),
+    )
+    atomic_save_folder(output_dir, lambda staging: write_converted_folder(staging, manifest, stems, blocks), last=("diffusion_blocks.json",))
+    return manifest
+
+
+def split_source_weights(
+    files: list[str], mapping: ClassMapping, layers_per_block: list[int], class_name: str
+) -> tuple[dict[str, torch.Tensor], dict[int, dict[str, torch.Tensor]]]:
+    """Read the source tensors once and sort them into stems and blocks (source names kept)."""
+    owner = [b for b, count in enumerate(layers_per_block) for _ in range(count)]
+    stems: dict[str, torch.Tensor] = {}
+    blocks: dict[int, dict[str, torch.Tensor]] = {b: {} for b in range(len(layers_per_block))}
+    for path in files:
+        with safe_open(path, framework="pt") as file:
+            for name in file.keys():
+                layer = layer_index_of(name, mapping.layer_list)
+                if layer is not None:
+                    if layer >= len(owner):
+                        raise ValueError(f"{path} holds {name!r}, but the config has only {len(owner)} layers.")
+                    blocks[owner[layer]][name] = file.get_tensor(name)
+                elif name.split(".", 1)[0] in mapping.stem_modules:
+                    stems[name] = file.get_tensor(name)
+                else:
+                    raise ValueError(
+                        f"{class_name} tensor {name!r} belongs neither to the layer list {mapping.layer_list!r} "
+                        f"nor to the known stems {list(mapping.stem_modules)}: this variant is not supported."
+                    )
+                for stem, prefix in mapping.copied_stems.items():
+                    if name.startswith(prefix + "."):
+                        stems[stem + name[len(prefix):]] = file.get_tensor(name)
+    empty = [b for b, tensors in blocks.items() if not tensors]
+    if empty:
+        raise ValueError(f"blocks {empty} received no tensors: the source weights lack layers of {mapping.layer_list!r}.")
+    return stems, blocks
+

@@ -1,0 +1,243 @@
+"""On-disk layout of a converted pretrained transformer, and reading only the tensors one needs.
+
+    config.json                     the source transformer's diffusers config, unchanged
+    diffusion_blocks.json           the conversion: source class, blocks, layer ranges, time partition,
+                                    scheduler config, checksums
+    stems.safetensors               every tensor outside the layer list (embeddings, final norm, projection)
+    block_0.safetensors             block 0's layers, under their source names `transformer_blocks.<i>.…`
+    block_1.safetensors             ...
+    model.safetensors.index.json    every tensor name → its file
+
+Block files are the library's block files (`modeling/block_checkpoint.py`): written atomically, with
+`block_index`, `num_blocks`, `training_steps` and a `config` in their metadata. That config is the
+conversion's identity (source class and config, layer split, time partition, a digest of the stems),
+so a block fine-tuned anywhere is accepted only by a folder of the same conversion. Concatenating the
+stems and all block files gives back the source state dict exactly.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from ..hub_utils import HubOptions, resolve_file
+from ..modeling.atomic_io import read_json_file
+from ..modeling.block_checkpoint import (
+    CONFIG_NAME,
+    INDEX_NAME,
+    atomic_write,
+    atomic_write_json,
+    block_weights_name,
+    load_block_file,
+    read_block_metadata,
+    save_block_file,
+    tensors_digest,
+    write_index,
+)
+from .time_axis import TimeAxisPartition
+
+MANIFEST_NAME = "diffusion_blocks.json"
+STEMS_NAME = "stems.safetensors"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ConversionManifest:
+    """What `diffusion_blocks.json` records about a conversion."""
+
+    source_class: str
+    source_config: dict[str, Any]
+    layer_list: str
+    layers_per_block: list[int]
+    time_partition: TimeAxisPartition
+    scheduler_config: dict[str, Any]
+    stems_sha256: str
+    block_sha256: dict[int, str]
+    extra_stems: dict[str, str]
+    source: str = ""
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.layers_per_block)
+
+    def layer_range(self, block_index: int) -> range:
+        """The source layer indices of block `block_index`."""
+        self.time_partition.check_block_index(block_index)
+        start = sum(self.layers_per_block[:block_index])
+        return range(start, start + self.layers_per_block[block_index])
+
+    def identity(self) -> dict[str, Any]:
+        """The config recorded in every block file: what must match for a block to belong here."""
+        return {
+            "source_class": self.source_class,
+            "source_config": self.source_config,
+            "layer_list": self.layer_list,
+            "layers_per_block": self.layers_per_block,
+            "time_partition": self.time_partition.to_dict(),
+            "stems_sha256": self.stems_sha256,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        edges = self.time_partition.block_timesteps.tolist()
+        return {
+            "format_version": FORMAT_VERSION,
+            **self.identity(),
+            "num_blocks": self.num_blocks,
+            "block_timesteps": edges,
+            "blocks": {
+                str(b): {
+                    "layers": [self.layer_range(b).start, self.layer_range(b).stop - 1],
+                    "timestep_interval": list(self.time_partition.block_interval(b)),
+                    "training_interval": list(self.time_partition.training_interval(b)),
+                    "converted_sha256": self.block_sha256[b],
+                }
+                for b in range(self.num_blocks)
+            },
+            "extra_stems": self.extra_stems,
+            "scheduler_config": self.scheduler_config,
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]) -> "ConversionManifest":
+        if payload.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{MANIFEST_NAME} has format_version={payload.get('format_version')!r}; this library reads {FORMAT_VERSION}.")
+        return cls(
+            source_class=payload["source_class"],
+            source_config=payload["source_config"],
+            layer_list=payload["layer_list"],
+            layers_per_block=list(payload["layers_per_block"]),
+            time_partition=TimeAxisPartition(**payload["time_partition"]),
+            scheduler_config=payload["scheduler_config"],
+            stems_sha256=payload["stems_sha256"],
+            block_sha256={int(b): entry["converted_sha256"] for b, entry in payload["blocks"].items()},
+            extra_stems=payload.get("extra_stems", {}),
+            source=payload.get("source", ""),
+        )
+
+
+def layer_index_of(name: str, layer_list: str) -> int | None:
+    """`i` for a tensor named `<layer_list>.<i>.…`, else None."""
+    prefix = layer_list + "."
+    if not name.startswith(prefix):
+        return None
+    return int(name[len(prefix):].split(".", 1)[0])
+
+
+def write_converted_folder(
+    directory: str,
+    manifest: ConversionManifest,
+    stems: dict[str, torch.Tensor],
+    blocks: dict[int, dict[str, torch.Tensor]],
+    training_steps: dict[int, int] | None = None,
+) -> None:
+    """Write config, manifest, stems, index and the given blocks (atomically, file by file)."""
+    os.makedirs(directory, exist_ok=True)
+    atomic_write_json(os.path.join(directory, CONFIG_NAME), manifest.source_config)
+    atomic_write_json(os.path.join(directory, MANIFEST_NAME), manifest.to_dict())
+    write_stems_file(os.path.join(directory, STEMS_NAME), stems, manifest)
+    for block_index, tensors in blocks.items():
+        save_block_file(
+            os.path.join(directory, block_weights_name(block_index)),
+            tensors,
+            block_index=block_index,
+            num_blocks=manifest.num_blocks,
+            config_dict=manifest.identity(),
+            training_steps=(training_steps or {}).get(block_index),
+        )
+    write_index_for(directory, manifest, stems)
+
+
+def write_stems_file(path: str, stems: dict[str, torch.Tensor], manifest: ConversionManifest) -> None:
+    tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in stems.items()}
+    metadata = {"format": "pt", "role": "stems", "source_class": manifest.source_class, "sha256": manifest.stems_sha256}
+    atomic_write(path, lambda temporary: save_file(tensors, temporary, metadata=metadata))
+
+
+def write_index_for(directory: str, manifest: ConversionManifest, stems: dict[str, torch.Tensor]) -> None:
+    """Index every stem and every layer tensor (from the skeleton names of the source layers)."""
+    weight_map = {name: STEMS_NAME for name in stems}
+    total = sum(tensor.numel() * tensor.element_size() for tensor in stems.values())
+    for block_index in range(manifest.num_blocks):
+        path = os.path.join(directory, block_weights_name(block_index))
+        if not os.path.isfile(path):
+            continue
+        with safe_open(path, framework="pt") as file:
+            for name in file.keys():
+                weight_map[name] = block_weights_name(block_index)
+                tensor_slice = file.get_slice(name)
+                total += _numel(tensor_slice.get_shape()) * _dtype_size(tensor_slice.get_dtype())
+    write_index(os.path.join(directory, INDEX_NAME), weight_map, total)
+
+
+def _numel(shape: Iterable[int]) -> int:
+    count = 1
+    for size in shape:
+        count *= size
+    return count
+
+
+def _dtype_size(name: str) -> int:
+    return {"F64": 8, "I64": 8, "F32": 4, "I32": 4, "F16": 2, "BF16": 2, "I16": 2, "U8": 1, "I8": 1, "BOOL": 1}.get(name, 4)
+
+
+# ---- reading --------------------------------------------------------------------------------------
+
+
+def read_manifest(source: str, options: HubOptions = HubOptions()) -> ConversionManifest:
+    path = resolve_file(source, MANIFEST_NAME, options)
+    if path is None:
+        where = f"{source}/{options.subfolder}" if options.subfolder else source
+        raise ValueError(
+            f"{where!r} has no {MANIFEST_NAME}: it is not a converted folder (make one with `hf-diffusionblocks convert`)."
+        )
+    return ConversionManifest.from_dict(read_json_file(path))
+
+
+def load_tensors(path: str, names: Iterable[str] | None = None, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """Read only `names` (all when None) from a safetensors file: other tensors are never read. A truncated or
+    unreadable file raises a `ValueError` naming it."""
+    try:
+        with safe_open(path, framework="pt", device=device) as file:
+            wanted = list(file.keys()) if names is None else list(names)
+            return {name: file.get_tensor(name) for name in wanted}
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"{path} cannot be read as safetensors ({error}): the file is truncated or corrupt.") from None
+
+
+def load_stems(source: str, manifest: ConversionManifest, options: HubOptions = HubOptions()) -> dict[str, torch.Tensor]:
+    path = resolve_file(source, STEMS_NAME, options)
+    if path is None:
+        raise ValueError(f"{source!r} has no {STEMS_NAME}.")
+    tensors = load_tensors(path)
+    if tensors_digest(tensors) != manifest.stems_sha256:
+        raise ValueError(f"{path} does not match the stems digest in {MANIFEST_NAME}: the stems were changed or come from another conversion.")
+    return tensors
+
+
+def load_block(
+    source: str, block_index: int, manifest: ConversionManifest, options: HubOptions = HubOptions(), path: str | None = None
+) -> tuple[dict[str, torch.Tensor], int | None]:
+    """Block `block_index`'s tensors (source names) and its training steps, after checking it belongs here."""
+    path = path or resolve_file(source, block_weights_name(block_index), options)
+    if path is None:
+        raise ValueError(f"{source!r} has no {block_weights_name(block_index)} (block {block_index} of {manifest.num_blocks}).")
+    check_block_file(path, block_index, manifest)
+    # the whole file is read and checked against the checksum its metadata records (flipped bits are refused)
+    return load_block_file(path), read_block_metadata(path)["training_steps"]
+
+
+def check_block_file(path: str, block_index: int, manifest: ConversionManifest) -> None:
+    """A `ValueError` when `path` is not block `block_index` of this conversion, naming what differs."""
+    metadata = read_block_metadata(path)
+    if metadata["block_index"] != block_index:
+        raise ValueError(f"{path} holds block {metadata['block_index']}, expected block {block_index}.")
+    expected = manifest.identity()
+    differing = sorted(key for key in set(expected) | set(metadata["config"]) if metadata["config"].get(key) != expected.get(key))
+    if differing:
+        raise ValueError(f"{path} is a block of another conversion: {differing} differ from this folder's {MANIFEST_NAME}.")

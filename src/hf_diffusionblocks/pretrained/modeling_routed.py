@@ -1,0 +1,351 @@
+"""Routed transformers: a converted pretrained transformer that runs one block per call.
+
+`RoutedDiTTransformer2DModel`, `RoutedPixArtTransformer2DModel` and `RoutedSD3Transformer2DModel`
+subclass the diffusers class they were converted from, so they carry its config and forward
+signature and drop into its pipelines unchanged (`pipe.transformer = routed`). They hold the stems
+and the loaded blocks (`self.blocks["b"]`, each a `ModuleList` of that block's source layers);
+`self.transformer_blocks` is empty. In `forward`, the timestep of each sample picks its block from
+the conversion's time partition; a batch whose samples fall in different blocks is split, each
+part runs its block alone, and the outputs are put back in order. One call therefore runs L/B
+layers, not L.
+
+PixArt and SD3 run their source class's own forward with `transformer_blocks` temporarily set to
+the chosen block's layers. DiT cannot: its output head reads the embedder of
+`transformer_blocks[0]`, so its routed forward is written out and uses the stem copy of that
+embedder (`output_conditioning_embedding`, see `conversion.py`).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import os
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from accelerate import init_empty_weights
+from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel, SD3Transformer2DModel
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
+from torch import nn
+
+from ..hub_utils import HubOptions
+from ..modeling.block_checkpoint import tensors_digest
+from ..modeling.modeling_blocks import validate_block_indices
+from .converted_folder import ConversionManifest, load_block, load_stems, read_manifest, write_converted_folder
+from .lora import merge_block_loras
+
+# diffusers' pipeline loader passes these; they do not change what a routed model loads.
+_IGNORED_LOAD_KWARGS = frozenset({
+    "low_cpu_mem_usage", "device_map", "max_memory", "offload_folder", "offload_state_dict", "variant",
+    "use_safetensors", "disable_mmap", "quantization_config", "output_loading_info", "mirror", "proxies",
+})
+
+
+def source_layer_name(name: str, manifest: ConversionManifest) -> str:
+    """`blocks.<b>.<j>.rest` → `<layer_list>.<start_b + j>.rest`."""
+    _, block, local, rest = name.split(".", 3)
+    return f"{manifest.layer_list}.{manifest.layer_range(int(block)).start + int(local)}.{rest}"
+
+
+def routed_layer_name(name: str, block_index: int, manifest: ConversionManifest) -> str:
+    """`<layer_list>.<i>.rest` → `blocks.<b>.<i - start_b>.rest`."""
+    layer, rest = name[len(manifest.layer_list) + 1 :].split(".", 1)
+    return f"blocks.{block_index}.{int(layer) - manifest.layer_range(block_index).start}.{rest}"
+
+
+def select_samples(value: Any, indices: torch.Tensor, batch: int) -> Any:
+    """The samples `indices` of every per-sample tensor in `value` (dicts are walked; others kept)."""
+    if isinstance(value, torch.Tensor) and value.ndim >= 1 and value.shape[0] == batch:
+        return value.index_select(0, indices.to(value.device))
+    if isinstance(value, dict):
+        return {key: select_samples(item, indices, batch) for key, item in value.items()}
+    return value
+
+
+class RoutedTransformerMixin:
+    """Block routing shared by the routed classes; the class attribute `source_class` names the diffusers class."""
+
+    source_class: type
+
+    # ---- loading --------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        block_index: int | Sequence[int] | None = None,
+        *,
+        subfolder: str = "",
+        revision: str | None = None,
+        cache_dir: str | None = None,
+        token: str | bool | None = None,
+        local_files_only: bool = False,
+        force_download: bool = False,
+        torch_dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        lora_dir: str | None = None,
+        **kwargs: Any,
+    ):
+        """Load the stems and all blocks, or only `block_index` (an int or a list), from a converted folder or Hub repo.
+
+        Only the requested blocks' files are read; the other layers are never built (they exist
+        only as shapes while the skeleton is made). `lora_dir` merges per-block LoRA adapters
+        saved by fine-tuning (`lora.py`) into the blocks that have one.
+        """
+        unknown = {key for key in kwargs if key not in _IGNORED_LOAD_KWARGS and not key.startswith("_")}
+        if unknown:
+            raise ValueError(f"{cls.__name__}.from_pretrained got unexpected arguments: {sorted(unknown)}.")
+        options = HubOptions(subfolder, revision, cache_dir, token, local_files_only, force_download)
+        source = str(pretrained_model_name_or_path)
+        manifest = read_manifest(source, options)
+        if manifest.source_class != cls.source_class.__name__:
+            raise ValueError(
+                f"{source} was converted from a {manifest.source_class}; load it with the routed class of that source, not {cls.__name__}."
+            )
+        requested = range(manifest.num_blocks) if block_index is None else ([block_index] if isinstance(block_index, int) else block_index)
+        indices = validate_block_indices(list(requested), manifest.num_blocks)
+
+        model = cls.build_skeleton(manifest, indices)
+        state = dict(load_stems(source, manifest, options))
+        training_steps = {}
+        for index in indices:
+            tensors, steps = load_block(source, index, manifest, options)
+            state.update({routed_layer_name(name, index, manifest): tensor for name, tensor in tensors.items()})
+            if steps is not None:
+                training_steps[index] = steps
+        model.load_state_dict(state, strict=True, assign=True)
+        model.block_training_steps = training_steps
+        if lora_dir is not None:
+            merge_block_loras(model, lora_dir)
+        if torch_dtype is not None:
+            model = model.to(torch_dtype)
+        if device is not None:
+            model = model.to(device)
+        return model.eval()
+
+    @classmethod
+    def build_skeleton(cls, manifest: ConversionManifest, block_indices: list[int]):
+        """The model with empty (meta) weights: stems, the blocks `block_indices`, no other layer."""
+        config = {key: value for key, value in manifest.source_config.items() if not key.startswith("_")}
+        with init_empty_weights():
+            model = cls.from_config(config)
+        layers = model.get_submodule(manifest.layer_list)
+        for stem, prefix in manifest.extra_stems.items():
+            # a copy, not the layer's own module: fine-tuning that layer must not move the stem
+            setattr(model, stem, copy.deepcopy(model.get_submodule(prefix)))
+        blocks = nn.ModuleDict({str(b): nn.ModuleList(layers[i] for i in manifest.layer_range(b)) for b in block_indices})
+        model._modules[manifest.layer_list] = nn.ModuleList()
+        model.blocks = blocks
+        model.conversion = manifest
+        model.time_partition = manifest.time_partition
+        model.block_training_steps = {}
+        return model
+
+    # ---- blocks ---------------------------------------------------------------------------------
+    @property
+    def loaded_block_indices(self) -> list[int]:
+        return sorted(int(key) for key in self.blocks.keys())
+
+    def get_block(self, block_index: int) -> nn.ModuleList:
+        validate_block_indices([block_index], self.conversion.num_blocks)
+        if str(block_index) not in self.blocks:
+            raise ValueError(
+                f"block {block_index} is not loaded (loaded blocks: {self.loaded_block_indices}); "
+                f"load it with from_pretrained(..., block_index={block_index})."
+            )
+        return self.blocks[str(block_index)]
+
+    def block_parameters(self, block_index: int):
+        return self.get_block(block_index).parameters()
+
+    def stem_parameters(self):
+        return (parameter for name, parameter in self.named_parameters() if not name.startswith("blocks."))
+
+    def block_state_dict(self, block_index: int) -> dict[str, torch.Tensor]:
+        """Block `block_index`'s weights under their source names (`transformer_blocks.<i>.…`)."""
+        prefix = f"blocks.{block_index}."
+        return {
+            source_layer_name(prefix + name, self.conversion): tensor
+            for name, tensor in self.get_block(block_index).state_dict().items()
+        }
+
+    def stems_state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: tensor for name, tensor in self.state_dict().items() if not name.startswith("blocks.")}
+
+    # ---- saving ---------------------------------------------------------------------------------
+    def save_pretrained(
+        self, save_directory: str | os.PathLike, block_indices: Sequence[int] | None = None, is_main_process: bool = True, **kwargs: Any
+    ) -> None:
+        """Write the converted folder with the loaded blocks (or `block_indices`), each with its training steps.
+
+        The stems must be the conversion's (frozen); a block saved here is accepted by every folder
+        of the same conversion. Pipelines' `save_pretrained` arguments (safe_serialization, variant…) are ignored.
+        """
+        if not is_main_process:
+            return
+        indices = self.loaded_block_indices if block_indices is None else validate_block_indices(block_indices, self.conversion.num_blocks)
+        stems = self.stems_state_dict()
+        if tensors_digest(stems) != self.conversion.stems_sha256:
+            raise ValueError(
+                "the stems differ from the conversion's (trained, or cast to another dtype): save blocks with "
+                "save_block_files(...) into the original folder, or convert again."
+            )
+        write_converted_folder(
+            str(save_directory), self.conversion, stems, {b: self.block_state_dict(b) for b in indices}, self.block_training_steps
+        )
+
+    # ---- routing --------------------------------------------------------------------------------
+    def route(self, timestep: Any, batch: int) -> torch.Tensor:
+        """The block of each of the `batch` samples, from their timestep (a scalar or one per sample)."""
+        if timestep is None:
+            raise ValueError(f"{type(self).__name__} needs `timestep`: it picks the block to run from it.")
+        t = torch.as_tensor(timestep).reshape(-1)
+        if t.numel() == 1:
+            t = t.expand(batch)
+        if t.numel() != batch:
+            raise ValueError(f"timestep must be a scalar or have {batch} entries (one per sample), got {t.numel()}.")
+        blocks = self.time_partition.block_index_for_timestep(t)
+        missing = sorted(set(blocks.tolist()) - set(self.loaded_block_indices))
+        if missing:
+            raise ValueError(
+                f"timesteps {t.tolist()} fall in blocks {missing}, which are not loaded (loaded: {self.loaded_block_indices})."
+            )
+        return blocks
+
+    def routed_forward(self, *args: Any, **kwargs: Any):
+        arguments = inspect.signature(self.source_class.forward).bind(self, *args, **kwargs).arguments
+        arguments.pop("self")
+        return_dict = arguments.pop("return_dict", True)
+        hidden_states = arguments["hidden_states"]
+        batch = hidden_states.shape[0]
+        blocks = self.route(arguments.get("timestep"), batch)
+        present = sorted(set(blocks.tolist()))
+        if len(present) == 1:
+            output = self.run_block(present[0], arguments)
+        else:
+            output = None
+            for block_index in present:
+                indices = (blocks == block_index).nonzero().squeeze(1)
+                part = self.run_block(block_index, {k: select_samples(v, indices, batch) for k, v in arguments.items()})
+                if output is None:
+                    output = part.new_empty((batch, *part.shape[1:]))
+                output[indices.to(output.device)] = part
+        return Transformer2DModelOutput(sample=output) if return_dict else (output,)
+
+    def forward_block(self, block_index: int, *args: Any, **kwargs: Any):
+        """Run block `block_index` on the whole batch whatever the timesteps (training: a block's
+        overlap-widened interval reaches into its neighbours'). Arguments are the source forward's."""
+        arguments = inspect.signature(self.source_class.forward).bind(self, *args, **kwargs).arguments
+        arguments.pop("self")
+        return_dict = arguments.pop("return_dict", True)
+        self.get_block(block_index)
+        output = self.run_block(block_index, arguments)
+        return Transformer2DModelOutput(sample=output) if return_dict else (output,)
+
+    def run_block(self, block_index: int, arguments: dict[str, Any]) -> torch.Tensor:
+        """The source forward with `transformer_blocks` set to block `block_index`'s layers."""
+        layer_list = self.conversion.layer_list
+        empty = self._modules[layer_list]
+        self._modules[layer_list] = self.blocks[str(block_index)]
+        try:
+            return self.source_class.forward(self, **self.block_arguments(block_index, arguments), return_dict=False)[0]
+        finally:
+            self._modules[layer_list] = empty
+
+    def block_arguments(self, block_index: int, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Hook for classes whose forward takes per-layer arguments (SD3's `skip_layers`)."""
+        return arguments
+
+
+class RoutedDiTTransformer2DModel(RoutedTransformerMixin, DiTTransformer2DModel):
+    """A converted `DiTTransformer2DModel` that runs one block per call (see the module docstring)."""
+
+    source_class = DiTTransformer2DModel
+
+    def forward(self, *args, **kwargs):
+        return self.routed_forward(*args, **kwargs)
+
+    forward.__signature__ = inspect.signature(DiTTransformer2DModel.forward)
+
+    def run_block(self, block_index: int, arguments: dict[str, Any]) -> torch.Tensor:
+        hidden_states, timestep = arguments["hidden_states"], arguments.get("timestep")
+        class_labels, cross_attention_kwargs = arguments.get("class_labels"), arguments.get("cross_attention_kwargs")
+        tokens = self.pos_embed(hidden_states)
+        for layer in self.blocks[str(block_index)]:
+            layer_arguments = (tokens, None, None, None, timestep, cross_attention_kwargs, class_labels)
+            if torch.is_grad_enabled() and self.gradient_checkpointing:
+                tokens = self._gradient_checkpointing_func(layer, *layer_arguments)
+            else:
+                tokens = layer(*layer_arguments)
+        # the head is conditioned by the source's layer-0 embedder, kept as a stem
+        conditioning = self.output_conditioning_embedding(timestep, class_labels, hidden_dtype=tokens.dtype)
+        shift, scale = self.proj_out_1(F.silu(conditioning)).chunk(2, dim=1)
+        tokens = self.norm_out(tokens) * (1 + scale[:, None]) + shift[:, None]
+        patches = self.proj_out_2(tokens)
+        return unpatchify(patches, self.patch_size, self.out_channels)
+
+
+def unpatchify(patches: torch.Tensor, patch_size: int, channels: int) -> torch.Tensor:
+    """(N, h·w, p·p·C) patch tokens of a square image → (N, C, h·p, w·p)."""
+    batch, tokens, _ = patches.shape
+    side = int(round(tokens**0.5))
+    grid = patches.reshape(batch, side, side, patch_size, patch_size, channels)
+    return grid.permute(0, 5, 1, 3, 2, 4).reshape(batch, channels, side * patch_size, side * patch_size)
+
+
+class RoutedPixArtTransformer2DModel(RoutedTransformerMixin, PixArtTransformer2DModel):
+    """A converted `PixArtTransformer2DModel` (Alpha or Sigma) that runs one block per call."""
+
+    source_class = PixArtTransformer2DModel
+
+    def forward(self, *args, **kwargs):
+        return self.routed_forward(*args, **kwargs)
+
+    forward.__signature__ = inspect.signature(PixArtTransformer2DModel.forward)
+
+
+class RoutedSD3Transformer2DModel(RoutedTransformerMixin, SD3Transformer2DModel):
+    """A converted `SD3Transformer2DModel` that runs one block per call.
+
+    `skip_layers` (source layer indices) is honoured for the layers of the running block;
+    ControlNet residuals (`block_controlnet_hidden_states`) are indexed over all L layers and are refused.
+    """
+
+    source_class = SD3Transformer2DModel
+
+    def forward(self, *args, **kwargs):
+        return self.routed_forward(*args, **kwargs)
+
+    forward.__signature__ = inspect.signature(SD3Transformer2DModel.forward)
+
+    def block_arguments(self, block_index: int, arguments: dict[str, Any]) -> dict[str, Any]:
+        if arguments.get("block_controlnet_hidden_states") is not None:
+            raise ValueError("block_controlnet_hidden_states is not supported by a routed SD3 transformer (its residuals index all layers).")
+        arguments = dict(arguments)
+        # the source pops IP-adapter embeddings from this dict: each block call gets its own copy
+        if arguments.get("joint_attention_kwargs") is not None:
+            arguments["joint_attention_kwargs"] = dict(arguments["joint_attention_kwargs"])
+        if arguments.get("skip_layers") is not None:
+            layers = self.conversion.layer_range(block_index)
+            arguments["skip_layers"] = [i - layers.start for i in arguments["skip_layers"] if i in layers]
+        return arguments
+
+
+ROUTED_CLASSES = {
+    cls.source_class.__name__: cls for cls in (RoutedDiTTransformer2DModel, RoutedPixArtTransformer2DModel, RoutedSD3Transformer2DModel)
+}
+
+
+def routed_class_for(manifest_or_class_name: ConversionManifest | str) -> type:
+    """The routed class of a conversion (or of a source class name)."""
+    name = manifest_or_class_name if isinstance(manifest_or_class_name, str) else manifest_or_class_name.source_class
+    if name not in ROUTED_CLASSES:
+        raise ValueError(f"no routed class for {name!r}; supported: {sorted(ROUTED_CLASSES)}.")
+    return ROUTED_CLASSES[name]
+
+
+def load_routed_transformer(path_or_repo: str, block_index: int | Sequence[int] | None = None, **kwargs: Any):
+    """Load a converted folder with the routed class of its source (read from `diffusion_blocks.json`)."""
+    options = HubOptions(kwargs.get("subfolder", ""), kwargs.get("revision"), kwargs.get("cache_dir"), kwargs.get("token"),
+                         kwargs.get("local_files_only", False))
+    return routed_class_for(read_manifest(str(path_or_repo), options)).from_pretrained(path_or_repo, block_index, **kwargs)

@@ -1,0 +1,38 @@
+"""The pretrained benchmarks run end to end at tiny sizes (slow: subprocesses, pretraining)."""
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def load_benchmark(name):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_memory_and_speed_benchmark_reports_every_ratio():
+    summary = load_benchmark("pretrained_memory").main([
+        "--hidden_size", "32", "--num_heads", "2", "--num_layers", "4", "--num_blocks", "2", "4", "--sample_size", "8",
+        "--batch_size", "1", "--steps", "1", "--sampling_steps", "4", "--repeats", "1"])
+    assert set(summary["memory"]) == {f"{mode}_B{b}" for mode in ("full", "lora") for b in (1, 2, 4)}
+    assert summary["memory"]["full_B1"]["accounted_ratio"] == 1.0
+    # accounted bytes fall with B (tensor sizes, not timings)
+    assert summary["memory"]["full_B4"]["accounted_ratio"] > summary["memory"]["full_B2"]["accounted_ratio"] > 1
+    assert all(math.isfinite(value) and value > 0 for ratios in summary["speed"].values() for value in ratios.values())
+
+
+@pytest.mark.slow
+def test_quality_benchmark_runs_every_arm(tmp_path):
+    results = load_benchmark("pretrained_quality").main([
+        "--output_dir", str(tmp_path), "--hidden_size", "16", "--num_heads", "2", "--num_layers", "3", "--num_blocks", "3",
+        "--pretrain_steps", "4", "--finetune_steps", "3", "--batch_size", "8", "--sampling_steps", "3"])
+    arms = [name for name in results if name.startswith("(")]
+    assert len(arms) == 6 and all(math.isfinite(results[name]) for name in arms)
+    assert (tmp_path / "samples_S3_lr0.0002_0.png").is_file()
