@@ -8,6 +8,13 @@ features of a small classifier the library trains on the same dataset's training
 with as many samples per class as the test split has; and, with `--inception_path`, FID on a
 user-supplied TorchScript Inception network (2048-d pool features). Also prints the sampling
 cost (block evaluations and seconds per image). Writes `metrics.json` into the pipeline folder.
+
+With `--denoising_loss_blocks B` it also estimates the EDM-weighted denoising loss on the first
+`--denoising_loss_images` test images, split over the B intervals of a partition of the model's
+noise range (`--denoising_loss_partition`), and prints it as a table: evaluated with the same B
+and seed, a block-wise and an end-to-end model see the same σ draws and noise, so the table shows
+in which interval of σ one loses to the other (`hf_diffusionblocks.evaluation.estimate_denoising_loss`).
+`--skip_frechet` computes only that loss (no sampling, no feature classifier).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import torch
 
 from hf_diffusionblocks import DiffusionBlocksImagePipeline
 from hf_diffusionblocks.data import load_image_dataset
+from hf_diffusionblocks.evaluation import DenoisingLossEstimate, estimate_denoising_loss
 from hf_diffusionblocks.metrics import (
     FeatureClassifierTrainingArguments,
     FrechetClassifierDistance,
@@ -29,6 +37,7 @@ from hf_diffusionblocks.metrics import (
     load_or_train_feature_classifier,
 )
 from hf_diffusionblocks.modeling.block_checkpoint import atomic_write_json
+from hf_diffusionblocks.partition import PARTITIONS, NoisePartition
 
 logger = logging.getLogger("evaluate_dit")
 
@@ -50,7 +59,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--inception_path", default=None, help="TorchScript Inception file for FID (optional).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    return parser.parse_args(argv)
+    parser.add_argument("--skip_frechet", action="store_true", help="No samples and no Fréchet distance.")
+    loss = parser.add_argument_group("denoising loss by σ interval")
+    loss.add_argument("--denoising_loss_blocks", type=int, default=0,
+                      help="Split the denoising loss over this many σ intervals (0: do not estimate it).")
+    loss.add_argument("--denoising_loss_partition", choices=PARTITIONS, default="equiprobable",
+                      help="How the model's noise range is cut into those intervals.")
+    loss.add_argument("--denoising_loss_images", type=int, default=1000, help="The first N test images.")
+    loss.add_argument("--denoising_loss_strata", type=int, default=4, help="Sub-strata of σ per interval.")
+    loss.add_argument("--denoising_loss_replicates", type=int, default=2, help="σ and noise draws per image and sub-stratum.")
+    loss.add_argument("--denoising_loss_json", default=None, help="Also write the loss estimate to this JSON file.")
+    args = parser.parse_args(argv)
+    for name, minimum in (("denoising_loss_blocks", 0), ("denoising_loss_images", 2),
+                          ("denoising_loss_strata", 1), ("denoising_loss_replicates", 1)):
+        if getattr(args, name) < minimum:
+            parser.error(f"--{name} must be >= {minimum}, got {getattr(args, name)}.")
+    if args.skip_frechet and not args.denoising_loss_blocks:
+        parser.error("--skip_frechet leaves nothing to evaluate without --denoising_loss_blocks.")
+    return args
 
 
 @torch.no_grad()
@@ -80,6 +106,23 @@ def class_balanced_labels(test_labels: torch.Tensor, num_labels: int, samples_pe
     return torch.arange(num_labels).repeat_interleave(samples_per_class)
 
 
+def denoising_loss_by_interval(pipeline, test_set, args: argparse.Namespace) -> DenoisingLossEstimate:
+    """The denoising loss of the pipeline's transformer on the first test images, split over
+    `--denoising_loss_blocks` intervals of its own noise distribution (overlap plays no part)."""
+    model_partition = pipeline.transformer.config.noise_partition
+    partition = NoisePartition(
+        num_blocks=args.denoising_loss_blocks, partition=args.denoising_loss_partition, overlap=0.0,
+        sigma_min=model_partition.sigma_min, sigma_max=model_partition.sigma_max,
+        p_mean=model_partition.p_mean, p_std=model_partition.p_std,
+    )
+    count = min(args.denoising_loss_images, len(test_set.labels))
+    return estimate_denoising_loss(
+        pipeline.transformer.eval(), test_set.images[:count], partition, class_labels=test_set.labels[:count],
+        strata_per_interval=args.denoising_loss_strata, num_replicates=args.denoising_loss_replicates,
+        seed=args.seed, batch_size=args.batch_size,
+    )
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
@@ -91,6 +134,35 @@ def main(argv: list[str] | None = None) -> dict:
     if train_set.num_labels != config.num_labels:
         raise ValueError(f"--dataset {args.dataset} has {train_set.num_labels} classes, the model {config.num_labels}.")
 
+    results = {
+        "pipeline": args.pipeline,
+        "dataset": args.dataset,
+        "num_blocks": config.num_blocks,
+        "partition": config.partition,
+        "training_steps": pipeline.transformer.block_training_steps,
+        "device": args.device,
+    }
+    loss = None
+    if args.denoising_loss_blocks:
+        loss = denoising_loss_by_interval(pipeline, test_set, args)
+        results["denoising_loss"] = loss.to_dict()
+        if args.denoising_loss_json:
+            atomic_write_json(args.denoising_loss_json, {"pipeline": args.pipeline, **loss.to_dict()})
+    if not args.skip_frechet:
+        results.update(frechet_results(pipeline, train_set, test_set, args))
+    if os.path.isdir(args.pipeline) and not args.skip_frechet:  # a loss-only run keeps the folder's earlier metrics
+        atomic_write_json(os.path.join(args.pipeline, "metrics.json"), results)
+    print(json.dumps(results, indent=2))
+    if loss is not None:
+        print(f"denoising loss by σ interval ({loss.num_intervals} {loss.partition} intervals, {loss.num_images} test images, "
+              f"{loss.strata_per_interval} strata × {loss.num_replicates} replicates, seed {loss.seed}):")
+        print(loss.format_table())
+    return results
+
+
+def frechet_results(pipeline, train_set, test_set, args: argparse.Namespace) -> dict:
+    """Fréchet distance of generated images to the test images on the library's feature classifier (and Inception)."""
+    config = pipeline.transformer.config
     size = args.classifier_train_size or len(train_set.labels)
     classifier = load_or_train_feature_classifier(
         train_set.images[:size], train_set.labels[:size], train_set.num_labels,
@@ -100,11 +172,6 @@ def main(argv: list[str] | None = None) -> dict:
     generated, seconds_per_image = generate(pipeline, labels, args)
     metric = FrechetClassifierDistance(classifier)
     results = {
-        "pipeline": args.pipeline,
-        "dataset": args.dataset,
-        "num_blocks": config.num_blocks,
-        "partition": config.partition,
-        "training_steps": pipeline.transformer.block_training_steps,
         "num_generated": len(generated),
         "num_reference": len(test_set.images),
         "num_inference_steps": args.num_inference_steps,
@@ -114,13 +181,9 @@ def main(argv: list[str] | None = None) -> dict:
         "classifier_train_size": size,
         "layer_evaluations_per_image": layer_evaluations_per_image(pipeline, args.guidance_scale),
         "seconds_per_image": seconds_per_image,
-        "device": args.device,
     }
     if args.inception_path:
         results["fid_inception"] = InceptionFrechetDistance(args.inception_path, device=args.device).compute(test_set.images, generated)
-    if os.path.isdir(args.pipeline):
-        atomic_write_json(os.path.join(args.pipeline, "metrics.json"), results)
-    print(json.dumps(results, indent=2))
     return results
 
 
