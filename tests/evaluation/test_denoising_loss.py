@@ -8,7 +8,13 @@ import torch
 
 from conftest import randomize_
 from hf_diffusionblocks import DiffusionBlocksDiTModel
-from hf_diffusionblocks.evaluation import estimate_denoising_loss, estimate_image_denoising_losses_by_stratum, interval_strata
+from hf_diffusionblocks.evaluation import (
+    estimate_denoising_loss,
+    estimate_denoising_loss_difference,
+    estimate_image_denoising_losses_by_stratum,
+    interval_strata,
+    summarize_denoising_losses,
+)
 from hf_diffusionblocks.partition import NoisePartition
 from hf_diffusionblocks.preconditioning import EDMPreconditioning
 
@@ -83,6 +89,21 @@ def test_shares_add_up_to_the_total_and_a_bad_interval_shows_alone():
     assert estimate.format_table().splitlines()[-1].strip().startswith("total")
 
 
+def test_the_paired_difference_is_zero_where_two_models_agree():
+    partition = NoisePartition(num_blocks=3)
+    images = gaussian_images(1.0, 50)
+    exact = GaussianDenoiser(1.0, partition)
+    wrong = GaussianDenoiser(1.0, partition, wrong_above=partition.block_interval(1)[1])
+    difference = estimate_denoising_loss_difference(wrong, exact, images, partition, strata_per_interval=2)
+    high, middle, low = difference.intervals
+    assert high.conditional_loss > 2 * high.conditional_standard_error > 0   # the identity at high σ: heavy-tailed
+    assert middle.conditional_loss == low.conditional_loss == middle.conditional_standard_error == 0.0
+    one = estimate_denoising_loss(wrong, images, partition, strata_per_interval=2)
+    two = estimate_denoising_loss(exact, images, partition, strata_per_interval=2)
+    assert difference.loss == pytest.approx(one.loss - two.loss, rel=1e-12)
+    assert difference.standard_error < one.standard_error
+
+
 def test_the_draws_depend_on_neither_the_model_nor_the_batch_size():
     partition = NoisePartition(num_blocks=2)
     images = gaussian_images(1.0, 20)
@@ -135,6 +156,10 @@ def test_bad_input_is_named(tiny_dit_config):
         estimate_denoising_loss(model, images, partition, batch_size=0)
     with pytest.raises(ValueError, match="outside the model's"):
         estimate_denoising_loss(model, images, NoisePartition(num_blocks=3, sigma_max=100.0))
+    with pytest.raises(ValueError, match="not a multiple of the partition's 3 intervals"):
+        summarize_denoising_losses(torch.zeros(4, 1, 4, dtype=torch.float64), partition, 0, 0.5)
+    with pytest.raises(ValueError, match="losses must be a tensor of shape"):
+        summarize_denoising_losses(torch.zeros(4, 6), partition, 0, 0.5)
     incomplete = DiffusionBlocksDiTModel(tiny_dit_config, block_indices=[0])
     with pytest.raises(ValueError, match="needs every block"):
         estimate_denoising_loss(incomplete, images, partition)

@@ -16,8 +16,10 @@ from .denoising_loss import (
     DenoisingLossEstimate,
     IntervalLossEstimate,
     estimate_denoising_loss,
+    estimate_denoising_loss_difference,
     estimate_image_denoising_losses_by_stratum,
     interval_strata,
+    summarize_denoising_losses,
 )
 
 
@@ -33,11 +35,13 @@ __all__ = [
     "TimeStratumEstimate",
     "bits_per_character_metric_path",
     "estimate_denoising_loss",
+    "estimate_denoising_loss_difference",
     "estimate_image_denoising_losses_by_stratum",
     "estimate_nelbo",
     "estimate_sequence_nelbo",
     "estimate_sequence_nelbo_by_stratum",
     "interval_strata",
+    "summarize_denoising_losses",
     "text_windows",
     "time_strata",
 ]

@@ -209,9 +209,48 @@ def estimate_denoising_loss(
     losses = estimate_image_denoising_losses_by_stratum(
         model, images, partition, class_labels, preconditioning, strata_per_interval, num_replicates, seed, batch_size
     )
-    preconditioning = preconditioning or model.config.preconditioning
+    sigma_data = (preconditioning or model.config.preconditioning).sigma_data
+    return summarize_denoising_losses(losses, partition, seed, sigma_data)
+
+
+def estimate_denoising_loss_difference(
+    model,
+    reference_model,
+    images: torch.Tensor,
+    partition: NoisePartition,
+    class_labels: torch.Tensor | None = None,
+    preconditioning: EDMPreconditioning | None = None,
+    strata_per_interval: int = 4,
+    num_replicates: int = 2,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> DenoisingLossEstimate:
+    """The loss of `model` minus that of `reference_model`, per interval, with paired standard errors.
+
+    Both see the same σ and ε (module docstring), so the error of the difference is that of the
+    per-image differences, usually far below either loss's own error. Arguments as in
+    `estimate_denoising_loss`; `preconditioning` defaults to `model`'s (both should share σ_data).
+    """
+    arguments = (images, partition, class_labels, preconditioning, strata_per_interval, num_replicates, seed, batch_size)
+    losses = estimate_image_denoising_losses_by_stratum(model, *arguments)
+    reference = estimate_image_denoising_losses_by_stratum(reference_model, *arguments)
+    sigma_data = (preconditioning or model.config.preconditioning).sigma_data
+    return summarize_denoising_losses(losses - reference, partition, seed, sigma_data)
+
+
+def summarize_denoising_losses(
+    losses: torch.Tensor, partition: NoisePartition, seed: int, sigma_data: float
+) -> DenoisingLossEstimate:
+    """Interval losses, shares and standard errors from `estimate_image_denoising_losses_by_stratum`'s tensor
+    `(num_images, num_replicates, num_intervals · strata_per_interval)` (or a difference of two)."""
+    if not isinstance(losses, torch.Tensor) or losses.ndim != 3 or losses.shape[0] < 2:
+        raise ValueError("losses must be a tensor of shape (num_images >= 2, num_replicates, num_strata), "
+                         f"got {tuple(getattr(losses, 'shape', ())) or type(losses).__name__}.")
+    num_images, num_replicates, num_strata = losses.shape
+    if num_strata % partition.num_blocks:
+        raise ValueError(f"losses has {num_strata} strata, not a multiple of the partition's {partition.num_blocks} intervals.")
+    strata_per_interval = num_strata // partition.num_blocks
     per_image = losses.mean(dim=1)                                                  # (n, K·M)
-    num_images = per_image.shape[0]
     conditional = per_image.reshape(num_images, partition.num_blocks, strata_per_interval).mean(dim=2)  # (n, K)
     masses = torch.stack([
         partition.probability_mass(*partition.block_interval(k)) for k in range(partition.num_blocks)
@@ -235,5 +274,5 @@ def estimate_denoising_loss(
         loss=float(total.mean()), standard_error=float(standard_error(total)), num_images=num_images,
         num_replicates=num_replicates, strata_per_interval=strata_per_interval, seed=seed,
         partition=partition.partition, num_intervals=partition.num_blocks,
-        sigma_data=preconditioning.sigma_data, intervals=intervals,
+        sigma_data=sigma_data, intervals=intervals,
     )
