@@ -14,7 +14,8 @@ With `--denoising_loss_blocks B` it also estimates the EDM-weighted denoising lo
 noise range (`--denoising_loss_partition`), and prints it as a table: evaluated with the same B
 and seed, a block-wise and an end-to-end model see the same σ draws and noise, so the table shows
 in which interval of σ one loses to the other (`hf_diffusionblocks.evaluation.estimate_denoising_loss`).
-`--skip_frechet` computes only that loss (no sampling, no feature classifier).
+`--denoising_loss_reference PIPELINE` adds this model's loss minus the reference's (e.g. the
+end-to-end model), per interval, with paired standard errors. `--skip_frechet` computes only the loss (no sampling, no feature classifier).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch
 
 from hf_diffusionblocks import DiffusionBlocksImagePipeline
 from hf_diffusionblocks.data import load_image_dataset
-from hf_diffusionblocks.evaluation import DenoisingLossEstimate, estimate_denoising_loss
+from hf_diffusionblocks.evaluation import DenoisingLossEstimate, estimate_denoising_loss, estimate_denoising_loss_difference
 from hf_diffusionblocks.metrics import (
     FeatureClassifierTrainingArguments,
     FrechetClassifierDistance,
@@ -68,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     loss.add_argument("--denoising_loss_images", type=int, default=1000, help="The first N test images.")
     loss.add_argument("--denoising_loss_strata", type=int, default=4, help="Sub-strata of σ per interval.")
     loss.add_argument("--denoising_loss_replicates", type=int, default=2, help="σ and noise draws per image and sub-stratum.")
+    loss.add_argument("--denoising_loss_reference", default=None,
+                      help="A second pipeline folder: also report this model's loss minus its (paired, same draws).")
     loss.add_argument("--denoising_loss_json", default=None, help="Also write the loss estimate to this JSON file.")
     args = parser.parse_args(argv)
     for name, minimum in (("denoising_loss_blocks", 0), ("denoising_loss_images", 2),
@@ -76,6 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name} must be >= {minimum}, got {getattr(args, name)}.")
     if args.skip_frechet and not args.denoising_loss_blocks:
         parser.error("--skip_frechet leaves nothing to evaluate without --denoising_loss_blocks.")
+    if args.denoising_loss_reference and not args.denoising_loss_blocks:
+        parser.error("--denoising_loss_reference needs --denoising_loss_blocks.")
     return args
 
 
@@ -106,9 +111,10 @@ def class_balanced_labels(test_labels: torch.Tensor, num_labels: int, samples_pe
     return torch.arange(num_labels).repeat_interleave(samples_per_class)
 
 
-def denoising_loss_by_interval(pipeline, test_set, args: argparse.Namespace) -> DenoisingLossEstimate:
+def denoising_loss_by_interval(pipeline, test_set, args: argparse.Namespace, reference=None) -> DenoisingLossEstimate:
     """The denoising loss of the pipeline's transformer on the first test images, split over
-    `--denoising_loss_blocks` intervals of its own noise distribution (overlap plays no part)."""
+    `--denoising_loss_blocks` intervals of its own noise distribution (overlap plays no part);
+    with a `reference` transformer, the loss minus the reference's on the same draws."""
     model_partition = pipeline.transformer.config.noise_partition
     partition = NoisePartition(
         num_blocks=args.denoising_loss_blocks, partition=args.denoising_loss_partition, overlap=0.0,
@@ -116,11 +122,13 @@ def denoising_loss_by_interval(pipeline, test_set, args: argparse.Namespace) -> 
         p_mean=model_partition.p_mean, p_std=model_partition.p_std,
     )
     count = min(args.denoising_loss_images, len(test_set.labels))
-    return estimate_denoising_loss(
-        pipeline.transformer.eval(), test_set.images[:count], partition, class_labels=test_set.labels[:count],
-        strata_per_interval=args.denoising_loss_strata, num_replicates=args.denoising_loss_replicates,
-        seed=args.seed, batch_size=args.batch_size,
-    )
+    settings = dict(class_labels=test_set.labels[:count], strata_per_interval=args.denoising_loss_strata,
+                    num_replicates=args.denoising_loss_replicates, seed=args.seed, batch_size=args.batch_size)
+    if reference is not None:
+        return estimate_denoising_loss_difference(
+            pipeline.transformer.eval(), reference.eval(), test_set.images[:count], partition, **settings
+        )
+    return estimate_denoising_loss(pipeline.transformer.eval(), test_set.images[:count], partition, **settings)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -148,6 +156,11 @@ def main(argv: list[str] | None = None) -> dict:
         results["denoising_loss"] = loss.to_dict()
         if args.denoising_loss_json:
             atomic_write_json(args.denoising_loss_json, {"pipeline": args.pipeline, **loss.to_dict()})
+    difference = None
+    if args.denoising_loss_reference:
+        reference = DiffusionBlocksImagePipeline.from_pretrained(args.denoising_loss_reference).to(args.device).transformer
+        difference = denoising_loss_by_interval(pipeline, test_set, args, reference)
+        results["denoising_loss_difference"] = {"reference": args.denoising_loss_reference, **difference.to_dict()}
     if not args.skip_frechet:
         results.update(frechet_results(pipeline, train_set, test_set, args))
     if os.path.isdir(args.pipeline) and not args.skip_frechet:  # a loss-only run keeps the folder's earlier metrics
@@ -157,6 +170,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"denoising loss by σ interval ({loss.num_intervals} {loss.partition} intervals, {loss.num_images} test images, "
               f"{loss.strata_per_interval} strata × {loss.num_replicates} replicates, seed {loss.seed}):")
         print(loss.format_table())
+    if difference is not None:
+        print(f"minus the reference {args.denoising_loss_reference} (paired: the same draws):")
+        print(difference.format_table())
     return results
 
 

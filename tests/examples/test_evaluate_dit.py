@@ -50,6 +50,20 @@ def test_the_loss_is_split_over_the_same_intervals_for_both_models(trained, tmp_
     assert direct.loss == pytest.approx(losses["blockwise"]["loss"], rel=1e-12)
 
 
+def test_the_paired_difference_to_a_reference_model(trained, capsys):
+    arguments = ["--pipeline", str(trained / "blockwise"), "--dataset", "digits", "--skip_frechet", "--device", "cpu",
+                 "--denoising_loss_blocks", "3", "--denoising_loss_images", "10", "--denoising_loss_strata", "1"]
+    evaluate = load_script("evaluate_dit")
+    own = evaluate.main(arguments)["denoising_loss"]
+    reference = evaluate.main([*arguments[:1], str(trained / "e2e"), *arguments[2:]])["denoising_loss"]
+    results = evaluate.main([*arguments, "--denoising_loss_reference", str(trained / "e2e")])
+    difference = results["denoising_loss_difference"]
+    assert difference["reference"] == str(trained / "e2e") and results["denoising_loss"] == own
+    for row, a, b in zip(difference["intervals"], own["intervals"], reference["intervals"]):
+        assert row["conditional_loss"] == pytest.approx(a["conditional_loss"] - b["conditional_loss"], rel=1e-9, abs=1e-12)
+    assert "minus the reference" in capsys.readouterr().out
+
+
 def test_the_loss_goes_into_metrics_json_next_to_the_frechet_distance(trained, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DIFFUSIONBLOCKS_CACHE", str(tmp_path))  # the feature classifier is cached here
     results = load_script("evaluate_dit").main([
@@ -68,6 +82,7 @@ def test_the_loss_goes_into_metrics_json_next_to_the_frechet_distance(trained, t
     (["--denoising_loss_blocks", "-1"], "--denoising_loss_blocks must be >= 0"),
     (["--denoising_loss_strata", "0"], "--denoising_loss_strata must be >= 1"),
     (["--skip_frechet"], "leaves nothing to evaluate"),
+    (["--denoising_loss_reference", "y"], "needs --denoising_loss_blocks"),
     (["--denoising_loss_partition", "cosine"], "invalid choice"),
 ])
 def test_bad_flags_are_refused(extra, message, capsys):
