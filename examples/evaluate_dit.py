@@ -71,7 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     loss.add_argument("--denoising_loss_replicates", type=int, default=2, help="σ and noise draws per image and sub-stratum.")
     loss.add_argument("--denoising_loss_reference", default=None,
                       help="A second pipeline folder: also report this model's loss minus its (paired, same draws).")
-    loss.add_argument("--denoising_loss_json", default=None, help="Also write the loss estimate to this JSON file.")
+    loss.add_argument("--denoising_loss_json", default=None,
+                      help="Also write the loss (and the difference to the reference) to this JSON file.")
     args = parser.parse_args(argv)
     for name, minimum in (("denoising_loss_blocks", 0), ("denoising_loss_images", 2),
                           ("denoising_loss_strata", 1), ("denoising_loss_replicates", 1)):
@@ -154,13 +155,13 @@ def main(argv: list[str] | None = None) -> dict:
     if args.denoising_loss_blocks:
         loss = denoising_loss_by_interval(pipeline, test_set, args)
         results["denoising_loss"] = loss.to_dict()
-        if args.denoising_loss_json:
-            atomic_write_json(args.denoising_loss_json, {"pipeline": args.pipeline, **loss.to_dict()})
     difference = None
     if args.denoising_loss_reference:
         reference = DiffusionBlocksImagePipeline.from_pretrained(args.denoising_loss_reference).to(args.device).transformer
         difference = denoising_loss_by_interval(pipeline, test_set, args, reference)
         results["denoising_loss_difference"] = {"reference": args.denoising_loss_reference, **difference.to_dict()}
+    if args.denoising_loss_json:
+        atomic_write_json(args.denoising_loss_json, {key: value for key, value in results.items() if key.startswith("denoising_loss")})
     if not args.skip_frechet:
         results.update(frechet_results(pipeline, train_set, test_set, args))
     if os.path.isdir(args.pipeline) and not args.skip_frechet:  # a loss-only run keeps the folder's earlier metrics

@@ -32,7 +32,7 @@ def test_the_loss_is_split_over_the_same_intervals_for_both_models(trained, tmp_
             "--denoising_loss_json", str(output), "--batch_size", "5",
         ])
         losses[name] = results["denoising_loss"]
-        assert json.loads(output.read_text())["loss"] == losses[name]["loss"]
+        assert json.loads(output.read_text()) == {"denoising_loss": losses[name]}
         assert "frechet_classifier_distance" not in results and not (trained / name / "metrics.json").exists()
         printed = capsys.readouterr().out
         assert "denoising loss by σ interval (3 equiprobable intervals, 12 test images" in printed
