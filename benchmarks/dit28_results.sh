@@ -101,4 +101,19 @@ print(f"FD: {first['num_generated']} generated vs {first['num_reference']} test 
       f"(held-out accuracy {first['classifier_accuracy']:.3f}); loss: {first['denoising_loss']['num_images']} test images, "
       f"{first['denoising_loss']['strata_per_interval']} strata × {first['denoising_loss']['num_replicates']} replicates per interval.")
 PY
+# The floor of the metric at this sample size: real training images (as many as were generated) against the test images.
+"$python" - "$samples_per_class" "${CLASSIFIER_TRAIN_SIZE:-10000}" "$seed" <<'PY'
+import sys, torch
+from hf_diffusionblocks.data import load_image_dataset
+from hf_diffusionblocks.metrics import FeatureClassifierTrainingArguments, FrechetClassifierDistance, load_or_train_feature_classifier
+samples_per_class, size, seed = (int(value) for value in sys.argv[1:])
+train, test = load_image_dataset("fashion_mnist", "train"), load_image_dataset("fashion_mnist", "test")
+classifier = load_or_train_feature_classifier(train.images[:size], train.labels[:size], train.num_labels,
+                                              FeatureClassifierTrainingArguments(num_threads=1))
+generator = torch.Generator().manual_seed(seed)
+chosen = torch.cat([torch.nonzero(train.labels == label).flatten()[torch.randperm(int((train.labels == label).sum()), generator=generator)[:samples_per_class]]
+                    for label in range(train.num_labels)])
+distance = FrechetClassifierDistance(classifier).compute(test.images, train.images[chosen])
+print(f"real data: {len(chosen)} training images ({samples_per_class} per class, seed {seed}) vs the test images: FD {distance:.2f}")
+PY
 echo "== $(date +%T) done"

@@ -31,6 +31,7 @@ def test_the_script_prints_the_table_of_every_model(tmp_path):
     differences = [row.split("|")[1].strip() for row in rows[6:]]  # the paired table, the reference left out
     assert differences == ["blockwise-equiprobable", "end-to-end-equal-steps", "blockwise-uniform-log"]
     assert re.search(r"FD: 70 generated vs 10000 test images", completed.stdout)
+    assert re.search(r"real data: 70 training images \(7 per class, seed 0\) vs the test images: FD [0-9.]+", completed.stdout)
     for name in names:
         assert (tmp_path / f"fmnist28-{name}" / "samples.png").is_file()
     again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=environment)
