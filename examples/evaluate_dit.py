@@ -8,6 +8,14 @@ features of a small classifier the library trains on the same dataset's training
 with as many samples per class as the test split has; and, with `--inception_path`, FID on a
 user-supplied TorchScript Inception network (2048-d pool features). Also prints the sampling
 cost (block evaluations and seconds per image). Writes `metrics.json` into the pipeline folder.
+
+With `--denoising_loss_blocks B` it also estimates the EDM-weighted denoising loss on the first
+`--denoising_loss_images` test images, split over the B intervals of a partition of the model's
+noise range (`--denoising_loss_partition`), and prints it as a table: evaluated with the same B
+and seed, a block-wise and an end-to-end model see the same σ draws and noise, so the table shows
+in which interval of σ one loses to the other (`hf_diffusionblocks.evaluation.estimate_denoising_loss`).
+`--denoising_loss_reference PIPELINE` adds this model's loss minus the reference's (e.g. the
+end-to-end model), per interval, with paired standard errors. `--skip_frechet` computes only the loss (no sampling, no feature classifier).
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import torch
 
 from hf_diffusionblocks import DiffusionBlocksImagePipeline
 from hf_diffusionblocks.data import load_image_dataset
+from hf_diffusionblocks.evaluation import DenoisingLossEstimate, estimate_denoising_loss, estimate_denoising_loss_difference
 from hf_diffusionblocks.metrics import (
     FeatureClassifierTrainingArguments,
     FrechetClassifierDistance,
@@ -31,6 +40,7 @@ from hf_diffusionblocks.metrics import (
 from hf_diffusionblocks.modeling.block_checkpoint import atomic_write_json
 from hf_diffusionblocks.training.arguments import HelpFormatter
 from hf_diffusionblocks.training.runtime import configure_cpu_threads, run_script, setup_logging
+from hf_diffusionblocks.partition import PARTITIONS, NoisePartition
 
 logger = logging.getLogger("evaluate_dit")
 
@@ -52,7 +62,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--inception_path", default=None, help="TorchScript Inception file for FID (optional).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    return parser.parse_args(argv)
+    parser.add_argument("--skip_frechet", action="store_true", help="No samples and no Fréchet distance.")
+    loss = parser.add_argument_group("denoising loss by σ interval")
+    loss.add_argument("--denoising_loss_blocks", type=int, default=0,
+                      help="Split the denoising loss over this many σ intervals (0: do not estimate it).")
+    loss.add_argument("--denoising_loss_partition", choices=PARTITIONS, default="equiprobable",
+                      help="How the model's noise range is cut into those intervals.")
+    loss.add_argument("--denoising_loss_images", type=int, default=1000, help="The first N test images.")
+    loss.add_argument("--denoising_loss_strata", type=int, default=4, help="Sub-strata of σ per interval.")
+    loss.add_argument("--denoising_loss_replicates", type=int, default=2, help="σ and noise draws per image and sub-stratum.")
+    loss.add_argument("--denoising_loss_reference", default=None,
+                      help="A second pipeline folder: also report this model's loss minus its (paired, same draws).")
+    loss.add_argument("--denoising_loss_json", default=None,
+                      help="Also write the loss (and the difference to the reference) to this JSON file.")
+    args = parser.parse_args(argv)
+    for name, minimum in (("denoising_loss_blocks", 0), ("denoising_loss_images", 2),
+                          ("denoising_loss_strata", 1), ("denoising_loss_replicates", 1)):
+        if getattr(args, name) < minimum:
+            parser.error(f"--{name} must be >= {minimum}, got {getattr(args, name)}.")
+    if args.skip_frechet and not args.denoising_loss_blocks:
+        parser.error("--skip_frechet leaves nothing to evaluate without --denoising_loss_blocks.")
+    if args.denoising_loss_reference and not args.denoising_loss_blocks:
+        parser.error("--denoising_loss_reference needs --denoising_loss_blocks.")
+    return args
 
 
 @torch.no_grad()
@@ -82,6 +114,26 @@ def class_balanced_labels(test_labels: torch.Tensor, num_labels: int, samples_pe
     return torch.arange(num_labels).repeat_interleave(samples_per_class)
 
 
+def denoising_loss_by_interval(pipeline, test_set, args: argparse.Namespace, reference=None) -> DenoisingLossEstimate:
+    """The denoising loss of the pipeline's transformer on the first test images, split over
+    `--denoising_loss_blocks` intervals of its own noise distribution (overlap plays no part);
+    with a `reference` transformer, the loss minus the reference's on the same draws."""
+    model_partition = pipeline.transformer.config.noise_partition
+    partition = NoisePartition(
+        num_blocks=args.denoising_loss_blocks, partition=args.denoising_loss_partition, overlap=0.0,
+        sigma_min=model_partition.sigma_min, sigma_max=model_partition.sigma_max,
+        p_mean=model_partition.p_mean, p_std=model_partition.p_std,
+    )
+    count = min(args.denoising_loss_images, len(test_set.labels))
+    settings = dict(class_labels=test_set.labels[:count], strata_per_interval=args.denoising_loss_strata,
+                    num_replicates=args.denoising_loss_replicates, seed=args.seed, batch_size=args.batch_size)
+    if reference is not None:
+        return estimate_denoising_loss_difference(
+            pipeline.transformer.eval(), reference.eval(), test_set.images[:count], partition, **settings
+        )
+    return estimate_denoising_loss(pipeline.transformer.eval(), test_set.images[:count], partition, **settings)
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     setup_logging()
@@ -94,6 +146,43 @@ def main(argv: list[str] | None = None) -> dict:
     if train_set.num_labels != config.num_labels:
         raise ValueError(f"--dataset_name {args.dataset_name} has {train_set.num_labels} classes, the model {config.num_labels}.")
 
+    results = {
+        "pipeline": args.pipeline,
+        "dataset": args.dataset_name,
+        "num_blocks": config.num_blocks,
+        "partition": config.partition,
+        "training_steps": pipeline.transformer.block_training_steps,
+        "device": args.device,
+    }
+    loss = None
+    if args.denoising_loss_blocks:
+        loss = denoising_loss_by_interval(pipeline, test_set, args)
+        results["denoising_loss"] = loss.to_dict()
+    difference = None
+    if args.denoising_loss_reference:
+        reference = DiffusionBlocksImagePipeline.from_pretrained(args.denoising_loss_reference).to(args.device).transformer
+        difference = denoising_loss_by_interval(pipeline, test_set, args, reference)
+        results["denoising_loss_difference"] = {"reference": args.denoising_loss_reference, **difference.to_dict()}
+    if args.denoising_loss_json:
+        atomic_write_json(args.denoising_loss_json, {key: value for key, value in results.items() if key.startswith("denoising_loss")})
+    if not args.skip_frechet:
+        results.update(frechet_results(pipeline, train_set, test_set, args))
+    if os.path.isdir(args.pipeline) and not args.skip_frechet:  # a loss-only run keeps the folder's earlier metrics
+        atomic_write_json(os.path.join(args.pipeline, "metrics.json"), results)
+    print(json.dumps(results, indent=2))
+    if loss is not None:
+        print(f"denoising loss by σ interval ({loss.num_intervals} {loss.partition} intervals, {loss.num_images} test images, "
+              f"{loss.strata_per_interval} strata × {loss.num_replicates} replicates, seed {loss.seed}):")
+        print(loss.format_table())
+    if difference is not None:
+        print(f"minus the reference {args.denoising_loss_reference} (paired: the same draws):")
+        print(difference.format_table())
+    return results
+
+
+def frechet_results(pipeline, train_set, test_set, args: argparse.Namespace) -> dict:
+    """Fréchet distance of generated images to the test images on the library's feature classifier (and Inception)."""
+    config = pipeline.transformer.config
     size = args.classifier_train_size or len(train_set.labels)
     classifier = load_or_train_feature_classifier(
         train_set.images[:size], train_set.labels[:size], train_set.num_labels,
@@ -103,11 +192,6 @@ def main(argv: list[str] | None = None) -> dict:
     generated, seconds_per_image = generate(pipeline, labels, args)
     metric = FrechetClassifierDistance(classifier)
     results = {
-        "pipeline": args.pipeline,
-        "dataset": args.dataset_name,
-        "num_blocks": config.num_blocks,
-        "partition": config.partition,
-        "training_steps": pipeline.transformer.block_training_steps,
         "num_generated": len(generated),
         "num_reference": len(test_set.images),
         "num_inference_steps": args.num_inference_steps,
@@ -117,13 +201,9 @@ def main(argv: list[str] | None = None) -> dict:
         "classifier_train_size": size,
         "layer_evaluations_per_image": layer_evaluations_per_image(pipeline, args.guidance_scale),
         "seconds_per_image": seconds_per_image,
-        "device": args.device,
     }
     if args.inception_path:
         results["fid_inception"] = InceptionFrechetDistance(args.inception_path, device=args.device).compute(test_set.images, generated)
-    if os.path.isdir(args.pipeline):
-        atomic_write_json(os.path.join(args.pipeline, "metrics.json"), results)
-    print(json.dumps(results, indent=2))
     return results
 
 

@@ -1,4 +1,5 @@
-"""Exact likelihood evaluation of the masked diffusion LM: NELBO and bits per character."""
+"""Model evaluation: the masked diffusion LM's NELBO and bits per character; the denoising loss of a
+continuous-noise denoiser split over σ intervals."""
 
 from pathlib import Path
 
@@ -11,6 +12,15 @@ from .bits_per_character import (
     text_windows,
     time_strata,
 )
+from .denoising_loss import (
+    DenoisingLossEstimate,
+    IntervalLossEstimate,
+    estimate_denoising_loss,
+    estimate_denoising_loss_difference,
+    estimate_image_denoising_losses_by_stratum,
+    interval_strata,
+    summarize_denoising_losses,
+)
 
 
 def bits_per_character_metric_path() -> str:
@@ -19,12 +29,19 @@ def bits_per_character_metric_path() -> str:
 
 
 __all__ = [
+    "DenoisingLossEstimate",
+    "IntervalLossEstimate",
     "NELBOEstimate",
     "TimeStratumEstimate",
     "bits_per_character_metric_path",
+    "estimate_denoising_loss",
+    "estimate_denoising_loss_difference",
+    "estimate_image_denoising_losses_by_stratum",
     "estimate_nelbo",
     "estimate_sequence_nelbo",
     "estimate_sequence_nelbo_by_stratum",
+    "interval_strata",
+    "summarize_denoising_losses",
     "text_windows",
     "time_strata",
 ]
