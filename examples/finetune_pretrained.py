@@ -60,7 +60,9 @@ def parse_block_list(value: str) -> list[int]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_training_arguments(parser, defaults={"learning_rate": 1e-4, "lr_warmup_steps": 0})
+    # the conversion fixes B and the partition: no --partition/--overlap, and --num_blocks is refused if given
+    add_common_training_arguments(parser, defaults={"learning_rate": 1e-4, "lr_warmup_steps": 0, "num_blocks": None},
+                                  noise_partition=False)
     group = parser.add_argument_group("pretrained fine-tuning")
     group.add_argument("--converted_dir", required=True, help="a folder written by `hf-diffusionblocks convert`")
     group.add_argument("--latents_file", default=None, help="safetensors with `latents` and the forward's conditioning tensors")
@@ -76,6 +78,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     group.add_argument("--train_stems", action="store_true",
                        help="also train the shared stems (their optimizer state then costs memory, and blocks no longer share them)")
     args = parser.parse_args(argv)
+    if args.num_blocks is not None:
+        raise ValueError(f"--num_blocks {args.num_blocks}: the conversion fixed the blocks; convert again to change B.")
+    manifest = read_manifest(args.converted_dir)
+    args.num_blocks = manifest.num_blocks
     validate_common_arguments(args)
     if args.training_mode != "blockwise":
         raise ValueError("--training_mode: a converted model is fine-tuned block-wise; convert with --num_blocks 1 for end-to-end.")
@@ -83,8 +89,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise ValueError("give exactly one of --latents_file and --dataset_name.")
     if args.train_stems and args.use_lora:
         raise ValueError("--train_stems trains full stems; it cannot be combined with --use_lora.")
-    manifest = read_manifest(args.converted_dir)
-    args.num_blocks = manifest.num_blocks  # the conversion fixes B; --num_blocks/--partition/--overlap do not apply
     if args.blocks_to_train is not None:
         for block_index in args.blocks_to_train:
             manifest.time_partition.check_block_index(block_index)

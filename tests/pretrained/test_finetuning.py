@@ -110,7 +110,7 @@ def digits_dit_folder(tmp_path):
 
 
 def script_args(converted_dir, output_dir, *extra):
-    return ["--converted_dir", str(converted_dir), "--output_dir", str(output_dir), "--dataset", "digits",
+    return ["--converted_dir", str(converted_dir), "--output_dir", str(output_dir), "--dataset_name", "digits",
             "--train_batch_size", "8", "--max_train_steps", "4", "--logging_steps", "2", "--checkpointing_steps", "2",
             "--report_to", "none", *extra]
 
@@ -181,6 +181,7 @@ def test_script_resume_is_exact(tmp_path):
         (["--blocks_to_train", "0,5"], "block_index must be an int in"),
         (["--training_mode", "end_to_end"], "block-wise"),
         (["--use_lora", "--train_stems"], "cannot be combined"),
+        (["--num_blocks", "4"], "the conversion fixed the blocks"),
     ],
 )
 def test_script_bad_input_is_named(tmp_path, extra, message):
