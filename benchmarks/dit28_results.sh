@@ -12,7 +12,10 @@
 # already evaluated (<name>.eval.txt present) is not redone, so delete the folder to start over.
 #
 # Usage: bash benchmarks/dit28_results.sh [STEPS_PER_BLOCK] [MODEL_SIZE] [BATCH] [SAMPLES_PER_CLASS] [PATCH] [ABLATIONS]
-#   ABLATIONS: "none" or a comma list of uniform_log (B=3, uniform in ln σ), two_blocks (B=2); default both.
+#   ABLATIONS: "none" or a comma list of uniform_log (B=3, uniform in ln σ), two_blocks (B=2), and steps given to the
+#   blocks unevenly (B=3, equi-probability): high_noise_x2 (2N, N, N), low_noise_x2 (N, N, 2N), equal_total_high
+#   (3N/2, 3N/4, 3N/4: the end-to-end model's 3N steps in total, half of them on the high-noise block);
+#   default: all five.
 # Defaults are the run reported (CPU, about 1.5 h on 2 shared cores).
 # Environment: OUTPUT_ROOT (default outputs), PYTHON, CLASSIFIER_TRAIN_SIZE (default 10000), LOSS_IMAGES (default 1000),
 #   SEED (default 0).
@@ -22,7 +25,7 @@ size=${2:-XS}
 batch=${3:-64}
 samples_per_class=${4:-50}
 patch=${5:-4}
-ablations=${6:-uniform_log,two_blocks}
+ablations=${6:-uniform_log,two_blocks,high_noise_x2,low_noise_x2,equal_total_high}
 seed=${SEED:-0}
 root=${OUTPUT_ROOT:-outputs}
 python=${PYTHON:-python}
@@ -37,8 +40,13 @@ train() {  # name, flags...
   echo "== $(date +%T) train $name"
   local started=$SECONDS
   # a run stopped midway continues: finished blocks are kept, the others resume from their checkpoints
-  "$python" examples/train_dit.py "${common[@]}" --output_dir "$out" --resume_from_checkpoint latest "$@" > "$out.log" 2>&1
+  "$python" examples/train_dit.py "${common[@]}" --output_dir "$out" --resume_from_checkpoint latest "$@" >> "$out.log" 2>&1
   echo "== $name trained in $((SECONDS - started)) s"
+}
+train_steps_per_block() {  # steps of block 0, 1, 2
+  local name="blockwise-steps-$1-$2-$3"
+  train "$name" --num_blocks 3 --partition equiprobable --max_train_steps_per_block "$@"
+  names+=("$name")
 }
 evaluate() {  # name: Fréchet distance and the loss by interval
   local name=$1 out="$root/fmnist28-$1"
@@ -74,6 +82,9 @@ fi
 if [[ ",$ablations," == *",two_blocks,"* ]]; then
   train blockwise-two-blocks --num_blocks 2 --partition equiprobable --max_train_steps "$steps"; names+=(blockwise-two-blocks)
 fi
+if [[ ",$ablations," == *",high_noise_x2,"* ]]; then train_steps_per_block $((2 * steps)) "$steps" "$steps"; fi
+if [[ ",$ablations," == *",low_noise_x2,"* ]]; then train_steps_per_block "$steps" "$steps" $((2 * steps)); fi
+if [[ ",$ablations," == *",equal_total_high,"* ]]; then train_steps_per_block $((3 * steps / 2)) $((3 * steps / 4)) $((3 * steps / 4)); fi
 for name in "${names[@]}"; do echo "-- $name"; evaluate "$name"; done
 for name in "${names[@]:0:1}" "${names[@]:2}"; do echo "-- $name minus end-to-end-equal-compute"; compare "$name"; done
 echo "== table (N=$steps steps per block, DiT-$size, patch $patch, batch $batch, seed $seed)"

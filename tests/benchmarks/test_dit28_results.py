@@ -18,18 +18,19 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_script_prints_the_table_of_every_model(tmp_path):
     environment = dict(os.environ, OMP_NUM_THREADS="1", TQDM_DISABLE="1", OUTPUT_ROOT=str(tmp_path), PYTHON=sys.executable,
                        CLASSIFIER_TRAIN_SIZE="300", LOSS_IMAGES="10")
-    command = ["bash", str(ROOT / "benchmarks" / "dit28_results.sh"), "2", "XS", "8", "7", "7", "uniform_log"]
+    command = ["bash", str(ROOT / "benchmarks" / "dit28_results.sh"), "4", "XS", "8", "7", "7", "uniform_log,equal_total_high"]
     completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1200, env=environment)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     lines = completed.stdout.splitlines()
     rows = [line for line in lines[lines.index("| model | training steps | FD (feature classifier) | loss σ-interval 0 (high) "
                                                 "| 1 | 2 (low) | total loss |"):] if line.startswith("| ")]
-    names = [row.split("|")[1].strip() for row in rows[1:5]]
-    assert names == ["blockwise-equiprobable", "end-to-end-equal-compute", "end-to-end-equal-steps", "blockwise-uniform-log"]
-    steps = [row.split("|")[2].strip() for row in rows[1:5]]
-    assert steps == ["2+2+2", "2", "6", "2+2+2"]
-    differences = [row.split("|")[1].strip() for row in rows[6:]]  # the paired table, the reference left out
-    assert differences == ["blockwise-equiprobable", "end-to-end-equal-steps", "blockwise-uniform-log"]
+    names = [row.split("|")[1].strip() for row in rows[1:6]]
+    assert names == ["blockwise-equiprobable", "end-to-end-equal-compute", "end-to-end-equal-steps", "blockwise-uniform-log",
+                     "blockwise-steps-6-3-3"]
+    steps = [row.split("|")[2].strip() for row in rows[1:6]]
+    assert steps == ["4+4+4", "4", "12", "4+4+4", "6+3+3"]               # uneven steps: 3N in total, half on block 0
+    differences = [row.split("|")[1].strip() for row in rows[7:]]  # the paired table, the reference left out
+    assert differences == ["blockwise-equiprobable", "end-to-end-equal-steps", "blockwise-uniform-log", "blockwise-steps-6-3-3"]
     assert re.search(r"FD: 70 generated vs 10000 test images", completed.stdout)
     assert re.search(r"real data: 70 training images \(7 per class, seed 0\) vs the test images: FD [0-9.]+", completed.stdout)
     for name in names:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from ..argument_checks import check_number
@@ -69,6 +69,9 @@ def add_common_training_arguments(
     group.add_argument("--max_train_steps", type=int, default=None,
                        help=f"Optimisation steps per block (end_to_end: steps of the one block). Default: "
                             f"{DEFAULT_MAX_TRAIN_STEPS}, unless --num_train_epochs is given.")
+    group.add_argument("--max_train_steps_per_block", type=int, nargs="+", default=None,
+                       help="Steps of each block, one number per block (instead of --max_train_steps), e.g. more "
+                            "for the high-noise block 0. With --block_index b, block b trains its own number.")
     group.add_argument("--num_train_epochs", type=int, default=None,
                        help="Train each block for this many passes over the training examples instead of "
                             "--max_train_steps (steps = epochs x examples // (batch size x data-parallel replicas)).")
@@ -150,6 +153,18 @@ def validate_common_arguments(args: argparse.Namespace) -> None:
         raise ValueError(
             f"give --max_train_steps ({args.max_train_steps}) or --num_train_epochs ({args.num_train_epochs}), not both."
         )
+    per_block = getattr(args, "max_train_steps_per_block", None)
+    if per_block is not None:
+        if args.max_train_steps is not None or args.num_train_epochs is not None:
+            raise ValueError("give --max_train_steps_per_block, or --max_train_steps / --num_train_epochs, not both.")
+        if args.training_mode != "blockwise" or len(per_block) != args.num_blocks:
+            raise ValueError(
+                f"--max_train_steps_per_block needs one number per block of a blockwise run (--num_blocks "
+                f"{args.num_blocks}), got {per_block} with --training_mode {args.training_mode}."
+            )
+        if min(per_block) < 1:
+            raise ValueError(f"--max_train_steps_per_block must all be >= 1, got {per_block}.")
+        args.max_train_steps = max(per_block)  # the longest block: what step-counted settings are checked against
     if args.max_train_steps is None and args.num_train_epochs is None:
         args.max_train_steps = DEFAULT_MAX_TRAIN_STEPS
     if args.overwrite_output_dir and args.resume_from_checkpoint:
@@ -192,6 +207,7 @@ class OptimizationSettings:
 
     output_dir: str
     max_train_steps: int = DEFAULT_MAX_TRAIN_STEPS
+    max_train_steps_per_block: tuple[int, ...] | None = None
     train_batch_size: int = 128
     learning_rate: float = 1e-3
     lr_scheduler: str = "constant_with_warmup"
@@ -214,7 +230,16 @@ class OptimizationSettings:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "OptimizationSettings":
-        return cls(**{field.name: getattr(args, field.name) for field in fields(cls)})
+        values = {field.name: getattr(args, field.name, field.default) for field in fields(cls)}
+        if values["max_train_steps_per_block"] is not None:
+            values["max_train_steps_per_block"] = tuple(values["max_train_steps_per_block"])
+        return cls(**values)
+
+    def for_block(self, block_index: int) -> "OptimizationSettings":
+        """The settings block `block_index` trains under: its own step count with `max_train_steps_per_block`."""
+        if self.max_train_steps_per_block is None:
+            return self
+        return replace(self, max_train_steps=self.max_train_steps_per_block[block_index])
 
 
 def add_text_data_arguments(parser: argparse.ArgumentParser, default_dataset: str = "shakespeare") -> None:

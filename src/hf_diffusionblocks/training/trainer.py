@@ -119,8 +119,7 @@ class BlockTrainer:
         replica = self.assignment.rank_in_group
         return (((self.settings.seed * 1_000_003 + block_index) * 1_009 + replica) * 100_000_007 + step) % (2**63)
 
-    def _build_optimization(self, model: DiffusionBlocksPreTrainedModel, block_index: int):
-        settings = self.settings
+    def _build_optimization(self, model: DiffusionBlocksPreTrainedModel, block_index: int, settings: OptimizationSettings):
         optimizer = torch.optim.AdamW(
             list(model.block_parameters(block_index)),
             lr=settings.learning_rate,
@@ -138,8 +137,8 @@ class BlockTrainer:
         return optimizer, lr_schedule, scaler
 
     def train_block(self, block_index: int) -> BlockTrainingResult:
-        """Train block `block_index` to `max_train_steps`, resuming from a checkpoint when asked."""
-        settings, accelerator = self.settings, self.accelerator
+        """Train block `block_index` to its `max_train_steps`, resuming from a checkpoint when asked."""
+        settings, accelerator = self.settings.for_block(block_index), self.accelerator
         finished = self.task.finished_steps(block_index) if settings.resume_from_checkpoint else None
         if finished is not None and finished >= settings.max_train_steps:
             logger.info("block %d already finished (%d steps); skipping.", block_index, finished)
@@ -150,7 +149,7 @@ class BlockTrainer:
         torch.manual_seed(self._seed(block_index, purpose=0))
         model = self.task.build_model([block_index]).to(accelerator.device)
         model.train()
-        optimizer, lr_schedule, scaler = self._build_optimization(model, block_index)
+        optimizer, lr_schedule, scaler = self._build_optimization(model, block_index, settings)
         self.process_group.broadcast_parameters(list(model.parameters()))
         generator = torch.Generator()
         replicas = self.assignment.group_size
@@ -160,7 +159,7 @@ class BlockTrainer:
         start_step = 0
         checkpoint = manager.resolve(settings.resume_from_checkpoint)
         if checkpoint is not None:
-            check_resumable(checkpoint, self._resume_settings())
+            check_resumable(checkpoint, self._resume_settings(settings))
             type(model).check_block_file(checkpoint.weights_path, block_index, model.config)
             tensors = load_block_file(checkpoint.weights_path, device=str(accelerator.device))
             model.load_block_weights(block_index, tensors, source=checkpoint.weights_path)
@@ -232,7 +231,7 @@ class BlockTrainer:
                 and completed < settings.max_train_steps
                 and self.assignment.is_group_leader
             ):
-                self._save_checkpoint(manager, completed, model, optimizer, lr_schedule, scaler, ema)
+                self._save_checkpoint(manager, completed, model, optimizer, lr_schedule, scaler, ema, settings)
             if (
                 settings.validation_steps
                 and completed % settings.validation_steps == 0
@@ -258,7 +257,7 @@ class BlockTrainer:
             weights_sha256=block_weights_digest(model, block_index),
         )
 
-    def _save_checkpoint(self, manager, step, model, optimizer, lr_schedule, scaler, ema) -> None:
+    def _save_checkpoint(self, manager, step, model, optimizer, lr_schedule, scaler, ema, settings) -> None:
         training_state: dict[str, Any] = {
             "optimizer": optimizer.state_dict(),
             "lr_schedule": lr_schedule.state_dict(),
@@ -266,10 +265,11 @@ class BlockTrainer:
         }
         if ema is not None:
             training_state["ema"] = ema.state_dict()
-        trainer_state = {"block_index": manager.block_index, "settings": self._resume_settings()}
+        trainer_state = {"block_index": manager.block_index, "settings": self._resume_settings(settings)}
         manager.save(step, model, training_state, trainer_state)
 
-    def _resume_settings(self) -> dict[str, Any]:
-        """What a resumed run must share with the run that wrote the checkpoint to continue it exactly."""
-        settings = {name: getattr(self.settings, name) for name in RESUME_DEFINING_SETTINGS}
-        return {**settings, "data_parallel_replicas": self.assignment.group_size}
+    def _resume_settings(self, settings: OptimizationSettings) -> dict[str, Any]:
+        """What a resumed run must share with the run that wrote the checkpoint to continue it exactly (`settings`
+        of the block: its own `max_train_steps`)."""
+        defining = {name: getattr(settings, name) for name in RESUME_DEFINING_SETTINGS}
+        return {**defining, "data_parallel_replicas": self.assignment.group_size}
