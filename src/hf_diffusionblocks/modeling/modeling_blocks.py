@@ -15,7 +15,7 @@ Blocks share no trainable parameter: every embedder and readout lives inside its
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -23,6 +23,7 @@ from transformers import PreTrainedModel
 
 from ..hub_utils import HubOptions, resolve_file
 from .atomic_io import read_json_file
+from .block_container import BlockContainerMixin
 from .block_checkpoint import (
     CONFIG_NAME,
     atomic_write_json,
@@ -85,7 +86,7 @@ def validate_block_indices(block_indices: Iterable[int], num_blocks: int) -> lis
     return sorted(set(indices))
 
 
-class DiffusionBlocksPreTrainedModel(PreTrainedModel):
+class DiffusionBlocksPreTrainedModel(BlockContainerMixin, PreTrainedModel):
     """Base class of every DiffusionBlocks model: B blocks, each a standalone module and checkpoint."""
 
     config_class = BlockPartitionedConfig
@@ -129,29 +130,10 @@ class DiffusionBlocksPreTrainedModel(PreTrainedModel):
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
 
-    # ---- blocks ----------------------------------------------------------------------------
+    # ---- blocks (lookups: BlockContainerMixin) --------------------------------------------
     @property
-    def loaded_block_indices(self) -> list[int]:
-        """Indices of the blocks materialised in this instance."""
-        return sorted(int(key) for key in self.blocks.keys())
-
-    @property
-    def is_complete(self) -> bool:
-        return len(self.blocks) == self.config.num_blocks
-
-    def get_block(self, block_index: int) -> nn.Module:
-        """The module of block `block_index`; a clear error if it is out of range or not loaded."""
-        validate_block_indices([block_index], self.config.num_blocks)
-        if str(block_index) not in self.blocks:
-            raise ValueError(
-                f"block {block_index} is not loaded in this model (loaded blocks: {self.loaded_block_indices}); "
-                f"load it with from_pretrained(..., block_index={block_index})."
-            )
-        return self.blocks[str(block_index)]
-
-    def block_parameters(self, block_index: int) -> Iterator[nn.Parameter]:
-        """The trainable parameters of one block: what its optimizer gets."""
-        return self.get_block(block_index).parameters()
+    def num_blocks_total(self) -> int:
+        return self.config.num_blocks
 
     def block_state_dict(self, block_index: int) -> dict[str, torch.Tensor]:
         """Block `block_index`'s weights under their full names (`blocks.<b>.…`)."""

@@ -31,6 +31,7 @@ from torch import nn
 
 from ..hub_utils import HubOptions
 from ..modeling.block_checkpoint import tensors_digest
+from ..modeling.block_container import BlockContainerMixin
 from ..modeling.modeling_blocks import validate_block_indices
 from .converted_folder import ConversionManifest, load_block, load_stems, read_manifest, write_converted_folder
 from .lora import merge_block_loras
@@ -63,7 +64,7 @@ def select_samples(value: Any, indices: torch.Tensor, batch: int) -> Any:
     return value
 
 
-class RoutedTransformerMixin:
+class RoutedTransformerMixin(BlockContainerMixin):
     """Block routing shared by the routed classes; the class attribute `source_class` names the diffusers class."""
 
     source_class: type
@@ -143,20 +144,8 @@ class RoutedTransformerMixin:
 
     # ---- blocks ---------------------------------------------------------------------------------
     @property
-    def loaded_block_indices(self) -> list[int]:
-        return sorted(int(key) for key in self.blocks.keys())
-
-    def get_block(self, block_index: int) -> nn.ModuleList:
-        validate_block_indices([block_index], self.conversion.num_blocks)
-        if str(block_index) not in self.blocks:
-            raise ValueError(
-                f"block {block_index} is not loaded (loaded blocks: {self.loaded_block_indices}); "
-                f"load it with from_pretrained(..., block_index={block_index})."
-            )
-        return self.blocks[str(block_index)]
-
-    def block_parameters(self, block_index: int):
-        return self.get_block(block_index).parameters()
+    def num_blocks_total(self) -> int:
+        return self.conversion.num_blocks
 
     def stem_parameters(self):
         return (parameter for name, parameter in self.named_parameters() if not name.startswith("blocks."))
