@@ -14,8 +14,8 @@
 # Usage: bash benchmarks/dit28_results.sh [STEPS_PER_BLOCK] [MODEL_SIZE] [BATCH] [SAMPLES_PER_CLASS] [PATCH] [ABLATIONS]
 #   ABLATIONS: "none" or a comma list of uniform_log (B=3, uniform in ln σ), two_blocks (B=2), and steps given to the
 #   blocks unevenly (B=3, equi-probability): high_noise_x2 (2N, N, N), low_noise_x2 (N, N, 2N), equal_total_high
-#   (3N/2, 3N/4, 3N/4: the end-to-end model's 3N steps in total, half of them on the high-noise block);
-#   default: all five.
+#   (3N/2, 3N/4, 3N/4: the end-to-end model's 3N steps in total, half of them on the high-noise block); and the block
+#   overlap: overlap_0 (γ = 0), overlap_0.2 (γ = 0.2); default: all seven.
 # Defaults are the run reported (CPU, about 1.5 h on 2 shared cores).
 # Environment: OUTPUT_ROOT (default outputs), PYTHON, CLASSIFIER_TRAIN_SIZE (default 10000), LOSS_IMAGES (default 1000),
 #   SEED (default 0).
@@ -25,7 +25,7 @@ size=${2:-XS}
 batch=${3:-64}
 samples_per_class=${4:-50}
 patch=${5:-4}
-ablations=${6:-uniform_log,two_blocks,high_noise_x2,low_noise_x2,equal_total_high}
+ablations=${6:-uniform_log,two_blocks,high_noise_x2,low_noise_x2,equal_total_high,overlap_0,overlap_0.2}
 seed=${SEED:-0}
 root=${OUTPUT_ROOT:-outputs}
 python=${PYTHON:-python}
@@ -85,6 +85,12 @@ fi
 if [[ ",$ablations," == *",high_noise_x2,"* ]]; then train_steps_per_block $((2 * steps)) "$steps" "$steps"; fi
 if [[ ",$ablations," == *",low_noise_x2,"* ]]; then train_steps_per_block "$steps" "$steps" $((2 * steps)); fi
 if [[ ",$ablations," == *",equal_total_high,"* ]]; then train_steps_per_block $((3 * steps / 2)) $((3 * steps / 4)) $((3 * steps / 4)); fi
+for gamma in 0 0.2; do
+  if [[ ",$ablations," == *",overlap_$gamma,"* ]]; then
+    train "blockwise-overlap-$gamma" --num_blocks 3 --partition equiprobable --overlap "$gamma" --max_train_steps "$steps"
+    names+=("blockwise-overlap-$gamma")
+  fi
+done
 for name in "${names[@]}"; do echo "-- $name"; evaluate "$name"; done
 for name in "${names[@]:0:1}" "${names[@]:2}"; do echo "-- $name minus end-to-end-equal-compute"; compare "$name"; done
 echo "== table (N=$steps steps per block, DiT-$size, patch $patch, batch $batch, seed $seed)"
