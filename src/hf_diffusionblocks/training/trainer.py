@@ -192,7 +192,7 @@ class BlockTrainer:
         running_loss, running_count, last_loss = 0.0, 0, math.nan
         accumulation = settings.gradient_accumulation_steps
         for step in progress:
-            loss = torch.zeros(())
+            loss = None
             # pass m of step s is micro-step s·k + m: its batch and noise depend on (seed, block, micro-step)
             # only, so resuming is exact and k = 1 is the plain loop
             for micro_step in range(step * accumulation, (step + 1) * accumulation):
@@ -202,7 +202,7 @@ class BlockTrainer:
                 with accelerator.autocast():
                     micro_loss = self.task.loss(model, block_index, batch, generator) / accumulation
                 scaler.scale(micro_loss).backward()
-                loss = loss + micro_loss.detach().cpu()
+                loss = micro_loss.detach() if loss is None else loss + micro_loss.detach()  # stays on the device
             self.process_group.average_gradients(parameters)
             if settings.max_grad_norm > 0:
                 scaler.unscale_(optimizer)
