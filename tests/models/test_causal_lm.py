@@ -5,7 +5,12 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache
 
 from conftest import randomize_
-from hf_diffusionblocks import CausalLMDenoisingLoss, DiffusionBlocksCausalLMConfig, DiffusionBlocksForCausalLM
+from hf_diffusionblocks import (
+    CausalLMDenoisingLoss,
+    DiffusionBlocksCausalLMConfig,
+    DiffusionBlocksForCausalLM,
+    DiffusionBlocksScheduler,
+)
 from hf_diffusionblocks.models.causal_lm import block_diffusion_attention_mask, make_target_embeddings, posterior_entropy
 from hf_diffusionblocks.models.causal_lm.modeling_causal_lm import CausalLMBlock
 from hf_diffusionblocks.models.causal_lm.attention_masks import (
@@ -293,6 +298,54 @@ def test_generation_is_reproducible_with_a_generator_and_random_without():
     assert not torch.equal(first, other)
 
 
+def reference_ancestral_logits(model, input_ids, seed):
+    """The ancestral chain for the token after `input_ids`, written out on whole sequences with `forward_block`
+    (no cache, no fused pass): z = σ_max·ε; at each step a token y is drawn from the readout at the noisy
+    position, and z ← E[y] + r²(z − E[y]) + σ_next·√(1 − r²)·ε' with r = σ_next/σ. The draws are made in the
+    order generation makes them: ε, then per step the Gumbel uniforms and ε'."""
+    config, generator = model.config, torch.Generator().manual_seed(seed)
+    batch, length = input_ids.shape
+    scheduler = DiffusionBlocksScheduler(**config.scheduler_kwargs())
+    scheduler.set_timesteps(config.num_blocks)
+    extended = torch.cat([input_ids, torch.zeros(batch, 1, dtype=torch.long)], dim=1)   # position `length`: the query
+    z = torch.randn(batch, 1, config.target_embedding_dim, generator=generator) * scheduler.init_noise_sigma
+    for step, (sigma, block_index) in enumerate(zip(scheduler.timesteps, scheduler.block_indices.tolist())):
+        noisy = torch.zeros(batch, length + 1, config.target_embedding_dim)
+        noisy[:, length:] = z                          # other noisy positions: never seen by the query
+        logits = model.forward_block(block_index, extended, noisy, float(sigma)).logits[:, length:]
+        uniform = torch.rand(logits.shape, generator=generator)
+        token = (logits - (-uniform.log()).log()).argmax(-1)
+        clean = model.target_embeddings[token]
+        sigma_next = scheduler.sigmas[step + 1]
+        ratio_squared = (sigma_next / sigma) ** 2
+        z = clean + ratio_squared * (z - clean)
+        if sigma_next > 0:
+            z = z + sigma_next * (1 - ratio_squared).sqrt() * torch.randn(z.shape, generator=generator)
+    return logits
+
+
+def test_ancestral_generation_is_the_token_draw_and_bridge_chain():
+    model = tiny_model(num_hidden_layers=8)
+    input_ids = prompt(batch=3)
+    logits = model(input_ids, logits_to_keep=1, solver="ancestral", generator=torch.Generator().manual_seed(5)).logits
+    torch.testing.assert_close(logits, reference_ancestral_logits(model, input_ids, seed=5), rtol=1e-4, atol=1e-4)
+    euler = model(input_ids, logits_to_keep=1, generator=torch.Generator().manual_seed(5)).logits
+    assert not torch.allclose(logits, euler, atol=1e-3)
+
+
+def test_ancestral_solver_from_the_config_and_from_generate():
+    model = tiny_model()
+    def run(**kwargs):
+        return model.generate(prompt(), max_new_tokens=8, do_sample=False, generator=torch.Generator().manual_seed(2), **kwargs)
+
+    ancestral, euler = run(solver="ancestral"), run()
+    assert torch.equal(ancestral, run(solver="ancestral")) and not torch.equal(ancestral, euler)
+    model.config.solver = "ancestral"
+    assert torch.equal(run(), ancestral) and torch.equal(run(solver="euler"), euler)
+    with pytest.raises(ValueError, match="solver must be one of"):
+        tiny_config(solver="heun")
+
+
 def test_start_from_zero_is_the_noise_free_trajectory(monkeypatch):
     model = tiny_model()
     input_ids = prompt()
@@ -384,6 +437,7 @@ def test_per_block_loading_holds_a_quarter_of_the_parameters(tmp_path):
         (dict(do_sample=True, temperature=-1.0), "temperature must be > 0"),
         (dict(do_sample=True, top_k=-3), "top_k must be an integer >= 0"),
         (dict(num_inference_steps=0), "num_inference_steps must be an integer >= 1"),
+        (dict(solver="heun"), r"solver must be one of \['euler', 'ancestral'\]"),
         (dict(max_new_tokens=0), "max_new_tokens"),  # transformers refuses it first, naming it
     ],
 )

@@ -80,6 +80,54 @@ def test_heun_is_closer_than_euler_at_equal_steps():
     assert abs(float(heun.var()) - variance) < abs(float(euler.var()) - variance)
 
 
+def sample_gaussian_ancestral(num_inference_steps, variance, clean_estimate, num_samples=40000, seed=0):
+    """Ancestral sampling of y ~ N(0, variance); `clean_estimate` is "posterior_sample" (x_0 drawn from the
+    exact posterior p(y | z) = N(D, variance·σ²/(variance + σ²))) or "posterior_mean" (x_0 = D)."""
+    scheduler = DiffusionBlocksScheduler(num_blocks=3, solver="ancestral")
+    scheduler.set_timesteps(num_inference_steps)
+    generator = torch.Generator().manual_seed(seed)
+    sample = torch.randn(num_samples, 1, generator=generator, dtype=torch.float64) * scheduler.init_noise_sigma
+    for sigma in scheduler.timesteps:
+        sigma = sigma.double()
+        clean = gaussian_denoiser(variance)(sample, sigma)
+        if clean_estimate == "posterior_sample":
+            posterior_std = (variance * sigma**2 / (variance + sigma**2)).sqrt()
+            clean = clean + posterior_std * torch.randn(sample.shape, generator=generator, dtype=torch.float64)
+        sample = scheduler.step(clean, sigma, sample, generator=generator).prev_sample
+    return sample
+
+
+@pytest.mark.parametrize("num_inference_steps", [3, 12])
+def test_ancestral_step_is_exact_with_posterior_samples(num_inference_steps):
+    # q(z_σ' | x_0, z_σ) is the exact bridge: with x_0 drawn from the exact posterior every step lands on
+    # the marginal at σ', so even one step per block ends at the data distribution (Euler at 3 steps does not)
+    variance = 0.25
+    sample = sample_gaussian_ancestral(num_inference_steps, variance, "posterior_sample")
+    assert float(sample.var()) == pytest.approx(variance, rel=0.03)
+    euler, _ = sample_gaussian(DiffusionBlocksScheduler(num_blocks=3), 3, variance)
+    assert abs(float(euler.var()) - variance) > 0.1 * variance
+
+
+def test_ancestral_step_with_the_posterior_mean_loses_the_posterior_variance():
+    # x_0 = D drops Var(x | z)·(1 − r²)² from every step: the chain ends too narrow
+    variance = 0.25
+    assert float(sample_gaussian_ancestral(3, variance, "posterior_mean").var()) < 0.8 * variance
+
+
+def test_ancestral_step_draws_from_its_generator_and_ends_on_the_clean_estimate():
+    scheduler = DiffusionBlocksScheduler(num_blocks=2, solver="ancestral")
+    scheduler.set_timesteps(2)
+    assert scheduler.timesteps.shape == (2,) and scheduler.block_indices.tolist() == [0, 1]
+    sample, clean = torch.randn(4, 3), torch.ones(4, 3)
+    draws = []
+    for _ in range(2):
+        scheduler.set_timesteps(2)
+        draws.append(scheduler.step(clean, scheduler.timesteps[0], sample, generator=torch.Generator().manual_seed(1)).prev_sample)
+    assert torch.equal(draws[0], draws[1])
+    last = scheduler.step(clean, scheduler.timesteps[1], draws[0]).prev_sample
+    assert torch.equal(last, clean)
+
+
 def test_step_checks_its_inputs():
     scheduler = DiffusionBlocksScheduler(num_blocks=2)
     with pytest.raises(ValueError, match="set_timesteps"):

@@ -5,7 +5,9 @@ restricted to a block's overlap-extended interval. Inference: `set_timesteps(N)`
 equally spaced in the truncated CDF (equal steps per block for the equi-probability partition),
 and `block_indices[i]` says which block runs model evaluation i. `step` takes the *denoised*
 estimate D (the models apply EDM preconditioning themselves) and integrates
-`dz/dσ = (z − D) / σ` with Euler or Heun.
+`dz/dσ = (z − D) / σ` with Euler or Heun, or takes an ancestral step (`solver="ancestral"`): it draws
+z(σ_next) from the Gaussian bridge q(z_σ_next | x_0, z_σ) around a clean estimate x_0, the reverse
+process of DDPM written for the VE noise z = x + σ·ε (docs/method.md, 'Ancestral sampling').
 
 Note: Eq. 4/5 of the paper print the Euler update with the wrong sign; the update used here,
 `z ← z + (σ_next − σ)·(z − D)/σ`, is the probability-flow ODE of EDM (Karras et al. 2022, Alg. 1).
@@ -23,7 +25,7 @@ from ..argument_checks import check_values_in_range
 from ..partition import TIMESTEP_SPACINGS, format_partition_table, partition_from
 from ..preconditioning import EDMPreconditioning, add_noise
 
-SOLVERS = ("euler", "heun")
+SOLVERS = ("euler", "heun", "ancestral")
 
 
 class DiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
@@ -49,6 +51,10 @@ class DiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
             the first sit in their cells of the CDF grid (see `NoisePartition.inference_sigmas`). Edges
             put block boundaries on the grid; midpoints evaluate every block inside its interval, which
             matters with few steps (the ViT classifier's one step per block: +0.5 to +1.3 points).
+            `"ancestral"`: one evaluation per step; `step` takes a clean estimate x_0 (the denoised D, or for
+            discrete targets the embedding of a token drawn from the readout) and returns a draw of
+            z(σ_next) = x_0 + r²·(z − x_0) + σ_next·√(1 − r²)·ε, r = σ_next/σ, with ε from `generator`:
+            the exact posterior q(z_σ_next | x_0, z_σ) of the VE process, and x_0 itself at σ_next = 0.
     """
 
     _compatibles: list = []
@@ -138,7 +144,7 @@ class DiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
         if key not in self._grids:
             sigmas = self.noise_partition.inference_sigmas(num_inference_steps, self.config.timestep_spacing)
             step_blocks = self.noise_partition.block_index_for_sigma(sigmas[:-1])
-            if self.config.solver == "euler":
+            if self.config.solver != "heun":
                 timesteps, block_indices = sigmas[:-1], step_blocks
             else:
                 # predictor at σ_i and corrector at σ_{i+1}, both on the block of step i
@@ -167,12 +173,15 @@ class DiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
         generator: torch.Generator | None = None,
         return_dict: bool = True,
     ) -> SchedulerOutput | tuple[torch.Tensor]:
-        """Advance the ODE by one model evaluation.
+        """Advance the sampler by one model evaluation.
 
         Args:
-            model_output (`torch.Tensor`): the denoised estimate D(z, σ) at `timestep`, shape of `sample`.
+            model_output (`torch.Tensor`): the denoised estimate D(z, σ) at `timestep`, shape of `sample`
+                (`"ancestral"`: any clean estimate x_0, e.g. the embedding of a token drawn from the readout).
             timestep (`float` or `torch.Tensor`): the σ this evaluation was made at (`self.timesteps[i]`).
             sample (`torch.Tensor`): the current z the model was evaluated on.
+            generator (`torch.Generator`, *optional*, `"ancestral"` only): source of the fresh noise, drawn on
+                the generator's device (torch's global generator when None).
         """
         if self._step_index is None:
             raise ValueError("call set_timesteps(num_inference_steps) before step().")
@@ -189,7 +198,10 @@ class DiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
         if not abs(given_value - expected_value) <= 1e-8 + 1e-5 * abs(expected_value):
             raise ValueError(f"step() expected the model output at sigma={expected_value}, got timestep={given_value}.")
 
-        if self._pending is None:
+        if self.config.solver == "ancestral":
+            next_sample = self._ancestral_step(model_output, sigma, sigma_next, sample, generator)
+            self._step_index += 1
+        elif self._pending is None:
             derivative = (sample - model_output) / sigma  # dz/dσ = (z − D)/σ
             next_sample = sample + (sigma_next - sigma) * derivative
             if self.config.solver == "heun" and sigma_next > 0:
@@ -207,6 +219,17 @@ class DiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
         if not return_dict:
             return (next_sample,)
         return SchedulerOutput(prev_sample=next_sample)
+
+    @staticmethod
+    def _ancestral_step(clean, sigma, sigma_next, sample, generator):
+        """A draw of q(z_σ_next | x_0 = clean, z_σ = sample) = N(x_0 + r²(z − x_0), σ_next²(1 − r²)), r = σ_next/σ."""
+        ratio_squared = (sigma_next / sigma) ** 2
+        mean = clean + ratio_squared * (sample - clean)
+        if sigma_next == 0:
+            return mean
+        device = generator.device if generator is not None else sample.device
+        noise = torch.randn(sample.shape, generator=generator, device=device, dtype=torch.float32).to(sample.device)
+        return mean + sigma_next * (1 - ratio_squared).sqrt() * noise.to(mean.dtype)
 
     def __len__(self) -> int:
         return self.config.num_blocks

@@ -11,6 +11,7 @@ from ...modeling.configuration_blocks import (
 )
 
 OBJECTIVES = ("diffusion", "next_token")
+SOLVERS = ("euler", "ancestral")
 
 
 class DiffusionBlocksCausalLMConfig(DiffusionBlocksConfig):
@@ -39,6 +40,10 @@ class DiffusionBlocksCausalLMConfig(DiffusionBlocksConfig):
             target_embedding_dim, sigma_data, seed), never trained, and shared by all blocks.
         num_inference_steps (`int`, *optional*): Euler steps per generated token, at least `num_blocks`;
             defaults to `num_blocks` (one step per block, the paper's setting).
+        solver (`"euler" | "ancestral"`, defaults to `"euler"`): how generation moves a token's embedding from
+            one σ to the next: the probability-flow ODE's Euler step on D̂ = softmax(logits)·E (the paper), or an
+            ancestral step that draws a token from the readout and re-noises its embedding to the next σ
+            (`DiffusionBlocksScheduler(solver="ancestral")`). `generate(solver=...)` overrides it.
         num_blocks (`int`, defaults to 4), layers_per_block, sigma_min, sigma_max, sigma_data, p_mean, p_std,
         partition, overlap (`float`, defaults to 0.1, the paper's value for text): see `DiffusionBlocksConfig`.
     """
@@ -60,6 +65,7 @@ class DiffusionBlocksCausalLMConfig(DiffusionBlocksConfig):
     target_embedding_dim: int = 16
     target_embedding_seed: int = 0
     num_inference_steps: int | None = None
+    solver: str = "euler"
     num_blocks: int = 4
     overlap: float = 0.1
 
@@ -73,6 +79,8 @@ class DiffusionBlocksCausalLMConfig(DiffusionBlocksConfig):
             )
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {self.objective!r}.")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {list(SOLVERS)}, got {self.solver!r}.")
         if self.objective == "next_token" and self.num_blocks != 1:
             raise ValueError(
                 f"objective='next_token' is the end-to-end baseline and needs num_blocks=1, got num_blocks={self.num_blocks}."

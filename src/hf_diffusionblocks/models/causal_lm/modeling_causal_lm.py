@@ -43,7 +43,7 @@ from .attention_masks import (
     fused_step_attention_mask,
     noisy_query_attention_mask,
 )
-from .configuration_causal_lm import DiffusionBlocksCausalLMConfig
+from .configuration_causal_lm import SOLVERS, DiffusionBlocksCausalLMConfig
 from .target_embeddings import make_target_embeddings
 
 # Flags transformers may pass to `forward` that change nothing here when off.
@@ -73,6 +73,15 @@ class EulerStep:
     block_index: int
     c_in: torch.Tensor
     noise_conditioning: torch.Tensor
+
+
+def sample_from_logits(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token per row of `(..., vocab)` logits, drawn from softmax(logits) by Gumbel-max; the uniforms come
+    from `generator` on its own device (torch's global generator when None), so CPU and GPU draw alike."""
+    device = generator.device if generator is not None else logits.device
+    uniform = torch.rand(logits.shape, generator=generator, device=device).to(logits.device)
+    gumbel = -(-uniform.clamp_min(1e-20).log()).log()
+    return (logits.float() + gumbel).argmax(-1)
 
 
 def fused_position_ids(new_position_ids: torch.Tensor, query_position_ids: torch.Tensor) -> torch.Tensor:
@@ -343,6 +352,7 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
         num_inference_steps: int | None = None,
         generator: torch.Generator | None = None,
         start_from_noise: bool = True,
+        solver: str | None = None,
         return_dict: bool = True,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast | tuple:
@@ -374,6 +384,7 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
             num_inference_steps (`int`, *optional*): Euler steps per token, at least `num_blocks` (diffusion only).
             generator (`torch.Generator`, *optional*): source of ε (diffusion only).
             start_from_noise (`bool`, defaults to True): False starts every ODE at ε = 0 (diffusion only).
+            solver (`"euler" | "ancestral"`, *optional*): defaults to `config.solver` (diffusion only; see the config).
         Returns:
             `CausalLMOutputWithPast` with `logits` `(batch, logits_to_keep or n, vocab_size)` and `cache`.
         """
@@ -402,7 +413,7 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
             context_lengths = torch.arange(past_length + seq_len - keep, past_length + seq_len, device=input_ids.device) + 1
             logits = self.sample_next_token_logits(
                 key_padding, position_ids[:, seq_len - keep:] + 1, context_lengths, cache, num_inference_steps, generator,
-                start_from_noise, new_input_ids=input_ids, new_position_ids=position_ids,
+                start_from_noise, new_input_ids=input_ids, new_position_ids=position_ids, solver=solver,
             )
         loss = self._next_token_loss(logits, labels, keep, seq_len)
         cache = cache if use_cache else None
@@ -421,8 +432,9 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
         start_from_noise: bool = True,
         new_input_ids: torch.Tensor | None = None,
         new_position_ids: torch.Tensor | None = None,
+        solver: str | None = None,
     ) -> torch.Tensor:
-        """Euler sampling of k next-token embeddings at once; returns the last readout's logits `(batch, k, vocab)`.
+        """Euler (or ancestral) sampling of k next-token embeddings at once; returns the last readout's logits `(batch, k, vocab)`.
 
         The clean tokens `new_input_ids`, if given, are not in `cache` yet: each block appends them in the
         same call as its first Euler step (`CausalLMBlock.forward_noisy`), so with one step per block every
@@ -438,11 +450,15 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
             start_from_noise (`bool`): False starts at ε = 0 (see `forward`).
             new_input_ids, new_position_ids (`torch.LongTensor` `(batch, n)`, *optional*): the clean tokens to
                 add to the cache (the last n of `key_padding`) and their positions.
+            solver (`"euler" | "ancestral"`, *optional*): defaults to `config.solver`. Ancestral steps draw a
+                token from each readout (Gumbel-max on noise from `generator`) and hand its embedding E[y] to
+                the scheduler as the clean estimate, instead of D̂ = softmax(logits)·E.
         """
         steps = self.config.default_num_inference_steps
         if num_inference_steps is not None:  # `or` would take 0 for the default
             steps = check_num_inference_steps(num_inference_steps, self.config.num_blocks)
-        scheduler = self._sampling_scheduler()
+        solver = self._check_solver(solver)
+        scheduler = self._sampling_scheduler(solver)
         scheduler.set_timesteps(steps, device=key_padding.device)
         dtype = self.target_embeddings.dtype
         shape = (key_padding.shape[0], position_ids.shape[1], self.config.target_embedding_dim)
@@ -476,7 +492,11 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
                 logits = block.forward_noisy(
                     scaled, step.noise_conditioning, position_ids, noisy_mask, cache, position_embeddings=noisy_rotary
                 )
-            sample = scheduler.step(self.denoised_embeddings(logits).to(dtype), step.sigma, sample).prev_sample
+            if solver == "ancestral":
+                clean = self.target_embeddings[sample_from_logits(logits, generator)]
+                sample = scheduler.step(clean, step.sigma, sample, generator=generator).prev_sample
+            else:
+                sample = scheduler.step(self.denoised_embeddings(logits).to(dtype), step.sigma, sample).prev_sample
         if blocks_to_extend:
             clean_mask = cached_clean_attention_mask(key_padding, new_input_ids.shape[1])
             for block_index in sorted(blocks_to_extend):
@@ -503,11 +523,17 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
             memo[key] = euler_steps
         return euler_steps
 
-    def _sampling_scheduler(self) -> DiffusionBlocksScheduler:
-        """A fresh copy of the config's scheduler, built once: generation needs one for every token, and
-        the copies share the partition and the memoised σ grids (only the step counter is per copy, so
-        concurrent calls do not share it)."""
-        scheduler_kwargs = self.config.scheduler_kwargs()
+    def _check_solver(self, solver: str | None) -> str:
+        solver = self.config.solver if solver is None else solver
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {list(SOLVERS)}, got {solver!r}.")
+        return solver
+
+    def _sampling_scheduler(self, solver: str = "euler") -> DiffusionBlocksScheduler:
+        """A fresh copy of the config's scheduler with `solver`, built once: generation needs one for every
+        token, and the copies share the partition and the memoised σ grids (only the step counter is per
+        copy, so concurrent calls do not share it)."""
+        scheduler_kwargs = {**self.config.scheduler_kwargs(), "solver": solver}
         cached = self.__dict__.get("_cached_sampling_scheduler")
         if cached is None or cached[0] != scheduler_kwargs:
             cached = (scheduler_kwargs, DiffusionBlocksScheduler(**scheduler_kwargs))
@@ -550,12 +576,15 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
         Checked here: every block is loaded; the prompt is a LongTensor of at least one token and, with
         `max_new_tokens`, fits `max_position_embeddings`; `temperature` > 0, `top_k` >= 0, `0 < top_p <= 1`;
         `num_inference_steps` is an integer >= `num_blocks` (every block runs).
-        Diffusion-specific keyword arguments: `num_inference_steps` (Euler steps per token) and
-        `generator` (the ε of every token). Greedy decoding takes the argmax of the last readout of a
+        Diffusion-specific keyword arguments: `num_inference_steps` (Euler steps per token), `solver`
+        (`"euler"` or `"ancestral"`, default `config.solver`) and `generator` (the ε of every token, and
+        the ancestral draws). Greedy decoding takes the argmax of the last readout of a
         trajectory from σ_max·ε, as in the paper.
         """
         self._require_complete("generate()")
         check_generate_arguments(self, inputs, generation_config, kwargs)
+        if kwargs.get("solver") is not None:
+            self._check_solver(kwargs["solver"])
         self.__dict__["_euler_steps_memo"] = {}
         try:
             return super().generate(inputs, generation_config=generation_config, **kwargs)
