@@ -16,6 +16,9 @@ the split (n = the model's context), each predicted from the true tokens before 
   (a posterior mean after the first step, not E[x] + σ·ε) costs.
 - `final z, nearest E row`: the Euler chain's end point z(σ = 0) decoded to the nearest target embedding.
 
+`--solver ancestral` runs the chain rows with ancestral steps (a token drawn from each readout, its
+embedding re-noised to the next σ) instead of Euler steps on the posterior mean.
+
 Accuracy is that of the argmax; CE in nats per token; p(target) the mean probability of the target, the
 expected accuracy of a token drawn from the readout. Randomness (σ, ε) from `--seed`.
 
@@ -34,6 +37,7 @@ from transformers import AutoTokenizer
 
 from hf_diffusionblocks import DiffusionBlocksForCausalLM
 from hf_diffusionblocks.data import load_text_corpus
+from hf_diffusionblocks.models.causal_lm.modeling_causal_lm import sample_from_logits
 from hf_diffusionblocks.schedulers.scheduling_diffusion_blocks import DiffusionBlocksScheduler
 from hf_diffusionblocks.tokenization_bpe import encode_corpus
 
@@ -85,7 +89,7 @@ def noise_like(reference: torch.Tensor, generator: torch.Generator) -> torch.Ten
 def diagnose_blockwise(model, windows: torch.Tensor, args: argparse.Namespace) -> dict[str, dict]:
     config = model.config
     generator = torch.Generator().manual_seed(args.seed)
-    scheduler = DiffusionBlocksScheduler(**config.scheduler_kwargs())
+    scheduler = DiffusionBlocksScheduler(**{**config.scheduler_kwargs(), "solver": args.solver})
     scheduler.set_timesteps(args.num_inference_steps or config.default_num_inference_steps, device=windows.device)
     step_blocks = scheduler.block_indices.tolist()
     # with many steps, report the last step of each block's run (every step with one per block)
@@ -119,7 +123,11 @@ def diagnose_blockwise(model, windows: torch.Tensor, args: argparse.Namespace) -
                 fresh = clean + sigma * noise_like(clean, generator)
                 scores[f"step {step} fresh {label}"].add(readout(block_index, fresh, sigma)[:, 1:], targets)
                 scores[f"step {step} chain {label}"].add(logits[:, 1:], targets)
-            sample = scheduler.step(model.denoised_embeddings(logits), sigma, sample).prev_sample
+            if args.solver == "ancestral":
+                clean_estimate = table[sample_from_logits(logits, generator)]
+            else:
+                clean_estimate = model.denoised_embeddings(logits)
+            sample = scheduler.step(clean_estimate, sigma, sample, generator=generator).prev_sample
         nearest = torch.cdist(sample[:, 1:], table.expand(len(sample), -1, -1)).argmin(-1)
         scores[names[-1]].add_predictions(nearest, targets)
     return {name: score.as_dict() for name, score in scores.items()}
@@ -143,6 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--num_windows", type=int, default=64)
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--num_inference_steps", type=int, default=None, help="Euler steps per token (default: one per block).")
+    parser.add_argument("--solver", choices=("euler", "ancestral"), default="euler", help="The chain's step.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output_json", default=None, help="Also write the rows to this JSON file.")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -163,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     tokens = next(iter(rows.values()))["tokens"]
     print(f"{args.dataset} {args.split}: {args.num_windows} windows × {length - 1} targets = {tokens} tokens, "
-          f"seed {args.seed}, num_blocks={blockwise.config.num_blocks}")
+          f"seed {args.seed}, num_blocks={blockwise.config.num_blocks}, solver {args.solver}")
     print(f"{'row':<40}{'accuracy':>10}{'CE (nats)':>11}{'p(target)':>11}")
     for name, row in rows.items():
         cross_entropy, probability = row["cross_entropy"], row["target_probability"]

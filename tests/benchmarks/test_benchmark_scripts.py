@@ -129,3 +129,8 @@ def test_ar_diagnosis_scores_every_block_every_step_and_the_baseline(tmp_path):
     assert all(row["target_probability"] == pytest.approx(1 / len(tokenizer), rel=1e-4)
                for name, row in rows.items() if "nearest" not in name)
     assert "final z, nearest E row" in output
+    ancestral = run_benchmark("ar_diagnosis.py", "--blockwise_dir", str(tmp_path / "bw"), "--dataset", str(corpus),
+                              "--num_windows", "3", "--batch_size", "2", "--num_inference_steps", "4", "--solver", "ancestral",
+                              "--output_json", str(tmp_path / "ancestral.json"))
+    assert "solver ancestral" in ancestral
+    assert list(json.loads((tmp_path / "ancestral.json").read_text())["rows"]) == list(rows)[1:]

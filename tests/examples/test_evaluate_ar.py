@@ -46,9 +46,12 @@ def test_evaluate_two_models_reports_every_metric_with_its_sample_size(tmp_path)
         "--model", f"blockwise={tmp_path / 'blockwise'}", "--model", f"e2e={tmp_path / 'e2e'}",
         "--judge", str(tmp_path / "e2e"), "--dataset", str(corpus), "--split", "test", "--num_samples", "12",
         "--prompt_words", "3", "--continuation_words", "4", "--mauve_seeds", "1", "--output_file", str(output_file),
+        "--solver", "euler", "ancestral",
     ])
     names = [row["name"] for row in report["results"]]
-    assert names == ["human (other places)", "blockwise (greedy)", "blockwise (sample)", "e2e (greedy)", "e2e (sample)"]
+    assert names == ["human (other places)", "blockwise (greedy, euler)", "blockwise (greedy, ancestral)",
+                     "blockwise (sample, euler)", "blockwise (sample, ancestral)", "e2e (greedy)", "e2e (sample)"]
+    assert report["solver"] == ["euler", "ancestral"]
     for row in report["results"]:
         assert row["num_texts"] == 12 and row["frechet"]["num_generated"] == 12
         assert row["generative_perplexity"]["num_texts"] == 12 and row["generative_perplexity"]["generative_perplexity"] > 1
@@ -57,7 +60,7 @@ def test_evaluate_two_models_reports_every_metric_with_its_sample_size(tmp_path)
     assert json.loads(output_file.read_text())["num_samples"] == 12
     samples = [json.loads(line) for line in (tmp_path / "eval" / "results.samples.jsonl").read_text().splitlines()]
     assert len(samples) == 12 and set(samples[0]) == {"prompt", "human (reference)", *names[1:]}
-    assert all(len(sample["blockwise (greedy)"].split()) <= 4 for sample in samples)
+    assert all(len(sample["blockwise (greedy, ancestral)"].split()) <= 4 for sample in samples)
 
 
 def test_bad_model_argument_is_refused(tmp_path):
