@@ -43,6 +43,7 @@ from hf_diffusionblocks import (
     DiffusionBlocksForCausalLM,
     format_partition_table,
 )
+from hf_diffusionblocks.argument_checks import check_number
 from hf_diffusionblocks.modeling.block_checkpoint import atomic_save_folder
 from hf_diffusionblocks.models.causal_lm.configuration_causal_lm import SOLVERS
 from hf_diffusionblocks.tokenization_bpe import encode_corpus, train_bpe_tokenizer
@@ -83,6 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ar.add_argument("--intermediate_size", type=int, default=None, help="SwiGLU width (None: 8/3 × hidden_size, rounded).")
     ar.add_argument("--sequence_length", type=int, default=64, help="Tokens per training window (the context).")
     ar.add_argument("--target_embedding_dim", type=int, default=16, help="Width of the fixed target-embedding table.")
+    ar.add_argument("--clean_loss_weight", type=float, default=0.0,
+                    help="Weight of an auxiliary next-token cross-entropy on every block's clean stream (0: off).")
     ar.add_argument("--solver", choices=SOLVERS, default="euler",
                     help="The saved model's default generation step (config.solver): 'euler' on the posterior mean "
                          "softmax·E (the paper) or 'ancestral' (draw a token from each readout, re-noise it).")
@@ -109,6 +112,7 @@ def validate_ar_arguments(args: argparse.Namespace) -> None:
             args.sample_new_tokens = max(1, min(args.sequence_length // 2, args.sequence_length - args.sample_prompt_length))
     require_at_least(args, ("hidden_size", "num_hidden_layers", "num_attention_heads", "sequence_length", "target_embedding_dim",
                  "validation_windows", "num_samples", "sample_prompt_length", "sample_new_tokens"))
+    check_number(args.clean_loss_weight, "--clean_loss_weight", minimum=0)
     if args.sample_prompt_length + args.sample_new_tokens > args.sequence_length:
         raise ValueError(
             f"--sample_prompt_length + --sample_new_tokens ({args.sample_prompt_length} + {args.sample_new_tokens}) "
@@ -154,6 +158,7 @@ def build_config(args: argparse.Namespace, tokenizer) -> DiffusionBlocksCausalLM
         objective="next_token" if end_to_end else "diffusion",
         target_embedding_dim=args.target_embedding_dim,
         solver=args.solver,
+        clean_loss_weight=0.0 if end_to_end else args.clean_loss_weight,
         num_blocks=1 if end_to_end else args.num_blocks,
         partition=args.partition,
         overlap=args.overlap,

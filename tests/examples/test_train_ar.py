@@ -66,6 +66,13 @@ def test_blockwise_all_writes_a_transformers_model_folder(tmp_path, corpus):
     assert not torch.equal(readouts[0], readouts[1])
 
 
+def test_recipe_flags_reach_the_config_and_the_loss(tmp_path, corpus):
+    output_dir = tmp_path / "run"
+    load_script().main(tiny_args(output_dir, corpus, "--block_index", "1", "--clean_loss_weight", "2.5", "--solver", "ancestral"))
+    config = DiffusionBlocksForCausalLM.load_config(output_dir)
+    assert config.clean_loss_weight == 2.5 and config.solver == "ancestral"
+
+
 def test_separate_runs_share_the_tokenizer_and_assemble(tmp_path, corpus):
     script, output_dir = load_script(), tmp_path / "run"
     for block_index in (3, 0, 1):
@@ -118,6 +125,8 @@ def test_end_to_end_with_the_character_tokenizer(tmp_path, corpus):
         (["--sample_new_tokens", "20"], "must fit --sequence_length=16"),
         (["--vocab_size", "100"], "vocab_size must be an integer >= 258"),
         (["--hidden_size", "30"], "divisible by num_attention_heads"),
+        (["--clean_loss_weight", "-1"], "--clean_loss_weight must be"),
+        (["--clean_loss_weight", "nan"], "--clean_loss_weight must be"),
     ],
 )
 def test_bad_inputs_raise_clear_errors(tmp_path, corpus, extra, message):

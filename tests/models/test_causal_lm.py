@@ -173,15 +173,39 @@ def test_loss_draws_sigma_per_token_inside_the_block_interval(monkeypatch):
     seen = {}
     original = model.forward_block
 
-    def spy(block_index, input_ids, noisy, sigma):
+    def spy(block_index, input_ids, noisy, sigma, **kwargs):
         seen["sigma"] = sigma
-        return original(block_index, input_ids, noisy, sigma)
+        return original(block_index, input_ids, noisy, sigma, **kwargs)
 
     monkeypatch.setattr(model, "forward_block", spy)
     CausalLMDenoisingLoss(model.config)(model, 1, prompt(batch=3, length=8), torch.Generator().manual_seed(0))
     low, high = model.config.noise_partition.training_interval(1)
     assert seen["sigma"].shape == (3, 8) and seen["sigma"].unique().numel() == 24
     assert bool(((seen["sigma"] >= low) & (seen["sigma"] <= high)).all())
+
+
+@pytest.mark.parametrize("weight", [0.5, 3.0])
+def test_clean_loss_adds_the_clean_streams_next_token_cross_entropy(weight):
+    input_ids, block_index = prompt(batch=3, length=8), 1
+    plain = tiny_model(num_hidden_layers=8)
+    weighted = tiny_model(num_hidden_layers=8, clean_loss_weight=weight)
+    losses = [CausalLMDenoisingLoss(model.config)(model, block_index, input_ids, torch.Generator().manual_seed(0))
+              for model in (plain, weighted)]
+    # the clean stream of the training pass never sees a noisy key: it is the cached inference pass's clean stream
+    block = weighted.get_block(block_index)
+    clean_logits = block.readout_clean(block.forward_clean(input_ids, torch.arange(8)[None]))
+    next_token = torch.nn.functional.cross_entropy(clean_logits[:, :-1].flatten(0, 1), input_ids[:, 1:].flatten())
+    torch.testing.assert_close(losses[1] - losses[0], weight * next_token, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="clean_loss_weight"):
+        tiny_config(clean_loss_weight=-1.0)
+
+
+def test_clean_logits_are_returned_only_when_asked():
+    model, input_ids = tiny_model(), prompt()
+    noisy = model.target_embeddings[input_ids]
+    assert model.forward_block(0, input_ids, noisy, 1.0).clean_logits is None
+    output = model.forward_block(0, input_ids, noisy, 1.0, output_clean_logits=True, return_dict=False)
+    assert len(output) == 3 and output[2].shape == (2, 6, VOCAB)
 
 
 # ---- generation -------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...argument_checks import check_integer, check_num_inference_steps
+from ...argument_checks import check_integer, check_num_inference_steps, check_number
 from ...modeling.configuration_blocks import (
     DiffusionBlocksConfig,
     require_optional_ints,
@@ -38,6 +38,9 @@ class DiffusionBlocksCausalLMConfig(DiffusionBlocksConfig):
         target_embedding_dim (`int`, defaults to 16): width d of the fixed target-embedding table E.
         target_embedding_seed (`int`, defaults to 0): seed of E; E is rebuilt from (vocab_size,
             target_embedding_dim, sigma_data, seed), never trained, and shared by all blocks.
+        clean_loss_weight (`float`, defaults to 0.0): weight w of an auxiliary next-token loss on every block's
+            clean stream (`CausalLMDenoisingLoss`): each block is also trained as a small causal LM, so its
+            context features carry the next token even where its noisy input already identifies it. 0: off.
         num_inference_steps (`int`, *optional*): Euler steps per generated token, at least `num_blocks`;
             defaults to `num_blocks` (one step per block, the paper's setting).
         solver (`"euler" | "ancestral"`, defaults to `"euler"`): how generation moves a token's embedding from
@@ -64,6 +67,7 @@ class DiffusionBlocksCausalLMConfig(DiffusionBlocksConfig):
     objective: str = "diffusion"
     target_embedding_dim: int = 16
     target_embedding_seed: int = 0
+    clean_loss_weight: float = 0.0
     num_inference_steps: int | None = None
     solver: str = "euler"
     num_blocks: int = 4
@@ -79,6 +83,7 @@ class DiffusionBlocksCausalLMConfig(DiffusionBlocksConfig):
             )
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {self.objective!r}.")
+        check_number(self.clean_loss_weight, "clean_loss_weight", minimum=0)
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {list(SOLVERS)}, got {self.solver!r}.")
         if self.objective == "next_token" and self.num_blocks != 1:

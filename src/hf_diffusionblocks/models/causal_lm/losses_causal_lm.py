@@ -21,7 +21,9 @@ from .configuration_causal_lm import DiffusionBlocksCausalLMConfig
 
 
 class CausalLMDenoisingLoss:
-    """Block b's loss: E_{σ ~ p_noise|block b, ε} [ mean_i CE(logits_b(x_<i, E[x_i] + σ_i ε_i, σ_i), x_i) ], in nats per token.
+    """Block b's loss: E_{σ ~ p_noise|block b, ε} [ mean_i CE(logits_b(x_<i, E[x_i] + σ_i ε_i, σ_i), x_i) ], in nats per token,
+    plus `config.clean_loss_weight` × the clean stream's next-token loss mean_i CE(clean_logits_b(x_≤i), x_{i+1})
+    when that weight is positive (computed in the same pass; nothing crosses blocks).
 
     For `objective="next_token"` (the end-to-end baseline): mean_i CE(logits(x_≤i), x_{i+1}).
 
@@ -32,6 +34,7 @@ class CausalLMDenoisingLoss:
     def __init__(self, config: DiffusionBlocksCausalLMConfig):
         self.noise_partition = config.noise_partition
         self.objective = config.objective
+        self.clean_loss_weight = float(config.clean_loss_weight)
 
     def __call__(
         self, model, block_index: int, input_ids: torch.Tensor, generator: torch.Generator | None = None
@@ -46,5 +49,9 @@ class CausalLMDenoisingLoss:
         target = model.target_embeddings[input_ids]                                      # (batch, n, d)
         noise = torch.randn(target.shape, generator=generator).to(target.device, target.dtype)
         noisy = target + sigma[..., None].to(target.dtype) * noise                       # z = y + σ·ε
-        logits = model.forward_block(block_index, input_ids, noisy, sigma).logits        # (batch, n, vocab)
-        return F.cross_entropy(logits.flatten(0, 1).float(), input_ids.flatten())
+        output = model.forward_block(block_index, input_ids, noisy, sigma, output_clean_logits=self.clean_loss_weight > 0)
+        loss = F.cross_entropy(output.logits.flatten(0, 1).float(), input_ids.flatten())
+        if self.clean_loss_weight > 0:
+            clean_logits = output.clean_logits[:, :-1]                                   # position i predicts x_{i+1}
+            loss = loss + self.clean_loss_weight * F.cross_entropy(clean_logits.flatten(0, 1).float(), input_ids[:, 1:].flatten())
+        return loss

@@ -58,10 +58,13 @@ class DiffusionBlocksCausalLMBlockOutput(ModelOutput):
             p(x_i | x_<i, z_i) at every noisy position i; `"next_token"`: logits of p(x_{i+1} | x_≤i).
         denoised (`torch.Tensor` of shape `(batch, seq_len, target_embedding_dim)`, diffusion only): the
             denoised estimate D̂ = softmax(logits)·E in target-embedding space.
+        clean_logits (`torch.Tensor` of shape `(batch, seq_len, vocab_size)`, diffusion with
+            `output_clean_logits=True` only): the clean stream's readout, logits of p(x_{i+1} | x_≤i).
     """
 
     logits: torch.Tensor | None = None
     denoised: torch.Tensor | None = None
+    clean_logits: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -122,10 +125,14 @@ class CausalLMBlock(nn.Module):
     def _clean_conditioning(self, dtype: torch.dtype) -> torch.Tensor:
         return self.clean_conditioning.to(dtype)[None, None]                          # (1, 1, hidden)
 
-    def forward_training(self, input_ids: torch.Tensor, scaled_noisy: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+    def forward_training(
+        self, input_ids: torch.Tensor, scaled_noisy: torch.Tensor, c_noise: torch.Tensor, output_clean_logits: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Both streams in one pass under the block-diffusion mask.
 
-        `(batch, n)` clean ids, `(batch, n, d)` c_in·z, `(batch, n)` c_noise → logits `(batch, n, vocab)` at the noisy positions.
+        `(batch, n)` clean ids, `(batch, n, d)` c_in·z, `(batch, n)` c_noise → logits `(batch, n, vocab)` at the
+        noisy positions, and with `output_clean_logits` the clean stream's next-token logits `(batch, n, vocab)`
+        (its readout under the clean conditioning: position i predicts x_{i+1}), else None.
         """
         batch, seq_len = input_ids.shape
         noisy = self.noisy_input(scaled_noisy)                                        # (batch, n, hidden)
@@ -140,7 +147,9 @@ class CausalLMBlock(nn.Module):
         mask = block_diffusion_attention_mask(seq_len, device=input_ids.device)       # (2n, 2n)
         for layer in self.layers:
             hidden_states = layer(hidden_states, conditioning, attention_mask=mask, position_embeddings=rotary)
-        return self.final_layer(hidden_states[:, :seq_len], noise_conditioning)
+        logits = self.final_layer(hidden_states[:, :seq_len], noise_conditioning)
+        clean_logits = self.readout_clean(hidden_states[:, seq_len:]) if output_clean_logits else None
+        return logits, clean_logits
 
     def forward_clean(
         self,
@@ -289,6 +298,7 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
         input_ids: torch.Tensor,
         noisy_embeddings: torch.Tensor | None = None,
         sigma: torch.Tensor | float | None = None,
+        output_clean_logits: bool = False,
         return_dict: bool = True,
     ) -> DiffusionBlocksCausalLMBlockOutput | tuple[torch.Tensor, ...]:
         """Run block `block_index` alone over whole sequences (training and evaluation).
@@ -300,6 +310,8 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
                 z_i = E[x_i] + σ_i·ε_i.
             sigma (`float` or `torch.Tensor` of shape `(batch,)` or `(batch, seq_len)`, diffusion only): the
                 noise level of every noisy position.
+            output_clean_logits (`bool`, defaults to False, diffusion only): also read the clean stream out as a
+                next-token predictor (`clean_logits`; the auxiliary loss of `config.clean_loss_weight`).
         Returns:
             `DiffusionBlocksCausalLMBlockOutput` (see there).
         """
@@ -313,11 +325,14 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
             return DiffusionBlocksCausalLMBlockOutput(logits=logits) if return_dict else (logits,)
         noisy_embeddings, sigma = self._check_noisy_inputs(input_ids, noisy_embeddings, sigma)
         preconditioning = self.config.preconditioning
-        logits = block.forward_training(
-            input_ids, preconditioning.scale_input(noisy_embeddings, sigma).to(self.dtype), preconditioning.c_noise(sigma)
+        logits, clean_logits = block.forward_training(
+            input_ids, preconditioning.scale_input(noisy_embeddings, sigma).to(self.dtype), preconditioning.c_noise(sigma),
+            output_clean_logits,
         )
         denoised = self.denoised_embeddings(logits)
-        return DiffusionBlocksCausalLMBlockOutput(logits=logits, denoised=denoised) if return_dict else (logits, denoised)
+        if return_dict:
+            return DiffusionBlocksCausalLMBlockOutput(logits=logits, denoised=denoised, clean_logits=clean_logits)
+        return (logits, denoised) + ((clean_logits,) if output_clean_logits else ())
 
     def _check_noisy_inputs(self, input_ids, noisy_embeddings, sigma) -> tuple[torch.Tensor, torch.Tensor]:
         batch, seq_len = input_ids.shape
