@@ -1,4 +1,5 @@
-"""--max_train_steps_per_block: each block trains its own number of steps (e.g. more for the high-noise block)."""
+"""--max_train_steps_per_block / --train_batch_size_per_block: each block trains its own number of steps (e.g. more
+for the high-noise block) and its own batch size (e.g. more for a block whose loss sees few targets)."""
 
 import pytest
 
@@ -28,7 +29,27 @@ def test_one_block_of_a_per_block_run_resumes_to_its_own_steps(tmp_path):
     assert again["blocks"][0]["skipped"] and again["blocks"][0]["steps"] == 4
 
 
+def test_each_block_trains_its_own_batch_size(tmp_path, monkeypatch):
+    from hf_diffusionblocks.training import trainer
+
+    batch_sizes = {}
+
+    class RecordingBatchOrder(trainer.BatchOrder):
+        def __init__(self, num_examples, batch_size, seed, stream=0):
+            batch_sizes[stream] = batch_size
+            super().__init__(num_examples, batch_size, seed, stream=stream)
+
+    monkeypatch.setattr(trainer, "BatchOrder", RecordingBatchOrder)
+    load_script("train_dit").main(tiny_args(tmp_path, "--max_train_steps", "2", "--train_batch_size_per_block", "2", "5", "3"))
+    assert batch_sizes == {0: 2, 1: 5, 2: 3}
+    assert "train_batch_size_per_block" in (tmp_path / "README.md").read_text()
+
+
 @pytest.mark.parametrize("extra, message", [
+    (["--train_batch_size_per_block", "3", "1"], "one number per block"),
+    (["--train_batch_size_per_block", "3", "0", "2"], "must all be >= 1"),
+    (["--train_batch_size_per_block", "3", "--training_mode", "end_to_end"], "one number per block of a blockwise run"),
+    (["--train_batch_size_per_block", "3", "1", "2", "--num_train_epochs", "1"], "not --num_train_epochs"),
     (["--max_train_steps_per_block", "3", "1"], "one number per block"),
     (["--max_train_steps_per_block", "3", "1", "2", "--max_train_steps", "5"], "not both"),
     (["--max_train_steps_per_block", "3", "0", "2"], "must all be >= 1"),

@@ -76,6 +76,9 @@ def add_common_training_arguments(
                        help="Train each block for this many passes over the training examples instead of "
                             "--max_train_steps (steps = epochs x examples // (batch size x data-parallel replicas)).")
     group.add_argument("--train_batch_size", type=int, default=128, help="Examples per forward pass and process.")
+    group.add_argument("--train_batch_size_per_block", type=int, nargs="+", default=None,
+                       help="Examples per forward pass of each block, one number per block (instead of "
+                            "--train_batch_size), e.g. more for a block whose loss sees few targets per example.")
     group.add_argument("--gradient_accumulation_steps", type=int, default=1,
                        help="Forward/backward passes whose gradients are summed before each optimizer step: each "
                             "step sees train_batch_size x this many examples per process.")
@@ -165,6 +168,17 @@ def validate_common_arguments(args: argparse.Namespace) -> None:
         if min(per_block) < 1:
             raise ValueError(f"--max_train_steps_per_block must all be >= 1, got {per_block}.")
         args.max_train_steps = max(per_block)  # the longest block: what step-counted settings are checked against
+    batch_per_block = getattr(args, "train_batch_size_per_block", None)
+    if batch_per_block is not None:
+        if args.training_mode != "blockwise" or len(batch_per_block) != args.num_blocks:
+            raise ValueError(
+                f"--train_batch_size_per_block needs one number per block of a blockwise run (--num_blocks "
+                f"{args.num_blocks}), got {batch_per_block} with --training_mode {args.training_mode}."
+            )
+        if min(batch_per_block) < 1:
+            raise ValueError(f"--train_batch_size_per_block must all be >= 1, got {batch_per_block}.")
+        if args.num_train_epochs is not None:
+            raise ValueError("--train_batch_size_per_block counts steps, not epochs: give --max_train_steps, not --num_train_epochs.")
     if args.max_train_steps is None and args.num_train_epochs is None:
         args.max_train_steps = DEFAULT_MAX_TRAIN_STEPS
     if args.overwrite_output_dir and args.resume_from_checkpoint:
@@ -209,6 +223,7 @@ class OptimizationSettings:
     max_train_steps: int = DEFAULT_MAX_TRAIN_STEPS
     max_train_steps_per_block: tuple[int, ...] | None = None
     train_batch_size: int = 128
+    train_batch_size_per_block: tuple[int, ...] | None = None
     learning_rate: float = 1e-3
     lr_scheduler: str = "constant_with_warmup"
     lr_warmup_steps: int = 100
@@ -231,15 +246,20 @@ class OptimizationSettings:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "OptimizationSettings":
         values = {field.name: getattr(args, field.name, field.default) for field in fields(cls)}
-        if values["max_train_steps_per_block"] is not None:
-            values["max_train_steps_per_block"] = tuple(values["max_train_steps_per_block"])
+        for name in ("max_train_steps_per_block", "train_batch_size_per_block"):
+            if values[name] is not None:
+                values[name] = tuple(values[name])
         return cls(**values)
 
     def for_block(self, block_index: int) -> "OptimizationSettings":
-        """The settings block `block_index` trains under: its own step count with `max_train_steps_per_block`."""
-        if self.max_train_steps_per_block is None:
-            return self
-        return replace(self, max_train_steps=self.max_train_steps_per_block[block_index])
+        """The settings block `block_index` trains under: its own step count and batch size with
+        `max_train_steps_per_block` / `train_batch_size_per_block`."""
+        changes = {}
+        if self.max_train_steps_per_block is not None:
+            changes["max_train_steps"] = self.max_train_steps_per_block[block_index]
+        if self.train_batch_size_per_block is not None:
+            changes["train_batch_size"] = self.train_batch_size_per_block[block_index]
+        return replace(self, **changes) if changes else self
 
 
 def add_text_data_arguments(parser: argparse.ArgumentParser, default_dataset: str = "shakespeare") -> None:

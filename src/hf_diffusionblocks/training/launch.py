@@ -143,7 +143,7 @@ def check_finished_blocks(task: TrainingTask, assignment: BlockAssignment, args:
 
 
 # The flags a model card lists under "Training details" (the steps of each block are in its own table).
-CARD_TRAINING_FLAGS = ("train_batch_size", "learning_rate", "lr_scheduler", "lr_warmup_steps", "seed")
+CARD_TRAINING_FLAGS = ("train_batch_size", "train_batch_size_per_block", "learning_rate", "lr_scheduler", "lr_warmup_steps", "seed")
 
 
 def write_card_and_publish(
