@@ -45,6 +45,7 @@ from hf_diffusionblocks import (
 )
 from hf_diffusionblocks.argument_checks import check_number
 from hf_diffusionblocks.modeling.block_checkpoint import atomic_save_folder
+from hf_diffusionblocks.models.causal_lm import semantic_target_embeddings, target_embedding_digest
 from hf_diffusionblocks.models.causal_lm.configuration_causal_lm import SOLVERS
 from hf_diffusionblocks.tokenization_bpe import encode_corpus, train_bpe_tokenizer
 from hf_diffusionblocks.training import (
@@ -84,6 +85,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ar.add_argument("--intermediate_size", type=int, default=None, help="SwiGLU width (None: 8/3 × hidden_size, rounded).")
     ar.add_argument("--sequence_length", type=int, default=64, help="Tokens per training window (the context).")
     ar.add_argument("--target_embedding_dim", type=int, default=16, help="Width of the fixed target-embedding table.")
+    ar.add_argument("--target_embeddings_from", type=str, default=None, metavar="FOLDER",
+                    help="An end-to-end model folder of train_ar.py: the target table becomes the PCA of its vocabulary "
+                         "readout (semantic, stored in every block file) instead of a random one, and its tokenizer is used.")
     ar.add_argument("--clean_loss_weight", type=float, default=0.0,
                     help="Weight of an auxiliary next-token cross-entropy on every block's clean stream (0: off).")
     ar.add_argument("--solver", choices=SOLVERS, default="euler",
@@ -121,12 +125,24 @@ def validate_ar_arguments(args: argparse.Namespace) -> None:
 
 
 def load_or_train_tokenizer(args: argparse.Namespace, train_text: str):
-    """The tokenizer already in `output_dir` (written by an earlier run), else a new one (`save_tokenizer`
-    writes it once the config is known to be valid)."""
+    """The tokenizer already in `output_dir` (written by an earlier run), else that of `--target_embeddings_from`
+    (the table's rows are its token ids), else a new one (`save_tokenizer` writes it once the config is known
+    to be valid)."""
+    source = None
+    if args.target_embeddings_from:
+        source = AutoTokenizer.from_pretrained(args.target_embeddings_from)
     if os.path.isfile(os.path.join(args.output_dir, "tokenizer_config.json")):
         tokenizer = AutoTokenizer.from_pretrained(args.output_dir)
         logger.info("reusing the tokenizer of %s (%d tokens)", args.output_dir, len(tokenizer))
+        if source is not None and tokenizer.get_vocab() != source.get_vocab():
+            raise ValueError(
+                f"--target_embeddings_from {args.target_embeddings_from} has another tokenizer than --output_dir "
+                f"{args.output_dir}: the table's rows would name other tokens."
+            )
         return tokenizer
+    if source is not None:
+        logger.info("using the tokenizer of --target_embeddings_from %s (%d tokens)", args.target_embeddings_from, len(source))
+        return source
     if args.tokenizer == "bpe":
         tokenizer = train_bpe_tokenizer(train_text, vocab_size=args.vocab_size)
     else:
@@ -143,7 +159,25 @@ def save_tokenizer(args: argparse.Namespace, tokenizer) -> None:
     atomic_save_folder(args.output_dir, tokenizer.save_pretrained, last=("tokenizer_config.json",))
 
 
-def build_config(args: argparse.Namespace, tokenizer) -> DiffusionBlocksCausalLMConfig:
+def load_semantic_table(args: argparse.Namespace, tokenizer) -> torch.Tensor | None:
+    """With `--target_embeddings_from`: the PCA of that end-to-end model's readout, at `--target_embedding_dim`."""
+    if not args.target_embeddings_from:
+        return None
+    if args.training_mode != "blockwise":
+        raise ValueError("--target_embeddings_from sets the block-wise model's target table; end_to_end has none.")
+    source = DiffusionBlocksForCausalLM.from_pretrained(args.target_embeddings_from)
+    if source.config.objective != "next_token" or source.config.vocab_size != len(tokenizer):
+        raise ValueError(
+            f"--target_embeddings_from must be an end-to-end model (objective 'next_token') with the run's "
+            f"{len(tokenizer)} tokens, got objective {source.config.objective!r} with {source.config.vocab_size} tokens."
+        )
+    readout = source.get_block(0).final_layer.linear.weight
+    table = semantic_target_embeddings(readout, args.target_embedding_dim, source.config.sigma_data)
+    logger.info("target table: PCA of the readout of %s (%d × %d)", args.target_embeddings_from, *table.shape)
+    return table
+
+
+def build_config(args: argparse.Namespace, tokenizer, target_table: torch.Tensor | None = None) -> DiffusionBlocksCausalLMConfig:
     end_to_end = args.training_mode == "end_to_end"
     return DiffusionBlocksCausalLMConfig(
         vocab_size=len(tokenizer),
@@ -157,6 +191,7 @@ def build_config(args: argparse.Namespace, tokenizer) -> DiffusionBlocksCausalLM
         pad_token_id=tokenizer.pad_token_id,
         objective="next_token" if end_to_end else "diffusion",
         target_embedding_dim=args.target_embedding_dim,
+        target_embedding_sha256=None if target_table is None else target_embedding_digest(target_table),
         solver=args.solver,
         clean_loss_weight=0.0 if end_to_end else args.clean_loss_weight,
         num_blocks=1 if end_to_end else args.num_blocks,
@@ -168,9 +203,17 @@ def build_config(args: argparse.Namespace, tokenizer) -> DiffusionBlocksCausalLM
 class CausalLMTrainingTask(TextWindowTask):
     """The causal LM family's part of block-wise training: windows of tokens, the block loss, outputs."""
 
-    def __init__(self, config, train_ids: torch.Tensor, validation_ids: torch.Tensor, args: argparse.Namespace):
+    def __init__(self, config, train_ids: torch.Tensor, validation_ids: torch.Tensor, args: argparse.Namespace,
+                 target_table: torch.Tensor | None = None):
         super().__init__(config, DiffusionBlocksForCausalLM, CausalLMDenoisingLoss(config), train_ids, validation_ids, args,
                          window_length=args.sequence_length, hub_commit_message="Upload config, index and tokenizer")
+        self.target_table = target_table
+
+    def build_model(self, block_indices: list[int]) -> DiffusionBlocksForCausalLM:
+        model = super().build_model(block_indices)
+        if self.target_table is not None:   # a given table: every block starts with it and saves it in its file
+            model.set_target_embeddings(self.target_table, source="--target_embeddings_from")
+        return model
 
 
 def write_samples(args: argparse.Namespace, tokenizer, validation_ids: torch.Tensor, accelerator: Accelerator) -> list[str] | None:
@@ -197,9 +240,10 @@ def main(argv: list[str] | None = None) -> dict:
     setup_logging()
     texts = load_texts_for_run(args)   # a bad dataset fails before anything is written to --output_dir
     tokenizer = load_or_train_tokenizer(args, texts.train)
-    config = build_config(args, tokenizer)
+    target_table = load_semantic_table(args, tokenizer)
+    config = build_config(args, tokenizer, target_table)
     validation_ids = encode_corpus(tokenizer, texts.validation)
-    task = CausalLMTrainingTask(config, encode_corpus(tokenizer, texts.train), validation_ids, args)
+    task = CausalLMTrainingTask(config, encode_corpus(tokenizer, texts.train), validation_ids, args, target_table)
     save_tokenizer(args, tokenizer)
     accelerator = create_accelerator(args, "train_ar")
     logger.info("%s, %d training tokens, vocabulary of %d tokens, %d blocks", args.training_mode,

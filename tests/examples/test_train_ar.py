@@ -73,6 +73,26 @@ def test_recipe_flags_reach_the_config_and_the_loss(tmp_path, corpus):
     assert config.clean_loss_weight == 2.5 and config.solver == "ancestral"
 
 
+def test_semantic_target_table_from_an_end_to_end_model(tmp_path, corpus):
+    from hf_diffusionblocks.models.causal_lm import semantic_target_embeddings
+
+    script = load_script()
+    script.main(tiny_args(tmp_path / "e2e", corpus, "--training_mode", "end_to_end", "--vocab_size", "280"))
+    script.main(tiny_args(tmp_path / "bw", corpus, "--target_embeddings_from", str(tmp_path / "e2e"), "--block_index", "all",
+                          "--target_embedding_dim", "8"))
+    source = DiffusionBlocksForCausalLM.from_pretrained(tmp_path / "e2e")
+    model = DiffusionBlocksForCausalLM.from_pretrained(tmp_path / "bw")
+    expected = semantic_target_embeddings(source.get_block(0).final_layer.linear.weight, 8, 0.5)
+    assert torch.equal(model.target_embeddings, expected) and model.config.target_embedding_sha256 is not None
+    assert len(AutoTokenizer.from_pretrained(tmp_path / "bw")) == 280          # the source's tokenizer, not a new one
+    assert all(torch.equal(block_weights(tmp_path / "bw", b)[f"blocks.{b}.target_embeddings"], expected) for b in range(4))
+    with pytest.raises(ValueError, match="must be an end-to-end model"):
+        script.main(tiny_args(tmp_path / "bw2", corpus, "--target_embeddings_from", str(tmp_path / "bw")))
+    with pytest.raises(ValueError, match="end_to_end has none"):
+        script.main(tiny_args(tmp_path / "e2e2", corpus, "--target_embeddings_from", str(tmp_path / "e2e"),
+                              "--training_mode", "end_to_end"))
+
+
 def test_separate_runs_share_the_tokenizer_and_assemble(tmp_path, corpus):
     script, output_dir = load_script(), tmp_path / "run"
     for block_index in (3, 0, 1):

@@ -11,7 +11,13 @@ from hf_diffusionblocks import (
     DiffusionBlocksForCausalLM,
     DiffusionBlocksScheduler,
 )
-from hf_diffusionblocks.models.causal_lm import block_diffusion_attention_mask, make_target_embeddings, posterior_entropy
+from hf_diffusionblocks.models.causal_lm import (
+    block_diffusion_attention_mask,
+    make_target_embeddings,
+    posterior_entropy,
+    semantic_target_embeddings,
+    target_embedding_digest,
+)
 from hf_diffusionblocks.models.causal_lm.modeling_causal_lm import CausalLMBlock
 from hf_diffusionblocks.models.causal_lm.attention_masks import (
     cached_clean_attention_mask,
@@ -149,6 +155,77 @@ def test_default_target_width_puts_the_identification_transition_inside_the_nois
     assert 0.3 < posterior_entropy(table, 0.677, num_samples=500) < 0.8            # block 0/1 boundary: in between
     assert posterior_entropy(table, 3.0, num_samples=500) > 0.9                    # high noise: unknown
     assert posterior_entropy(make_target_embeddings(2048, 128, 0.5, seed=0), 0.677, num_samples=500) < 0.02
+
+
+def two_cluster_readout(hidden=32, seed=0):
+    """A readout `(VOCAB, hidden)` whose first half of the vocabulary points one way and second half another."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.randn(2, hidden, generator=generator) * 3
+    return centres.repeat_interleave(VOCAB // 2, dim=0) + 0.1 * torch.randn(VOCAB, hidden, generator=generator)
+
+
+def test_semantic_table_keeps_the_readouts_neighbours_at_the_random_tables_scale():
+    readout = two_cluster_readout()
+    table = semantic_target_embeddings(readout, 16, sigma_data=0.5)
+    assert table.shape == (VOCAB, 16) and table.dtype == torch.float32
+    assert float(table.pow(2).mean().sqrt()) == pytest.approx(0.5, rel=1e-5)
+    assert torch.equal(table, semantic_target_embeddings(readout.clone(), 16, sigma_data=0.5))   # deterministic
+    distances = torch.cdist(table, table)
+    same, other = distances[:20, :20].mean(), distances[:20, 20:].mean()
+    assert same < 0.2 * other
+    assert torch.allclose(semantic_target_embeddings(-readout, 16, 0.5), table, atol=1e-5)      # signs fixed
+    with pytest.raises(ValueError, match="hidden >= target_embedding_dim=64"):
+        semantic_target_embeddings(readout, 64, 0.5)
+    with pytest.raises(ValueError, match="no variance"):
+        semantic_target_embeddings(torch.zeros(VOCAB, 32), 16, 0.5)
+
+
+def given_table_model(table, seed=0, **overrides):
+    model = DiffusionBlocksForCausalLM(tiny_config(target_embedding_sha256=target_embedding_digest(table), **overrides))
+    model.set_target_embeddings(table)
+    return randomize_(model, seed=seed, std=0.2).eval()
+
+
+def test_a_given_table_travels_in_every_block_file_and_is_checked(tmp_path):
+    table = semantic_target_embeddings(two_cluster_readout(), 16, 0.5)
+    model = given_table_model(table)
+    assert torch.equal(model.target_embeddings, table)
+    model.save_pretrained(tmp_path / "given")
+    loaded = DiffusionBlocksForCausalLM.from_pretrained(tmp_path / "given")
+    assert torch.equal(loaded.target_embeddings, table)
+    def generate(m):
+        return m.generate(prompt(), max_new_tokens=6, generator=torch.Generator().manual_seed(3))
+
+    assert torch.equal(generate(model), generate(loaded))
+    one = DiffusionBlocksForCausalLM.from_pretrained(tmp_path / "given", block_index=2)
+    assert torch.equal(one.target_embeddings, table) and "blocks.2.target_embeddings" in one.block_state_dict(2)
+    # a block of the same architecture trained on another table is refused, naming the field
+    other = given_table_model(semantic_target_embeddings(two_cluster_readout(seed=1), 16, 0.5))
+    other.save_pretrained(tmp_path / "other")
+    (tmp_path / "given" / "block_1.safetensors").write_bytes((tmp_path / "other" / "block_1.safetensors").read_bytes())
+    with pytest.raises(ValueError, match="target_embedding_sha256"):
+        DiffusionBlocksForCausalLM.from_pretrained(tmp_path / "given")
+
+
+def test_a_given_table_must_be_set_before_use_and_must_match_the_digest():
+    table = semantic_target_embeddings(two_cluster_readout(), 16, 0.5)
+    model = DiffusionBlocksForCausalLM(tiny_config(target_embedding_sha256=target_embedding_digest(table))).eval()
+    with pytest.raises(ValueError, match="has not been set"):
+        model.generate(prompt(), max_new_tokens=2)
+    with pytest.raises(ValueError, match="has not been set"):
+        CausalLMDenoisingLoss(model.config)(model, 0, prompt(), torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="not this config's"):
+        model.set_target_embeddings(table + 1e-3)
+    with pytest.raises(ValueError, match="cannot be set"):
+        tiny_model().set_target_embeddings(table)
+    with pytest.raises(ValueError, match="target_embedding_sha256 must be"):
+        tiny_config(target_embedding_sha256="abc")
+
+
+def test_solver_is_an_inference_setting_and_not_part_of_a_blocks_identity(tmp_path):
+    tiny_model().save_pretrained(tmp_path)
+    loaded = DiffusionBlocksForCausalLM.from_pretrained(tmp_path, config=tiny_config(solver="ancestral"))
+    assert loaded.config.solver == "ancestral"
 
 
 def test_denoised_estimate_is_softmax_times_table():

@@ -2,7 +2,12 @@ from .attention_masks import block_diffusion_attention_mask
 from .configuration_causal_lm import OBJECTIVES, DiffusionBlocksCausalLMConfig
 from .losses_causal_lm import CausalLMDenoisingLoss
 from .modeling_causal_lm import CausalLMBlock, DiffusionBlocksCausalLMBlockOutput, DiffusionBlocksForCausalLM
-from .target_embeddings import make_target_embeddings, posterior_entropy
+from .target_embeddings import (
+    make_target_embeddings,
+    posterior_entropy,
+    semantic_target_embeddings,
+    target_embedding_digest,
+)
 
 __all__ = [
     "OBJECTIVES",
@@ -14,4 +19,6 @@ __all__ = [
     "block_diffusion_attention_mask",
     "make_target_embeddings",
     "posterior_entropy",
+    "semantic_target_embeddings",
+    "target_embedding_digest",
 ]

@@ -38,6 +38,9 @@ class DiffusionBlocksCausalLMConfig(DiffusionBlocksConfig):
         target_embedding_dim (`int`, defaults to 16): width d of the fixed target-embedding table E.
         target_embedding_seed (`int`, defaults to 0): seed of E; E is rebuilt from (vocab_size,
             target_embedding_dim, sigma_data, seed), never trained, and shared by all blocks.
+        target_embedding_sha256 (`str`, *optional*): set when E is a given table instead (e.g.
+            `semantic_target_embeddings` of an end-to-end model's readout): every block file then carries the
+            table, and loading checks it against this digest (`target_embeddings.py`). None: the seeded table.
         clean_loss_weight (`float`, defaults to 0.0): weight w of an auxiliary next-token loss on every block's
             clean stream (`CausalLMDenoisingLoss`): each block is also trained as a small causal LM, so its
             context features carry the next token even where its noisy input already identifies it. 0: off.
@@ -52,6 +55,7 @@ class DiffusionBlocksCausalLMConfig(DiffusionBlocksConfig):
     """
 
     model_type = "diffusion_blocks_causal_lm"
+    inference_only_fields = frozenset({"solver"})
 
     vocab_size: int = 1024
     hidden_size: int = 256
@@ -67,6 +71,7 @@ class DiffusionBlocksCausalLMConfig(DiffusionBlocksConfig):
     objective: str = "diffusion"
     target_embedding_dim: int = 16
     target_embedding_seed: int = 0
+    target_embedding_sha256: str | None = None
     clean_loss_weight: float = 0.0
     num_inference_steps: int | None = None
     solver: str = "euler"
@@ -84,6 +89,10 @@ class DiffusionBlocksCausalLMConfig(DiffusionBlocksConfig):
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {list(OBJECTIVES)}, got {self.objective!r}.")
         check_number(self.clean_loss_weight, "clean_loss_weight", minimum=0)
+        digest = self.target_embedding_sha256
+        if digest is not None and not (isinstance(digest, str) and len(digest) == 64
+                                       and all(character in "0123456789abcdef" for character in digest)):
+            raise ValueError(f"target_embedding_sha256 must be None or 64 lowercase hex digits, got {digest!r}.")
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {list(SOLVERS)}, got {self.solver!r}.")
         if self.objective == "next_token" and self.num_blocks != 1:

@@ -44,7 +44,7 @@ from .attention_masks import (
     noisy_query_attention_mask,
 )
 from .configuration_causal_lm import SOLVERS, DiffusionBlocksCausalLMConfig
-from .target_embeddings import make_target_embeddings
+from .target_embeddings import make_target_embeddings, target_embedding_digest
 
 # Flags transformers may pass to `forward` that change nothing here when off.
 _IGNORED_FORWARD_FLAGS = ("output_attentions", "output_hidden_states")
@@ -118,6 +118,9 @@ class CausalLMBlock(nn.Module):
         self.final_layer = AdaLNZeroFinalLayer(
             config.hidden_size, config.vocab_size, norm_type="rms_norm", norm_eps=config.rms_norm_eps
         )
+        if config.target_embedding_sha256 is not None:
+            # a given (not seeded) target table travels in every block file, checked against the config on load
+            self.register_buffer("target_embeddings", torch.zeros(config.vocab_size, config.target_embedding_dim))
 
     def _rotary(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         return rotary_cos_sin(position_ids, self.head_dim, self.rope_theta, dtype)
@@ -251,6 +254,9 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
     `from_pretrained(path, block_index=b)` loads it alone (training); `generate()` needs every block.
     The fixed target-embedding table is the non-persistent buffer `target_embeddings` `(vocab_size,
     target_embedding_dim)`, rebuilt from the config (`target_embeddings.py`), stored once for all blocks.
+    With `config.target_embedding_sha256` set the table is a given one instead: every block holds a copy
+    (saved in its block file), loading checks it against the digest, and a model built from a config alone
+    needs `set_target_embeddings(table)` before it is used.
     """
 
     config_class = DiffusionBlocksCausalLMConfig
@@ -259,10 +265,45 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
 
     def __init__(self, config: DiffusionBlocksCausalLMConfig, block_indices: list[int] | None = None):
         super().__init__(config, block_indices)
-        table = make_target_embeddings(
-            config.vocab_size, config.target_embedding_dim, config.sigma_data, config.target_embedding_seed
-        )
+        self._target_embeddings_given = config.target_embedding_sha256 is None
+        if config.target_embedding_sha256 is None:
+            table = make_target_embeddings(
+                config.vocab_size, config.target_embedding_dim, config.sigma_data, config.target_embedding_seed
+            )
+        else:
+            table = torch.zeros(config.vocab_size, config.target_embedding_dim)   # set_target_embeddings / loading
         self.register_buffer("target_embeddings", table, persistent=False)
+
+    def set_target_embeddings(self, table: torch.Tensor, source: str = "the given table") -> None:
+        """Install a given target table (`config.target_embedding_sha256` set) in the model and every loaded block;
+        a `ValueError` naming `source` when its shape or digest is not the config's."""
+        digest = self.config.target_embedding_sha256
+        if digest is None:
+            raise ValueError("this config's target table is the seeded one (target_embedding_sha256=None); it cannot be set.")
+        expected = (self.config.vocab_size, self.config.target_embedding_dim)
+        if tuple(table.shape) != expected or target_embedding_digest(table) != digest:
+            raise ValueError(
+                f"the target-embedding table of {source} (shape {tuple(table.shape)}, sha256 "
+                f"{target_embedding_digest(table)[:12]}…) is not this config's (shape {expected}, "
+                f"target_embedding_sha256 {digest[:12]}…): the blocks were trained on different target spaces."
+            )
+        with torch.no_grad():
+            self.target_embeddings.copy_(table)
+            for block in self.blocks.values():
+                block.target_embeddings.copy_(table)
+        self._target_embeddings_given = True
+
+    def load_block_weights(self, block_index: int, tensors: dict[str, torch.Tensor], source: str = "state dict") -> None:
+        super().load_block_weights(block_index, tensors, source)
+        if self.config.target_embedding_sha256 is not None:   # the block's copy of the table: checked, then shared
+            self.set_target_embeddings(tensors[f"blocks.{block_index}.target_embeddings"], source=f"block {block_index} ({source})")
+
+    def _require_target_embeddings(self) -> None:
+        if not self._target_embeddings_given:
+            raise ValueError(
+                "this model's target-embedding table is a given one (config.target_embedding_sha256) and has not been "
+                "set: load the model with from_pretrained, or call set_target_embeddings(table)."
+            )
 
     def build_block(self, block_index: int, num_layers: int) -> CausalLMBlock:
         return CausalLMBlock(self.config, num_layers, first_layer_index=sum(self.layers_per_block[:block_index]))
@@ -324,6 +365,7 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
             logits = block.readout_clean(block.forward_clean(input_ids, position_ids))
             return DiffusionBlocksCausalLMBlockOutput(logits=logits) if return_dict else (logits,)
         noisy_embeddings, sigma = self._check_noisy_inputs(input_ids, noisy_embeddings, sigma)
+        self._require_target_embeddings()
         preconditioning = self.config.preconditioning
         logits, clean_logits = block.forward_training(
             input_ids, preconditioning.scale_input(noisy_embeddings, sigma).to(self.dtype), preconditioning.c_noise(sigma),
@@ -473,6 +515,7 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
         if num_inference_steps is not None:  # `or` would take 0 for the default
             steps = check_num_inference_steps(num_inference_steps, self.config.num_blocks)
         solver = self._check_solver(solver)
+        self._require_target_embeddings()
         scheduler = self._sampling_scheduler(solver)
         scheduler.set_timesteps(steps, device=key_padding.device)
         dtype = self.target_embeddings.dtype

@@ -23,10 +23,18 @@ With B = 4 the block boundaries are 0.134, 0.301, 0.677. At d = 128 the token is
 σ ≈ 1.5, so blocks 1–3 would only copy z and block 0 would do all the prediction; at d = 16 (the
 default) the transition from "unknown" to "identified" lies around σ ≈ 0.5–1.5, across blocks 0 and 1,
 and block 2 still resolves a few percent of ln V.
+
+Semantic tables. Instead of the seeded random table, E can be a table given once (`config.target_embedding_sha256`
+set): `semantic_target_embeddings` projects the vocabulary readout of a trained causal LM (an end-to-end model,
+say) onto its d leading principal directions, so tokens that the LM predicts in the same contexts lie close
+together and the posterior mean of an uncertain prediction stays near the plausible tokens. Such a table is
+not rebuilt from the config: every block file carries a copy, checked against the config's digest on load,
+so blocks trained apart still agree on their target space without talking to each other.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import torch
@@ -37,6 +45,36 @@ def make_target_embeddings(vocab_size: int, dim: int, sigma_data: float, seed: i
     generator = torch.Generator(device="cpu").manual_seed(seed)
     table = torch.randn(vocab_size, dim, generator=generator, dtype=torch.float64, device="cpu")
     return (table * sigma_data).float()
+
+
+def target_embedding_digest(table: torch.Tensor) -> str:
+    """sha256 of a table's float32 values (row-major) and shape: what `config.target_embedding_sha256` records."""
+    data = table.detach().to("cpu", torch.float32).contiguous()
+    digest = hashlib.sha256(repr(tuple(data.shape)).encode())
+    digest.update(data.numpy().tobytes())
+    return digest.hexdigest()
+
+
+@torch.no_grad()
+def semantic_target_embeddings(readout_weight: torch.Tensor, dim: int, sigma_data: float) -> torch.Tensor:
+    """E `(vocab_size, dim)` float32 from a trained LM's readout `(vocab_size, hidden)`: the rows, centred, projected on
+    their `dim` leading principal directions (SVD in float64) and scaled to a per-coordinate RMS of `sigma_data`,
+    the scale of the random table. Each column's largest entry is made positive: the table depends on the
+    readout's geometry alone, not on the signs an SVD happens to return."""
+    if readout_weight.ndim != 2 or not 1 <= dim <= min(readout_weight.shape):
+        raise ValueError(
+            f"the readout must be a (vocab_size, hidden) matrix with hidden >= target_embedding_dim={dim}, "
+            f"got shape {tuple(readout_weight.shape)}."
+        )
+    rows = readout_weight.detach().to("cpu", torch.float64)
+    rows = rows - rows.mean(dim=0, keepdim=True)
+    _, _, right = torch.linalg.svd(rows, full_matrices=False)
+    table = rows @ right[:dim].T                                                 # (vocab, dim)
+    table = table * torch.sign(table.gather(0, table.abs().argmax(0, keepdim=True)))   # SVD's signs are arbitrary
+    rms = table.pow(2).mean().sqrt()
+    if not torch.isfinite(rms) or rms == 0:
+        raise ValueError("the readout has no variance across the vocabulary (an untrained model?).")
+    return (table * (sigma_data / rms)).float()
 
 
 @torch.no_grad()
