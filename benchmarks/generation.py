@@ -62,6 +62,7 @@ def seconds_to_generate(model, prompt: torch.Tensor, decoding: str, args: argpar
     output = model.generate(
         prompt, max_new_tokens=args.max_new_tokens, eos_token_id=None, pad_token_id=0, use_cache=True,
         num_inference_steps=args.num_inference_steps, generator=torch.Generator().manual_seed(0), **DECODINGS[decoding],
+        **({"solver": args.solver} if model.config.objective == "diffusion" else {}),
     )
     if prompt.device.type == "cuda":
         torch.cuda.synchronize()
@@ -85,6 +86,8 @@ def main() -> None:
     parser.add_argument("--size", choices=sorted(AR_SIZES), default="XS", help=f"Decoder size: {AR_SIZES}.")
     parser.add_argument("--num_blocks", type=int, default=4)
     parser.add_argument("--num_inference_steps", type=int, default=None, help="Euler steps per token (default: one per block).")
+    parser.add_argument("--solver", choices=["euler", "ancestral"], default="euler",
+                        help="The block-wise model's step (ancestral: a token drawn from each readout, re-noised).")
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--decodings", choices=sorted(DECODINGS), nargs="+", default=["greedy", "sampled"])
     parser.add_argument("--prompt_length", type=int, default=16)

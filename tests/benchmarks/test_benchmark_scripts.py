@@ -94,9 +94,10 @@ def test_text_results_mdm_runs_end_to_end_at_a_tiny_size(tmp_path):
             for run in ("blockwise", "end_to_end", "end_to_end_same_compute")] == [3, 1, 1]
 
 
-def test_generation_measures_both_models_for_every_batch_size_and_decoding():
+@pytest.mark.parametrize("solver", ["euler", "ancestral"])
+def test_generation_measures_both_models_for_every_batch_size_and_decoding(solver):
     output = run_benchmark("generation.py", "--size", "XS", "--num_blocks", "2", "--batch_sizes", "1", "2",
-                           "--max_new_tokens", "2", "--prompt_length", "3", "--rounds", "1")
+                           "--max_new_tokens", "2", "--prompt_length", "3", "--rounds", "1", "--solver", solver)
     rows = [line.split() for line in output.splitlines() if re.match(r"\s+\d+ (greedy|sampled) ", line)]
     assert [(row[0], row[1]) for row in rows] == [("1", "greedy"), ("1", "sampled"), ("2", "greedy"), ("2", "sampled")]
     assert ratio(output, "generation_tokens_per_second_ratio_blockwise_over_e2e") == min(float(row[-1]) for row in rows)
