@@ -562,3 +562,11 @@ def test_bad_forward_inputs_raise_clear_errors():
         model(prompt(), attention_mask=torch.ones(2, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="objective must be one of"):
         tiny_config(objective="masked")
+
+
+def test_a_block_saved_before_a_field_existed_is_compared_with_the_fields_default():
+    config = tiny_config()
+    older = {key: value for key, value in config.architecture_dict().items() if key != "clean_loss_weight"}
+    assert config.differing_fields(older) == []
+    assert tiny_config(clean_loss_weight=1.0).differing_fields(older) == ["clean_loss_weight"]
+    assert config.differing_fields({**older, "clean_loss_weight": 0.5}) == ["clean_loss_weight"]

@@ -79,13 +79,27 @@ class BlockPartitionedConfig(PreTrainedConfig):
         return _as_json({key: value for key, value in self.to_dict().items() if key not in ignored})
 
     def differing_fields(self, other: "BlockPartitionedConfig | dict[str, Any]") -> list[str]:
-        """Names of the architecture fields whose values differ from `other`'s."""
+        """Names of the architecture fields whose values differ from `other`'s.
+
+        A field only one side records (a block saved before the field existed) is compared with the
+        field's default, which is what the older version behaved as."""
         mine = self.architecture_dict()
         ignored = _NON_ARCHITECTURE_KEYS | self.inference_only_fields
         theirs = other.architecture_dict() if isinstance(other, BlockPartitionedConfig) else _as_json(
             {key: value for key, value in other.items() if key not in ignored}
         )
-        return sorted(key for key in mine.keys() | theirs.keys() if mine.get(key) != theirs.get(key))
+        defaults = self.field_defaults()
+        return sorted(
+            key for key in mine.keys() | theirs.keys()
+            if mine.get(key, defaults.get(key)) != theirs.get(key, defaults.get(key))
+        )
+
+    @classmethod
+    def field_defaults(cls) -> dict[str, Any]:
+        """The declared default of every annotated config field, as JSON would store it."""
+        names = {name for klass in cls.__mro__ for name in getattr(klass, "__annotations__", {})}
+        values = {name: getattr(cls, name) for name in names if hasattr(cls, name)}
+        return _as_json({name: value for name, value in values.items() if isinstance(value, (type(None), bool, int, float, str, list, tuple))})
 
 
 class DiffusionBlocksConfig(BlockPartitionedConfig):
