@@ -14,7 +14,7 @@
 #   VARIANTS: a comma list of blockwise (the current recipe), clean_loss_1 (--clean_loss_weight 1),
 #   semantic (--target_embeddings_from the N-step end-to-end model), two_blocks (B = 2), three_blocks (B = 3),
 #   high_noise_batch_x2 (--train_batch_size_per_block 64 32 32 32), end_to_end_equal_total (4N steps);
-#   default: all. The N-step end-to-end model is always trained (it is the judge and the reference).
+#   default: all; none: only the end-to-end model. The N-step end-to-end model is always trained (it is the judge and the reference).
 # Environment: OUTPUT_ROOT (default outputs), PYTHON, NUM_PROMPTS (default 512), SEED (default 0).
 set -euo pipefail
 steps=${1:-1000}
@@ -47,7 +47,7 @@ evaluate() {  # name, evaluate_ar flags...
     echo "== $(date +%T) evaluate $name"
     "$python" examples/evaluate_ar.py --model "$name=$out" --judge "$e2e" --dataset_name shakespeare --split test \
       --num_samples "$prompts" --prompt_words 8 --continuation_words 15 --decoding greedy sample --mauve_seeds 5 \
-      --seed "$seed" --output_file "$out.eval.json" "$@" 2>/dev/null > "$out.eval.txt"
+      --seed "$seed" --output_file "$out.eval.json" "$@" 2> "$out.eval.log" > "$out.eval.txt"
   fi
   cat "$out.eval.txt"
 }
@@ -57,7 +57,7 @@ diagnose() {  # name
     if [[ ! -s "$out.diagnosis-$solver.txt" ]]; then
       "$python" benchmarks/ar_diagnosis.py --blockwise_dir "$out" --end_to_end_dir "$e2e" --dataset shakespeare \
         --split validation --num_windows 256 --solver "$solver" --seed "$seed" \
-        --output_json "$out.diagnosis-$solver.json" > "$out.diagnosis-$solver.txt"
+        --output_json "$out.diagnosis-$solver.json" > "$out.diagnosis-$solver.txt" 2> "$out.diagnosis-$solver.log"
     fi
     cat "$out.diagnosis-$solver.txt"
   done
@@ -83,6 +83,7 @@ for variant in "${selected[@]}"; do
   end_to_end_equal_total)
     train end_to_end_equal_total --training_mode end_to_end --max_train_steps $((4 * steps))
     evaluate end_to_end_equal_total ;;
+  none) ;;
   *) echo "unknown variant $variant" >&2; exit 2 ;;
   esac
 done
