@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     # the conversion fixes B and the partition: no --partition/--overlap, and --num_blocks is refused if given
     add_common_training_arguments(parser, defaults={"learning_rate": 1e-4, "lr_warmup_steps": 0, "num_blocks": None},
-                                  noise_partition=False)
+                                  noise_partition=False, layer_split=False)   # the conversion fixed the split
     group = parser.add_argument_group("pretrained fine-tuning")
     group.add_argument("--converted_dir", required=True, help="a folder written by `hf-diffusionblocks convert`")
     group.add_argument("--latents_file", default=None, help="safetensors with `latents` and the forward's conditioning tensors")

@@ -195,6 +195,7 @@ def build_config(args: argparse.Namespace, tokenizer, target_table: torch.Tensor
         solver=args.solver,
         clean_loss_weight=0.0 if end_to_end else args.clean_loss_weight,
         num_blocks=1 if end_to_end else args.num_blocks,
+        layers_per_block=None if end_to_end else args.layers_per_block,
         partition=args.partition,
         overlap=args.overlap,
     )

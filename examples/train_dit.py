@@ -82,6 +82,7 @@ def build_config(args: argparse.Namespace, num_channels: int, image_size: int, n
         num_labels=num_labels,
         class_dropout_prob=args.class_dropout_prob,
         num_blocks=1 if end_to_end else args.num_blocks,
+        layers_per_block=None if end_to_end else args.layers_per_block,
         partition=args.partition,
         overlap=0.0 if end_to_end else args.overlap,
     )

@@ -71,9 +71,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     mdm.add_argument("--num_hidden_layers", type=int, default=6, help="Total layers L (split into --num_blocks).")
     mdm.add_argument("--num_attention_heads", type=int, default=4, help="Attention heads per layer.")
     mdm.add_argument("--intermediate_size", type=int, default=None, help="MLP width (None: 4 × hidden_size).")
-    mdm.add_argument("--layers_per_block", type=int, nargs="+", default=None,
-                     help="Layers of each block, block 0 (noisiest) first, summing to --num_hidden_layers "
-                          "(None: equal shares). Block-wise training only.")
     mdm.add_argument("--sequence_length", type=int, default=128, help="Characters per training window.")
     mdm.add_argument("--masking_schedule", choices=("linear", "cosine"), default="linear",
                      help="alpha(t) = 1 - t, or 1 - cos(pi/2 (1 - t)); blocks take equal decrements of alpha.")
@@ -92,8 +89,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def validate_masked_lm_arguments(args: argparse.Namespace) -> None:
     """Sizes, and the layer split."""
-    if args.layers_per_block is not None and args.training_mode == "end_to_end":
-        raise ValueError("--layers_per_block splits the layers among blocks; end-to-end training has one block (drop the flag).")
     require_at_least(args, ("hidden_size", "num_hidden_layers", "num_attention_heads", "sequence_length", "validation_windows",
                             "num_samples"))
 

@@ -58,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_common_training_arguments(
         parser, defaults={"num_blocks": 1, "train_batch_size": 32, "lr_warmup_steps": 50},
         training_modes=RECURRENT_TRAINING_MODES,   # this family's third mode: the truncated-BPTT baseline
+        layer_split=False,                          # its blocks are iterations of one core, not layers
     )
     add_text_data_arguments(parser)
     recurrent = parser.add_argument_group("recurrent depth")

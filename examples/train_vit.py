@@ -99,6 +99,7 @@ def build_config(args: argparse.Namespace, num_channels: int, image_size: int, n
         label_embedding_dim=args.label_embedding_dim,
         classifier_type="standard" if end_to_end else "diffusion",
         num_blocks=1 if end_to_end else args.num_blocks,
+        layers_per_block=None if end_to_end else args.layers_per_block,
         partition=args.partition,
         overlap=0.0 if end_to_end else args.overlap,
         p_mean=args.p_mean,

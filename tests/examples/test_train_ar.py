@@ -66,6 +66,14 @@ def test_blockwise_all_writes_a_transformers_model_folder(tmp_path, corpus):
     assert not torch.equal(readouts[0], readouts[1])
 
 
+def test_layers_per_block_gives_the_noisiest_block_more_layers(tmp_path, corpus):
+    output_dir = tmp_path / "run"
+    load_script().main(tiny_args(output_dir, corpus, "--num_hidden_layers", "5", "--layers_per_block", "2", "1", "1", "1",
+                                 "--block_index", "0"))
+    model = DiffusionBlocksForCausalLM.from_pretrained(output_dir, block_index=0)
+    assert model.config.layers_per_block == [2, 1, 1, 1] and len(model.get_block(0).layers) == 2
+
+
 def test_recipe_flags_reach_the_config_and_the_loss(tmp_path, corpus):
     output_dir = tmp_path / "run"
     load_script().main(tiny_args(output_dir, corpus, "--block_index", "1", "--clean_loss_weight", "2.5", "--solver", "ancestral"))
@@ -146,6 +154,9 @@ def test_end_to_end_with_the_character_tokenizer(tmp_path, corpus):
         (["--vocab_size", "100"], "vocab_size must be an integer >= 258"),
         (["--hidden_size", "30"], "divisible by num_attention_heads"),
         (["--clean_loss_weight", "-1"], "--clean_loss_weight must be"),
+        (["--layers_per_block", "2", "2"], r"--layers_per_block needs one count >= 1 per block \(--num_blocks 4\)"),
+        (["--layers_per_block", "2", "2", "1", "1"], "layers_per_block"),                    # sums to 6, not 4
+        (["--layers_per_block", "4", "--training_mode", "end_to_end"], "end-to-end training has one block"),
         (["--clean_loss_weight", "nan"], "--clean_loss_weight must be"),
     ],
 )

@@ -240,7 +240,7 @@ def test_push_to_hub_uploads_each_block_when_it_is_done_then_the_card(tmp_path, 
         (["--num_hidden_layers", "4"], "not divisible"),
         (["--sequence_length", "0"], "--sequence_length must be >= 1"),
         (["--vocabulary", "text8", "--max_train_steps", "0"], "--max_train_steps"),
-        (["--layers_per_block", "1", "1"], "layers_per_block must have num_blocks=3 entries"),
+        (["--layers_per_block", "1", "1"], r"--layers_per_block needs one count >= 1 per block \(--num_blocks 3\)"),
         (["--training_mode", "end_to_end", "--layers_per_block", "1", "1", "1"], "end-to-end training has one block"),
     ],
 )

@@ -41,6 +41,7 @@ def add_common_training_arguments(
     defaults: dict[str, Any] | None = None,
     training_modes: tuple[str, ...] = TRAINING_MODES,
     noise_partition: bool = True,
+    layer_split: bool = True,
 ) -> None:
     """The flags every training script shares, named as in diffusers' training examples where they mean the
     same thing (docs/architecture.md, 'Data flow at training').
@@ -48,7 +49,9 @@ def add_common_training_arguments(
     `defaults` overrides per family; a family with a baseline of its own adds it to `training_modes` (the
     recurrent family's `bptt`); a family whose blocks split something other than a continuous noise range
     (masked diffusion splits the masking time) passes `noise_partition=False` and gets no `--partition` /
-    `--overlap`, rather than flags it would refuse."""
+    `--overlap`, rather than flags it would refuse; one whose blocks are not a split of its layers (the
+    recurrent family's iterations, a converted pretrained model) passes `layer_split=False` and gets no
+    `--layers_per_block`."""
     if not set(TRAINING_MODES) <= set(training_modes):
         raise ValueError(f"training_modes must include {TRAINING_MODES}, got {training_modes}.")
     group = parser.add_argument_group("DiffusionBlocks training")
@@ -58,6 +61,10 @@ def add_common_training_arguments(
                        help="'blockwise' trains B independent blocks; 'end_to_end' trains the same layers as one "
                             "block over the whole noise range (the baseline).")
     group.add_argument("--num_blocks", type=int, default=3, help="Number of blocks B (end_to_end uses 1).")
+    if layer_split:
+        group.add_argument("--layers_per_block", type=int, nargs="+", default=None,
+                           help="Layers of each block, block 0 (noisiest) first, summing to --num_hidden_layers "
+                                "(None: equal shares). Block-wise training only.")
     if noise_partition:
         add_partition_arguments(group)
     group.add_argument("--dataset_name", "--dataset", dest="dataset_name", type=str, default=None,
@@ -190,6 +197,13 @@ def validate_common_arguments(args: argparse.Namespace) -> None:
         raise ValueError("--push_to_hub needs --hub_model_id org/name.")
     if args.hub_token and not args.push_to_hub:
         raise ValueError("--hub_token is used by --push_to_hub only; add --push_to_hub or drop the token.")
+    if getattr(args, "layers_per_block", None) is not None:
+        if args.training_mode == "end_to_end":
+            raise ValueError("--layers_per_block splits the layers among blocks; end-to-end training has one block (drop the flag).")
+        if len(args.layers_per_block) != args.num_blocks or min(args.layers_per_block) < 1:
+            raise ValueError(
+                f"--layers_per_block needs one count >= 1 per block (--num_blocks {args.num_blocks}), got {args.layers_per_block}."
+            )
     if args.training_mode == "end_to_end" and args.block_index not in ("all", 0):
         raise ValueError(f"--training_mode end_to_end trains a single block: --block_index must be 0 or 'all', got {args.block_index}.")
     if args.training_mode == "blockwise" and args.block_index != "all":
