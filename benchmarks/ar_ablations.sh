@@ -13,12 +13,13 @@
 # Usage: bash benchmarks/ar_ablations.sh [N] [VARIANTS]
 #   VARIANTS: a comma list of blockwise (the current recipe), clean_loss_1 (--clean_loss_weight 1),
 #   semantic (--target_embeddings_from the N-step end-to-end model), two_blocks (B = 2), three_blocks (B = 3),
-#   high_noise_batch_x2 (--train_batch_size_per_block 64 32 32 32), end_to_end_equal_total (4N steps);
+#   high_noise_batch_x2 (--train_batch_size_per_block 64 32 32 32), layers_4_2_1_1 (--layers_per_block 4 2 1 1: the
+#   noisiest block gets half the layers), end_to_end_equal_total (4N steps);
 #   default: all; none: only the end-to-end model. The N-step end-to-end model is always trained (it is the judge and the reference).
 # Environment: OUTPUT_ROOT (default outputs), PYTHON, NUM_PROMPTS (default 512), SEED (default 0).
 set -euo pipefail
 steps=${1:-1000}
-variants=${2:-blockwise,clean_loss_1,semantic,two_blocks,three_blocks,high_noise_batch_x2,end_to_end_equal_total}
+variants=${2:-blockwise,clean_loss_1,semantic,two_blocks,three_blocks,high_noise_batch_x2,layers_4_2_1_1,end_to_end_equal_total}
 root=${OUTPUT_ROOT:-outputs}
 python=${PYTHON:-python}
 prompts=${NUM_PROMPTS:-512}
@@ -80,6 +81,7 @@ for variant in "${selected[@]}"; do
   two_blocks) blockwise_variant two_blocks --num_blocks 2 ;;
   three_blocks) blockwise_variant three_blocks --num_blocks 3 ;;
   high_noise_batch_x2) blockwise_variant high_noise_batch_x2 --num_blocks 4 --train_batch_size_per_block 64 32 32 32 ;;
+  layers_4_2_1_1) blockwise_variant layers_4_2_1_1 --num_blocks 4 --layers_per_block 4 2 1 1 ;;
   end_to_end_equal_total)
     train end_to_end_equal_total --training_mode end_to_end --max_train_steps $((4 * steps))
     evaluate end_to_end_equal_total ;;
