@@ -8,7 +8,8 @@
 #   - examples/evaluate_ar.py: MAUVE (5 k-means seeds), generative perplexity under the N-step end-to-end model,
 #     distinct-n and repetition, on NUM_PROMPTS prompts of 8 words from the held-out plays, 15-word continuations;
 #   - benchmarks/ar_diagnosis.py: teacher-forced accuracy / cross-entropy of every block and of the chain.
-# A model already trained (samples.txt present) or evaluated (<name>.eval.json present) is not redone.
+# A model already trained (samples.txt present) or evaluated (<name>.eval.json present) is not redone. The last
+# output is the README's table (benchmarks/ar_ablations_table.py) over every model evaluated so far.
 #
 # Usage: bash benchmarks/ar_ablations.sh [N] [VARIANTS]
 #   VARIANTS: a comma list of blockwise (the current recipe), clean_loss_1 (--clean_loss_weight 1),
@@ -89,4 +90,5 @@ for variant in "${selected[@]}"; do
   *) echo "unknown variant $variant" >&2; exit 2 ;;
   esac
 done
-echo "== $(date +%T) done"
+echo "== $(date +%T) done; the table of every model evaluated in $root:"
+"$python" benchmarks/ar_ablations_table.py "$root"

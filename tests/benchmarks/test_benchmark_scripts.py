@@ -135,3 +135,30 @@ def test_ar_diagnosis_scores_every_block_every_step_and_the_baseline(tmp_path):
                               "--output_json", str(tmp_path / "ancestral.json"))
     assert "solver ancestral" in ancestral
     assert list(json.loads((tmp_path / "ancestral.json").read_text())["rows"]) == list(rows)[1:]
+
+
+def test_ar_ablations_table_reads_the_evaluations_and_diagnoses(tmp_path):
+    def result(name, mauve, perplexity):
+        return {"name": name, "mauve": {"mauve": mauve, "mauve_std": 0.01}, "generative_perplexity": {"generative_perplexity": perplexity}}
+
+    human = result("human (other places)", 0.97, 30.0)
+    (tmp_path / "ar-end_to_end.eval.json").write_text(json.dumps({"results": [human, result("end_to_end (sample)", 0.4, 39.0)]}))
+    (tmp_path / "ar-blockwise.eval.json").write_text(json.dumps(
+        {"results": [human, result("blockwise (greedy, euler)", 0.03, 488.0), result("blockwise (greedy, ancestral)", 0.14, 129.0)]}))
+    for solver, accuracy in (("euler", 0.076), ("ancestral", 0.086)):
+        rows = {"end to end": {"accuracy": 0.237, "target_probability": 0.138},
+                "step 0 fresh (block 0, σ=80)": {"accuracy": 0.19, "target_probability": 0.087},
+                "final z, nearest E row": {"accuracy": accuracy, "target_probability": None}}
+        (tmp_path / f"ar-blockwise.diagnosis-{solver}.json").write_text(json.dumps(
+            {"arguments": {"end_to_end_dir": str(tmp_path / "ar-end_to_end")}, "rows": rows}))
+    completed = subprocess.run([sys.executable, str(BENCHMARKS / "ar_ablations_table.py"), str(tmp_path)],
+                               capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 0, completed.stderr
+    output = completed.stdout
+    lines = [line for line in output.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert lines == [
+        "| human continuations (other places) | — | 0.970 ± 0.010 | 30.0 | | |",
+        "| end_to_end | sample | 0.400 ± 0.010 | 39.0 | 13.8% (its readout) | 23.7% (greedy) |",
+        "| blockwise | greedy, euler | 0.030 ± 0.010 | 488.0 | 8.7% | 7.6% |",
+        "| blockwise | greedy, ancestral | 0.140 ± 0.010 | 129.0 | 8.7% | 8.6% |",
+    ]
