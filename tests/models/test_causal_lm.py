@@ -414,6 +414,8 @@ def reference_ancestral_logits(model, input_ids, seed):
         noisy = torch.zeros(batch, length + 1, config.target_embedding_dim)
         noisy[:, length:] = z                          # other noisy positions: never seen by the query
         logits = model.forward_block(block_index, extended, noisy, float(sigma)).logits[:, length:]
+        if step == len(scheduler.timesteps) - 1:       # the last readout gives the token; no step to σ = 0
+            break
         uniform = torch.rand(logits.shape, generator=generator)
         token = (logits - (-uniform.log()).log()).argmax(-1)
         clean = model.target_embeddings[token]

@@ -537,7 +537,7 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
             noisy_mask = noisy_query_attention_mask(key_padding, context_lengths)
             noisy_rotary = rotary_cos_sin(position_ids, head_dim, rope_theta, rotary_dtype)
         logits = None
-        for step in euler_steps:
+        for index, step in enumerate(euler_steps):
             block = self.blocks[str(step.block_index)]
             scaled = step.c_in * sample                                                  # preconditioning.scale_input
             if step.block_index in blocks_to_extend:                                     # its first step: fold
@@ -550,6 +550,8 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
                 logits = block.forward_noisy(
                     scaled, step.noise_conditioning, position_ids, noisy_mask, cache, position_embeddings=noisy_rotary
                 )
+            if index == len(euler_steps) - 1:   # the state at σ = 0 is never used: the token comes from the logits
+                break
             if solver == "ancestral":
                 clean = self.target_embeddings[sample_from_logits(logits, generator)]
                 sample = scheduler.step(clean, step.sigma, sample, generator=generator).prev_sample
