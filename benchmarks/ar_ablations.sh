@@ -15,12 +15,13 @@
 #   VARIANTS: a comma list of blockwise (the current recipe), clean_loss_1 (--clean_loss_weight 1),
 #   semantic (--target_embeddings_from the N-step end-to-end model), two_blocks (B = 2), three_blocks (B = 3),
 #   high_noise_batch_x2 (--train_batch_size_per_block 64 32 32 32), layers_4_2_1_1 (--layers_per_block 4 2 1 1: the
-#   noisiest block gets half the layers), end_to_end_equal_total (4N steps);
+#   noisiest block gets half the layers), combined (clean_loss_1 + semantic + layers_4_2_1_1), end_to_end_equal_total
+#   (4N steps);
 #   default: all; none: only the end-to-end model. The N-step end-to-end model is always trained (it is the judge and the reference).
 # Environment: OUTPUT_ROOT (default outputs), PYTHON, NUM_PROMPTS (default 512), SEED (default 0).
 set -euo pipefail
 steps=${1:-1000}
-variants=${2:-blockwise,clean_loss_1,semantic,two_blocks,three_blocks,high_noise_batch_x2,layers_4_2_1_1,end_to_end_equal_total}
+variants=${2:-blockwise,clean_loss_1,semantic,two_blocks,three_blocks,high_noise_batch_x2,layers_4_2_1_1,combined,end_to_end_equal_total}
 root=${OUTPUT_ROOT:-outputs}
 python=${PYTHON:-python}
 prompts=${NUM_PROMPTS:-512}
@@ -30,7 +31,7 @@ mkdir -p "$root"
 common=(--dataset_name shakespeare --tokenizer bpe --vocab_size 1024 --hidden_size 128 --num_hidden_layers 8
         --num_attention_heads 4 --sequence_length 64 --train_batch_size 32 --learning_rate 1e-3 --lr_scheduler cosine
         --lr_warmup_steps 100 --checkpointing_steps 250 --logging_steps 100 --validation_steps 500 --seed "$seed"
-        --report_to none)
+        --report_to none --clean_loss_weight 0 --solver euler)   # the paper's recipe; a variant's flags come after and win
 e2e="$root/ar-end_to_end"
 train() {  # name, flags...
   local name=$1; shift
@@ -83,6 +84,8 @@ for variant in "${selected[@]}"; do
   three_blocks) blockwise_variant three_blocks --num_blocks 3 ;;
   high_noise_batch_x2) blockwise_variant high_noise_batch_x2 --num_blocks 4 --train_batch_size_per_block 64 32 32 32 ;;
   layers_4_2_1_1) blockwise_variant layers_4_2_1_1 --num_blocks 4 --layers_per_block 4 2 1 1 ;;
+  combined) blockwise_variant combined --num_blocks 4 --clean_loss_weight 1 --target_embeddings_from "$e2e" \
+              --layers_per_block 4 2 1 1 ;;
   end_to_end_equal_total)
     train end_to_end_equal_total --training_mode end_to_end --max_train_steps $((4 * steps))
     evaluate end_to_end_equal_total ;;
