@@ -3,7 +3,8 @@
 #   mdm: block-wise B=3, N steps per block, vs end to end with 3N steps (the same total number of steps)
 #        and with N steps (the same compute); held-out BPC with examples/evaluate_mdm.py (first 64,000
 #        test characters) and xz -9.
-#   ar:  block-wise B=4 vs end to end, N steps each (equal compute: a block step runs L/B layers);
+#   ar:  block-wise B=4 vs end to end, N steps each (equal compute: a block step runs L/B layers), the paper's recipe
+#        (Euler steps, no auxiliary loss; benchmarks/ar_ablations.sh measures the options);
 #        MAUVE / generative perplexity / distinct-n with examples/evaluate_ar.py (512 continuations), and the
 #        block-wise model again with 16 and 64 Euler steps per token.
 # Usage: bash benchmarks/text_results.sh {mdm|ar} [N]      (MAUVE needs pip install -e ".[metrics]")
@@ -43,7 +44,8 @@ PY
 ar)
   common=(--dataset_name shakespeare --overwrite_output_dir --tokenizer bpe --vocab_size 1024 --hidden_size 128 --num_hidden_layers 8 --num_attention_heads 4
           --sequence_length 64 --train_batch_size 32 --learning_rate 1e-3 --lr_scheduler cosine --lr_warmup_steps 100
-          --checkpointing_steps 250 --logging_steps 100 --validation_steps 500 --seed 0 --max_train_steps "$steps" "${extra[@]}")
+          --checkpointing_steps 250 --logging_steps 100 --validation_steps 500 --seed 0 --max_train_steps "$steps"
+          --clean_loss_weight 0 --solver euler "${extra[@]}")   # the paper's recipe (benchmarks/ar_ablations.sh: the options)
   echo "== $(date +%T) train block-wise"
   python examples/train_ar.py "${common[@]}" --num_blocks 4 --output_dir "$out/blockwise" > "$out/blockwise.log" 2>&1
   echo "== $(date +%T) train end to end"
