@@ -88,11 +88,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ar.add_argument("--target_embeddings_from", type=str, default=None, metavar="FOLDER",
                     help="An end-to-end model folder of train_ar.py: the target table becomes the PCA of its vocabulary "
                          "readout (semantic, stored in every block file) instead of a random one, and its tokenizer is used.")
-    ar.add_argument("--clean_loss_weight", type=float, default=0.0,
-                    help="Weight of an auxiliary next-token cross-entropy on every block's clean stream (0: off).")
-    ar.add_argument("--solver", choices=SOLVERS, default="euler",
-                    help="The saved model's default generation step (config.solver): 'euler' on the posterior mean "
-                         "softmax·E (the paper) or 'ancestral' (draw a token from each readout, re-noise it).")
+    ar.add_argument("--clean_loss_weight", type=float, default=1.0,
+                    help="Weight of an auxiliary next-token cross-entropy on every block's clean stream (0: off, the "
+                         "paper's recipe; 1 measured best, README).")
+    ar.add_argument("--solver", choices=SOLVERS, default="ancestral",
+                    help="The saved model's default generation step (config.solver): 'ancestral' (draw a token from "
+                         "each readout, re-noise it; measured best, README) or 'euler' on the posterior mean softmax·E "
+                         "(the paper).")
     ar.add_argument("--validation_windows", type=int, default=64, help="Validation windows of the logged block loss.")
     ar.add_argument("--num_samples", type=int, default=4, help="Continuations written to samples.txt when all blocks are done.")
     ar.add_argument("--sample_prompt_length", type=int, default=None,
