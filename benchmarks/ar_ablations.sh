@@ -13,7 +13,7 @@
 #
 # Usage: bash benchmarks/ar_ablations.sh [N] [VARIANTS]
 #   VARIANTS: a comma list of blockwise (the current recipe), clean_loss_1 (--clean_loss_weight 1),
-#   semantic (--target_embeddings_from the N-step end-to-end model), two_blocks (B = 2), three_blocks (B = 3),
+#   semantic (--target_embeddings_from the N-step end-to-end model), two_blocks (B = 2), three_blocks (B = 3, layers 3/3/2),
 #   high_noise_batch_x2 (--train_batch_size_per_block 64 32 32 32), layers_4_2_1_1 (--layers_per_block 4 2 1 1: the
 #   noisiest block gets half the layers), combined (clean_loss_1 + semantic + layers_4_2_1_1), end_to_end_equal_total
 #   (4N steps);
@@ -81,7 +81,7 @@ for variant in "${selected[@]}"; do
   clean_loss_1) blockwise_variant clean_loss_1 --num_blocks 4 --clean_loss_weight 1 ;;
   semantic) blockwise_variant semantic --num_blocks 4 --target_embeddings_from "$e2e" ;;
   two_blocks) blockwise_variant two_blocks --num_blocks 2 ;;
-  three_blocks) blockwise_variant three_blocks --num_blocks 3 ;;
+  three_blocks) blockwise_variant three_blocks --num_blocks 3 --layers_per_block 3 3 2 ;;
   high_noise_batch_x2) blockwise_variant high_noise_batch_x2 --num_blocks 4 --train_batch_size_per_block 64 32 32 32 ;;
   layers_4_2_1_1) blockwise_variant layers_4_2_1_1 --num_blocks 4 --layers_per_block 4 2 1 1 ;;
   combined) blockwise_variant combined --num_blocks 4 --clean_loss_weight 1 --target_embeddings_from "$e2e" \
