@@ -15,13 +15,13 @@
 #   VARIANTS: a comma list of blockwise (the current recipe), clean_loss_1 (--clean_loss_weight 1),
 #   semantic (--target_embeddings_from the N-step end-to-end model), two_blocks (B = 2), three_blocks (B = 3, layers 3/3/2),
 #   high_noise_batch_x2 (--train_batch_size_per_block 64 32 32 32), layers_4_2_1_1 (--layers_per_block 4 2 1 1: the
-#   noisiest block gets half the layers), combined (clean_loss_1 + semantic + layers_4_2_1_1), end_to_end_equal_total
-#   (4N steps);
+#   noisiest block gets half the layers), combined (clean_loss_1 + semantic + layers_4_2_1_1), combined_steps16 (the
+#   combined model evaluated with 16 steps per token, greedy), end_to_end_equal_total (4N steps);
 #   default: all; none: only the end-to-end model. The N-step end-to-end model is always trained (it is the judge and the reference).
 # Environment: OUTPUT_ROOT (default outputs), PYTHON, NUM_PROMPTS (default 512), SEED (default 0).
 set -euo pipefail
 steps=${1:-1000}
-variants=${2:-blockwise,clean_loss_1,semantic,two_blocks,three_blocks,high_noise_batch_x2,layers_4_2_1_1,combined,end_to_end_equal_total}
+variants=${2:-blockwise,clean_loss_1,semantic,two_blocks,three_blocks,high_noise_batch_x2,layers_4_2_1_1,combined,combined_steps16,end_to_end_equal_total}
 root=${OUTPUT_ROOT:-outputs}
 python=${PYTHON:-python}
 prompts=${NUM_PROMPTS:-512}
@@ -86,6 +86,16 @@ for variant in "${selected[@]}"; do
   layers_4_2_1_1) blockwise_variant layers_4_2_1_1 --num_blocks 4 --layers_per_block 4 2 1 1 ;;
   combined) blockwise_variant combined --num_blocks 4 --clean_loss_weight 1 --target_embeddings_from "$e2e" \
               --layers_per_block 4 2 1 1 ;;
+  combined_steps16)
+    blockwise_variant combined --num_blocks 4 --clean_loss_weight 1 --target_embeddings_from "$e2e" --layers_per_block 4 2 1 1
+    if [[ ! -s "$root/ar-combined_steps16.eval.json" ]]; then
+      echo "== $(date +%T) evaluate combined with 16 steps per token"
+      "$python" examples/evaluate_ar.py --model "combined_steps16=$root/ar-combined" --judge "$e2e" --dataset_name shakespeare \
+        --split test --num_samples "$prompts" --prompt_words 8 --continuation_words 15 --decoding greedy --mauve_seeds 5 \
+        --seed "$seed" --num_inference_steps 16 --solver euler ancestral --output_file "$root/ar-combined_steps16.eval.json" \
+        2> "$root/ar-combined_steps16.eval.log" > "$root/ar-combined_steps16.eval.txt"
+    fi
+    cat "$root/ar-combined_steps16.eval.txt" ;;
   end_to_end_equal_total)
     train end_to_end_equal_total --training_mode end_to_end --max_train_steps $((4 * steps))
     evaluate end_to_end_equal_total ;;
