@@ -307,7 +307,8 @@ CAUSAL_LM = ModelFamily(
     description="an autoregressive transformer language model (each next token denoised through the blocks)",
     tags=("text-generation",),
     pipeline_tag="text-generation",
-    usage=_generate_usage("# every new token takes {{ default_steps }} Euler steps by default (num_inference_steps=...)"),
+    usage=_generate_usage("# every new token takes {{ default_steps }} steps by default (num_inference_steps=...), "
+                          "ancestral or Euler (solver='ancestral' | 'euler')"),
     native_usage=_GENERATE_NATIVE_USAGE,
     tiny_config_kwargs=dict(
         vocab_size=40, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=48,
