@@ -163,29 +163,13 @@ def validate_common_arguments(args: argparse.Namespace) -> None:
         raise ValueError(
             f"give --max_train_steps ({args.max_train_steps}) or --num_train_epochs ({args.num_train_epochs}), not both."
         )
-    per_block = getattr(args, "max_train_steps_per_block", None)
+    per_block = _per_block_values(args, "max_train_steps_per_block")
     if per_block is not None:
         if args.max_train_steps is not None or args.num_train_epochs is not None:
             raise ValueError("give --max_train_steps_per_block, or --max_train_steps / --num_train_epochs, not both.")
-        if args.training_mode != "blockwise" or len(per_block) != args.num_blocks:
-            raise ValueError(
-                f"--max_train_steps_per_block needs one number per block of a blockwise run (--num_blocks "
-                f"{args.num_blocks}), got {per_block} with --training_mode {args.training_mode}."
-            )
-        if min(per_block) < 1:
-            raise ValueError(f"--max_train_steps_per_block must all be >= 1, got {per_block}.")
         args.max_train_steps = max(per_block)  # the longest block: what step-counted settings are checked against
-    batch_per_block = getattr(args, "train_batch_size_per_block", None)
-    if batch_per_block is not None:
-        if args.training_mode != "blockwise" or len(batch_per_block) != args.num_blocks:
-            raise ValueError(
-                f"--train_batch_size_per_block needs one number per block of a blockwise run (--num_blocks "
-                f"{args.num_blocks}), got {batch_per_block} with --training_mode {args.training_mode}."
-            )
-        if min(batch_per_block) < 1:
-            raise ValueError(f"--train_batch_size_per_block must all be >= 1, got {batch_per_block}.")
-        if args.num_train_epochs is not None:
-            raise ValueError("--train_batch_size_per_block counts steps, not epochs: give --max_train_steps, not --num_train_epochs.")
+    if _per_block_values(args, "train_batch_size_per_block") is not None and args.num_train_epochs is not None:
+        raise ValueError("--train_batch_size_per_block counts steps, not epochs: give --max_train_steps, not --num_train_epochs.")
     if args.max_train_steps is None and args.num_train_epochs is None:
         args.max_train_steps = DEFAULT_MAX_TRAIN_STEPS
     if args.overwrite_output_dir and args.resume_from_checkpoint:
@@ -208,6 +192,21 @@ def validate_common_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"--training_mode end_to_end trains a single block: --block_index must be 0 or 'all', got {args.block_index}.")
     if args.training_mode == "blockwise" and args.block_index != "all":
         validate_block_indices([args.block_index], args.num_blocks)
+
+
+def _per_block_values(args: argparse.Namespace, name: str) -> list[int] | None:
+    """`--<name>` (one integer >= 1 per block of a block-wise run), checked; None when not given."""
+    values = getattr(args, name, None)
+    if values is None:
+        return None
+    if args.training_mode != "blockwise" or len(values) != args.num_blocks:
+        raise ValueError(
+            f"--{name} needs one number per block of a blockwise run (--num_blocks {args.num_blocks}), got {values} "
+            f"with --training_mode {args.training_mode}."
+        )
+    if min(values) < 1:
+        raise ValueError(f"--{name} must all be >= 1, got {values}.")
+    return values
 
 
 def resolve_max_train_steps(args: argparse.Namespace, num_examples: int, replicas: int = 1) -> int:
