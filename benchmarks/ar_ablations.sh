@@ -12,7 +12,7 @@
 # output is the README's table (benchmarks/ar_ablations_table.py) over every model evaluated so far.
 #
 # Usage: bash benchmarks/ar_ablations.sh [N] [VARIANTS]
-#   VARIANTS: a comma list of blockwise (the current recipe), clean_loss_1 (--clean_loss_weight 1),
+#   VARIANTS: a comma list of blockwise (the paper's recipe), clean_loss_1 (--clean_loss_weight 1), clean_loss_4,
 #   semantic (--target_embeddings_from the N-step end-to-end model), two_blocks (B = 2), three_blocks (B = 3, layers 3/3/2),
 #   high_noise_batch_x2 (--train_batch_size_per_block 64 32 32 32), layers_4_2_1_1 (--layers_per_block 4 2 1 1: the
 #   noisiest block gets half the layers), combined (clean_loss_1 + semantic + layers_4_2_1_1), combined_steps16 (the
@@ -21,7 +21,7 @@
 # Environment: OUTPUT_ROOT (default outputs), PYTHON, NUM_PROMPTS (default 512), SEED (default 0).
 set -euo pipefail
 steps=${1:-1000}
-variants=${2:-blockwise,clean_loss_1,semantic,two_blocks,three_blocks,high_noise_batch_x2,layers_4_2_1_1,combined,combined_steps16,end_to_end_equal_total}
+variants=${2:-blockwise,clean_loss_1,clean_loss_4,semantic,two_blocks,three_blocks,high_noise_batch_x2,layers_4_2_1_1,combined,combined_steps16,end_to_end_equal_total}
 root=${OUTPUT_ROOT:-outputs}
 python=${PYTHON:-python}
 prompts=${NUM_PROMPTS:-512}
@@ -79,6 +79,7 @@ for variant in "${selected[@]}"; do
   case $variant in
   blockwise) blockwise_variant blockwise --num_blocks 4 ;;
   clean_loss_1) blockwise_variant clean_loss_1 --num_blocks 4 --clean_loss_weight 1 ;;
+  clean_loss_4) blockwise_variant clean_loss_4 --num_blocks 4 --clean_loss_weight 4 ;;
   semantic) blockwise_variant semantic --num_blocks 4 --target_embeddings_from "$e2e" ;;
   two_blocks) blockwise_variant two_blocks --num_blocks 2 ;;
   three_blocks) blockwise_variant three_blocks --num_blocks 3 --layers_per_block 3 3 2 ;;
