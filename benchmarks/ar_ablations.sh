@@ -18,7 +18,8 @@
 #   noisiest block gets half the layers), combined (clean_loss_1 + semantic + layers_4_2_1_1), combined_steps16 (the
 #   combined model evaluated with 16 steps per token, greedy), end_to_end_equal_total (4N steps);
 #   default: all; none: only the end-to-end model. The N-step end-to-end model is always trained (it is the judge and the reference).
-# Environment: OUTPUT_ROOT (default outputs), PYTHON, NUM_PROMPTS (default 512), SEED (default 0).
+# Environment: OUTPUT_ROOT (default outputs), PYTHON, NUM_PROMPTS (default 512), SEED (default 0), DATASET (default
+#   shakespeare; jargon: the Jargon File).
 set -euo pipefail
 steps=${1:-1000}
 variants=${2:-blockwise,clean_loss_1,clean_loss_4,semantic,two_blocks,three_blocks,high_noise_batch_x2,layers_4_2_1_1,combined,combined_steps16,end_to_end_equal_total}
@@ -26,9 +27,10 @@ root=${OUTPUT_ROOT:-outputs}
 python=${PYTHON:-python}
 prompts=${NUM_PROMPTS:-512}
 seed=${SEED:-0}
+dataset=${DATASET:-shakespeare}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} HF_HUB_OFFLINE=1 TQDM_DISABLE=1 TOKENIZERS_PARALLELISM=false
 mkdir -p "$root"
-common=(--dataset_name shakespeare --tokenizer bpe --vocab_size 1024 --hidden_size 128 --num_hidden_layers 8
+common=(--dataset_name "$dataset" --tokenizer bpe --vocab_size 1024 --hidden_size 128 --num_hidden_layers 8
         --num_attention_heads 4 --sequence_length 64 --train_batch_size 32 --learning_rate 1e-3 --lr_scheduler cosine
         --lr_warmup_steps 100 --checkpointing_steps 250 --logging_steps 100 --validation_steps 500 --seed "$seed"
         --report_to none --clean_loss_weight 0 --solver euler)   # the paper's recipe; a variant's flags come after and win
@@ -48,7 +50,7 @@ evaluate() {  # name, evaluate_ar flags...
   local out="$root/ar-$name"
   if [[ ! -s "$out.eval.json" ]]; then
     echo "== $(date +%T) evaluate $name"
-    "$python" examples/evaluate_ar.py --model "$name=$out" --judge "$e2e" --dataset_name shakespeare --split test \
+    "$python" examples/evaluate_ar.py --model "$name=$out" --judge "$e2e" --dataset_name "$dataset" --split test \
       --num_samples "$prompts" --prompt_words 8 --continuation_words 15 --decoding greedy sample --mauve_seeds 5 \
       --seed "$seed" --output_file "$out.eval.json" "$@" 2> "$out.eval.log" > "$out.eval.txt"
   fi
@@ -58,7 +60,7 @@ diagnose() {  # name
   local name=$1 out="$root/ar-$1"
   for solver in euler ancestral; do
     if [[ ! -s "$out.diagnosis-$solver.txt" ]]; then
-      "$python" benchmarks/ar_diagnosis.py --blockwise_dir "$out" --end_to_end_dir "$e2e" --dataset shakespeare \
+      "$python" benchmarks/ar_diagnosis.py --blockwise_dir "$out" --end_to_end_dir "$e2e" --dataset "$dataset" \
         --split validation --num_windows 256 --solver "$solver" --seed "$seed" \
         --output_json "$out.diagnosis-$solver.json" > "$out.diagnosis-$solver.txt" 2> "$out.diagnosis-$solver.log"
     fi
@@ -91,7 +93,7 @@ for variant in "${selected[@]}"; do
     blockwise_variant combined --num_blocks 4 --clean_loss_weight 1 --target_embeddings_from "$e2e" --layers_per_block 4 2 1 1
     if [[ ! -s "$root/ar-combined_steps16.eval.json" ]]; then
       echo "== $(date +%T) evaluate combined with 16 steps per token"
-      "$python" examples/evaluate_ar.py --model "combined_steps16=$root/ar-combined" --judge "$e2e" --dataset_name shakespeare \
+      "$python" examples/evaluate_ar.py --model "combined_steps16=$root/ar-combined" --judge "$e2e" --dataset_name "$dataset" \
         --split test --num_samples "$prompts" --prompt_words 8 --continuation_words 15 --decoding greedy --mauve_seeds 5 \
         --seed "$seed" --num_inference_steps 16 --solver euler ancestral --output_file "$root/ar-combined_steps16.eval.json" \
         2> "$root/ar-combined_steps16.eval.log" > "$root/ar-combined_steps16.eval.txt"
