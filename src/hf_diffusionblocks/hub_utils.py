@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub import constants as hf_constants
@@ -31,6 +31,8 @@ class HubOptions:
     token: str | bool | None = None
     local_files_only: bool = False
     force_download: bool = False
+    # huggingface_hub's own download options (proxies, user_agent, ...: `loader_keywords.DOWNLOAD_KEYWORDS`), passed on
+    download_options: dict[str, Any] = field(default_factory=dict)
 
 
 def hub_cache_snapshot(folder: str) -> tuple[str, str, str, str] | None:
@@ -73,6 +75,7 @@ def resolve_file(path_or_repo: str | os.PathLike, filename: str, options: HubOpt
             token=options.token,
             local_files_only=options.local_files_only,
             force_download=options.force_download,
+            **options.download_options,
         )
     except (EntryNotFoundError, LocalEntryNotFoundError):
         return None
@@ -119,7 +122,8 @@ def read_safetensors_header(
         return None if path is None else read_local_safetensors_header(path)
     path_in_repo = f"{options.subfolder}/{filename}" if options.subfolder else filename
     try:
-        header = HfApi(token=options.token).parse_safetensors_file_metadata(
+        api_options = {name: options.download_options[name] for name in ("endpoint", "headers", "user_agent") if name in options.download_options}
+        header = HfApi(token=options.token, **api_options).parse_safetensors_file_metadata(
             path_or_repo, path_in_repo, revision=options.revision
         )
     except EntryNotFoundError:

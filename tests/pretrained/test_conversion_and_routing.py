@@ -199,3 +199,17 @@ def test_info_describes_a_converted_folder_and_flags_foreign_blocks(pipeline_fol
     shutil.copyfile(other / "block_1.safetensors", out / "block_1.safetensors")
     assert main(["info", str(out)]) == 1
     assert "foreign" in capsys.readouterr().out
+
+
+def test_routed_loader_sorts_keywords_with_the_one_table(pipeline_folders, tmp_path):
+    # diffusers' pipeline loader passes these at their defaults; asked for, they are refused, not silently ignored
+    out = convert(pipeline_folders["dit"], tmp_path / "b2", 2)
+    loaded = RoutedDiTTransformer2DModel.from_pretrained(
+        str(out), low_cpu_mem_usage=True, variant=None, quantization_config=None, torch_dtype=torch.float64, proxies=None
+    )
+    assert next(loaded.parameters()).dtype == torch.float64
+    for name, value in [("quantization_config", {"load_in_4bit": True}), ("variant", "fp16"), ("max_memory", {0: "1GB"})]:
+        with pytest.raises(ValueError, match=f"RoutedDiTTransformer2DModel.from_pretrained does not support {name}="):
+            RoutedDiTTransformer2DModel.from_pretrained(str(out), **{name: value})
+    with pytest.raises(ValueError, match=r"does not take: \['verify_checksums'\]"):
+        RoutedDiTTransformer2DModel.from_pretrained(str(out), verify_checksums=False)

@@ -22,6 +22,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from ..hub_utils import HubOptions, resolve_file
+from ..loader_keywords import LOAD_KEYWORDS, SAVE_KEYWORDS, check_keywords, load_dtype, take_download_keywords
 from .atomic_io import read_json_file
 from .block_container import BlockContainerMixin
 from .block_checkpoint import (
@@ -36,22 +37,13 @@ from .block_checkpoint import (
 )
 from .configuration_blocks import BlockPartitionedConfig
 
-# Arguments transformers' Auto classes or PushToHubMixin may pass that do not change what is loaded/saved.
-_IGNORED_LOAD_KWARGS = frozenset({"trust_remote_code", "_from_auto", "_from_pipeline", "_commit_hash", "adapter_kwargs"})
-_IGNORED_SAVE_KWARGS = frozenset({"max_shard_size", "safe_serialization", "variant", "token", "save_original_format"})
-
-
-def _device_from_loader_options(kwargs: dict[str, Any], device: str | torch.device | None) -> str | torch.device | None:
-    """Take out of `kwargs` the loading options diffusers' and transformers' loaders pass to a component's
-    `from_pretrained`; return the device to load on. Only what this loader does is accepted: safetensors block
-    files (`use_safetensors` None/True), one device (`device_map` None, a device, or `{"": device}`), no offloading
-    (`max_memory`, `offload_folder` None); `low_cpu_mem_usage` is moot, only the requested blocks are read."""
-    kwargs.pop("low_cpu_mem_usage", None)
+def device_from_loader_options(kwargs: dict[str, Any], device: str | torch.device | None, owner: str) -> str | torch.device | None:
+    """Take the placement options (`use_safetensors`, `device_map`) out of `kwargs`, already sorted by
+    `loader_keywords.check_keywords`; return the device to load on. Only what this loader does is accepted:
+    safetensors block files (`use_safetensors` None/True) and one device (`device_map` None, 'auto', a device,
+    or `{"": device}`)."""
     if kwargs.pop("use_safetensors", None) is False:
-        raise ValueError("use_safetensors=False: DiffusionBlocks blocks are stored as safetensors files only.")
-    for name in ("max_memory", "offload_folder", "offload_state_dict"):
-        if kwargs.pop(name, None) not in (None, False):
-            raise ValueError(f"{name} is not supported: the blocks load whole onto one device.")
+        raise ValueError(f"{owner} got use_safetensors=False: DiffusionBlocks blocks are stored as safetensors files only.")
     device_map = kwargs.pop("device_map", None)
     if isinstance(device_map, dict) and set(device_map) == {""}:
         device_map = device_map[""]
@@ -59,7 +51,20 @@ def _device_from_loader_options(kwargs: dict[str, Any], device: str | torch.devi
         return device
     if isinstance(device_map, (str, int, torch.device)):
         return device if device is not None else device_map
-    raise ValueError(f"device_map must be None, a device or {{'': device}} (one device for every block), got {device_map!r}.")
+    raise ValueError(f"{owner} got device_map={device_map!r}: give None, a device or {{'': device}} (one device for every block).")
+
+
+def resolve_dtype(dtype: torch.dtype | str | None, stored: torch.dtype) -> torch.dtype | None:
+    """The dtype to cast loaded blocks to: `"auto"` is the dtype the block files were saved in, a string names a
+    torch dtype (`"float16"`), None keeps the model's."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return stored
+    resolved = getattr(torch, str(dtype), None)
+    if not isinstance(resolved, torch.dtype):
+        raise ValueError(f"dtype must be a torch.dtype, its name (e.g. 'float16') or 'auto', got {dtype!r}.")
+    return resolved
 
 
 def per_sample_level(
@@ -181,11 +186,9 @@ class DiffusionBlocksPreTrainedModel(BlockContainerMixin, PreTrainedModel):
         Several processes may save different blocks into the same folder: each file is written
         atomically and the shared config/index are identical whoever writes them.
         """
-        unknown = set(kwargs) - _IGNORED_SAVE_KWARGS
-        if unknown:
-            raise ValueError(f"save_pretrained got unexpected arguments: {sorted(unknown)}.")
         if push_to_hub:
             raise ValueError("use push_to_hub(...) or hf_diffusionblocks.push_block_to_hub to upload blocks.")
+        check_keywords(kwargs, SAVE_KEYWORDS, f"{type(self).__name__}.save_pretrained")
         if os.path.isfile(save_directory):
             raise ValueError(f"save_directory {save_directory!r} is a file, not a folder.")
         indices = self.loaded_block_indices if block_indices is None else validate_block_indices(block_indices, self.config.num_blocks)
@@ -279,13 +282,15 @@ class DiffusionBlocksPreTrainedModel(BlockContainerMixin, PreTrainedModel):
         a truncated file, or one whose tensors do not match the checksum recorded at save time, raises
         an error naming the file (`verify_checksums=False` skips the hashing).
         """
+        owner = f"{cls.__name__}.from_pretrained"
         if model_args:
-            raise ValueError(f"{cls.__name__}.from_pretrained takes no positional model arguments, got {model_args}.")
-        device = _device_from_loader_options(kwargs, device)
-        unknown = {key for key in kwargs if key not in _IGNORED_LOAD_KWARGS and not key.startswith("_")}
-        if unknown:
-            raise ValueError(f"{cls.__name__}.from_pretrained got unexpected arguments: {sorted(unknown)}.")
-        options = HubOptions(subfolder, revision, cache_dir, token, local_files_only, force_download)
+            raise ValueError(f"{owner} takes no positional model arguments, got {model_args}.")
+        kwargs = check_keywords(kwargs, LOAD_KEYWORDS, owner)
+        dtype = load_dtype({"dtype": dtype, "torch_dtype": kwargs.pop("torch_dtype", None)}, owner)
+        device = device_from_loader_options(kwargs, device, owner)
+        download_options = take_download_keywords(kwargs)
+        assert not kwargs, f"honoured keywords left unapplied: {sorted(kwargs)}"  # the table and this loader agree
+        options = HubOptions(subfolder, revision, cache_dir, token, local_files_only, force_download, download_options)
         source = str(pretrained_model_name_or_path)
         if config is None:
             config = cls.load_config(source, options)
@@ -307,13 +312,17 @@ class DiffusionBlocksPreTrainedModel(BlockContainerMixin, PreTrainedModel):
             )
 
         model = cls(config, block_indices=indices)
+        stored_dtype = torch.float32
         for index, path in files.items():
             metadata = cls.check_block_file(path, index, config)
             if metadata["training_steps"] is not None:
                 model.block_training_steps[index] = metadata["training_steps"]
-            model.load_block_weights(index, load_block_file(path, verify_checksum=verify_checksums), source=path)
+            tensors = load_block_file(path, verify_checksum=verify_checksums)
+            stored_dtype = next((t.dtype for t in tensors.values() if t.is_floating_point()), stored_dtype)
+            model.load_block_weights(index, tensors, source=path)
+        dtype = resolve_dtype(dtype, stored_dtype)
         if dtype is not None:
-            model = model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
+            model = model.to(dtype)
         if device is not None:
             model = model.to(device)
         model.eval()

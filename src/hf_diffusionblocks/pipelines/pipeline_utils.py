@@ -17,14 +17,18 @@ import json
 import os
 from typing import Any
 
+import torch
 from diffusers import DiffusionPipeline
 
 from ..hub_utils import HubOptions, resolve_file
+from ..loader_keywords import DOWNLOAD_KEYWORDS, LOAD_KEYWORDS, check_keywords, load_dtype
 from ..modeling.atomic_io import atomic_save_folder, atomic_write_json, read_json_file
 from ..remote_code import LIBRARY_NAME, REMOTE_CODE_MODULE, library_class, write_remote_code_module
 
 MODEL_INDEX_NAME = "model_index.json"
 _OTHER_LIBRARIES = ("diffusers", "transformers")
+# honoured loader keywords that a pipeline passes on to each of its model components
+PIPELINE_MODEL_KEYWORDS = frozenset({"dtype", "torch_dtype", "device", "device_map", "use_safetensors"} | DOWNLOAD_KEYWORDS)
 
 
 def _component_class(library: str, class_name: str, where: str) -> type:
@@ -72,13 +76,17 @@ class DiffusionBlocksPipelineBase(DiffusionPipeline):
         cache_dir: str | None = None,
         token: str | bool | None = None,
         local_files_only: bool = False,
-        **components: Any,
+        force_download: bool = False,
+        **kwargs: Any,
     ):
         """Load a pipeline folder or Hub repo (`model_index.json` and one subfolder per component).
 
-        Components given as keyword arguments replace the stored ones.
+        Components given as keyword arguments replace the stored ones. The other keywords are those of
+        diffusers' and transformers' loaders, sorted by `loader_keywords.LOAD_KEYWORDS`: `dtype` (or
+        `torch_dtype`), `device_map` and huggingface_hub's download options reach every model component's
+        `from_pretrained`; options this library does not implement are refused by name.
         """
-        options = HubOptions(subfolder, revision, cache_dir, token, local_files_only)
+        options = HubOptions(subfolder, revision, cache_dir, token, local_files_only, force_download)
         source = str(pretrained_model_name_or_path)
         index_path = resolve_file(source, MODEL_INDEX_NAME, options)
         if index_path is None:
@@ -91,6 +99,8 @@ class DiffusionBlocksPipelineBase(DiffusionPipeline):
         class_name = class_name[-1] if isinstance(class_name, list) and len(class_name) == 2 else class_name
         if class_name != cls.__name__:
             raise ValueError(f"{source} holds a {class_name!r} pipeline, not a {cls.__name__}.")
+        components = {name: kwargs.pop(name) for name in list(kwargs) if name in model_index and not name.startswith("_")}
+        model_options = _model_loading_options(kwargs, f"{cls.__name__}.from_pretrained")
         loaded: dict[str, Any] = {}
         for name, entry in model_index.items():
             if name.startswith("_"):
@@ -98,16 +108,28 @@ class DiffusionBlocksPipelineBase(DiffusionPipeline):
             if name in components:
                 loaded[name] = components.pop(name)
             elif isinstance(entry, list) and len(entry) == 2 and entry[0] is not None:
-                loaded[name] = _component_class(*entry, where=f"{index_path} ({name})").from_pretrained(
+                component_class = _component_class(*entry, where=f"{index_path} ({name})")
+                loaded[name] = component_class.from_pretrained(
                     source,
                     subfolder=f"{subfolder}/{name}" if subfolder else name,
                     revision=revision,
                     cache_dir=cache_dir,
                     token=token,
                     local_files_only=local_files_only,
+                    **(dict(force_download=force_download, **model_options) if issubclass(component_class, torch.nn.Module) else {}),
                 )
             else:
                 loaded[name] = None
-        if components:
-            raise ValueError(f"unknown pipeline components: {sorted(components)}.")
         return cls(**loaded)
+
+
+def _model_loading_options(kwargs: dict[str, Any], owner: str) -> dict[str, Any]:
+    """The loader keywords a pipeline hands to its model components: sorted by the one table
+    (`loader_keywords.LOAD_KEYWORDS`), refused by name where this library does not implement them, and
+    limited to what applies to every component (`config`, `block_index`, … name one model's files)."""
+    honoured = check_keywords(kwargs, LOAD_KEYWORDS, owner)
+    per_model = sorted(set(honoured) - PIPELINE_MODEL_KEYWORDS)
+    if per_model:
+        raise ValueError(f"{owner} got {per_model}: load that component with its own from_pretrained and pass it by name.")
+    dtype = load_dtype(honoured, owner)
+    return honoured if dtype is None else {**honoured, "dtype": dtype}

@@ -30,18 +30,12 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from torch import nn
 
 from ..hub_utils import HubOptions
+from ..loader_keywords import LOAD_KEYWORDS, check_keywords, load_dtype, take_download_keywords
 from ..modeling.block_checkpoint import tensors_digest
 from ..modeling.block_container import BlockContainerMixin
-from ..modeling.modeling_blocks import validate_block_indices
+from ..modeling.modeling_blocks import device_from_loader_options, resolve_dtype, validate_block_indices
 from .converted_folder import ConversionManifest, load_block, load_stems, read_manifest, write_converted_folder
 from .lora import merge_block_loras
-
-# diffusers' pipeline loader passes these; they do not change what a routed model loads.
-_IGNORED_LOAD_KWARGS = frozenset({
-    "low_cpu_mem_usage", "device_map", "max_memory", "offload_folder", "offload_state_dict", "variant",
-    "use_safetensors", "disable_mmap", "quantization_config", "output_loading_info", "mirror", "proxies",
-})
-
 
 def source_layer_name(name: str, manifest: ConversionManifest) -> str:
     """`blocks.<b>.<j>.rest` → `<layer_list>.<start_b + j>.rest`."""
@@ -82,7 +76,7 @@ class RoutedTransformerMixin(BlockContainerMixin):
         token: str | bool | None = None,
         local_files_only: bool = False,
         force_download: bool = False,
-        torch_dtype: torch.dtype | None = None,
+        dtype: torch.dtype | str | None = None,
         device: str | torch.device | None = None,
         lora_dir: str | None = None,
         **kwargs: Any,
@@ -93,10 +87,14 @@ class RoutedTransformerMixin(BlockContainerMixin):
         only as shapes while the skeleton is made). `lora_dir` merges per-block LoRA adapters
         saved by fine-tuning (`lora.py`) into the blocks that have one.
         """
-        unknown = {key for key in kwargs if key not in _IGNORED_LOAD_KWARGS and not key.startswith("_")}
-        if unknown:
-            raise ValueError(f"{cls.__name__}.from_pretrained got unexpected arguments: {sorted(unknown)}.")
-        options = HubOptions(subfolder, revision, cache_dir, token, local_files_only, force_download)
+        owner = f"{cls.__name__}.from_pretrained"
+        kwargs = check_keywords(kwargs, LOAD_KEYWORDS, owner)
+        dtype = load_dtype({"dtype": dtype, "torch_dtype": kwargs.pop("torch_dtype", None)}, owner)
+        device = device_from_loader_options(kwargs, device, owner)
+        download_options = take_download_keywords(kwargs)
+        if kwargs:  # `config`, `block_index` twice, `verify_checksums`: what the table honours for block models only
+            raise ValueError(f"{owner} got arguments it does not take: {sorted(kwargs)}.")
+        options = HubOptions(subfolder, revision, cache_dir, token, local_files_only, force_download, download_options)
         source = str(pretrained_model_name_or_path)
         manifest = read_manifest(source, options)
         if manifest.source_class != cls.source_class.__name__:
@@ -118,8 +116,9 @@ class RoutedTransformerMixin(BlockContainerMixin):
         model.block_training_steps = training_steps
         if lora_dir is not None:
             merge_block_loras(model, lora_dir)
-        if torch_dtype is not None:
-            model = model.to(torch_dtype)
+        dtype = resolve_dtype(dtype, next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32))
+        if dtype is not None:
+            model = model.to(dtype)
         if device is not None:
             model = model.to(device)
         return model.eval()
