@@ -45,10 +45,13 @@ def test_unconditional_samples_are_strings_of_the_right_length_without_masks(pip
     assert not (output.token_ids == pipeline.tokenizer.unk_token_id).any()  # [UNK] is never sampled
     assert all(set(text) <= set(CHARACTERS) for text in output.texts)
     assert len(pipeline(num_inference_steps=3).texts[0]) == 24  # default: max_position_embeddings
+    # num_samples is another name of diffusers-style num_texts_per_prompt
+    named = pipeline(num_texts_per_prompt=3, sequence_length=20, num_inference_steps=6, generator=torch.Generator().manual_seed(0))
+    assert named.texts == output.texts
 
 
 def test_prompts_are_kept_and_masks_in_them_are_filled(pipeline):
-    output = pipeline(prompt=["to be, ", "or not"], num_samples=2, sequence_length=16, num_inference_steps=6,
+    output = pipeline(prompt=["to be, ", "or not"], num_texts_per_prompt=2, sequence_length=16, num_inference_steps=6,
                       generator=torch.Generator().manual_seed(1))
     assert [text[:7] for text in output.texts[:2]] == ["to be, "] * 2
     assert [text[:6] for text in output.texts[2:]] == ["or not"] * 2
@@ -97,6 +100,10 @@ def test_bad_inputs_raise_clear_errors(pipeline):
         pipeline(prompt="ABC")
     with pytest.raises(ValueError, match="num_samples"):
         pipeline(num_samples=0)
+    with pytest.raises(ValueError, match="num_texts_per_prompt"):
+        pipeline(num_texts_per_prompt=0)
+    with pytest.raises(ValueError, match="give one of them"):
+        pipeline(num_samples=2, num_texts_per_prompt=3)
     with pytest.raises(ValueError, match="scheduler.num_blocks=2 differs"):
         DiffusionBlocksTextPipeline(pipeline.transformer, MaskedDiffusionBlocksScheduler(num_blocks=2), pipeline.tokenizer)
     with pytest.raises(ValueError, match="not the model's tokenizer"):

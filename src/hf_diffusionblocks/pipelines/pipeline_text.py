@@ -87,25 +87,28 @@ class DiffusionBlocksTextPipeline(DiffusionBlocksPipelineBase):
     def __call__(
         self,
         prompt: str | list[str] | None = None,
-        num_samples: int = 1,
+        num_texts_per_prompt: int = 1,
         sequence_length: int | None = None,
         num_inference_steps: int = 128,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
         return_dict: bool = True,
+        num_samples: int | None = None,
     ) -> TextPipelineOutput | tuple:
         """Generate text.
 
         Args:
             prompt (`str` or `list[str]`, *optional*): prefix(es) to continue; None samples unconditionally.
                 The string `[MASK]` inside a prompt is a position to fill in (infilling).
-            num_samples (`int`, defaults to 1): samples per prompt.
+            num_texts_per_prompt (`int`, defaults to 1): samples per prompt (named as diffusers' `num_images_per_prompt`);
+                without a prompt, the number of samples.
             sequence_length (`int`, *optional*): tokens per sample, prompt included; defaults to the model's
                 `max_position_embeddings`.
             num_inference_steps (`int`, defaults to 128): unmasking steps from t = 1 to 0, equally spaced in α,
                 at least `num_blocks`; a multiple of `num_blocks` gives every block the same number of steps.
             temperature (`float`, defaults to 1.0): softmax temperature (> 0) of the revealed tokens.
             generator (`torch.Generator`, *optional*): on the pipeline's device, for reproducible samples.
+            num_samples (`int`, *optional*): another name of `num_texts_per_prompt`.
         Returns:
             `TextPipelineOutput` with `texts` (`list[str]`, one per sample, prompt first) and `token_ids`.
             Special tokens other than the mask (`[UNK]`) are never sampled, so a prompt-free sample decodes to
@@ -114,7 +117,12 @@ class DiffusionBlocksTextPipeline(DiffusionBlocksPipelineBase):
         config = self.transformer.config
         sequence_length = config.max_position_embeddings if sequence_length is None else sequence_length
         sequence_length = check_integer(sequence_length, "sequence_length", minimum=1, maximum=config.max_position_embeddings)
-        num_samples = check_integer(num_samples, "num_samples", minimum=1)
+        if num_samples is not None and num_texts_per_prompt != 1:
+            raise ValueError(f"got num_samples={num_samples!r} and num_texts_per_prompt={num_texts_per_prompt!r}; give one of them.")
+        if num_samples is None:
+            num_samples = check_integer(num_texts_per_prompt, "num_texts_per_prompt", minimum=1)
+        else:
+            num_samples = check_integer(num_samples, "num_samples", minimum=1)
         num_inference_steps = check_num_inference_steps(num_inference_steps, config.num_blocks)
         temperature = check_number(temperature, "temperature", minimum=0, minimum_exclusive=True)
         sample = self._initial_ids(prompt, num_samples, sequence_length)
