@@ -9,7 +9,7 @@
 #     distinct-n and repetition, on NUM_PROMPTS prompts of 8 words from the held-out plays, 15-word continuations;
 #   - benchmarks/ar_diagnosis.py: teacher-forced accuracy / cross-entropy of every block and of the chain.
 # A model already trained (samples.txt present) or evaluated (<name>.eval.json present) is not redone. The last
-# output is the README's table (benchmarks/ar_ablations_table.py) over every model evaluated so far.
+# output is the table of docs/results/causal_lm.md (benchmarks/ar_ablations_table.py) over every model evaluated so far.
 #
 # Usage: bash benchmarks/ar_ablations.sh [N] [VARIANTS]
 #   VARIANTS: a comma list of blockwise (the paper's recipe), clean_loss_1 (--clean_loss_weight 1), clean_loss_4,

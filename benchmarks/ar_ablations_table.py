@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The README's autoregressive ablation table, from the files `benchmarks/ar_ablations.sh` writes.
+"""The autoregressive ablation table (docs/results/causal_lm.md), from the files `benchmarks/ar_ablations.sh` writes.
 
 One row per model folder `<root>/ar-<name>` that has been evaluated (`ar-<name>.eval.json`): MAUVE
 (mean ± std over k-means seeds) and generative perplexity of each decoding and solver, and for block-wise

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's DiT results table on digits (CPU): block-wise B=3 with the equi-probability and the
+# The DiT results table on digits (docs/results/dit.md) (CPU): block-wise B=3 with the equi-probability and the
 # two uniform partitions, and end to end at the same total number of training steps, each
 # evaluated with examples/evaluate_dit.py. Usage: bash benchmarks/digits_results.sh [STEPS_PER_BLOCK]
 set -euo pipefail

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's text tables on the embedded Shakespeare corpus.
+# The text tables on the embedded Shakespeare corpus (docs/results/masked_lm.md, causal_lm.md).
 #   mdm: block-wise B=3, N steps per block, vs end to end with 3N steps (the same total number of steps)
 #        and with N steps (the same compute); held-out BPC with examples/evaluate_mdm.py (first 64,000
 #        test characters) and xz -9.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's ViT table on Fashion-MNIST: block-wise B=3 and end to end, N steps each (equal compute:
+# The ViT table on Fashion-MNIST (docs/results/vit.md): block-wise B=3 and end to end, N steps each (equal compute:
 # a block step runs L/B of the L layers), then examples/evaluate_vit.py on the 10k test images.
 # Needs Fashion-MNIST (`sudo apt-get install dataset-fashion-mnist`). Usage: [SEED=s] bash benchmarks/vit_results.sh [N]
 set -euo pipefail

@@ -9,9 +9,9 @@ The Fréchet (2-Wasserstein) distance between N(μ_a, Σ_a) and N(μ_b, Σ_b) is
 Tr((Σ_a Σ_b)^{1/2}) is computed as Tr((Σ_a^{1/2} Σ_b Σ_a^{1/2})^{1/2}), the same number (the two
 matrices are similar), through two symmetric eigendecompositions. Eigenvalues that rounding
 makes slightly negative are clipped to 0, so singular covariances (fewer samples than feature
-dimensions) need no epsilon on the diagonal and no imaginary part ever appears. Measured on 2
-CPU cores at 2048 dims: about 7 s, against 20 s for `scipy.linalg.sqrtm(Σ_a Σ_b)`, whose trace
-is also off by about 9% on rank-deficient covariances unless an epsilon is added (55 s then).
+dimensions) need no epsilon on the diagonal and no imaginary part ever appears. It is faster than
+`scipy.linalg.sqrtm(Σ_a Σ_b)`, whose trace is also off on rank-deficient covariances unless an
+epsilon is added (timings: docs/results/dit.md).
 `frechet_distance_from_features` skips the D×D matrices when there are fewer samples than
 dimensions (an exact identity, see there).
 """

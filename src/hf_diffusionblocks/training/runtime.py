@@ -2,9 +2,8 @@
 
 CPU threads. torch uses one intra-op thread per physical core by default. The models of this library's
 examples are small (hidden 64-128), where extra threads mostly add synchronisation, and on a shared
-machine they compete with other jobs: on a 2-core VM, `examples/train_dit.py` at 300 steps per block
-took 28-30 s with one thread, 43 s with two, and 167 s with two while other jobs ran (README, "CPU
-threads"). So when `OMP_NUM_THREADS` is not
+machine they compete with other jobs (timings: docs/results/dit.md, "CPU threads"). So when
+`OMP_NUM_THREADS` is not
 set, a CPU run uses half the CPUs this process may run on (at least 1), divided among the processes of
 the launch on this machine. On a machine with hyper-threading that is about torch's own default (one
 per physical core); on a 2-vCPU VM it is 1 thread. `OMP_NUM_THREADS` (or `torch.set_num_threads`

@@ -49,7 +49,7 @@ class DiffusionBlocksCausalLMConfig(DiffusionBlocksConfig):
         solver (`"euler" | "ancestral"`, defaults to `"ancestral"`): how generation moves a token's embedding
             from one σ to the next: an ancestral step that draws a token from the readout and re-noises its
             embedding to the next σ (`DiffusionBlocksScheduler(solver="ancestral")`; better in every model
-            measured, README), or the probability-flow ODE's Euler step on D̂ = softmax(logits)·E (the paper).
+            measured, docs/results/causal_lm.md), or the probability-flow ODE's Euler step on D̂ = softmax(logits)·E (the paper).
             `generate(solver=...)` overrides it.
         num_blocks (`int`, defaults to 4), layers_per_block, sigma_min, sigma_max, sigma_data, p_mean, p_std,
         partition, overlap (`float`, defaults to 0.1, the paper's value for text): see `DiffusionBlocksConfig`.

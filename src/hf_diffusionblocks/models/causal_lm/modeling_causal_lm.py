@@ -424,8 +424,8 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
         too (the paper's setting). `start_from_noise=False` starts every trajectory at ε = 0 instead; with
         this family's random, non-orthogonal target table that is *not* a mode-seeker (unlike the one-hot
         tables of the ViT and recurrent families): posterior means of uncertain predictions fall near the
-        origin and the trajectory ends at the token whose embedding is nearest to it (measured on
-        Shakespeare: 40% of next-token predictions became the lone-space token). For
+        origin and the trajectory ends at the token whose embedding is nearest to it (measured in
+        docs/results/causal_lm.md). For
         `objective="next_token"` the logits are the clean stream's readout.
 
         Args:

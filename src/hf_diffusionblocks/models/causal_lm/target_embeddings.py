@@ -9,20 +9,11 @@ Scale. Entries are i.i.d. N(0, σ_data²): the per-coordinate standard deviation
 the data scale the EDM coefficients c_in, c_skip, c_out assume (c_in·z has unit variance at every σ). The
 reference code's L2-normalised rows (per-coordinate std 1/√d) are σ_data·√d times too small for that.
 
-Width d. With std σ_data fixed, d sets the noise level at which z identifies its token. Measured with
-`posterior_entropy(make_target_embeddings(V, d, 0.5, 0), σ)` (uniform prior over the vocabulary, 2000
-draws; entropy as a fraction of ln V: 1 = z says nothing about the token, 0 = z identifies it):
-
-    σ                      0.134   0.301   0.677   1.5    3.0
-    V=65,   d=16           0.00    0.00    0.33    0.81   0.95
-    V=65,   d=128          0.00    0.00    0.00    0.08   0.62
-    V=2048, d=16           0.00    0.04    0.55    0.89   0.97
-    V=2048, d=128          0.00    0.00    0.00    0.24   0.77
-
-With B = 4 the block boundaries are 0.134, 0.301, 0.677. At d = 128 the token is already certain below
-σ ≈ 1.5, so blocks 1–3 would only copy z and block 0 would do all the prediction; at d = 16 (the
-default) the transition from "unknown" to "identified" lies around σ ≈ 0.5–1.5, across blocks 0 and 1,
-and block 2 still resolves a few percent of ln V.
+Width d. With std σ_data fixed, d sets the noise level at which z identifies its token: the wider the
+table, the higher that level. A wide table (d = 128) makes the token certain inside the lower blocks'
+intervals, so those blocks would only copy z and block 0 would do all the prediction; the default d = 16
+puts the transition from "unknown" to "identified" across blocks 0 and 1 (B = 4). `posterior_entropy`
+measures it; the figures and the command are in docs/results/causal_lm.md.
 
 Semantic tables. Instead of the seeded random table, E can be a table given once (`config.target_embedding_sha256`
 set): `semantic_target_embeddings` projects the vocabulary readout of a trained causal LM (an end-to-end model,

@@ -43,13 +43,12 @@ class DiffusionBlocksViTConfig(DiffusionBlocksConfig):
             the σ_data-scaled table the classes are ‖E_i − E_j‖ = σ_data·√(2d) ≈ 2.2 apart (d = 10), so z
             names its class once σ ≲ 1; EDM's p_noise puts 80% of its mass below σ = 1, where every block
             learns to copy the label out of z, and block 0 (the only one that must classify from the
-            image) sees σ > 2 in 17% of its steps. Measured on Fashion-MNIST (XS ViT, B = 3, 650 steps
-            per block): 65.9% test accuracy with (-1.2, 1.2), 74.8% with (0.2, 1.0).
+            image) sees σ > 2 in 17% of its steps. The measured accuracy with both settings is in
+            docs/results/vit.md.
         timestep_spacing (`"edges" | "midpoints"`, defaults to `"midpoints"`): where the Euler steps after
             the first evaluate their block (see `DiffusionBlocksScheduler`). With one step per block, at the
-            block's probability-mass midpoint rather than at its upper boundary. Measured on Fashion-MNIST
-            (B = 3, start at ε = 0): 82.2% → 83.5% (1000 steps per block), 81.7% → 82.7% and 81.5% → 82.0%
-            (two 650-step models).
+            block's probability-mass midpoint rather than at its upper boundary, which was the more accurate
+            in every model measured (docs/results/vit.md).
         num_blocks, layers_per_block, sigma_min, sigma_max, sigma_data, partition,
         overlap: see `DiffusionBlocksConfig` (paper: B=3, equi-probability, γ=0.05).
     """
