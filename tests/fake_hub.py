@@ -1,7 +1,7 @@
 """An in-process fake Hub for tests: huggingface_hub's real client code runs end to end; only the network
 is replaced.
 
-The fake Hub is an `httpx2.MockTransport` handler that implements the endpoints huggingface_hub's
+The fake Hub is a `MockTransport` handler (of httpx2 or httpx: whichever the installed huggingface_hub speaks) that implements the endpoints huggingface_hub's
 client calls: repo creation, README validation, preupload, the NDJSON commit, file resolution
 (HEAD/GET with ranges), the model info and the file tree (what `snapshot_download` lists). The `fake_hub` fixture (registered in conftest.py) installs it as
 huggingface_hub's HTTP client for one test.
@@ -16,11 +16,14 @@ import threading
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
-import httpx2
 import huggingface_hub
 import pytest
 from huggingface_hub import constants as hf_constants
+from huggingface_hub.utils import _http as hub_http
 from huggingface_hub.utils._http import default_client_factory, hf_request_event_hook
+
+# huggingface_hub 1.x sends its requests with httpx, 2.x with its fork httpx2: answer in the client's own types
+http = getattr(hub_http, "httpx2", None) or hub_http.httpx
 
 REPO_ID = "org/name"
 TOKEN = "hf_fake_token"
@@ -48,10 +51,10 @@ class FakeHub:
     preupload_barrier: threading.Barrier | None = None
     fail_commits_adding: set[str] = field(default_factory=set)  # the connection drops while these are sent
 
-    def client(self) -> httpx2.Client:
+    def client(self) -> http.Client:
         # The same event hook as huggingface_hub's default client, so HF_HUB_OFFLINE is enforced as usual.
-        return httpx2.Client(
-            transport=httpx2.MockTransport(self.handle),
+        return http.Client(
+            transport=http.MockTransport(self.handle),
             event_hooks={"request": [hf_request_event_hook]},
             follow_redirects=True,
         )
@@ -59,7 +62,7 @@ class FakeHub:
     def head(self, repo_id: str) -> FakeCommit:
         return self.repos[repo_id][-1]
 
-    def handle(self, request: httpx2.Request) -> httpx2.Response:
+    def handle(self, request: http.Request) -> http.Response:
         path = unquote(request.url.path)
         with self.lock:
             self.requests.append((request.method, path, request.headers.get("range")))
@@ -67,7 +70,7 @@ class FakeHub:
         if path == "/api/repos/create":
             return self.create_repo(json.loads(request.content))
         if path == "/api/validate-yaml":
-            return httpx2.Response(200, json={"errors": [], "warnings": []})
+            return http.Response(200, json={"errors": [], "warnings": []})
         if path.startswith("/api/models/") and "/preupload/" in path:
             return self.preupload(json.loads(request.content))
         if path.startswith("/api/models/") and "/commit/" in path:
@@ -81,13 +84,13 @@ class FakeHub:
             repo_id, rest = path.lstrip("/").split("/resolve/", 1)
             revision, filename = rest.split("/", 1)
             return self.resolve(request, repo_id, revision, filename)
-        return httpx2.Response(404, json={"error": f"fake Hub has no endpoint {request.method} {path}"})
+        return http.Response(404, json={"error": f"fake Hub has no endpoint {request.method} {path}"})
 
-    def create_repo(self, payload: dict) -> httpx2.Response:
+    def create_repo(self, payload: dict) -> http.Response:
         repo_id = f"{payload['organization']}/{payload['name']}"
         with self.lock:
             if repo_id in self.repos:
-                return httpx2.Response(
+                return http.Response(
                     409,
                     json={
                         "error": "You already created this model repo",
@@ -97,91 +100,91 @@ class FakeHub:
             self.repos[repo_id] = [
                 FakeCommit(hashlib.sha1(repo_id.encode()).hexdigest(), "initial commit", [], {})
             ]
-        return httpx2.Response(200, json={"url": f"{hf_constants.ENDPOINT}/{repo_id}"})
+        return http.Response(200, json={"url": f"{hf_constants.ENDPOINT}/{repo_id}"})
 
-    def preupload(self, payload: dict) -> httpx2.Response:
+    def preupload(self, payload: dict) -> http.Response:
         if self.preupload_barrier is not None:
             self.preupload_barrier.wait(timeout=10)  # both uploads are in flight before either commits
         files = [
             {"path": entry["path"], "uploadMode": "regular", "shouldIgnore": False}
             for entry in payload["files"]
         ]
-        return httpx2.Response(200, json={"files": files})
+        return http.Response(200, json={"files": files})
 
-    def commit(self, repo_id: str, content: bytes) -> httpx2.Response:
+    def commit(self, repo_id: str, content: bytes) -> http.Response:
         lines = [json.loads(line) for line in content.decode().splitlines() if line.strip()]
         header = lines[0]["value"]
         added = {}
         for line in lines[1:]:
             if line["key"] != "file":
-                return httpx2.Response(
+                return http.Response(
                     400, json={"error": f"fake Hub only takes inline files, got {line['key']}"}
                 )
             added[line["value"]["path"]] = base64.b64decode(line["value"]["content"])
         dropped = self.fail_commits_adding & set(added)
         if dropped:
             self.fail_commits_adding -= dropped
-            raise httpx2.RemoteProtocolError("connection dropped mid-upload (simulated)")
+            raise http.RemoteProtocolError("connection dropped mid-upload (simulated)")
         with self.lock:
             head = self.head(repo_id)
             if "parentCommit" in header and header["parentCommit"] != head.oid:
-                return httpx2.Response(412, json={"error": "A commit has happened since parentCommit."})
+                return http.Response(412, json={"error": "A commit has happened since parentCommit."})
             oid = hashlib.sha1(f"{head.oid}{sorted(added)}".encode()).hexdigest()
             self.repos[repo_id].append(
                 FakeCommit(oid, header["summary"], sorted(added), {**head.files, **added})
             )
-        return httpx2.Response(
+        return http.Response(
             200, json={"commitUrl": f"{hf_constants.ENDPOINT}/{repo_id}/commit/{oid}", "commitOid": oid}
         )
 
-    def model_info(self, rest: str) -> httpx2.Response:
+    def model_info(self, rest: str) -> http.Response:
         """`GET /api/models/<repo>[/revision/<rev>]`: the head commit and its files (what `snapshot_download`
         and diffusers' `DiffusionPipeline.download` list before fetching)."""
         repo_id, _, revision = rest.partition("/revision/")
         commits = self.repos.get(repo_id)
         if commits is None:
-            return httpx2.Response(404, headers={"X-Error-Code": "RepoNotFound"})
+            return http.Response(404, headers={"X-Error-Code": "RepoNotFound"})
         commit = commits[-1] if revision in ("", "main") else next((c for c in commits if c.oid == revision), None)
         if commit is None:
-            return httpx2.Response(404, headers={"X-Error-Code": "RevisionNotFound"})
+            return http.Response(404, headers={"X-Error-Code": "RevisionNotFound"})
         siblings = [{"rfilename": name, "size": len(data)} for name, data in sorted(commit.files.items())]
-        return httpx2.Response(200, json={"id": repo_id, "modelId": repo_id, "sha": commit.oid, "private": False,
+        return http.Response(200, json={"id": repo_id, "modelId": repo_id, "sha": commit.oid, "private": False,
                                           "siblings": siblings, "tags": [], "downloads": 0, "likes": 0})
 
-    def tree(self, repo_id: str, revision_and_path: str) -> httpx2.Response:
+    def tree(self, repo_id: str, revision_and_path: str) -> http.Response:
         """`GET /api/models/<repo>/tree/<rev>[/<path>]`: every file of a commit, recursively (one page)."""
         revision, _, prefix = revision_and_path.partition("/")
         commits = self.repos.get(repo_id)
         commit = None if commits is None else next((c for c in reversed(commits) if revision in ("main", c.oid)), None)
         if commit is None:
-            return httpx2.Response(404, headers={"X-Error-Code": "RevisionNotFound" if commits else "RepoNotFound"})
+            return http.Response(404, headers={"X-Error-Code": "RevisionNotFound" if commits else "RepoNotFound"})
         entries = [
             {"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
             for name, data in sorted(commit.files.items())
             if name.startswith(prefix)
         ]
-        return httpx2.Response(200, json=entries)
+        return http.Response(200, json=entries)
 
-    def resolve(self, request: httpx2.Request, repo_id: str, revision: str, filename: str) -> httpx2.Response:
+    def resolve(self, request: http.Request, repo_id: str, revision: str, filename: str) -> http.Response:
         commits = self.repos.get(repo_id)
         if commits is None:
-            return httpx2.Response(404, headers={"X-Error-Code": "RepoNotFound"})
+            return http.Response(404, headers={"X-Error-Code": "RepoNotFound"})
         commit = commits[-1] if revision == "main" else next((c for c in commits if c.oid == revision), None)
         if commit is None:
-            return httpx2.Response(404, headers={"X-Error-Code": "RevisionNotFound"})
+            return http.Response(404, headers={"X-Error-Code": "RevisionNotFound"})
         if filename not in commit.files:
-            return httpx2.Response(
+            return http.Response(
                 404, headers={"X-Error-Code": "EntryNotFound", "X-Repo-Commit": commit.oid}
             )
         data = commit.files[filename]
         headers = {"X-Repo-Commit": commit.oid, "ETag": f'"{hashlib.sha256(data).hexdigest()}"'}
         if request.method == "HEAD":
-            return httpx2.Response(200, headers={**headers, "Content-Length": str(len(data))})
+            return http.Response(200, headers={**headers, "Content-Length": str(len(data))})
         if "range" in request.headers:
             start, _, end = request.headers["range"].removeprefix("bytes=").partition("-")
             data = data[int(start) : int(end) + 1 if end else None]
-            return httpx2.Response(206, headers=headers, content=data)
-        return httpx2.Response(200, headers=headers, content=data)
+            return http.Response(206, headers=headers, content=data)
+        return http.Response(200, headers=headers, content=data)
 
 
 @pytest.fixture

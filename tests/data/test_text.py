@@ -5,9 +5,9 @@ import logging
 import tarfile
 
 import datasets
-import httpx2 as httpx
 import huggingface_hub.constants
 import pytest
+from fake_hub import http
 from huggingface_hub.errors import RepositoryNotFoundError
 
 from hf_diffusionblocks.data import TEXT_SPLITS, load_text_corpus, load_training_texts
@@ -214,7 +214,7 @@ def test_a_name_the_hub_does_not_have_fails_after_one_lookup(monkeypatch):
 
     def not_found(self, name, **kwargs):
         lookups.append((name, kwargs.get("timeout")))
-        raise RepositoryNotFoundError("404", response=httpx.Response(404, request=httpx.Request("GET", "https://hub")))
+        raise RepositoryNotFoundError("404", response=http.Response(404, request=http.Request("GET", "https://hub")))
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(hf_datasets.HfApi, "dataset_info", not_found)

@@ -213,3 +213,7 @@ def test_routed_loader_sorts_keywords_with_the_one_table(pipeline_folders, tmp_p
             RoutedDiTTransformer2DModel.from_pretrained(str(out), **{name: value})
     with pytest.raises(ValueError, match=r"does not take: \['verify_checksums'\]"):
         RoutedDiTTransformer2DModel.from_pretrained(str(out), verify_checksums=False)
+    routed = RoutedDiTTransformer2DModel.from_pretrained(str(out))
+    routed.save_pretrained(str(tmp_path / "saved"), safe_serialization=True, variant=None, max_shard_size="5GB")
+    with pytest.raises(ValueError, match="does not support variant='fp16'"):
+        routed.save_pretrained(str(tmp_path / "saved2"), variant="fp16")

@@ -30,7 +30,7 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from torch import nn
 
 from ..hub_utils import HubOptions
-from ..loader_keywords import LOAD_KEYWORDS, check_keywords, load_dtype, take_download_keywords
+from ..loader_keywords import LOAD_KEYWORDS, SAVE_KEYWORDS, check_keywords, load_dtype, take_download_keywords
 from ..modeling.block_checkpoint import tensors_digest
 from ..modeling.block_container import BlockContainerMixin
 from ..modeling.modeling_blocks import device_from_loader_options, resolve_dtype, validate_block_indices
@@ -167,8 +167,10 @@ class RoutedTransformerMixin(BlockContainerMixin):
         """Write the converted folder with the loaded blocks (or `block_indices`), each with its training steps.
 
         The stems must be the conversion's (frozen); a block saved here is accepted by every folder
-        of the same conversion. Pipelines' `save_pretrained` arguments (safe_serialization, variant…) are ignored.
+        of the same conversion. The ecosystem's `save_pretrained` keywords are sorted by `loader_keywords.SAVE_KEYWORDS`
+        (a `variant` or unsafe serialization is refused by name).
         """
+        check_keywords(kwargs, SAVE_KEYWORDS, f"{type(self).__name__}.save_pretrained")
         if not is_main_process:
             return
         indices = self.loaded_block_indices if block_indices is None else validate_block_indices(block_indices, self.conversion.num_blocks)
