@@ -1,5 +1,7 @@
 """DiffusionBlocksForCausalLM: attention masks, the two streams, the per-block loss, generation, save/load."""
 
+import dataclasses
+
 import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache
@@ -18,6 +20,7 @@ from hf_diffusionblocks.models.causal_lm import (
     semantic_target_embeddings,
     target_embedding_digest,
 )
+from hf_diffusionblocks.models.causal_lm import modeling_causal_lm
 from hf_diffusionblocks.models.causal_lm.modeling_causal_lm import CausalLMBlock
 from hf_diffusionblocks.models.causal_lm.attention_masks import (
     cached_clean_attention_mask,
@@ -300,15 +303,17 @@ def test_generate_with_and_without_cache_gives_the_same_tokens(sampling):
 def use_unfused_generation(model, monkeypatch):
     """Make `model` generate as before the cache pass was folded into the Euler steps: every block's clean
     stream first appends the new tokens in a pass of its own, then every step runs the noisy query alone."""
-    fused = model.sample_next_token_logits
+    fused = modeling_causal_lm.sample_next_token_logits
 
-    def unfused(key_padding, position_ids, context_lengths, cache, *args, new_input_ids, new_position_ids, **kwargs):
-        clean_mask = cached_clean_attention_mask(key_padding, new_input_ids.shape[1])
+    def unfused(sampling_model, queries, cache, *args, **kwargs):
+        assert sampling_model is model
+        clean_mask = cached_clean_attention_mask(queries.key_padding, queries.new_input_ids.shape[1])
         for block_index in range(model.config.num_blocks):
-            model.get_block(block_index).forward_clean(new_input_ids, new_position_ids, clean_mask, cache)
-        return fused(key_padding, position_ids, context_lengths, cache, *args, **kwargs)   # no new tokens: unfused
+            model.get_block(block_index).forward_clean(queries.new_input_ids, queries.new_position_ids, clean_mask, cache)
+        no_new_tokens = dataclasses.replace(queries, new_input_ids=None, new_position_ids=None)
+        return fused(sampling_model, no_new_tokens, cache, *args, **kwargs)          # no new tokens: unfused
 
-    monkeypatch.setattr(model, "sample_next_token_logits", unfused)
+    monkeypatch.setattr(modeling_causal_lm, "sample_next_token_logits", unfused)
 
 
 @pytest.mark.parametrize("num_inference_steps, partition", [(None, "equiprobable"), (4, "uniform_log"), (7, "equiprobable")],
@@ -502,7 +507,7 @@ def test_generate_reproduces_the_pinned_token_ids(name):
 
 def test_generate_stops_at_eos_and_pads_finished_rows(monkeypatch):
     model = tiny_model()
-    original = model.sample_next_token_logits
+    original = modeling_causal_lm.sample_next_token_logits
 
     def eos_after_two(*args, **kwargs):
         logits = original(*args, **kwargs)
@@ -512,7 +517,7 @@ def test_generate_stops_at_eos_and_pads_finished_rows(monkeypatch):
         return logits
 
     eos_after_two.calls = 0
-    monkeypatch.setattr(model, "sample_next_token_logits", eos_after_two)
+    monkeypatch.setattr(modeling_causal_lm, "sample_next_token_logits", eos_after_two)
     output = model.generate(prompt(), max_new_tokens=6, do_sample=False)
     new = output[:, 6:]
     assert new[0, 2] == model.config.eos_token_id and bool((new[0, 3:] == model.config.pad_token_id).all())
