@@ -10,6 +10,7 @@ from hf_diffusionblocks.models.causal_lm.sampling_causal_lm import (
     CausalLMSamplingCache,
     check_solver,
     sample_from_logits,
+    sampling_settings,
 )
 
 
@@ -99,8 +100,12 @@ def test_sample_from_logits_follows_the_softmax():
     assert torch.equal(draws, again)
 
 
-def test_check_solver_defaults_to_the_config_and_names_the_argument():
+def test_sampling_settings_default_to_the_config_and_name_the_bad_argument():
+    config = tiny_model().config
+    assert sampling_settings(config, None, None) == (config.default_num_inference_steps, config.solver)
+    assert sampling_settings(config, 6, "euler") == (6, "euler")
     assert check_solver(None, "ancestral") == "ancestral"
-    assert check_solver("euler", "ancestral") == "euler"
     with pytest.raises(ValueError, match="solver must be one of"):
-        check_solver("heun", "euler")
+        sampling_settings(config, None, "heun")
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        sampling_settings(config, 3, None)                                      # fewer steps than the 4 blocks

@@ -37,7 +37,13 @@ from ...modeling.generation import check_generate_arguments
 from ...modeling.modeling_blocks import DiffusionBlocksPreTrainedModel
 from .attention_masks import block_diffusion_attention_mask, cached_clean_attention_mask, fused_position_ids
 from .configuration_causal_lm import DiffusionBlocksCausalLMConfig
-from .sampling_causal_lm import CausalLMSamplingCache, NextTokenQueries, check_solver, sample_next_token_logits
+from .sampling_causal_lm import (
+    CausalLMSamplingCache,
+    NextTokenQueries,
+    check_solver,
+    sample_next_token_logits,
+    sampling_settings,
+)
 from .target_embeddings import make_target_embeddings, target_embedding_digest
 
 # Flags transformers may pass to `forward` that change nothing here when off.
@@ -429,13 +435,15 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
             )                                                                             # (batch, n, hidden)
             logits = self.blocks["0"].readout_clean(hidden_states[:, seq_len - keep:])
         else:
+            steps, solver = sampling_settings(self.config, num_inference_steps, solver)
+            self._require_target_embeddings()
             queries = NextTokenQueries(
                 key_padding, position_ids[:, seq_len - keep:] + 1,
                 torch.arange(total_length - keep, total_length, device=input_ids.device) + 1,   # (keep,) context lengths
                 new_input_ids=input_ids, new_position_ids=position_ids,
             )
             logits = sample_next_token_logits(
-                self, queries, cache, num_inference_steps, generator, start_from_noise, solver, sampling_cache
+                self, queries, cache, steps, solver, generator, start_from_noise, sampling_cache
             )                                                                             # (batch, keep, vocab)
         loss = self._next_token_loss(logits, labels, keep, seq_len)
         cache = cache if use_cache else None

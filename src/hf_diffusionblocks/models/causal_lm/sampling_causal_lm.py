@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
+from torch import nn
 from transformers.cache_utils import Cache
 
 from ...argument_checks import check_num_inference_steps
@@ -37,7 +38,32 @@ from .attention_masks import (
     fused_step_attention_mask,
     noisy_query_attention_mask,
 )
-from .configuration_causal_lm import SOLVERS
+from .configuration_causal_lm import SOLVERS, DiffusionBlocksCausalLMConfig
+
+
+class SampledCausalLM(Protocol):
+    """What the sampler reads of a `DiffusionBlocksForCausalLM` (written as a Protocol: the model's module
+    imports this one)."""
+
+    config: DiffusionBlocksCausalLMConfig
+    blocks: nn.ModuleDict
+    target_embeddings: torch.Tensor                                         # (vocab, target_embedding_dim)
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+    def denoised_embeddings(self, logits: torch.Tensor) -> torch.Tensor: ...
+
+
+def sampling_settings(
+    config: DiffusionBlocksCausalLMConfig, num_inference_steps: int | None, solver: str | None
+) -> tuple[int, str]:
+    """`forward`'s `num_inference_steps` and `solver`, the config's defaults for None; a `ValueError` naming
+    the argument for a step count that is not an integer >= `num_blocks`, or an unknown solver."""
+    steps = config.default_num_inference_steps
+    if num_inference_steps is not None:  # `or` would take 0 for the default
+        steps = check_num_inference_steps(num_inference_steps, config.num_blocks)
+    return steps, check_solver(solver, config.solver)
 
 
 def check_solver(solver: str | None, default: str) -> str:
@@ -89,7 +115,7 @@ class CausalLMSamplingCache:
             self.steps.clear()                               # another partition is another grid
         return copy.copy(self.scheduler)
 
-    def steps_for(self, model, scheduler: DiffusionBlocksScheduler, dtype: torch.dtype) -> list[SamplingStep]:
+    def steps_for(self, model: SampledCausalLM, scheduler: DiffusionBlocksScheduler, dtype: torch.dtype) -> list[SamplingStep]:
         """The `SamplingStep`s of `scheduler`'s grid (after `set_timesteps`) for `model`, built once per grid."""
         key = (scheduler.num_inference_steps, str(scheduler.timesteps.device), dtype)
         if key not in self.steps:
@@ -133,7 +159,7 @@ class NextTokenDenoiser:
     Per call, not per model: it tracks which blocks still have the new clean tokens to append.
     """
 
-    def __init__(self, model, queries: NextTokenQueries, cache: Cache, steps: list[SamplingStep], solver: str,
+    def __init__(self, model: SampledCausalLM, queries: NextTokenQueries, cache: Cache, steps: list[SamplingStep], solver: str,
                  generator: torch.Generator | None):
         self.model, self.queries, self.cache, self.steps = model, queries, cache, steps
         self.solver, self.generator = solver, generator
@@ -153,7 +179,9 @@ class NextTokenDenoiser:
             self.noisy_mask = noisy_query_attention_mask(queries.key_padding, queries.context_lengths)  # (batch, 1, k, keys + k)
             self.noisy_rotary = rotary_cos_sin(queries.position_ids, head_dim, rope_theta, rotary_dtype)
 
-    def __call__(self, block_index: int, sigma: torch.Tensor, sample: torch.Tensor, index: int):
+    def __call__(
+        self, block_index: int, sigma: torch.Tensor, sample: torch.Tensor, index: int
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
         step, queries = self.steps[index], self.queries
         block = self.model.blocks[str(block_index)]
         scaled = step.c_in * sample                                                  # preconditioning.scale_input
@@ -200,37 +228,30 @@ def initial_sample(
 
 
 def sample_next_token_logits(
-    model,
+    model: SampledCausalLM,
     queries: NextTokenQueries,
     cache: Cache,
-    num_inference_steps: int | None = None,
+    num_inference_steps: int,
+    solver: str,
     generator: torch.Generator | None = None,
     start_from_noise: bool = True,
-    solver: str | None = None,
     sampling_cache: CausalLMSamplingCache | None = None,
 ) -> torch.Tensor:
-    """Sample the k next-token embeddings of `queries` at once with `model` (a `DiffusionBlocksForCausalLM`);
-    returns the last readout's logits `(batch, k, vocab)`. The new clean tokens of `queries` join every
-    block's cache in `cache` (see the module docstring).
+    """Sample the k next-token embeddings of `queries` at once with `model`; returns the last readout's
+    logits `(batch, k, vocab)`. The new clean tokens of `queries` join every block's cache in `cache` (see
+    the module docstring).
 
     Args:
-        num_inference_steps (`int`, *optional*): steps per token, at least `num_blocks`; defaults to
-            `config.default_num_inference_steps`.
+        num_inference_steps (`int`), solver (`"euler" | "ancestral"`): as `sampling_settings` returns them.
         generator (`torch.Generator`, *optional*): source of ε and of the ancestral draws.
         start_from_noise (`bool`): False starts at ε = 0 (see `DiffusionBlocksForCausalLM.forward`).
-        solver (`"euler" | "ancestral"`, *optional*): defaults to `config.solver`.
         sampling_cache (`CausalLMSamplingCache`, *optional*): what the calls of one `generate()` share.
     """
     config = model.config
-    steps = config.default_num_inference_steps
-    if num_inference_steps is not None:  # `or` would take 0 for the default
-        steps = check_num_inference_steps(num_inference_steps, config.num_blocks)
-    solver = check_solver(solver, config.solver)
-    model._require_target_embeddings()
     sampling_cache = sampling_cache if sampling_cache is not None else CausalLMSamplingCache()
     scheduler = sampling_cache.scheduler_for({**config.scheduler_kwargs(), "solver": solver})
     device = queries.key_padding.device
-    scheduler.set_timesteps(steps, device=device)
+    scheduler.set_timesteps(num_inference_steps, device=device)
     dtype = model.target_embeddings.dtype
     shape = (queries.key_padding.shape[0], queries.position_ids.shape[1], config.target_embedding_dim)
     sample = initial_sample(shape, scheduler, dtype, device, generator, start_from_noise)   # (batch, k, d)
