@@ -506,7 +506,8 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
         Diffusion-specific keyword arguments: `num_inference_steps` (Euler steps per token), `solver`
         (`"euler"` or `"ancestral"`, default `config.solver`) and `generator` (the ε of every token, and
         the ancestral draws). Greedy decoding takes the argmax of the last readout of a
-        trajectory from σ_max·ε, as in the paper.
+        trajectory from σ_max·ε, as in the paper. Every token of the call shares one `CausalLMSamplingCache`
+        (made here unless `sampling_cache` is given).
         """
         self._require_complete("generate()")
         check_generate_arguments(self, inputs, generation_config, kwargs)
