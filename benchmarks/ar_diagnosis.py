@@ -37,7 +37,7 @@ from transformers import AutoTokenizer
 
 from hf_diffusionblocks import DiffusionBlocksForCausalLM
 from hf_diffusionblocks.data import load_text_corpus
-from hf_diffusionblocks.models.causal_lm.modeling_causal_lm import sample_from_logits
+from hf_diffusionblocks.models.causal_lm.sampling_causal_lm import sample_from_logits
 from hf_diffusionblocks.schedulers.scheduling_diffusion_blocks import DiffusionBlocksScheduler
 from hf_diffusionblocks.tokenization_bpe import encode_corpus
 

@@ -23,6 +23,8 @@ def integrate_routed_ode(
     sample: torch.Tensor,
     denoise: Denoiser,
     progress: Callable[[list], Iterable] | None = None,
+    generator: torch.Generator | None = None,
+    final_step: bool = True,
 ) -> tuple[torch.Tensor, Any]:
     """Integrate from `sample` over the scheduler's grid (after `set_timesteps`); returns the final sample and
     the readout of the last evaluation (e.g. its logits).
@@ -34,12 +36,21 @@ def integrate_routed_ode(
         denoise (`Callable`): `(block_index, sigma, sample, evaluation_index) -> (denoised, readout)`.
         progress (`Callable`, *optional*): wraps the list of `(sigma, block_index)` evaluations, e.g. a
             pipeline's `progress_bar`.
+        generator (`torch.Generator`, *optional*): handed to every `scheduler.step`: the source of the fresh
+            noise of an ancestral step (torch's global generator when None); Euler and Heun draw nothing.
+        final_step (`bool`, defaults to True): False stops after the last evaluation, without the step from
+            its σ to 0, and returns the sample the last evaluation saw. For a sampler whose result is the
+            last readout (the causal LM's next-token logits): the state at σ = 0 is never used, and a clean
+            estimate drawn at random (ancestral) would move `generator` for nothing. The last evaluation's
+            `denoise` may then return None as its denoised estimate.
     """
     if scheduler.timesteps is None:
         raise ValueError("call scheduler.set_timesteps(num_inference_steps) before integrating.")
     evaluations = list(zip(scheduler.timesteps, scheduler.block_indices.tolist()))
-    readout = None
+    readout, last = None, len(evaluations) - 1
     for index, (sigma, block_index) in enumerate(progress(evaluations) if progress is not None else evaluations):
         denoised, readout = denoise(block_index, sigma, sample, index)
-        sample = scheduler.step(denoised, sigma, sample).prev_sample
+        if index == last and not final_step:
+            break
+        sample = scheduler.step(denoised, sigma, sample, generator=generator).prev_sample
     return sample, readout

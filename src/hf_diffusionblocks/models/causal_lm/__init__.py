@@ -2,6 +2,7 @@ from .attention_masks import block_diffusion_attention_mask
 from .configuration_causal_lm import OBJECTIVES, DiffusionBlocksCausalLMConfig
 from .losses_causal_lm import CausalLMDenoisingLoss
 from .modeling_causal_lm import CausalLMBlock, DiffusionBlocksCausalLMBlockOutput, DiffusionBlocksForCausalLM
+from .sampling_causal_lm import CausalLMSamplingCache
 from .target_embeddings import (
     make_target_embeddings,
     posterior_entropy,
@@ -13,6 +14,7 @@ __all__ = [
     "OBJECTIVES",
     "CausalLMBlock",
     "CausalLMDenoisingLoss",
+    "CausalLMSamplingCache",
     "DiffusionBlocksCausalLMBlockOutput",
     "DiffusionBlocksCausalLMConfig",
     "DiffusionBlocksForCausalLM",

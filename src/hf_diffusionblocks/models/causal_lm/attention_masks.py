@@ -81,3 +81,8 @@ def fused_step_attention_mask(key_padding: torch.Tensor, num_new_tokens: int, co
     clean_rows = cached_clean_attention_mask(key_padding, num_new_tokens)                     # (batch, 1, n, keys)
     clean_rows = torch.cat([clean_rows, clean_rows.new_zeros(*clean_rows.shape[:3], context_lengths.shape[0])], dim=-1)
     return torch.cat([clean_rows, noisy_query_attention_mask(key_padding, context_lengths)], dim=2)
+
+
+def fused_position_ids(new_position_ids: torch.Tensor, query_position_ids: torch.Tensor) -> torch.Tensor:
+    """Positions of a call over `[new clean tokens, noisy queries]`: `(batch | 1, n)` and `(batch, k)` → `(batch, n + k)`."""
+    return torch.cat([new_position_ids.expand(query_position_ids.shape[0], -1), query_position_ids], dim=1)

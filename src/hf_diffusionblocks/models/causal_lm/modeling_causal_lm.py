@@ -1,6 +1,6 @@
 """DiffusionBlocks autoregressive language model. What differs from the shared machinery: a Llama-style
 decoder (RMSNorm, rotary positions, SwiGLU, SDPA) over two streams, the fixed target-embedding table,
-and generation through transformers' `GenerationMixin` with a per-token Euler sampler.
+and generation through transformers' `GenerationMixin` with a per-token sampler (`sampling_causal_lm.py`).
 
 Each block is a complete small decoder: its own token embedding, noisy-input projection, noise embedder,
 `num_layers` AdaLN-Zero layers and vocabulary readout. For token i it reads the clean tokens < i (the
@@ -19,7 +19,6 @@ stream (no noisy-input projection, no noise embedder); its readout at clean posi
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,19 +30,20 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import ModelOutput
 
-from ...argument_checks import check_num_inference_steps, check_values_in_range
+from ...argument_checks import check_values_in_range
 from ...modeling.adaln import AdaLNZeroFinalLayer, AdaLNZeroTransformerLayer, rotary_cos_sin
 from ...modeling.embeddings import NoiseEmbedder
 from ...modeling.generation import check_generate_arguments
 from ...modeling.modeling_blocks import DiffusionBlocksPreTrainedModel
-from ...schedulers.scheduling_diffusion_blocks import DiffusionBlocksScheduler
-from .attention_masks import (
-    block_diffusion_attention_mask,
-    cached_clean_attention_mask,
-    fused_step_attention_mask,
-    noisy_query_attention_mask,
+from .attention_masks import block_diffusion_attention_mask, cached_clean_attention_mask, fused_position_ids
+from .configuration_causal_lm import DiffusionBlocksCausalLMConfig
+from .sampling_causal_lm import (
+    CausalLMSamplingCache,
+    NextTokenQueries,
+    check_solver,
+    sample_next_token_logits,
+    sampling_settings,
 )
-from .configuration_causal_lm import SOLVERS, DiffusionBlocksCausalLMConfig
 from .target_embeddings import make_target_embeddings, target_embedding_digest
 
 # Flags transformers may pass to `forward` that change nothing here when off.
@@ -65,31 +65,6 @@ class DiffusionBlocksCausalLMBlockOutput(ModelOutput):
     logits: torch.Tensor | None = None
     denoised: torch.Tensor | None = None
     clean_logits: torch.Tensor | None = None
-
-
-@dataclass(frozen=True)
-class EulerStep:
-    """One Euler step of generation: its σ (0-dim), the block that runs it, c_in(σ) and the block's
-    noise conditioning `(1, 1, hidden)`, all shared by every query and every generated token."""
-
-    sigma: torch.Tensor
-    block_index: int
-    c_in: torch.Tensor
-    noise_conditioning: torch.Tensor
-
-
-def sample_from_logits(logits: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One token per row of `(..., vocab)` logits, drawn from softmax(logits) by Gumbel-max; the uniforms come
-    from `generator` on its own device (torch's global generator when None), so CPU and GPU draw alike."""
-    device = generator.device if generator is not None else logits.device
-    uniform = torch.rand(logits.shape, generator=generator, device=device).to(logits.device)
-    gumbel = -(-uniform.clamp_min(1e-20).log()).log()
-    return (logits.float() + gumbel).argmax(-1)
-
-
-def fused_position_ids(new_position_ids: torch.Tensor, query_position_ids: torch.Tensor) -> torch.Tensor:
-    """Positions of a call over `[new clean tokens, noisy queries]`: `(batch | 1, n)` and `(batch, k)` → `(batch, n + k)`."""
-    return torch.cat([new_position_ids.expand(query_position_ids.shape[0], -1), query_position_ids], dim=1)
 
 
 class CausalLMBlock(nn.Module):
@@ -410,6 +385,7 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
         generator: torch.Generator | None = None,
         start_from_noise: bool = True,
         solver: str | None = None,
+        sampling_cache: CausalLMSamplingCache | None = None,
         return_dict: bool = True,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast | tuple:
@@ -419,7 +395,7 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
         σ_max·ε and `num_inference_steps` Euler steps (default `config.default_num_inference_steps`, one per
         block) integrate the probability-flow ODE, each step on the block the scheduler routes its σ to; the
         logits are those of the last readout. The clean tokens `input_ids` join every block's clean stream
-        (appending to `cache`) inside that block's first step (see `sample_next_token_logits`). The logits
+        (appending to `cache`) inside that block's first step (see `sampling_causal_lm.py`). The logits
         concentrate on the token the ODE reached: the sampling randomness is in ε (drawn from `generator`, else torch's global generator), for greedy decoding
         too (the paper's setting). `start_from_noise=False` starts every trajectory at ε = 0 instead; with
         this family's random, non-orthogonal target table that is *not* a mode-seeker (unlike the one-hot
@@ -442,15 +418,45 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
             generator (`torch.Generator`, *optional*): source of ε (diffusion only).
             start_from_noise (`bool`, defaults to True): False starts every ODE at ε = 0 (diffusion only).
             solver (`"euler" | "ancestral"`, *optional*): defaults to `config.solver` (diffusion only; see the config).
+            sampling_cache (`CausalLMSamplingCache`, *optional*): what the calls of one `generate()` share
+                (diffusion only); without it, one is made for this call.
         Returns:
             `CausalLMOutputWithPast` with `logits` `(batch, logits_to_keep or n, vocab_size)` and `cache`.
         """
         self._check_forward_flags(kwargs)
         self._require_complete("inference")
-        if use_cache is None:
-            use_cache = cache is not None
-        if cache is None:
-            cache = DynamicCache(config=self.config)
+        use_cache = cache is not None if use_cache is None else use_cache
+        cache = DynamicCache(config=self.config) if cache is None else cache
+        key_padding, position_ids, keep = self._positions(input_ids, attention_mask, position_ids, cache, logits_to_keep)
+        seq_len, total_length = input_ids.shape[1], key_padding.shape[1]                  # new; cached + new
+        if self.config.objective == "next_token":
+            hidden_states = self.blocks["0"].forward_clean(
+                input_ids, position_ids, cached_clean_attention_mask(key_padding, seq_len), cache
+            )                                                                             # (batch, n, hidden)
+            logits = self.blocks["0"].readout_clean(hidden_states[:, seq_len - keep:])
+        else:
+            steps, solver = sampling_settings(self.config, num_inference_steps, solver)
+            self._require_target_embeddings()
+            queries = NextTokenQueries(
+                key_padding, position_ids[:, seq_len - keep:] + 1,
+                torch.arange(total_length - keep, total_length, device=input_ids.device) + 1,   # (keep,) context lengths
+                new_input_ids=input_ids, new_position_ids=position_ids,
+            )
+            logits = sample_next_token_logits(
+                self, queries, cache, steps, solver, generator, start_from_noise, sampling_cache
+            )                                                                             # (batch, keep, vocab)
+        loss = self._next_token_loss(logits, labels, keep, seq_len)
+        cache = cache if use_cache else None
+        if not return_dict:
+            return tuple(value for value in (loss, logits, cache) if value is not None)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache)
+
+    def _positions(
+        self, input_ids: Any, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None, cache: Cache,
+        logits_to_keep: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """`forward`'s inputs checked: the key padding `(batch, cached + n)`, the new tokens' positions
+        `(batch, n)` and how many positions get logits."""
         past_length = cache.get_seq_length()
         self._check_input_ids(input_ids, past_length)
         batch, seq_len = input_ids.shape
@@ -459,146 +465,7 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
             position_ids = (key_padding.long().cumsum(-1) - 1).clamp_min(0)[:, past_length:]
         if not isinstance(logits_to_keep, int) or logits_to_keep < 0:
             raise ValueError(f"logits_to_keep must be an int >= 0, got {logits_to_keep!r}.")
-        keep = seq_len if logits_to_keep == 0 else min(logits_to_keep, seq_len)
-
-        if self.config.objective == "next_token":
-            hidden_states = self.blocks["0"].forward_clean(
-                input_ids, position_ids, cached_clean_attention_mask(key_padding, seq_len), cache
-            )
-            logits = self.blocks["0"].readout_clean(hidden_states[:, seq_len - keep:])
-        else:
-            context_lengths = torch.arange(past_length + seq_len - keep, past_length + seq_len, device=input_ids.device) + 1
-            logits = self.sample_next_token_logits(
-                key_padding, position_ids[:, seq_len - keep:] + 1, context_lengths, cache, num_inference_steps, generator,
-                start_from_noise, new_input_ids=input_ids, new_position_ids=position_ids, solver=solver,
-            )
-        loss = self._next_token_loss(logits, labels, keep, seq_len)
-        cache = cache if use_cache else None
-        if not return_dict:
-            return tuple(value for value in (loss, logits, cache) if value is not None)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache)
-
-    def sample_next_token_logits(
-        self,
-        key_padding: torch.Tensor,
-        position_ids: torch.Tensor,
-        context_lengths: torch.Tensor,
-        cache: Cache,
-        num_inference_steps: int | None = None,
-        generator: torch.Generator | None = None,
-        start_from_noise: bool = True,
-        new_input_ids: torch.Tensor | None = None,
-        new_position_ids: torch.Tensor | None = None,
-        solver: str | None = None,
-    ) -> torch.Tensor:
-        """Euler (or ancestral) sampling of k next-token embeddings at once; returns the last readout's logits `(batch, k, vocab)`.
-
-        The clean tokens `new_input_ids`, if given, are not in `cache` yet: each block appends them in the
-        same call as its first Euler step (`CausalLMBlock.forward_noisy`), so with one step per block every
-        layer runs once per generated token, over the new token and the noisy query together, as many
-        layer passes as the end-to-end model. A block's further steps (more steps than blocks) have no
-        cache extension to fold and run the noisy query alone; a block that no step visits (fewer steps
-        than blocks) runs the new tokens alone afterwards, so every block's cache holds every token.
-
-        Args:
-            key_padding (`torch.BoolTensor` `(batch, num_cached + n)`): True for real clean tokens, new ones included.
-            position_ids (`torch.LongTensor` `(batch, k)`): position of each predicted token.
-            context_lengths (`torch.LongTensor` `(k,)`): query q sees the clean tokens `< context_lengths[q]`.
-            start_from_noise (`bool`): False starts at ε = 0 (see `forward`).
-            new_input_ids, new_position_ids (`torch.LongTensor` `(batch, n)`, *optional*): the clean tokens to
-                add to the cache (the last n of `key_padding`) and their positions.
-            solver (`"euler" | "ancestral"`, *optional*): defaults to `config.solver`. Ancestral steps draw a
-                token from each readout (Gumbel-max on noise from `generator`) and hand its embedding E[y] to
-                the scheduler as the clean estimate, instead of D̂ = softmax(logits)·E.
-        """
-        steps = self.config.default_num_inference_steps
-        if num_inference_steps is not None:  # `or` would take 0 for the default
-            steps = check_num_inference_steps(num_inference_steps, self.config.num_blocks)
-        solver = self._check_solver(solver)
-        self._require_target_embeddings()
-        scheduler = self._sampling_scheduler(solver)
-        scheduler.set_timesteps(steps, device=key_padding.device)
-        dtype = self.target_embeddings.dtype
-        shape = (key_padding.shape[0], position_ids.shape[1], self.config.target_embedding_dim)
-        if start_from_noise:
-            noise = torch.randn(shape, generator=generator, device=generator.device if generator else key_padding.device)
-        else:
-            noise = torch.zeros(shape, device=key_padding.device)
-        sample = noise.to(key_padding.device, dtype) * scheduler.init_noise_sigma        # z = σ_max·ε
-        euler_steps = self._euler_steps(scheduler, dtype)
-        block_indices = [step.block_index for step in euler_steps]
-        blocks_to_extend = set(range(self.config.num_blocks)) if new_input_ids is not None else set()
-        # Masks and rotary embeddings are the same for every block: built once, only those a step uses.
-        head_dim, rope_theta, rotary_dtype = self.config.head_dim, self.config.rope_theta, self.dtype
-        if blocks_to_extend:
-            fused_mask = fused_step_attention_mask(key_padding, new_input_ids.shape[1], context_lengths)
-            fused_rotary = rotary_cos_sin(fused_position_ids(new_position_ids, position_ids), head_dim, rope_theta, rotary_dtype)
-        if len(block_indices) > len(set(block_indices) & blocks_to_extend):
-            noisy_mask = noisy_query_attention_mask(key_padding, context_lengths)
-            noisy_rotary = rotary_cos_sin(position_ids, head_dim, rope_theta, rotary_dtype)
-        logits = None
-        for index, step in enumerate(euler_steps):
-            block = self.blocks[str(step.block_index)]
-            scaled = step.c_in * sample                                                  # preconditioning.scale_input
-            if step.block_index in blocks_to_extend:                                     # its first step: fold
-                blocks_to_extend.discard(step.block_index)
-                logits = block.forward_noisy(
-                    scaled, step.noise_conditioning, position_ids, fused_mask, cache, new_input_ids, new_position_ids,
-                    fused_rotary,
-                )
-            else:
-                logits = block.forward_noisy(
-                    scaled, step.noise_conditioning, position_ids, noisy_mask, cache, position_embeddings=noisy_rotary
-                )
-            if index == len(euler_steps) - 1:   # the state at σ = 0 is never used: the token comes from the logits
-                break
-            if solver == "ancestral":
-                clean = self.target_embeddings[sample_from_logits(logits, generator)]
-                sample = scheduler.step(clean, step.sigma, sample, generator=generator).prev_sample
-            else:
-                sample = scheduler.step(self.denoised_embeddings(logits).to(dtype), step.sigma, sample).prev_sample
-        if blocks_to_extend:
-            clean_mask = cached_clean_attention_mask(key_padding, new_input_ids.shape[1])
-            for block_index in sorted(blocks_to_extend):
-                self.blocks[str(block_index)].forward_clean(new_input_ids, new_position_ids, clean_mask, cache)
-        return logits
-
-    def _euler_steps(self, scheduler: DiffusionBlocksScheduler, dtype: torch.dtype) -> list[EulerStep]:
-        """What every Euler step of `scheduler`'s grid needs that depends on σ alone, computed once per
-        `generate()` call (all its tokens share the grid and the weights do not change), else per call."""
-        memo = self.__dict__.get("_euler_steps_memo")
-        key = (scheduler.num_inference_steps, str(scheduler.timesteps.device), dtype)
-        if memo is not None and key in memo:
-            return memo[key]
-        preconditioning = self.config.preconditioning
-        euler_steps = []
-        for sigma, block_index in zip(scheduler.timesteps, scheduler.block_indices.tolist()):
-            c_noise = preconditioning.c_noise(sigma).reshape(1, 1)                      # the batch shares σ
-            euler_steps.append(EulerStep(
-                sigma=sigma, block_index=block_index,
-                c_in=preconditioning.c_in(torch.as_tensor(sigma, dtype=dtype)),
-                noise_conditioning=self.blocks[str(block_index)].noise_conditioning(c_noise),  # (1, 1, hidden)
-            ))
-        if memo is not None:
-            memo[key] = euler_steps
-        return euler_steps
-
-    def _check_solver(self, solver: str | None) -> str:
-        solver = self.config.solver if solver is None else solver
-        if solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {list(SOLVERS)}, got {solver!r}.")
-        return solver
-
-    def _sampling_scheduler(self, solver: str = "euler") -> DiffusionBlocksScheduler:
-        """A fresh copy of the config's scheduler with `solver`, built once: generation needs one for every
-        token, and the copies share the partition and the memoised σ grids (only the step counter is per
-        copy, so concurrent calls do not share it)."""
-        scheduler_kwargs = {**self.config.scheduler_kwargs(), "solver": solver}
-        cached = self.__dict__.get("_cached_sampling_scheduler")
-        if cached is None or cached[0] != scheduler_kwargs:
-            cached = (scheduler_kwargs, DiffusionBlocksScheduler(**scheduler_kwargs))
-            self.__dict__["_cached_sampling_scheduler"] = cached
-        return copy.copy(cached[1])
+        return key_padding, position_ids, seq_len if logits_to_keep == 0 else min(logits_to_keep, seq_len)
 
     def _key_padding(self, attention_mask, batch: int, total_length: int, device) -> torch.Tensor:
         if attention_mask is None:
@@ -639,14 +506,14 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
         Diffusion-specific keyword arguments: `num_inference_steps` (Euler steps per token), `solver`
         (`"euler"` or `"ancestral"`, default `config.solver`) and `generator` (the ε of every token, and
         the ancestral draws). Greedy decoding takes the argmax of the last readout of a
-        trajectory from σ_max·ε, as in the paper.
+        trajectory from σ_max·ε, as in the paper. Every token of the call shares one `CausalLMSamplingCache`
+        (made here unless `sampling_cache` is given).
         """
         self._require_complete("generate()")
         check_generate_arguments(self, inputs, generation_config, kwargs)
         if kwargs.get("solver") is not None:
-            self._check_solver(kwargs["solver"])
-        self.__dict__["_euler_steps_memo"] = {}
-        try:
-            return super().generate(inputs, generation_config=generation_config, **kwargs)
-        finally:
-            self.__dict__.pop("_euler_steps_memo", None)
+            check_solver(kwargs["solver"], self.config.solver)
+        if kwargs.get("sampling_cache") is None:
+            # every token of this call shares the σ grid and the weights: its per-step quantities are made once
+            kwargs["sampling_cache"] = CausalLMSamplingCache()
+        return super().generate(inputs, generation_config=generation_config, **kwargs)
