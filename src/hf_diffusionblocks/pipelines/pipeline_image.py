@@ -1,6 +1,6 @@
 """DiffusionBlocksImagePipeline: class-conditional sampling, one block per denoising step."""
-
-from __future__ import annotations
+# No `from __future__ import annotations`: diffusers type-checks a pipeline's components against the classes in
+# its `__init__` signature, and older releases cannot read string annotations.
 
 from typing import Literal
 

@@ -1,6 +1,6 @@
 """DiffusionBlocksTextPipeline: text from a masked diffusion LM by ancestral unmasking, one block per step."""
-
-from __future__ import annotations
+# No `from __future__ import annotations`: diffusers type-checks a pipeline's components against the classes in
+# its `__init__` signature, and older releases cannot read string annotations.
 
 from dataclasses import dataclass
 
