@@ -25,17 +25,11 @@ import torch
 from huggingface_hub.errors import HfHubHTTPError
 from safetensors import safe_open
 
+from .atomic_io import make_staging_folder, read_json_file
+from .families import load_config_file, model_class_for_config
 from .hub import BLOCK_FILE_PATTERN, root_files
-from .hub_utils import (
-    HubOptions,
-    load_config_file,
-    locate_model,
-    model_class_for_config,
-    read_safetensors_header,
-    resolve_file,
-)
+from .hub_download import HubOptions, locate_model, read_safetensors_header, resolve_file
 from .model_card import partition_table, read_block_statuses
-from .modeling.atomic_io import make_staging_folder, read_json_file
 from .modeling.block_checkpoint import CONFIG_NAME, block_weights_name, load_block_file, tensors_digest
 from .partition import PARTITION_FIELDS, PARTITIONS, assign_layers_to_blocks
 from .pipelines.pipeline_utils import MODEL_INDEX_NAME

@@ -18,14 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
-from transformers import (
-    AutoModel,
-    AutoModelForCausalLM,
-    AutoModelForImageClassification,
-    AutoModelForMaskedLM,
-    PreTrainedConfig,
-)
+from transformers import AutoConfig, AutoTokenizer, PreTrainedConfig
 
+from .atomic_io import read_json_file
 from .losses import BlockDenoisingLoss
 from .modeling.configuration_blocks import BlockPartitionedConfig
 from .modeling.modeling_blocks import DiffusionBlocksPreTrainedModel
@@ -61,8 +56,6 @@ class ModelFamily:
         name (`str`): the short name the training scripts use (`examples/train_<name>.py`) and cards are tagged with.
         config_class (`type`): its `BlockPartitionedConfig` subclass (its `model_type` identifies saved folders).
         model_class (`type`): its `DiffusionBlocksPreTrainedModel` subclass.
-        auto_classes (`tuple[type, ...]`): transformers Auto classes that resolve `model_class`; the first is the
-            one the model card and `auto_map` name first.
         loss_class (`type`): the loss one block is trained with.
         block_loss (`Callable`): `(model, block_index, batch, generator) -> loss`: `loss_class` applied to a batch
             of `example_batch`'s form; its gradient reaches block `block_index` only.
@@ -92,7 +85,6 @@ class ModelFamily:
     name: str
     config_class: type[BlockPartitionedConfig]
     model_class: type[DiffusionBlocksPreTrainedModel]
-    auto_classes: tuple[type, ...]
     loss_class: type
     block_loss: Callable[..., torch.Tensor]
     example_batch: Callable[..., dict[str, torch.Tensor]]
@@ -112,6 +104,12 @@ class ModelFamily:
     @property
     def model_type(self) -> str:
         return self.config_class.model_type
+
+    @property
+    def auto_classes(self) -> tuple[type, ...]:
+        """transformers Auto classes that resolve `model_class` (the model class declares them, for `auto_map`);
+        the first is the one the model card names first."""
+        return self.model_class.auto_model_classes
 
     def tiny_config(self, **overrides: Any) -> BlockPartitionedConfig:
         """A config of this family small enough for CPU tests (`overrides` change fields)."""
@@ -164,7 +162,6 @@ DIT = ModelFamily(
     name="dit",
     config_class=DiffusionBlocksDiTConfig,
     model_class=DiffusionBlocksDiTModel,
-    auto_classes=(AutoModel,),
     loss_class=BlockDenoisingLoss,
     block_loss=_dit_loss,
     example_batch=_random_images,
@@ -212,7 +209,6 @@ MASKED_LM = ModelFamily(
     name="mdm",
     config_class=DiffusionBlocksMaskedLMConfig,
     model_class=DiffusionBlocksForMaskedLM,
-    auto_classes=(AutoModelForMaskedLM, AutoModel),
     loss_class=MaskedDiffusionLoss,
     block_loss=lambda model, block_index, batch, generator: MaskedDiffusionLoss(
         model.build_scheduler(), model.config.mask_token_id
@@ -292,7 +288,6 @@ CAUSAL_LM = ModelFamily(
     name="ar",
     config_class=DiffusionBlocksCausalLMConfig,
     model_class=DiffusionBlocksForCausalLM,
-    auto_classes=(AutoModelForCausalLM,),
     loss_class=CausalLMDenoisingLoss,
     block_loss=lambda model, block_index, batch, generator: CausalLMDenoisingLoss(model.config)(
         model, block_index, batch["input_ids"], generator
@@ -320,7 +315,6 @@ VIT = ModelFamily(
     name="vit",
     config_class=DiffusionBlocksViTConfig,
     model_class=DiffusionBlocksForImageClassification,
-    auto_classes=(AutoModelForImageClassification,),
     loss_class=LabelDenoisingLoss,
     block_loss=lambda model, block_index, batch, generator: classification_training_loss(
         model, block_index, batch["pixel_values"], batch["labels"], generator
@@ -356,7 +350,6 @@ RECURRENT = ModelFamily(
     name="recurrent",
     config_class=DiffusionBlocksRecurrentConfig,
     model_class=DiffusionBlocksRecurrentForCausalLM,
-    auto_classes=(AutoModelForCausalLM,),
     loss_class=RecurrentDenoisingLoss,
     block_loss=lambda model, block_index, batch, generator: RecurrentDenoisingLoss(model.config.noise_partition)(
         model, block_index, batch["input_ids"], generator
@@ -423,19 +416,28 @@ def family_for_config(config: PreTrainedConfig) -> ModelFamily:
     return family
 
 
-def family_for_pipeline(pipeline_class_name: str) -> ModelFamily | None:
-    """The family sampled by the pipeline class of that name, or None."""
-    return next(
-        (family for family in FAMILIES.values()
-         if family.pipeline_class is not None and family.pipeline_class.__name__ == pipeline_class_name),
-        None,
-    )
+def load_config_file(config_path: str) -> BlockPartitionedConfig:
+    """The block-partitioned config in `config_path`, built with the class of the family of its `model_type`."""
+    config_dict = read_json_file(config_path)
+    model_type = config_dict.get("model_type") if isinstance(config_dict, dict) else None
+    family = family_for_model_type(model_type)
+    if family is None:
+        known = sorted(family.model_type for family in FAMILIES.values())
+        raise ValueError(
+            f"{config_path} has model_type={model_type!r}, which is not a DiffusionBlocks family "
+            f"(model types: {known})."
+        )
+    config_dict.pop("transformers_version", None)
+    return family.config_class.from_dict(config_dict)
+
+
+def model_class_for_config(config: PreTrainedConfig) -> type[DiffusionBlocksPreTrainedModel]:
+    """The model class of this config's family."""
+    return family_for_config(config).model_class
 
 
 def register_auto_classes() -> None:
     """Register every family's config and model with transformers' Auto classes (idempotent)."""
-    from transformers import AutoConfig, AutoTokenizer
-
     for family in FAMILIES.values():
         AutoConfig.register(family.model_type, family.config_class, exist_ok=True)
         for auto_class in family.auto_classes:

@@ -21,9 +21,10 @@ from typing import Any
 import jinja2
 from huggingface_hub import ModelCard, ModelCardData
 
-from .families import ModelFamily, family_by_name, family_for_config
-from .hub_utils import BlockFileHeader, HubOptions, load_config_file, read_safetensors_header
-from .modeling.block_checkpoint import CONFIG_NAME, atomic_write, block_weights_name
+from .families import LOADABLE_CLASSES, ModelFamily, family_by_name, family_for_config, load_config_file
+from .hub_download import BlockFileHeader, HubOptions, read_safetensors_header
+from .atomic_io import atomic_write
+from .modeling.block_checkpoint import CONFIG_NAME, block_weights_name
 from .modeling.configuration_blocks import BlockPartitionedConfig
 from .partition import format_partition_table
 from .pipelines.pipeline_utils import MODEL_INDEX_NAME
@@ -113,7 +114,7 @@ def _pipeline_class(output_dir: str) -> type | None:
     with open(index_path, encoding="utf-8") as file:
         class_name = json.load(file).get("_class_name")
     library, class_name = class_name if isinstance(class_name, list) and len(class_name) == 2 else (LIBRARY_MODULE, class_name)
-    return library_class(library, str(class_name), index_path)
+    return library_class(library, str(class_name), index_path, LOADABLE_CLASSES)
 
 
 def _check_sample_grid(output_dir: str, sample_grid: str | None) -> str | None:

@@ -1,4 +1,4 @@
-"""The block lookups every block-partitioned model needs, written once.
+"""The block lookups every block-partitioned model needs, and the check of block indices, written once.
 
 A model keeps its materialised blocks in `self.blocks`, an `nn.ModuleDict` keyed by the block index as a
 string, and says how many blocks it has in all (`num_blocks_total`). The library's own models
@@ -8,9 +8,20 @@ both hold blocks this way.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from torch import nn
+
+
+def validate_block_indices(block_indices: Iterable[int], num_blocks: int) -> list[int]:
+    """Sorted unique block indices; a `ValueError` naming the valid range for any other value."""
+    indices = list(block_indices)
+    for block_index in indices:
+        if not isinstance(block_index, int) or isinstance(block_index, bool) or not 0 <= block_index < num_blocks:
+            raise ValueError(f"block_index must be an int in [0, {num_blocks - 1}] (num_blocks={num_blocks}), got {block_index!r}.")
+    if not indices:
+        raise ValueError("block_indices must name at least one block.")
+    return sorted(set(indices))
 
 
 class BlockContainerMixin:
@@ -34,8 +45,6 @@ class BlockContainerMixin:
 
     def get_block(self, block_index: int) -> nn.Module:
         """The module of block `block_index`; a clear error if it is out of range or not loaded."""
-        from .modeling_blocks import validate_block_indices  # here: modeling_blocks builds on this module
-
         validate_block_indices([block_index], self.num_blocks_total)
         if str(block_index) not in self.blocks:
             raise ValueError(

@@ -12,7 +12,8 @@ import json
 import os
 from typing import Any
 
-from ..modeling.block_checkpoint import atomic_write, block_weights_name, read_block_metadata, tensors_digest
+from ..atomic_io import atomic_write
+from ..modeling.block_checkpoint import block_weights_name, read_block_metadata, tensors_digest
 from .converted_folder import ConversionManifest, load_tensors, read_manifest
 from .lora import read_lora_settings
 

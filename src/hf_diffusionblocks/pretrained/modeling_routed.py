@@ -29,11 +29,12 @@ from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel, SD3Transf
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from torch import nn
 
-from ..hub_utils import HubOptions
+from ..hub_download import HubOptions
 from ..loader_keywords import LOAD_KEYWORDS, SAVE_KEYWORDS, check_keywords, load_dtype, take_download_keywords
 from ..modeling.block_checkpoint import tensors_digest
 from ..modeling.block_container import BlockContainerMixin
-from ..modeling.modeling_blocks import device_from_loader_options, resolve_dtype, validate_block_indices
+from ..modeling.block_container import validate_block_indices
+from ..modeling.modeling_blocks import device_from_loader_options, resolve_dtype
 from .converted_folder import ConversionManifest, load_block, load_stems, read_manifest, write_converted_folder
 from .lora import merge_block_loras
 
@@ -194,7 +195,7 @@ class RoutedTransformerMixin(BlockContainerMixin):
             t = t.expand(batch)
         if t.numel() != batch:
             raise ValueError(f"timestep must be a scalar or have {batch} entries (one per sample), got {t.numel()}.")
-        blocks = self.time_partition.block_index_for_timestep(t)
+        blocks = self.time_partition.block_index_for_level(t)
         missing = sorted(set(blocks.tolist()) - set(self.loaded_block_indices))
         if missing:
             raise ValueError(

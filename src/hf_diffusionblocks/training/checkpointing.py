@@ -20,7 +20,7 @@ import shutil
 from dataclasses import dataclass
 from typing import Any
 
-from ..modeling.atomic_io import atomic_write_json, make_staging_folder, read_json_file
+from ..atomic_io import atomic_write_json, make_staging_folder, read_json_file
 from ..modeling.block_checkpoint import block_weights_name
 from .training_state import load_training_state, save_training_state
 

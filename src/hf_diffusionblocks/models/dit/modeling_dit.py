@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from transformers import AutoModel
 from transformers.utils import ModelOutput
 
 from ...argument_checks import as_integer_tensor, check_values_in_range
@@ -98,6 +99,7 @@ class DiffusionBlocksDiTModel(DiffusionBlocksPreTrainedModel):
     """
 
     config_class = DiffusionBlocksDiTConfig
+    auto_model_classes = (AutoModel,)
     _no_split_modules = ["DiTBlock"]
 
     def build_block(self, block_index: int, num_layers: int) -> DiTBlock:
@@ -157,7 +159,7 @@ class DiffusionBlocksDiTModel(DiffusionBlocksPreTrainedModel):
     ) -> DiffusionBlocksDiTOutput | tuple[torch.Tensor]:
         """The assembled denoiser: every sample goes to the block that owns its σ (inference routing)."""
         sigma, class_labels = self._check_inputs(sample, sigma, class_labels)
-        owners = self.config.noise_partition.block_index_for_sigma(sigma.detach().cpu()).to(sample.device)
+        owners = self.config.noise_partition.block_index_for_level(sigma.detach().cpu()).to(sample.device)
         denoised = torch.empty_like(sample)
         for block_index in owners.unique().tolist():
             chosen = owners == block_index

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from transformers import AutoModel, AutoModelForMaskedLM
 from transformers.modeling_outputs import MaskedLMOutput
 
 from ...argument_checks import check_values_in_range
@@ -88,6 +89,7 @@ class DiffusionBlocksForMaskedLM(DiffusionBlocksPreTrainedModel):
     """
 
     config_class = DiffusionBlocksMaskedLMConfig
+    auto_model_classes = (AutoModelForMaskedLM, AutoModel)
     main_input_name = "input_ids"
     _no_split_modules = ["MaskedLMBlock"]
 
@@ -149,7 +151,7 @@ class DiffusionBlocksForMaskedLM(DiffusionBlocksPreTrainedModel):
     ) -> MaskedLMOutput | tuple[torch.Tensor]:
         """The assembled denoiser: every sequence goes to the block that owns its t (inference routing)."""
         t = self._check_inputs(input_ids, t)
-        owners = self.build_scheduler().block_index_for_time(t.detach().double().cpu()).to(input_ids.device)
+        owners = self.build_scheduler().block_index_for_level(t.detach().double().cpu()).to(input_ids.device)
         logits = None
         for block_index in owners.unique().tolist():
             chosen = owners == block_index

@@ -95,7 +95,7 @@ def remove_stale_temporaries_below(root: str | os.PathLike) -> list[str]:
     return removed
 
 
-def atomic_write(path: str, write: Callable[[str], None]) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> None:
     """Call `write(temporary_path)` then rename onto `path` (atomic on POSIX)."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -151,7 +151,18 @@ def _arrival_rank(name: str, last: tuple[str, ...]) -> int:
     return next((index + 1 for index, pattern in enumerate(last) if fnmatch.fnmatchcase(name, pattern)), 0)
 
 
-def atomic_write_json(path: str, payload: Any) -> None:
+def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:
+    """Write `text` to `path` atomically."""
+
+    def write(temporary: str) -> None:
+        with open(temporary, "w", encoding=encoding) as file:
+            file.write(text)
+
+    atomic_write(path, write)
+
+
+def atomic_write_json(path: str | os.PathLike, payload: Any) -> None:
+    """Write `payload` as indented, key-sorted JSON to `path` atomically."""
     def write(temporary: str) -> None:
         with open(temporary, "w", encoding="utf-8") as file:
             json.dump(payload, file, indent=2, sort_keys=True)

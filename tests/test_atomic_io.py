@@ -5,8 +5,8 @@ import os
 import subprocess
 import sys
 
-from hf_diffusionblocks.modeling import atomic_io
-from hf_diffusionblocks.modeling.atomic_io import (
+from hf_diffusionblocks import atomic_io
+from hf_diffusionblocks.atomic_io import (
     atomic_save_folder,
     atomic_write_json,
     owner_tag,
