@@ -233,12 +233,12 @@ def test_cli_errors_name_the_file_and_never_print_a_traceback(capsys, model, tmp
     status, _, err = run(capsys, "info", tmp_path)
     assert status == 1 and f"{tmp_path}/config.json is not valid JSON" in err
 
-    import hf_diffusionblocks.cli as cli
+    import hf_diffusionblocks.command_info as command_info
 
     def broken(*args, **kwargs):
         raise RuntimeError("something unforeseen")
 
-    monkeypatch.setattr(cli, "inspect_model", broken)
+    monkeypatch.setattr(command_info, "inspect_model", broken)
     status, _, err = run(capsys, "info", tmp_path)
     assert status == 1 and err.strip() == "error: RuntimeError: something unforeseen"
 
