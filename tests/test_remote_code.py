@@ -6,6 +6,7 @@ import ast
 import json
 
 import pytest
+from family_fixtures import tiny_config
 
 import hf_diffusionblocks
 from hf_diffusionblocks import FAMILIES, DiffusionBlocksDiTModel, DiffusionBlocksImagePipeline, DiffusionBlocksPreTrainedModel
@@ -53,7 +54,7 @@ def test_a_derived_model_class_is_mapped_to_the_family_class_the_module_provides
 @pytest.fixture
 def pipeline_folder(tmp_path):
     family = FAMILIES["dit"]
-    family.build_pipeline(family.model_class(family.tiny_config())).save_pretrained(tmp_path)
+    family.build_pipeline(family.model_class(tiny_config(family))).save_pretrained(tmp_path)
     return tmp_path
 
 
