@@ -38,6 +38,7 @@ from ..modeling.modeling_blocks import device_from_loader_options, resolve_dtype
 from .converted_folder import ConversionManifest, load_block, load_stems, read_manifest, write_converted_folder
 from .lora import merge_block_loras
 
+
 def source_layer_name(name: str, manifest: ConversionManifest) -> str:
     """`blocks.<b>.<j>.rest` → `<layer_list>.<start_b + j>.rest`."""
     _, block, local, rest = name.split(".", 3)
