@@ -15,8 +15,8 @@ the family in `tests/family_fixtures.py`) runs over it.
 from __future__ import annotations
 
 import inspect
-from importlib import resources
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any, Callable
 
 import torch
