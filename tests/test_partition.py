@@ -175,3 +175,11 @@ def test_every_partition_answers_which_block_owns_a_level_under_one_name():
     assert torch.equal(DiffusionBlocksScheduler(num_blocks=3).block_index_for_sigma(levels), noise.block_index_for_level(levels))
     times = torch.tensor([1.0, 0.5, 0.0])
     assert torch.equal(masked.block_index_for_time(times), masked.block_index_for_level(times))
+
+
+@pytest.mark.parametrize("bad", [3, -1, True, 1.0, "0"])
+def test_every_partition_refuses_a_bad_block_index_with_one_message(bad):
+    partitions = (NoisePartition(num_blocks=3), TimeAxisPartition(3), MaskedDiffusionBlocksScheduler(num_blocks=3))
+    for partition in partitions:
+        with pytest.raises(ValueError, match=r"block_index must be an int in \[0, 2\] \(num_blocks=3\)"):
+            partition.check_block_index(bad)

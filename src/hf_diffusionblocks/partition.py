@@ -23,7 +23,7 @@ from typing import Any, Literal, Protocol, Sequence, runtime_checkable
 
 import torch
 
-from .argument_checks import check_integer, check_number, check_values_in_range
+from .argument_checks import check_block_index, check_integer, check_number, check_values_in_range
 
 PartitionName = Literal["equiprobable", "uniform_linear", "uniform_log"]
 PARTITIONS: tuple[str, ...] = ("equiprobable", "uniform_linear", "uniform_log")
@@ -159,10 +159,7 @@ class NoisePartition:
         return (self.num_blocks - 1 - blocks_from_bottom).long()
 
     def check_block_index(self, block_index: int) -> None:
-        if not isinstance(block_index, int) or isinstance(block_index, bool):
-            raise ValueError(f"block_index must be an int in [0, {self.num_blocks - 1}], got {block_index!r}.")
-        if not 0 <= block_index < self.num_blocks:
-            raise ValueError(f"block_index must be in [0, {self.num_blocks - 1}] (num_blocks={self.num_blocks}), got {block_index}.")
+        check_block_index(block_index, self.num_blocks)
 
     # ---- sampling --------------------------------------------------------------------------
     def sample_training_sigmas(

@@ -12,16 +12,16 @@ from __future__ import annotations
 from typing import Callable, Iterable, Iterator
 
 import torch
-
 from torch import nn
+
+from ..argument_checks import check_block_index
 
 
 def validate_block_indices(block_indices: Iterable[int], num_blocks: int) -> list[int]:
     """Sorted unique block indices; a `ValueError` naming the valid range for any other value."""
     indices = list(block_indices)
     for block_index in indices:
-        if not isinstance(block_index, int) or isinstance(block_index, bool) or not 0 <= block_index < num_blocks:
-            raise ValueError(f"block_index must be an int in [0, {num_blocks - 1}] (num_blocks={num_blocks}), got {block_index!r}.")
+        check_block_index(block_index, num_blocks)
     if not indices:
         raise ValueError("block_indices must name at least one block.")
     return sorted(set(indices))

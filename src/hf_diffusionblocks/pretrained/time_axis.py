@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from ..argument_checks import check_block_index
 from ..partition import normal_cdf, normal_icdf
 
 TIME_AXES = ("ddpm", "flow")
@@ -157,8 +158,7 @@ class TimeAxisPartition:
         return (inner_decreasing[None, :] > t.reshape(-1, 1)).sum(dim=1).reshape(t.shape).long()
 
     def check_block_index(self, block_index: int) -> None:
-        if not isinstance(block_index, int) or isinstance(block_index, bool) or not 0 <= block_index < self.num_blocks:
-            raise ValueError(f"block_index must be an int in [0, {self.num_blocks - 1}] (num_blocks={self.num_blocks}), got {block_index!r}.")
+        check_block_index(block_index, self.num_blocks)
 
     # ---- training --------------------------------------------------------------------------------
     def sample_training_timesteps(

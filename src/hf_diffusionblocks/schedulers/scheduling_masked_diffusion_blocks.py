@@ -19,7 +19,7 @@ import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin, SchedulerOutput
 
-from ..argument_checks import check_integer, check_number, check_values_in_range
+from ..argument_checks import check_block_index, check_integer, check_number, check_values_in_range
 
 SCHEDULES = ("linear", "cosine")
 
@@ -96,9 +96,7 @@ class MaskedDiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
         return self.config.num_blocks
 
     def check_block_index(self, block_index: int) -> None:
-        num_blocks = self.config.num_blocks
-        if not isinstance(block_index, int) or isinstance(block_index, bool) or not 0 <= block_index < num_blocks:
-            raise ValueError(f"block_index must be an int in [0, {num_blocks - 1}] (num_blocks={num_blocks}), got {block_index!r}.")
+        check_block_index(block_index, self.config.num_blocks)
 
     def block_interval(self, block_index: int) -> tuple[float, float]:
         """(t_low, t_high) of `block_index`."""
