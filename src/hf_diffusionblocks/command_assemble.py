@@ -33,10 +33,6 @@ _VERSION_KEYS = ("_diffusers_version", "transformers_version")
 _TOKENIZER_FILE = re.compile(r"^(tokenizer.*|special_tokens_map\.json|added_tokens\.json|vocab\..*|merges\.txt|chat_template.*)$")
 
 
-# ---- info ----------------------------------------------------------------------------------------
-
-
-
 @dataclass
 class BlockFolder:
     """One input of `assemble`: a model folder, or a pipeline folder whose model is in a subfolder."""
