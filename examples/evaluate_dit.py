@@ -37,7 +37,7 @@ from hf_diffusionblocks.metrics import (
     InceptionFrechetDistance,
     load_or_train_feature_classifier,
 )
-from hf_diffusionblocks.modeling.block_checkpoint import atomic_write_json
+from hf_diffusionblocks.atomic_io import atomic_write_json
 from hf_diffusionblocks.training.arguments import HelpFormatter
 from hf_diffusionblocks.training.runtime import configure_cpu_threads, run_script, setup_logging
 from hf_diffusionblocks.partition import PARTITIONS, NoisePartition

@@ -22,7 +22,7 @@ import torch
 
 from hf_diffusionblocks import DiffusionBlocksForImageClassification
 from hf_diffusionblocks.data import load_image_dataset
-from hf_diffusionblocks.modeling.block_checkpoint import atomic_write_json
+from hf_diffusionblocks.atomic_io import atomic_write_json
 from hf_diffusionblocks.models.vit.evaluation_vit import accuracy_metric_path, predict_labels
 from hf_diffusionblocks.training.arguments import HelpFormatter
 from hf_diffusionblocks.training.runtime import configure_cpu_threads, run_script, setup_logging

@@ -43,7 +43,7 @@ from hf_diffusionblocks.pretrained.finetuning import (
     prepare_output_folder,
 )
 from hf_diffusionblocks.pretrained.lora import DEFAULT_TARGET_MODULES, LoraSettings
-from hf_diffusionblocks.pretrained.model_card import write_model_card
+from hf_diffusionblocks.model_card import write_converted_model_card as write_model_card
 from hf_diffusionblocks.training import add_common_training_arguments, validate_common_arguments
 from hf_diffusionblocks.training.launch import create_accelerator, finish_run, finished_block_steps, train_assigned_blocks
 

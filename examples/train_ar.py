@@ -44,7 +44,7 @@ from hf_diffusionblocks import (
     format_partition_table,
 )
 from hf_diffusionblocks.argument_checks import check_number
-from hf_diffusionblocks.modeling.block_checkpoint import atomic_save_folder
+from hf_diffusionblocks.atomic_io import atomic_save_folder
 from hf_diffusionblocks.models.causal_lm import semantic_target_embeddings, target_embedding_digest
 from hf_diffusionblocks.models.causal_lm.configuration_causal_lm import SOLVERS
 from hf_diffusionblocks.tokenization_bpe import encode_corpus, train_bpe_tokenizer

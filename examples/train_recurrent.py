@@ -31,7 +31,8 @@ import torch
 from accelerate import Accelerator
 
 from hf_diffusionblocks import CharacterTokenizer, DiffusionBlocksRecurrentConfig, DiffusionBlocksRecurrentForCausalLM
-from hf_diffusionblocks.modeling.block_checkpoint import atomic_save_folder, block_weights_name
+from hf_diffusionblocks.atomic_io import atomic_save_folder
+from hf_diffusionblocks.modeling.block_checkpoint import block_weights_name
 from hf_diffusionblocks.models.recurrent import RecurrentDenoisingLoss, TruncatedBPTTLoss
 from hf_diffusionblocks.models.recurrent.evaluation_recurrent import held_out_cross_entropy
 from hf_diffusionblocks.training import (

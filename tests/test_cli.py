@@ -1,152 +1,8 @@
-"""The `hf-diffusionblocks` CLI: info, assemble, partition."""
+"""The `hf-diffusionblocks` command line: the partition command, and errors without tracebacks."""
 
 from __future__ import annotations
 
-import os
-
-import pytest
-import torch
-from conftest import randomize_
-
-from hf_diffusionblocks import (
-    DiffusionBlocksDiTConfig,
-    DiffusionBlocksDiTModel,
-    DiffusionBlocksImagePipeline,
-    DiffusionBlocksScheduler,
-)
-from hf_diffusionblocks.cli import main
-
-
-def variant(config: DiffusionBlocksDiTConfig, **changes) -> DiffusionBlocksDiTConfig:
-    """The same config with some fields changed (validated again)."""
-    return DiffusionBlocksDiTConfig(**{**config.architecture_dict(), **changes})
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    status = main([str(argument) for argument in argv])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
-@pytest.fixture
-def config(tiny_dit_config) -> DiffusionBlocksDiTConfig:
-    return variant(tiny_dit_config, layers_per_block=[1, 2, 3])
-
-
-@pytest.fixture
-def model(config) -> DiffusionBlocksDiTModel:
-    return randomize_(DiffusionBlocksDiTModel(config))
-
-
-def save_pipeline(
-    model: DiffusionBlocksDiTModel, folder, block_indices: list[int], steps: dict[int, int]
-) -> None:
-    """A pipeline folder as one training process writes it: root files and its own blocks only."""
-    DiffusionBlocksImagePipeline(
-        model, DiffusionBlocksScheduler(**model.config.scheduler_kwargs())
-    ).save_pretrained(folder)
-    for block_index in range(model.config.num_blocks):
-        os.remove(folder / "transformer" / f"block_{block_index}.safetensors")
-    model.save_pretrained(folder / "transformer", block_indices=block_indices, training_steps=steps)
-
-
-def block_rows(output: str) -> dict[int, list[str]]:
-    """The per-block rows of `info`: block index → [layers, status, training_steps, parameters]."""
-    rows = {}
-    for line in output.splitlines():
-        fields = line.split()
-        if len(fields) == 5 and fields[0].isdigit() and fields[2] in ("present", "missing"):
-            rows[int(fields[0])] = fields[1:]
-    return rows
-
-
-def test_info_lists_blocks_steps_and_parameter_counts(capsys, model, tmp_path):
-    model.save_pretrained(tmp_path, block_indices=[0, 2], training_steps={0: 7, 2: 9})
-    status, output, _ = run(capsys, "info", tmp_path)
-    assert status == 0
-    assert "model_type: diffusion_blocks_dit (DiffusionBlocksDiTModel)" in output
-    assert "[0.1796, 0.5050]" in output  # the partition table
-    assert block_rows(output) == {
-        0: ["0-0", "present", "7", str(model.num_block_parameters(0))],
-        1: ["1-2", "missing", "-", "-"],
-        2: ["3-5", "present", "9", str(model.num_block_parameters(2))],
-    }
-    assert "missing blocks: [1]" in output
-
-
-def test_info_finds_the_model_of_a_pipeline_folder(capsys, model, tmp_path):
-    save_pipeline(model, tmp_path, [1], {1: 5})
-    status, output, _ = run(capsys, "info", tmp_path)
-    assert status == 0 and f"model: {tmp_path}/transformer" in output
-    assert block_rows(output)[1] == ["1-2", "present", "5", str(model.num_block_parameters(1))]
-
-
-def test_assemble_model_folders_loads_bit_exactly(capsys, model, tmp_path):
-    model.save_pretrained(tmp_path / "a", block_indices=[0, 1])
-    model.save_pretrained(tmp_path / "b", block_indices=[1, 2])  # block 1 twice, identical
-    status, output, err = run(capsys, "assemble", tmp_path / "out", tmp_path / "a", tmp_path / "b")
-    assert status == 0, err
-    assert "missing blocks: []" in output
-    assert sorted(os.listdir(tmp_path / "out")) == [
-        "block_0.safetensors",
-        "block_1.safetensors",
-        "block_2.safetensors",
-        "config.json",
-        "hf_diffusionblocks_classes.py",
-        "model.safetensors.index.json",
-    ]
-    loaded = DiffusionBlocksDiTModel.from_pretrained(tmp_path / "out")
-    expected = model.state_dict()
-    assert loaded.state_dict().keys() == expected.keys()
-    assert all(torch.equal(loaded.state_dict()[name], tensor) for name, tensor in expected.items())
-
-
-def test_assemble_pipeline_folders_gives_a_pipeline(capsys, model, tmp_path):
-    save_pipeline(model, tmp_path / "rank0", [0], {0: 3})
-    save_pipeline(model, tmp_path / "rank1", [1, 2], {1: 4, 2: 5})
-    status, output, err = run(capsys, "assemble", tmp_path / "out", tmp_path / "rank0", tmp_path / "rank1")
-    assert status == 0, err
-    assert {row[2] for row in block_rows(output).values()} == {"3", "4", "5"}
-    pipeline = DiffusionBlocksImagePipeline.from_pretrained(tmp_path / "out")
-    assert pipeline.transformer.loaded_block_indices == [0, 1, 2]
-    assert [name for name in os.listdir(tmp_path) if name.startswith(".")] == []  # no staging folder left
-
-
-def test_assemble_refuses_a_different_config_naming_the_field(capsys, model, config, tmp_path):
-    model.save_pretrained(tmp_path / "a", block_indices=[0])
-    other = DiffusionBlocksDiTModel(variant(config, partition="uniform_log"), block_indices=[1])
-    other.save_pretrained(tmp_path / "b")
-    status, _, err = run(capsys, "assemble", tmp_path / "out", tmp_path / "a", tmp_path / "b")
-    assert status == 1
-    assert "differing fields: partition" in err
-    assert not (tmp_path / "out").exists()
-
-
-def test_assemble_refuses_a_block_file_from_another_config(capsys, model, config, tmp_path):
-    model.save_pretrained(tmp_path / "a", block_indices=[0])
-    other = DiffusionBlocksDiTModel(variant(config, overlap=0.1), block_indices=[1])
-    other.save_block(tmp_path / "a", 1)  # a foreign block dropped into a folder whose config.json is fine
-    status, _, err = run(capsys, "assemble", tmp_path / "out", tmp_path / "a")
-    assert status == 1 and "overlap" in err
-
-
-def test_assemble_refuses_duplicate_blocks_with_different_contents(capsys, model, config, tmp_path):
-    model.save_pretrained(tmp_path / "a", block_indices=[0])
-    retrained = randomize_(DiffusionBlocksDiTModel(config, block_indices=[0]), seed=1)
-    retrained.save_pretrained(tmp_path / "b")
-    status, _, err = run(capsys, "assemble", tmp_path / "out", tmp_path / "a", tmp_path / "b")
-    assert status == 1 and "block 0 is in" in err and "different contents" in err
-
-
-def test_assemble_reports_missing_blocks(capsys, model, tmp_path):
-    model.save_pretrained(tmp_path / "a", block_indices=[2])
-    status, _, err = run(capsys, "assemble", tmp_path / "out", tmp_path / "a")
-    assert status == 0 and "blocks [0, 1] are missing" in err
-    status, _, err = run(capsys, "assemble", tmp_path / "strict", tmp_path / "a", "--require_complete")
-    assert status == 1 and "blocks [0, 1] are in none of the inputs" in err
-    assert not (tmp_path / "strict").exists()
-    status, _, err = run(capsys, "assemble", tmp_path / "out", tmp_path / "a")
-    assert status == 1 and "already exists" in err
+from cli_testing import config, model, run  # noqa: F401  (config and model are fixtures)
 
 
 def test_partition_prints_the_reference_boundaries(capsys):
@@ -169,95 +25,17 @@ def test_partition_rejects_bad_layer_counts(capsys):
 # ---- integrity: what `info` and `assemble` refuse, all reported at once -------------------------------
 
 
-def test_info_marks_a_block_of_another_partition_as_foreign(capsys, model, config, tmp_path):
-    model.save_pretrained(tmp_path, block_indices=[0])
-    DiffusionBlocksDiTModel(variant(config, partition="uniform_log"), block_indices=[1]).save_block(tmp_path, 1)
-    status, output, _ = run(capsys, "info", tmp_path)
-    assert status == 1
-    assert "    1        1-2   foreign" in output and "present blocks: [0]" in output
-    assert "foreign block 1: trained under another config: partition='uniform_log' (model: 'equiprobable')" in output
-
-
-def test_assemble_reports_every_inconsistency_and_writes_nothing(capsys, model, config, tmp_path):
-    from safetensors.torch import load_file, save_file
-    from safetensors import safe_open
-    from hf_diffusionblocks.modeling.block_checkpoint import tensors_digest
-
-    save_pipeline(model, tmp_path / "a", [0, 1], {0: 1, 1: 1})
-    save_pipeline(model, tmp_path / "b", [2], {2: 1})
-    # block 0 gains a tensor (with a consistent checksum), block 1 has a flipped bit
-    path = tmp_path / "a" / "transformer" / "block_0.safetensors"
-    with safe_open(str(path), framework="pt") as file:
-        metadata = file.metadata()
-    tensors = {**load_file(path), "blocks.0.extra": torch.zeros(3)}
-    save_file(tensors, str(path), metadata={**metadata, "weights_sha256": tensors_digest(tensors)})
-    corrupt = tmp_path / "a" / "transformer" / "block_1.safetensors"
-    data = bytearray(corrupt.read_bytes())
-    data[-3] ^= 0x10
-    corrupt.write_bytes(bytes(data))
-    # b's scheduler samples another partition than its model was trained on
-    scheduler_config = tmp_path / "b" / "scheduler" / "scheduler_config.json"
-    scheduler_config.write_text(scheduler_config.read_text().replace('"overlap": 0.05', '"overlap": 0.2'))
-
-    status, _, err = run(capsys, "assemble", tmp_path / "out", tmp_path / "a", tmp_path / "b")
-    assert status == 1
-    assert "inconsistencies, nothing written" in err
-    assert "unexpected tensor blocks.0.extra" in err
-    assert "block 1 (" in err and "is corrupt" in err
-    assert "overlap=0.2 contradicts the model's overlap=0.05" in err
-    assert "differ in scheduler/scheduler_config.json" in err
-    assert not (tmp_path / "out").exists()
-
-    # --no_verify skips the hashing: the flipped bit is no longer seen, the other problems still are
-    status, _, err = run(capsys, "assemble", tmp_path / "out", tmp_path / "a", tmp_path / "b", "--no_verify")
-    assert status == 1 and "is corrupt" not in err and "unexpected tensor blocks.0.extra" in err
-
-
-def test_assemble_ignores_run_artefacts_of_per_block_folders(capsys, model, tmp_path):
-    """Each process of a block-parallel run writes its own validation images, samples and card."""
-    save_pipeline(model, tmp_path / "a", [0], {0: 2})
-    save_pipeline(model, tmp_path / "b", [1, 2], {1: 2, 2: 2})
-    for name, content in (("a", b"A"), ("b", b"B")):
-        (tmp_path / name / "validation").mkdir()
-        (tmp_path / name / "validation" / "block_0_step_2.png").write_bytes(content)
-        (tmp_path / name / "README.md").write_text(name)
-    status, output, err = run(capsys, "assemble", tmp_path / "out", tmp_path / "a", tmp_path / "b")
-    assert status == 0, err
-    assert not (tmp_path / "out" / "validation").exists()
-    assert DiffusionBlocksImagePipeline.from_pretrained(tmp_path / "out").transformer.is_complete
-
-
 def test_cli_errors_name_the_file_and_never_print_a_traceback(capsys, model, tmp_path, monkeypatch):
     model.save_pretrained(tmp_path, block_indices=[0])
     (tmp_path / "config.json").write_text("{ not json")
     status, _, err = run(capsys, "info", tmp_path)
     assert status == 1 and f"{tmp_path}/config.json is not valid JSON" in err
 
-    import hf_diffusionblocks.cli as cli
+    import hf_diffusionblocks.command_info as command_info
 
     def broken(*args, **kwargs):
         raise RuntimeError("something unforeseen")
 
-    monkeypatch.setattr(cli, "inspect_model", broken)
+    monkeypatch.setattr(command_info, "inspect_model", broken)
     status, _, err = run(capsys, "info", tmp_path)
     assert status == 1 and err.strip() == "error: RuntimeError: something unforeseen"
-
-
-def test_assemble_merges_folders_written_by_one_training_run_per_block(capsys, tmp_path):
-    """The README's workflow: `train_dit.py --block_index b` into one folder per block, then `assemble`."""
-    from script_testing import load_script
-
-    script = load_script("train_dit")
-    for block_index in range(3):
-        script.main([
-            "--output_dir", str(tmp_path / f"block{block_index}"), "--dataset", "digits", "--num_hidden_layers", "3",
-            "--train_batch_size", "8", "--max_train_steps", "2", "--checkpointing_steps", "2", "--logging_steps", "1",
-            "--num_inference_steps", "3", "--samples_per_class", "1", "--report_to", "none",
-            "--block_index", str(block_index),
-        ])
-    status, output, err = run(capsys, "assemble", tmp_path / "merged", *(tmp_path / f"block{b}" for b in range(3)))
-    assert status == 0, err
-    assert "missing blocks: []" in output
-    pipeline = DiffusionBlocksImagePipeline.from_pretrained(tmp_path / "merged")
-    images = pipeline(class_labels=[0, 1], num_inference_steps=3, output_type="pt").images
-    assert images.shape == (2, 1, 8, 8) and torch.isfinite(images).all()

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import randomize_
+from family_fixtures import tiny_config, tiny_pipeline_components
 from huggingface_hub import ModelCard
 
 from hf_diffusionblocks import FAMILIES, ModelFamily
@@ -38,11 +39,11 @@ def weights_fingerprint(model: torch.nn.Module) -> list[float]:
 
 def save_family(family: ModelFamily, folder: Path) -> tuple[torch.nn.Module, Path]:
     """A complete folder of the family (a pipeline folder when it has a pipeline); returns the model and its folder."""
-    model = randomize_(family.model_class(family.tiny_config()), std=0.1).eval()
+    model = randomize_(family.model_class(tiny_config(family)), std=0.1).eval()
     if family.pipeline_class is None:
         model.save_pretrained(folder, training_steps={index: 3 for index in range(model.config.num_blocks)})
         return model, folder
-    family.build_pipeline(model, **family.tiny_pipeline_components()).save_pretrained(folder)
+    family.build_pipeline(model, **tiny_pipeline_components(family)).save_pretrained(folder)
     return model, folder / "transformer"
 
 
@@ -58,7 +59,7 @@ def family(request) -> ModelFamily:
 
 
 def test_registry_names_every_piece(family):
-    config = family.tiny_config()
+    config = tiny_config(family)
     assert config.model_type == family.model_type and isinstance(config, family.config_class)
     assert family.model_class.config_class is family.config_class
     for auto_class in family.auto_classes:  # the package registered the model with each Auto class
@@ -174,7 +175,7 @@ def test_native_loading_in_a_fresh_process(family, tmp_path):
 
 def test_one_block_trains_alone(family):
     torch.manual_seed(0)
-    model = family.model_class(family.tiny_config()).train()
+    model = family.model_class(tiny_config(family)).train()
     generator = torch.Generator().manual_seed(0)
     batch = family.example_batch(model.config, 3, generator)
     block_index = model.config.num_blocks - 1

@@ -23,7 +23,7 @@ from hf_diffusionblocks.hub import (
     push_root_files_to_hub,
     root_files,
 )
-from hf_diffusionblocks.hub_utils import HubOptions, read_safetensors_header
+from hf_diffusionblocks.hub_download import HubOptions, read_safetensors_header
 
 
 @pytest.fixture

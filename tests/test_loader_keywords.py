@@ -23,7 +23,7 @@ from transformers.utils import PushToHubMixin
 
 from conftest import randomize_
 from hf_diffusionblocks import DiffusionBlocksDiTModel, DiffusionBlocksImagePipeline, DiffusionBlocksScheduler
-from hf_diffusionblocks import hub_utils
+from hf_diffusionblocks import hub_download
 from hf_diffusionblocks.loader_keywords import LOAD_KEYWORDS, SAVE_KEYWORDS
 
 # keywords that are not loader options: the instance/class and the positional path
@@ -157,13 +157,13 @@ def test_unknown_keyword_is_refused_by_name(saved_dit):
 
 def test_download_options_reach_the_hub_download(saved_dit, monkeypatch, tmp_path):
     seen = {}
-    real_download = hub_utils.hf_hub_download
+    real_download = hub_download.hf_hub_download
 
     def recording_download(*args, **kwargs):
         seen.update(kwargs)
         return real_download(*args, **kwargs)
 
-    monkeypatch.setattr(hub_utils, "hf_hub_download", recording_download)
+    monkeypatch.setattr(hub_download, "hf_hub_download", recording_download)
     # a repo id, not a folder, so files are fetched; offline, from a cache holding nothing: the error is "missing"
     with pytest.raises(ValueError, match="no config.json"):
         DiffusionBlocksDiTModel.from_pretrained(

@@ -6,7 +6,9 @@ import pytest
 import torch
 from scipy import stats
 
-from hf_diffusionblocks.partition import NoisePartition, assign_layers_to_blocks, format_partition_table
+from hf_diffusionblocks.partition import BlockPartition, NoisePartition, assign_layers_to_blocks, format_partition_table
+from hf_diffusionblocks.pretrained import TimeAxisPartition
+from hf_diffusionblocks.schedulers import DiffusionBlocksScheduler, MaskedDiffusionBlocksScheduler
 
 REFERENCE_BOUNDARIES = {
     2: [0.002, 0.3012, 80],
@@ -57,13 +59,13 @@ def test_routing_at_and_around_boundaries():
     partition = NoisePartition(num_blocks=3)
     sigmas = partition.block_sigmas
     # a boundary belongs to the block below it in index (the block whose top it is)
-    assert partition.block_index_for_sigma(sigmas).tolist() == [0, 1, 2, 2]
-    assert partition.block_index_for_sigma(sigmas[1] * (1 + 1e-6)).item() == 0
-    assert partition.block_index_for_sigma(sigmas[1] * (1 - 1e-6)).item() == 1
+    assert partition.block_index_for_level(sigmas).tolist() == [0, 1, 2, 2]
+    assert partition.block_index_for_level(sigmas[1] * (1 + 1e-6)).item() == 0
+    assert partition.block_index_for_level(sigmas[1] * (1 - 1e-6)).item() == 1
     with pytest.raises(ValueError, match="sigma must lie in"):
-        partition.block_index_for_sigma(100.0)
+        partition.block_index_for_level(100.0)
     with pytest.raises(ValueError, match="sigma must lie in"):
-        partition.block_index_for_sigma(1e-4)
+        partition.block_index_for_level(1e-4)
 
 
 @pytest.mark.parametrize("block_index", [0, 1, 2])
@@ -97,7 +99,7 @@ def test_inference_grid_gives_equal_steps_per_block():
     assert sigmas.shape == (13,)
     assert sigmas[0] == 80.0 and sigmas[-1] == 0.0
     assert torch.all(sigmas[:-1] > sigmas[1:])
-    assert torch.bincount(partition.block_index_for_sigma(sigmas[:-1])).tolist() == [4, 4, 4]
+    assert torch.bincount(partition.block_index_for_level(sigmas[:-1])).tolist() == [4, 4, 4]
 
 
 @pytest.mark.parametrize("num_blocks, steps", [(3, 3), (4, 8)])
@@ -105,7 +107,7 @@ def test_midpoint_grid_evaluates_every_block_inside_its_interval(num_blocks, ste
     partition = NoisePartition(num_blocks=num_blocks, p_mean=0.2, p_std=1.0)
     sigmas = partition.inference_sigmas(steps, "midpoints")
     assert sigmas[0] == 80.0 and sigmas[-1] == 0.0 and torch.all(sigmas[:-1] > sigmas[1:])
-    blocks = partition.block_index_for_sigma(sigmas[:-1])
+    blocks = partition.block_index_for_level(sigmas[:-1])
     assert torch.bincount(blocks, minlength=num_blocks).tolist() == [steps // num_blocks] * num_blocks
     q_min, q_max = partition.cdf_range
     cells = (q_max - partition.sigma_to_cdf(sigmas[1:-1])) / (q_max - q_min) * steps
@@ -157,3 +159,27 @@ def test_partition_table_lists_blocks_masses_and_layers():
     assert "[0.5050, 80.0000]" in table and "[0.1796, 0.5050]" in table
     assert table.count("0.3333") == 3
     assert "8-11" in table
+
+
+def test_every_partition_answers_which_block_owns_a_level_under_one_name():
+    noise, time_axis = NoisePartition(num_blocks=3), TimeAxisPartition(3)
+    masked = MaskedDiffusionBlocksScheduler(num_blocks=3)
+    for partition, top, bottom in ((noise, noise.sigma_max, noise.sigma_min), (time_axis, 999.0, 0.0), (masked, 1.0, 0.0)):
+        assert isinstance(partition, BlockPartition)
+        assert partition.num_blocks == 3
+        assert partition.block_index_for_level(torch.tensor([top, bottom])).tolist() == [0, 2]
+        low, high = partition.block_interval(1)
+        assert partition.block_index_for_level((low + high) / 2).item() == 1
+    # the schedulers' documented names are the same lookup
+    levels = torch.tensor([80.0, 1.0, 0.01])
+    assert torch.equal(DiffusionBlocksScheduler(num_blocks=3).block_index_for_sigma(levels), noise.block_index_for_level(levels))
+    times = torch.tensor([1.0, 0.5, 0.0])
+    assert torch.equal(masked.block_index_for_time(times), masked.block_index_for_level(times))
+
+
+@pytest.mark.parametrize("bad", [3, -1, True, 1.0, "0"])
+def test_every_partition_refuses_a_bad_block_index_with_one_message(bad):
+    partitions = (NoisePartition(num_blocks=3), TimeAxisPartition(3), MaskedDiffusionBlocksScheduler(num_blocks=3))
+    for partition in partitions:
+        with pytest.raises(ValueError, match=r"block_index must be an int in \[0, 2\] \(num_blocks=3\)"):
+            partition.check_block_index(bad)

@@ -113,6 +113,16 @@ def check_values_in_range(
     raise ValueError(f"{name} must be finite{f' and {interval}' if interval else ''}, got {got}.")
 
 
+def check_block_index(block_index: Any, num_blocks: int) -> int:
+    """`block_index` when it is an int in `[0, num_blocks)`; a `ValueError` naming the valid range otherwise
+    (bools, floats and out-of-range values alike)."""
+    if not isinstance(block_index, int) or isinstance(block_index, bool) or not 0 <= block_index < num_blocks:
+        raise ValueError(
+            f"block_index must be an int in [0, {num_blocks - 1}] (num_blocks={num_blocks}), got {block_index!r}."
+        )
+    return block_index
+
+
 def check_num_inference_steps(value: Any, num_blocks: int, name: str = "num_inference_steps") -> int:
     """The number of sampling steps as an `int`: an integer >= 1, and at least one step per block.
 

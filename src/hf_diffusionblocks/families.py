@@ -3,29 +3,26 @@
 A family is a config class, a model class (a `DiffusionBlocksPreTrainedModel`), the transformers Auto
 classes that resolve it, the loss its blocks are trained with, how it samples (a diffusers pipeline,
 or a method of the model: `generate` for language models, `forward` for the classifier), what its model
-card says (description, Hub tags and `pipeline_tag`, usage snippet) and a tiny config for tests.
+card says (description, Hub tags and `pipeline_tag`; its usage snippets are files of `templates/`).
 
 Adding a family means adding its model folder under `models/` and one `ModelFamily` entry to
 `FAMILIES`: the package registers it with the Auto classes, `hf-diffusionblocks info`/`assemble`
 handle its folders, `write_model_card` writes its card, saved folders load with
-`trust_remote_code=True`, and the contract test (`tests/test_family_contract.py`) runs over it.
+`trust_remote_code=True`, and the contract test (`tests/test_family_contract.py`, with a tiny config of
+the family in `tests/family_fixtures.py`) runs over it.
 """
 
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from importlib import resources
 from typing import Any, Callable
 
 import torch
-from transformers import (
-    AutoModel,
-    AutoModelForCausalLM,
-    AutoModelForImageClassification,
-    AutoModelForMaskedLM,
-    PreTrainedConfig,
-)
+from transformers import AutoConfig, AutoTokenizer, PreTrainedConfig
 
+from .atomic_io import read_json_file
 from .losses import BlockDenoisingLoss
 from .modeling.configuration_blocks import BlockPartitionedConfig
 from .modeling.modeling_blocks import DiffusionBlocksPreTrainedModel
@@ -48,6 +45,11 @@ from .schedulers import DiffusionBlocksScheduler, MaskedDiffusionBlocksScheduler
 from .tokenization_char import CharacterTokenizer
 
 
+def package_template(name: str) -> str:
+    """The text of `templates/<name>` shipped with the package (card templates and usage snippets)."""
+    return resources.files(__package__).joinpath("templates", name).read_text(encoding="utf-8")
+
+
 def _signature_default(function: Callable, argument: str) -> Any:
     """The default value of `argument` in `function`'s signature (the value a call without it uses)."""
     return inspect.signature(function).parameters[argument].default
@@ -55,14 +57,12 @@ def _signature_default(function: Callable, argument: str) -> Any:
 
 @dataclass(frozen=True)
 class ModelFamily:
-    """One model family: its classes, how it samples, what its model card says, and a tiny test config.
+    """One model family: its classes, how it samples and what its model card says.
 
     Args:
         name (`str`): the short name the training scripts use (`examples/train_<name>.py`) and cards are tagged with.
         config_class (`type`): its `BlockPartitionedConfig` subclass (its `model_type` identifies saved folders).
         model_class (`type`): its `DiffusionBlocksPreTrainedModel` subclass.
-        auto_classes (`tuple[type, ...]`): transformers Auto classes that resolve `model_class`; the first is the
-            one the model card and `auto_map` name first.
         loss_class (`type`): the loss one block is trained with.
         block_loss (`Callable`): `(model, block_index, batch, generator) -> loss`: `loss_class` applied to a batch
             of `example_batch`'s form; its gradient reaches block `block_index` only.
@@ -78,21 +78,18 @@ class ModelFamily:
             from where the code takes it (a signature default or a config field), so a card can never disagree.
         description (`str`), tags (`tuple[str, ...]`), pipeline_tag (`str`): what the model card says; the
             pipeline tag is one of the Hub's task names.
-        usage (`str`): Jinja snippet of the card's "How to use" section, with the library imported; rendered
-            with the card's variables (`repo_id`, `subfolder_argument`, `default_steps`, `has_tokenizer`, ...).
-        native_usage (`str`): the same, through transformers' or diffusers' own classes, without importing the
-            library (`trust_remote_code=True`).
-        tiny_config_kwargs (`dict`): a config small enough for CPU tests in milliseconds.
         pipeline_components (`Callable`, *optional*): `(model, **given) -> dict` of the pipeline's components
             besides the model (scheduler, tokenizer, ...); `given` overrides.
-        tiny_pipeline_components (`Callable`, *optional*): `() -> dict` of the components `pipeline_components`
-            cannot make from the model (a tokenizer) that fit `tiny_config()`, for tests.
+
+    The card's usage snippets are the package's `templates/usage_<name>.md` (with the library imported) and
+    `templates/native_usage_<name>.md` (through transformers' or diffusers' own classes and
+    `trust_remote_code=True`): Jinja text rendered with the card's variables (`repo_id`, `subfolder_argument`,
+    `default_steps`, `has_tokenizer`, ...).
     """
 
     name: str
     config_class: type[BlockPartitionedConfig]
     model_class: type[DiffusionBlocksPreTrainedModel]
-    auto_classes: tuple[type, ...]
     loss_class: type
     block_loss: Callable[..., torch.Tensor]
     example_batch: Callable[..., dict[str, torch.Tensor]]
@@ -103,19 +100,27 @@ class ModelFamily:
     description: str
     tags: tuple[str, ...]
     pipeline_tag: str
-    usage: str
-    native_usage: str
-    tiny_config_kwargs: dict[str, Any] = field(default_factory=dict)
     pipeline_components: Callable[..., dict[str, Any]] | None = None
-    tiny_pipeline_components: Callable[[], dict[str, Any]] = dict
 
     @property
     def model_type(self) -> str:
         return self.config_class.model_type
 
-    def tiny_config(self, **overrides: Any) -> BlockPartitionedConfig:
-        """A config of this family small enough for CPU tests (`overrides` change fields)."""
-        return self.config_class(**{**self.tiny_config_kwargs, **overrides})
+    @property
+    def auto_classes(self) -> tuple[type, ...]:
+        """transformers Auto classes that resolve `model_class` (the model class declares them, for `auto_map`);
+        the first is the one the model card names first."""
+        return self.model_class.auto_model_classes
+
+    @property
+    def usage(self) -> str:
+        """Jinja snippet of the card's "How to use" section, with the library imported."""
+        return package_template(f"usage_{self.name}.md")
+
+    @property
+    def native_usage(self) -> str:
+        """Jinja snippet of the same, through transformers' or diffusers' own classes (`trust_remote_code=True`)."""
+        return package_template(f"native_usage_{self.name}.md")
 
     def build_pipeline(self, model: DiffusionBlocksPreTrainedModel, **components: Any):
         """The family's pipeline around `model`; other components default to the ones that match its config."""
@@ -155,16 +160,10 @@ def _text_pipeline_components(model: DiffusionBlocksForMaskedLM, **given: Any) -
     return {"scheduler": model.build_scheduler(), **given}
 
 
-_IMPORT_TORCH = "import torch\n"
-_BLOCK_LOADING = """
-# one block alone (about 1/{{ num_blocks }} of the parameters), e.g. to continue training it or to serve it on its own device
-block = {{ model_class }}.from_pretrained("{{ repo_id }}"{{ subfolder_argument }}, block_index=0)"""
-
 DIT = ModelFamily(
     name="dit",
     config_class=DiffusionBlocksDiTConfig,
     model_class=DiffusionBlocksDiTModel,
-    auto_classes=(AutoModel,),
     loss_class=BlockDenoisingLoss,
     block_loss=_dit_loss,
     example_batch=_random_images,
@@ -177,34 +176,6 @@ DIT = ModelFamily(
     # is "unconditional-image-generation"; the class label is an integer input (None gives the null label).
     tags=("image-generation", "class-conditional-image-generation"),
     pipeline_tag="unconditional-image-generation",
-    usage=_IMPORT_TORCH + """{% if pipeline_class -%}
-from hf_diffusionblocks import DiffusionBlocksImagePipeline, {{ model_class }}
-
-pipeline = DiffusionBlocksImagePipeline.from_pretrained("{{ repo_id }}")
-{%- else -%}
-from hf_diffusionblocks import DiffusionBlocksImagePipeline, DiffusionBlocksScheduler, {{ model_class }}
-
-model = {{ model_class }}.from_pretrained("{{ repo_id }}")
-pipeline = DiffusionBlocksImagePipeline(model, DiffusionBlocksScheduler(**model.config.scheduler_kwargs()))
-{%- endif %}
-# one image per class label ({{ config.num_labels }} classes); {{ default_steps }} Euler steps by default
-images = pipeline(class_labels=[0, 1], generator=torch.Generator().manual_seed(0)).images
-""" + _BLOCK_LOADING,
-    native_usage=_IMPORT_TORCH + """{% if pipeline_class -%}
-from diffusers import DiffusionPipeline
-from transformers import AutoModel
-
-pipeline = DiffusionPipeline.from_pretrained("{{ repo_id }}", trust_remote_code=True)
-images = pipeline(class_labels=[0, 1], generator=torch.Generator().manual_seed(0)).images
-{% else -%}
-from transformers import AutoModel
-
-{% endif -%}
-model = AutoModel.from_pretrained("{{ repo_id }}"{{ subfolder_argument }}, trust_remote_code=True)""",
-    tiny_config_kwargs=dict(
-        image_size=8, patch_size=2, num_channels=1, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
-        intermediate_size=64, num_labels=4, num_blocks=3,
-    ),
     pipeline_components=_image_pipeline_components,
 )
 
@@ -212,7 +183,6 @@ MASKED_LM = ModelFamily(
     name="mdm",
     config_class=DiffusionBlocksMaskedLMConfig,
     model_class=DiffusionBlocksForMaskedLM,
-    auto_classes=(AutoModelForMaskedLM, AutoModel),
     loss_class=MaskedDiffusionLoss,
     block_loss=lambda model, block_index, batch, generator: MaskedDiffusionLoss(
         model.build_scheduler(), model.config.mask_token_id
@@ -227,72 +197,13 @@ MASKED_LM = ModelFamily(
     description="a masked diffusion language model",
     tags=("text-generation", "masked-diffusion", "fill-mask"),
     pipeline_tag="text-generation",
-    usage=_IMPORT_TORCH + """{% if pipeline_class -%}
-from hf_diffusionblocks import DiffusionBlocksTextPipeline, {{ model_class }}
-
-pipeline = DiffusionBlocksTextPipeline.from_pretrained("{{ repo_id }}")
-# {{ default_steps }} unmasking steps by default; a prompt is continued, "[MASK]" inside it is filled in
-texts = pipeline(generator=torch.Generator().manual_seed(0)).texts
-{%- else -%}
-from hf_diffusionblocks import {{ model_class }}
-
-model = {{ model_class }}.from_pretrained("{{ repo_id }}")
-# sampling needs the tokenizer the model was trained with ({{ default_steps }} unmasking steps by default):
-# DiffusionBlocksTextPipeline(model, model.build_scheduler(), tokenizer)(generator=...).texts
-{%- endif %}
-""" + _BLOCK_LOADING,
-    native_usage=_IMPORT_TORCH + """{% if pipeline_class -%}
-from diffusers import DiffusionPipeline
-from transformers import AutoModelForMaskedLM
-
-pipeline = DiffusionPipeline.from_pretrained("{{ repo_id }}", trust_remote_code=True)
-texts = pipeline(generator=torch.Generator().manual_seed(0)).texts
-{% else -%}
-from transformers import AutoModelForMaskedLM
-
-{% endif -%}
-model = AutoModelForMaskedLM.from_pretrained("{{ repo_id }}"{{ subfolder_argument }}, trust_remote_code=True)""",
-    # vocabulary_type="text8" tokenizers have 27 characters and [MASK]: 28 ids
-    tiny_config_kwargs=dict(
-        vocab_size=28, hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
-        max_position_embeddings=16, num_blocks=3,
-    ),
     pipeline_components=_text_pipeline_components,
-    tiny_pipeline_components=lambda: {"tokenizer": CharacterTokenizer(vocabulary_type="text8")},
 )
-
-_LANGUAGE_MODEL_INPUTS = """{% if has_tokenizer -%}
-tokenizer = AutoTokenizer.from_pretrained("{{ repo_id }}"{{ trust_argument }})
-input_ids = tokenizer("To be", return_tensors="pt").input_ids
-{%- else -%}
-input_ids = torch.tensor([[0]])  # token ids of the tokenizer the model was trained with
-{%- endif %}"""
-_LANGUAGE_MODEL_OUTPUT = """{% if has_tokenizer %}
-print(tokenizer.decode(output_ids[0]))
-{%- endif %}"""
-
-def _generate_usage(steps_comment: str) -> str:
-    """The usage snippet of a causal language model family (`generate()`), with a comment on its step count."""
-    return _IMPORT_TORCH + """{% if has_tokenizer %}from transformers import AutoTokenizer
-{% endif %}from hf_diffusionblocks import {{ model_class }}
-
-model = {{ model_class }}.from_pretrained("{{ repo_id }}")
-""" + _LANGUAGE_MODEL_INPUTS + "\n" + steps_comment + """
-output_ids = model.generate(input_ids, max_new_tokens=8, do_sample=False)""" + _LANGUAGE_MODEL_OUTPUT + _BLOCK_LOADING
-
-
-_GENERATE_NATIVE_USAGE = _IMPORT_TORCH + """from transformers import AutoModelForCausalLM{% if has_tokenizer %}, AutoTokenizer{% endif %}
-
-model = AutoModelForCausalLM.from_pretrained("{{ repo_id }}", trust_remote_code=True)
-""" + _LANGUAGE_MODEL_INPUTS + """
-output_ids = model.generate(input_ids, max_new_tokens=8, do_sample=False)""" + _LANGUAGE_MODEL_OUTPUT
-
 
 CAUSAL_LM = ModelFamily(
     name="ar",
     config_class=DiffusionBlocksCausalLMConfig,
     model_class=DiffusionBlocksForCausalLM,
-    auto_classes=(AutoModelForCausalLM,),
     loss_class=CausalLMDenoisingLoss,
     block_loss=lambda model, block_index, batch, generator: CausalLMDenoisingLoss(model.config)(
         model, block_index, batch["input_ids"], generator
@@ -307,20 +218,12 @@ CAUSAL_LM = ModelFamily(
     description="an autoregressive transformer language model (each next token denoised through the blocks)",
     tags=("text-generation",),
     pipeline_tag="text-generation",
-    usage=_generate_usage("# every new token takes {{ default_steps }} steps by default (num_inference_steps=...), "
-                          "ancestral or Euler (solver='ancestral' | 'euler')"),
-    native_usage=_GENERATE_NATIVE_USAGE,
-    tiny_config_kwargs=dict(
-        vocab_size=40, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=48,
-        max_position_embeddings=24, num_blocks=4, eos_token_id=1, pad_token_id=0,
-    ),
 )
 
 VIT = ModelFamily(
     name="vit",
     config_class=DiffusionBlocksViTConfig,
     model_class=DiffusionBlocksForImageClassification,
-    auto_classes=(AutoModelForImageClassification,),
     loss_class=LabelDenoisingLoss,
     block_loss=lambda model, block_index, batch, generator: classification_training_loss(
         model, block_index, batch["pixel_values"], batch["labels"], generator
@@ -333,30 +236,12 @@ VIT = ModelFamily(
     description="a Vision Transformer classifier (the label denoised through the blocks)",
     tags=("image-classification",),
     pipeline_tag="image-classification",
-    usage=_IMPORT_TORCH + """from hf_diffusionblocks import {{ model_class }}
-
-model = {{ model_class }}.from_pretrained("{{ repo_id }}")
-# images of shape (batch, {{ config.num_channels }}, {{ config.image_size }}, {{ config.image_size }}) with values in [-1, 1]
-pixel_values = torch.rand(2, {{ config.num_channels }}, {{ config.image_size }}, {{ config.image_size }}) * 2 - 1
-# {{ default_steps }} Euler steps of the label ODE by default (one per block)
-predicted = model(pixel_values).logits.argmax(-1)
-""" + _BLOCK_LOADING,
-    native_usage=_IMPORT_TORCH + """from transformers import AutoModelForImageClassification
-
-model = AutoModelForImageClassification.from_pretrained("{{ repo_id }}", trust_remote_code=True)
-pixel_values = torch.rand(2, {{ config.num_channels }}, {{ config.image_size }}, {{ config.image_size }}) * 2 - 1
-predicted = model(pixel_values).logits.argmax(-1)""",
-    tiny_config_kwargs=dict(
-        image_size=8, patch_size=2, num_channels=1, num_labels=10, hidden_size=32, num_hidden_layers=3,
-        num_attention_heads=2, intermediate_size=64, num_blocks=3,
-    ),
 )
 
 RECURRENT = ModelFamily(
     name="recurrent",
     config_class=DiffusionBlocksRecurrentConfig,
     model_class=DiffusionBlocksRecurrentForCausalLM,
-    auto_classes=(AutoModelForCausalLM,),
     loss_class=RecurrentDenoisingLoss,
     block_loss=lambda model, block_index, batch, generator: RecurrentDenoisingLoss(model.config.noise_partition)(
         model, block_index, batch["input_ids"], generator
@@ -372,12 +257,6 @@ RECURRENT = ModelFamily(
     description="a recurrent-depth language model (prelude / core iterated K times / coda)",
     tags=("text-generation", "recurrent-depth"),
     pipeline_tag="text-generation",
-    usage=_generate_usage("# the core runs K = {{ default_steps }} iterations per token by default (num_iterations=...)"),
-    native_usage=_GENERATE_NATIVE_USAGE,
-    tiny_config_kwargs=dict(
-        vocab_size=12, hidden_size=32, num_hidden_layers=2, num_prelude_layers=1, num_coda_layers=1,
-        num_attention_heads=2, intermediate_size=64, max_position_embeddings=16, num_blocks=2,
-    ),
 )
 
 FAMILIES: dict[str, ModelFamily] = {family.name: family for family in (DIT, MASKED_LM, CAUSAL_LM, VIT, RECURRENT)}
@@ -423,19 +302,28 @@ def family_for_config(config: PreTrainedConfig) -> ModelFamily:
     return family
 
 
-def family_for_pipeline(pipeline_class_name: str) -> ModelFamily | None:
-    """The family sampled by the pipeline class of that name, or None."""
-    return next(
-        (family for family in FAMILIES.values()
-         if family.pipeline_class is not None and family.pipeline_class.__name__ == pipeline_class_name),
-        None,
-    )
+def load_config_file(config_path: str) -> BlockPartitionedConfig:
+    """The block-partitioned config in `config_path`, built with the class of the family of its `model_type`."""
+    config_dict = read_json_file(config_path)
+    model_type = config_dict.get("model_type") if isinstance(config_dict, dict) else None
+    family = family_for_model_type(model_type)
+    if family is None:
+        known = sorted(family.model_type for family in FAMILIES.values())
+        raise ValueError(
+            f"{config_path} has model_type={model_type!r}, which is not a DiffusionBlocks family "
+            f"(model types: {known})."
+        )
+    config_dict.pop("transformers_version", None)
+    return family.config_class.from_dict(config_dict)
+
+
+def model_class_for_config(config: PreTrainedConfig) -> type[DiffusionBlocksPreTrainedModel]:
+    """The model class of this config's family."""
+    return family_for_config(config).model_class
 
 
 def register_auto_classes() -> None:
     """Register every family's config and model with transformers' Auto classes (idempotent)."""
-    from transformers import AutoConfig, AutoTokenizer
-
     for family in FAMILIES.values():
         AutoConfig.register(family.model_type, family.config_class, exist_ok=True)
         for auto_class in family.auto_classes:

@@ -1,4 +1,4 @@
-"""Model cards (README.md) for DiffusionBlocks pipeline and model folders.
+"""Model cards (README.md): of DiffusionBlocks pipeline and model folders, and of converted pretrained folders.
 
 The card is rendered with `huggingface_hub.ModelCard` from the package's Jinja template
 (`hf_diffusionblocks/templates/model_card.md`; `model_cards/` in a source checkout points to it).
@@ -8,6 +8,11 @@ without loading weights), the data, the metrics, how to sample (with the library
 transformers' or diffusers' own classes and `trust_remote_code=True`), how to load a single block, and
 the paper's citation. What a family's card says (tags, Hub pipeline tag, usage snippets, the default
 number of sampling steps) comes from its entry in `hf_diffusionblocks.families`.
+
+The card of a folder written by `hf-diffusionblocks convert` (`write_converted_model_card`, from
+`templates/converted_model_card.md`) is rewritten after every fine-tuning run from what the folder holds:
+every block file's metadata says whether it is the converted original (its digest equals the conversion's)
+or fine-tuned (and for how many steps), and `lora/block_<b>.safetensors` files are listed with their rank.
 """
 
 from __future__ import annotations
@@ -15,18 +20,27 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import jinja2
 from huggingface_hub import ModelCard, ModelCardData
 
-from .families import ModelFamily, family_by_name, family_for_config
-from .hub_utils import BlockFileHeader, HubOptions, load_config_file, read_safetensors_header
-from .modeling.block_checkpoint import CONFIG_NAME, atomic_write, block_weights_name
+from .atomic_io import atomic_write_text
+from .families import (
+    LOADABLE_CLASSES,
+    ModelFamily,
+    family_by_name,
+    family_for_config,
+    load_config_file,
+    package_template,
+)
+from .hub_download import BlockFileHeader, HubOptions, read_safetensors_header
+from .modeling.block_checkpoint import CONFIG_NAME, block_weights_name, read_block_metadata, tensors_digest
 from .modeling.configuration_blocks import BlockPartitionedConfig
 from .partition import format_partition_table
 from .pipelines.pipeline_utils import MODEL_INDEX_NAME
+from .pretrained.converted_folder import ConversionManifest, load_tensors, read_manifest
+from .pretrained.lora import read_lora_settings
 from .remote_code import LIBRARY_NAME as LIBRARY_MODULE
 from .remote_code import REMOTE_CODE_FILE, library_class
 
@@ -36,6 +50,7 @@ LIBRARY_NAME = "hf-diffusionblocks"
 TRAINING_MODES = ("blockwise", "end_to_end", "bptt")
 MODEL_SUBFOLDER = "transformer"
 TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
+README_NAME = "README.md"
 
 
 @dataclass(frozen=True)
@@ -98,11 +113,7 @@ def template_text(template: str | os.PathLike | None = None) -> str:
     if template is not None:
         with open(template, encoding="utf-8") as file:
             return file.read()
-    return (
-        resources.files("hf_diffusionblocks")
-        .joinpath("templates", "model_card.md")
-        .read_text(encoding="utf-8")
-    )
+    return package_template("model_card.md")
 
 
 def _pipeline_class(output_dir: str) -> type | None:
@@ -113,7 +124,7 @@ def _pipeline_class(output_dir: str) -> type | None:
     with open(index_path, encoding="utf-8") as file:
         class_name = json.load(file).get("_class_name")
     library, class_name = class_name if isinstance(class_name, list) and len(class_name) == 2 else (LIBRARY_MODULE, class_name)
-    return library_class(library, str(class_name), index_path)
+    return library_class(library, str(class_name), index_path, LOADABLE_CLASSES)
 
 
 def _check_sample_grid(output_dir: str, sample_grid: str | None) -> str | None:
@@ -267,11 +278,73 @@ def write_model_card(
         repo_id=repo_id,
         template=template,
     )
-    path = os.path.join(str(output_dir), "README.md")
+    path = os.path.join(str(output_dir), README_NAME)
+    atomic_write_text(path, str(card))
+    return path
 
-    def write(temporary: str) -> None:
-        with open(temporary, "w", encoding="utf-8") as file:
-            file.write(str(card))
 
-    atomic_write(path, write)
+# ---- converted pretrained folders ----------------------------------------------------------------
+
+# the diffusers pipeline each converted transformer class runs in, named in the card's snippet
+_SOURCE_PIPELINES = {
+    "DiTTransformer2DModel": "DiTPipeline",
+    "PixArtTransformer2DModel": "PixArtSigmaPipeline",
+    "SD3Transformer2DModel": "StableDiffusion3Pipeline",
+}
+
+
+def converted_block_rows(folder: str, manifest: ConversionManifest, lora_folder: str = "lora") -> list[str]:
+    """The card's table of blocks: layers, timesteps, whether the weights are converted or fine-tuned, LoRA."""
+    rows = ["| block | layers | timesteps | weights | LoRA |", "|---:|---|---|---|---|"]
+    for b in range(manifest.num_blocks):
+        layers = manifest.layer_range(b)
+        low, high = manifest.time_partition.block_interval(b)
+        path = os.path.join(folder, block_weights_name(b))
+        if not os.path.isfile(path):
+            weights = "missing"
+        elif tensors_digest(load_tensors(path)) == manifest.block_sha256[b]:
+            weights = "converted (unchanged)"
+        else:
+            steps = read_block_metadata(path)["training_steps"]
+            weights = f"fine-tuned ({steps} steps)" if steps is not None else "changed"
+        adapter = os.path.join(folder, lora_folder, block_weights_name(b))
+        if os.path.isfile(adapter):
+            settings, steps = read_lora_settings(adapter), read_block_metadata(adapter)["training_steps"]
+            lora = f"rank {settings.rank}, {steps} steps"
+        else:
+            lora = "-"
+        rows.append(f"| {b} | {layers.start}-{layers.stop - 1} | [{low:.1f}, {high:.1f}) | {weights} | {lora} |")
+    return rows
+
+
+def render_converted_model_card(
+    folder: str, figures: dict[str, Any] | None = None, steps_line: str | None = None
+) -> str:
+    """The card of a converted folder (see the module docstring); `figures` are listed as JSON, `steps_line`
+    (how many sampling steps each block runs) follows the partition table."""
+    manifest = read_manifest(folder)
+    environment = jinja2.Environment(undefined=jinja2.StrictUndefined)
+    return environment.from_string(package_template("converted_model_card.md")).render(
+        source_class=manifest.source_class,
+        source=manifest.source or "unknown",
+        num_blocks=manifest.num_blocks,
+        num_layers=sum(manifest.layers_per_block),
+        layers_per_block=manifest.layers_per_block,
+        layer_list=manifest.layer_list,
+        partition_table=manifest.time_partition.table(manifest.layers_per_block),
+        steps_line=steps_line,
+        block_rows="\n".join(converted_block_rows(folder, manifest)),
+        pipeline=_SOURCE_PIPELINES[manifest.source_class],
+        routed=f"Routed{manifest.source_class}",
+        has_lora=os.path.isdir(os.path.join(folder, "lora")),
+        figures=json.dumps(figures, indent=2, sort_keys=True) if figures else None,
+    )
+
+
+def write_converted_model_card(
+    folder: str, figures: dict[str, Any] | None = None, steps_line: str | None = None
+) -> str:
+    """Render and write `README.md` of a converted folder (atomically); returns its path."""
+    path = os.path.join(folder, README_NAME)
+    atomic_write_text(path, render_converted_model_card(folder, figures, steps_line))
     return path

@@ -1,5 +1,10 @@
 """Partitioning the noise range of a variance-exploding diffusion into B blocks.
 
+`BlockPartition` is what every partition of a noise axis into blocks provides, whatever the axis: σ here,
+a pretrained model's own timesteps (`pretrained/time_axis.py`), the masking time t of masked diffusion
+(`MaskedDiffusionBlocksScheduler`). Code that routes a noise level to its block asks any of them the same
+question, `block_index_for_level`.
+
 The noise distribution is the EDM log-normal `ln σ ~ N(p_mean, p_std²)` truncated to
 `[sigma_min, sigma_max]`. Block 0 owns the highest noise; boundaries are returned decreasing,
 so block `b` covers `[block_sigmas[b + 1], block_sigmas[b]]`.
@@ -14,11 +19,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Protocol, Sequence, runtime_checkable
 
 import torch
 
-from .argument_checks import check_integer, check_number, check_values_in_range
+from .argument_checks import check_block_index, check_integer, check_number, check_values_in_range
 
 PartitionName = Literal["equiprobable", "uniform_linear", "uniform_log"]
 PARTITIONS: tuple[str, ...] = ("equiprobable", "uniform_linear", "uniform_log")
@@ -33,6 +38,29 @@ def normal_cdf(x: torch.Tensor) -> torch.Tensor:
 def normal_icdf(u: torch.Tensor) -> torch.Tensor:
     """Φ⁻¹, the standard normal quantile function."""
     return torch.special.ndtri(u)
+
+
+@runtime_checkable
+class BlockPartition(Protocol):
+    """A noise axis cut into `num_blocks` intervals; block 0 owns the noisiest one.
+
+    Implemented by `NoisePartition` (σ), `pretrained.TimeAxisPartition` (a pretrained model's timesteps) and
+    `MaskedDiffusionBlocksScheduler` (masking time t).
+    """
+
+    @property
+    def num_blocks(self) -> int:
+        """B."""
+
+    def check_block_index(self, block_index: int) -> None:
+        """A `ValueError` naming the valid range unless `block_index` is an int in `[0, num_blocks)`."""
+
+    def block_interval(self, block_index: int) -> tuple[float, float]:
+        """(low, high): the levels `block_index` owns when routing."""
+
+    def block_index_for_level(self, level: torch.Tensor | float) -> torch.Tensor:
+        """The block that owns each noise level (a long tensor of the input's shape); a `ValueError` for a
+        level outside the axis."""
 
 
 @dataclass(frozen=True)
@@ -113,13 +141,13 @@ class NoisePartition:
         alpha = (high / low) ** self.overlap
         return max(low / alpha, self.sigma_min), min(high * alpha, self.sigma_max)
 
-    def block_index_for_sigma(self, sigma: torch.Tensor | float) -> torch.Tensor:
-        """The block that owns σ at inference: block b owns `(block_sigmas[b+1], block_sigmas[b]]`.
+    def block_index_for_level(self, level: torch.Tensor | float) -> torch.Tensor:
+        """The block that owns σ = `level` at inference: block b owns `(block_sigmas[b+1], block_sigmas[b]]`.
 
         σ = sigma_min belongs to the last block. Values outside `[sigma_min, sigma_max]` (beyond a
         relative tolerance of 1e-6) raise a `ValueError`.
         """
-        sigma = torch.as_tensor(sigma, dtype=torch.float64)
+        sigma = torch.as_tensor(level, dtype=torch.float64)
         tolerance = 1e-6
         check_values_in_range(
             sigma, "sigma", self.sigma_min * (1 - tolerance), self.sigma_max * (1 + tolerance),
@@ -131,10 +159,7 @@ class NoisePartition:
         return (self.num_blocks - 1 - blocks_from_bottom).long()
 
     def check_block_index(self, block_index: int) -> None:
-        if not isinstance(block_index, int) or isinstance(block_index, bool):
-            raise ValueError(f"block_index must be an int in [0, {self.num_blocks - 1}], got {block_index!r}.")
-        if not 0 <= block_index < self.num_blocks:
-            raise ValueError(f"block_index must be in [0, {self.num_blocks - 1}] (num_blocks={self.num_blocks}), got {block_index}.")
+        check_block_index(block_index, self.num_blocks)
 
     # ---- sampling --------------------------------------------------------------------------
     def sample_training_sigmas(

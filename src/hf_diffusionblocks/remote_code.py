@@ -12,17 +12,20 @@ of another library they import a Python file stored with the model, when the cal
   from `<component>/<module>.py`.
 
 Every folder this library saves therefore holds `hf_diffusionblocks_classes.py` (at its root and in each
-component folder of a pipeline). It contains no model code: it re-exports the classes of the installed
-library, so the code that runs is the library's own, at the installed version, and a folder written by
-one version loads with the next. The library's own `from_pretrained` methods recognise the module name
-and never read or run the file.
+component folder of a pipeline). It contains no model code: it re-exports the public names of the installed
+library (`from hf_diffusionblocks import *`), so the code that runs is the library's own, at the installed
+version, a folder written by one version loads with the next, and the file never needs to know which
+classes exist (that is the registry's business, two layers up: this module sits at the bottom, beside
+`atomic_io`, because model folders and pipeline folders both write it). The library's own `from_pretrained`
+methods recognise the module name and never read or run the file.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Mapping
 
-from .modeling.block_checkpoint import atomic_write
+from .atomic_io import atomic_write_text
 
 REMOTE_CODE_MODULE = "hf_diffusionblocks_classes"
 REMOTE_CODE_FILE = f"{REMOTE_CODE_MODULE}.py"
@@ -40,49 +43,40 @@ re-exports the installed library (`pip install hf-diffusionblocks`). With the li
 
 
 def remote_code_source() -> str:
-    """The text of `hf_diffusionblocks_classes.py`: an import of every class a saved folder may name."""
-    from .families import LOADABLE_CLASSES  # here: families imports the models, which import this module
-
-    names = "".join(f"    {name},\n" for name in sorted(LOADABLE_CLASSES))
-    return f"{_HEADER}from {LIBRARY_NAME} import (  # noqa: F401\n{names})\n"
+    """The text of `hf_diffusionblocks_classes.py`: a re-export of the installed library's public names."""
+    return f"{_HEADER}from {LIBRARY_NAME} import *  # noqa: F401,F403\n"
 
 
 def write_remote_code_module(folder: str | os.PathLike) -> str:
     """Write `hf_diffusionblocks_classes.py` into `folder` (atomically); returns its path."""
     path = os.path.join(str(folder), REMOTE_CODE_FILE)
-    source = remote_code_source()
-
-    def write(temporary: str) -> None:
-        with open(temporary, "w", encoding="utf-8") as file:
-            file.write(source)
-
-    atomic_write(path, write)
+    atomic_write_text(path, remote_code_source())
     return path
 
 
-def auto_map_for_config(config) -> dict[str, str] | None:
-    """`auto_map` of a family's config.json (AutoConfig and the family's Auto classes), or None for a
-    config of no registered family."""
-    from .families import find_family_for_config
+def auto_map_for_model_class(model_class: type) -> dict[str, str] | None:
+    """`auto_map` of the config.json a model of `model_class` saves: AutoConfig and the Auto classes the
+    class declares (`auto_model_classes`), or None for a class that declares none.
 
-    family = find_family_for_config(config)
-    if family is None:
+    A subclass that declares nothing itself (one a user derives) is mapped to the class that declared the
+    Auto classes: that is the class the re-export module provides.
+    """
+    owner = next((cls for cls in model_class.__mro__ if vars(cls).get("auto_model_classes")), None)
+    if owner is None:
         return None
-    auto_map = {"AutoConfig": f"{REMOTE_CODE_MODULE}.{family.config_class.__name__}"}
-    for auto_class in family.auto_classes:
-        auto_map[auto_class.__name__] = f"{REMOTE_CODE_MODULE}.{family.model_class.__name__}"
+    auto_map = {"AutoConfig": f"{REMOTE_CODE_MODULE}.{owner.config_class.__name__}"}
+    for auto_class in owner.auto_model_classes:
+        auto_map[auto_class.__name__] = f"{REMOTE_CODE_MODULE}.{owner.__name__}"
     return auto_map
 
 
-def library_class(library: str | None, class_name: str, where: str) -> type:
-    """The class a saved folder names as `[library, class_name]` when it is one of this library's:
-    `library` is the package (`"hf_diffusionblocks"`) or the re-export module (`"hf_diffusionblocks_classes"`).
-    The file is never read: the name is looked up among the classes the library provides."""
-    from .families import LOADABLE_CLASSES
-
-    if library not in (LIBRARY_NAME, REMOTE_CODE_MODULE) or class_name not in LOADABLE_CLASSES:
+def library_class(library: str | None, class_name: str, where: str, known: Mapping[str, type]) -> type:
+    """The class a saved folder names as `[library, class_name]` when it is one of this library's `known`
+    classes (by name): `library` is the package (`"hf_diffusionblocks"`) or the re-export module
+    (`"hf_diffusionblocks_classes"`). The file is never read: the name is looked up in `known`."""
+    if library not in (LIBRARY_NAME, REMOTE_CODE_MODULE) or class_name not in known:
         raise ValueError(
-            f"{where} names class {class_name!r} of {library!r}; expected one of {sorted(LOADABLE_CLASSES)} "
+            f"{where} names class {class_name!r} of {library!r}; expected one of {sorted(known)} "
             f"of {LIBRARY_NAME!r} (is hf-diffusionblocks up to date?)."
         )
-    return LOADABLE_CLASSES[class_name]
+    return known[class_name]

@@ -49,7 +49,7 @@ def _install(point: str, count: int) -> None:
     elif point == "final_save":
         import types
 
-        from hf_diffusionblocks.modeling import atomic_io
+        from hf_diffusionblocks import atomic_io
 
         def replace(source, target):
             os.replace(source, target)

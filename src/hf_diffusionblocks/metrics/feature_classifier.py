@@ -21,8 +21,7 @@ import json
 import logging
 import math
 import os
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from ..atomic_io import atomic_write, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -155,16 +156,14 @@ class FeatureClassifier(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {name: tensor.detach().contiguous().cpu() for name, tensor in self.state_dict().items()}
-        _atomic_write(directory / WEIGHTS_NAME, lambda path: save_file(state, path))
+        atomic_write(directory / WEIGHTS_NAME, lambda path: save_file(state, path))
         document = {
             "format_version": CACHE_FORMAT_VERSION,
             "config": dataclasses.asdict(self.config),
             "held_out_accuracy": self.held_out_accuracy,
             **(settings or {}),
         }
-        _atomic_write(
-            directory / SETTINGS_NAME, lambda path: Path(path).write_text(json.dumps(document, indent=2))
-        )
+        atomic_write_text(directory / SETTINGS_NAME, json.dumps(document, indent=2))
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> FeatureClassifier:
@@ -369,16 +368,3 @@ def load_or_train_feature_classifier(
     classifier.save_pretrained(directory, settings)
     classifier.name_or_path = str(directory)
     return classifier
-
-
-def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
-    """Run `write(temporary_path)` in `path`'s folder, then `os.replace` it onto `path`."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(descriptor)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise

@@ -1,4 +1,4 @@
-"""On-disk layout of a block-partitioned model, and atomic writes.
+"""On-disk layout of a block-partitioned model: block files, their metadata and checksums, the index.
 
 A model folder (or Hub repo, or its `subfolder`) holds:
 
@@ -26,8 +26,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-# the block files are written through these; re-exported because the rest of the library writes with them too
-from .atomic_io import atomic_save_folder, atomic_write, atomic_write_json  # noqa: F401
+from ..atomic_io import atomic_write, atomic_write_json
 
 CONFIG_NAME = "config.json"
 INDEX_NAME = "model.safetensors.index.json"

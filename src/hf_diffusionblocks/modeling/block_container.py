@@ -1,4 +1,5 @@
-"""The block lookups every block-partitioned model needs, written once.
+"""The block lookups every block-partitioned model needs, the check of block indices, and running a batch
+whose samples belong to different blocks: written once.
 
 A model keeps its materialised blocks in `self.blocks`, an `nn.ModuleDict` keyed by the block index as a
 string, and says how many blocks it has in all (`num_blocks_total`). The library's own models
@@ -8,9 +9,22 @@ both hold blocks this way.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
+import torch
 from torch import nn
+
+from ..argument_checks import check_block_index
+
+
+def validate_block_indices(block_indices: Iterable[int], num_blocks: int) -> list[int]:
+    """Sorted unique block indices; a `ValueError` naming the valid range for any other value."""
+    indices = list(block_indices)
+    for block_index in indices:
+        check_block_index(block_index, num_blocks)
+    if not indices:
+        raise ValueError("block_indices must name at least one block.")
+    return sorted(set(indices))
 
 
 class BlockContainerMixin:
@@ -34,8 +48,6 @@ class BlockContainerMixin:
 
     def get_block(self, block_index: int) -> nn.Module:
         """The module of block `block_index`; a clear error if it is out of range or not loaded."""
-        from .modeling_blocks import validate_block_indices  # here: modeling_blocks builds on this module
-
         validate_block_indices([block_index], self.num_blocks_total)
         if str(block_index) not in self.blocks:
             raise ValueError(
@@ -47,3 +59,28 @@ class BlockContainerMixin:
     def block_parameters(self, block_index: int) -> Iterator[nn.Parameter]:
         """The trainable parameters of one block: what its optimizer gets."""
         return self.get_block(block_index).parameters()
+
+
+def run_by_owning_block(
+    owners: torch.Tensor, run: Callable[[int, torch.Tensor | None], torch.Tensor]
+) -> torch.Tensor | None:
+    """Run every block on the samples it owns and put the results back in batch order.
+
+    Args:
+        owners (`torch.LongTensor` of shape `(batch,)`): the block that owns each sample (its noise level's).
+        run (`Callable`): `(block_index, indices)` → the block's output for the samples `indices` (increasing),
+            `(len(indices), ...)`; `indices` is None when the block owns the whole batch (nothing to select).
+    Returns:
+        The `(batch, ...)` output, or None for an empty batch.
+    """
+    present = owners.unique().tolist()
+    if len(present) == 1:
+        return run(present[0], None)
+    output = None
+    for block_index in present:
+        indices = (owners == block_index).nonzero().squeeze(1)
+        part = run(block_index, indices)
+        if output is None:
+            output = part.new_empty((owners.shape[0], *part.shape[1:]))
+        output[indices.to(output.device)] = part
+    return output

@@ -1,5 +1,6 @@
-"""Embeddings shared by the families: noise-level conditioning (sinusoidal features of c_noise + MLP) and the
-fixed 2-D sin/cos position embedding of image patches (DiT, ViT)."""
+"""Embeddings shared by the families: noise-level conditioning (sinusoidal features of c_noise + MLP), the
+fixed 2-D sin/cos position embedding of image patches (DiT, ViT), and `unpatchify`, the way back from patch
+tokens to an image (the library's DiT and the converted pretrained DiTs)."""
 
 from __future__ import annotations
 
@@ -62,3 +63,13 @@ class NoiseEmbedder(nn.Module):
         """`(...)` c_noise → `(..., hidden_size)`."""
         features = sinusoidal_embedding(c_noise * self.input_scale, self.frequency_embedding_size)
         return self.mlp(features.to(self.mlp[0].weight.dtype))
+
+
+def unpatchify(patches: torch.Tensor, patch_size: int, channels: int) -> torch.Tensor:
+    """`(batch, grid², p²·C)` patch tokens of a square image → `(batch, C, grid·p, grid·p)`."""
+    batch, tokens, _ = patches.shape
+    grid = math.isqrt(tokens)
+    if grid * grid != tokens:
+        raise ValueError(f"patches must hold a square grid of tokens, got {tokens} tokens.")
+    patches = patches.reshape(batch, grid, grid, patch_size, patch_size, channels)
+    return patches.permute(0, 5, 1, 3, 2, 4).reshape(batch, channels, grid * patch_size, grid * patch_size)

@@ -15,16 +15,17 @@ Blocks share no trainable parameter: every embedder and readout lives inside its
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from ..hub_utils import HubOptions, resolve_file
+from ..atomic_io import read_json_file
+from ..hub_download import HubOptions, resolve_file
 from ..loader_keywords import LOAD_KEYWORDS, SAVE_KEYWORDS, check_keywords, load_dtype, take_download_keywords
-from .atomic_io import read_json_file
-from .block_container import BlockContainerMixin
+from ..remote_code import auto_map_for_model_class, write_remote_code_module
+from .block_container import BlockContainerMixin, validate_block_indices
 from .block_checkpoint import (
     CONFIG_NAME,
     atomic_write_json,
@@ -80,17 +81,6 @@ def per_sample_level(
     return value
 
 
-def validate_block_indices(block_indices: Iterable[int], num_blocks: int) -> list[int]:
-    """Sorted unique block indices; a `ValueError` naming the valid range for any other value."""
-    indices = list(block_indices)
-    for block_index in indices:
-        if not isinstance(block_index, int) or isinstance(block_index, bool) or not 0 <= block_index < num_blocks:
-            raise ValueError(f"block_index must be an int in [0, {num_blocks - 1}] (num_blocks={num_blocks}), got {block_index!r}.")
-    if not indices:
-        raise ValueError("block_indices must name at least one block.")
-    return sorted(set(indices))
-
-
 class DiffusionBlocksPreTrainedModel(BlockContainerMixin, PreTrainedModel):
     """Base class of every DiffusionBlocks model: B blocks, each a standalone module and checkpoint."""
 
@@ -98,6 +88,9 @@ class DiffusionBlocksPreTrainedModel(BlockContainerMixin, PreTrainedModel):
     base_model_prefix = "model"
     main_input_name = "sample"
     supports_gradient_checkpointing = True
+    # The transformers Auto classes that resolve this model (the family's model class says which): they go into
+    # config.json's `auto_map` on save, and the registry registers them. Empty: the folder gets no `auto_map`.
+    auto_model_classes: ClassVar[tuple[type, ...]] = ()
 
     def __init__(self, config: BlockPartitionedConfig, block_indices: Sequence[int] | None = None):
         super().__init__(config)
@@ -203,15 +196,13 @@ class DiffusionBlocksPreTrainedModel(BlockContainerMixin, PreTrainedModel):
             self.save_block(save_directory, block_index, training_steps=steps)
 
     def save_root_files(self, save_directory: str | os.PathLike) -> None:
-        """config.json, the index mapping every weight of every block to its block file, and, for a model of a
-        registered family, `auto_map` in config.json with the module it names, so that transformers' Auto
-        classes load the folder with `trust_remote_code=True` (see `hf_diffusionblocks.remote_code`)."""
-        from ..remote_code import auto_map_for_config, write_remote_code_module  # here: it reads the families
-
+        """config.json, the index mapping every weight of every block to its block file, and, for a model class
+        that declares `auto_model_classes`, `auto_map` in config.json with the module it names, so that
+        transformers' Auto classes load the folder with `trust_remote_code=True` (see `remote_code.py`)."""
         config = self.config
         config.architectures = [self.__class__.__name__]
         config_dict = config.to_dict()
-        auto_map = auto_map_for_config(config)
+        auto_map = auto_map_for_model_class(type(self))
         if auto_map is not None:
             config_dict["auto_map"] = auto_map
             write_remote_code_module(save_directory)
@@ -234,26 +225,6 @@ class DiffusionBlocksPreTrainedModel(BlockContainerMixin, PreTrainedModel):
             training_steps=training_steps,
         )
         return path
-
-    def push_block_to_hub(
-        self,
-        repo_id: str,
-        block_index: int,
-        *,
-        save_directory: str | os.PathLike,
-        subfolder: str = "transformer",
-        **hub_kwargs: Any,
-    ):
-        """Save block `block_index` (and the shared root files) into `save_directory`, then upload that block alone.
-
-        Each block is its own commit that adds only its own file, so blocks finishing at the same
-        time on different machines do not conflict (see `hf_diffusionblocks.hub`).
-        """
-        from ..hub import push_block_to_hub
-
-        self.save_root_files(save_directory)
-        self.save_block(save_directory, block_index, training_steps=self.block_training_steps.get(block_index))
-        return push_block_to_hub(save_directory, repo_id, block_index, subfolder=subfolder, **hub_kwargs)
 
     # ---- loading ---------------------------------------------------------------------------
     @classmethod

@@ -44,6 +44,7 @@ class DiffusionBlocksImagePipeline(DiffusionBlocksPipelineBase):
     """
 
     model_cpu_offload_seq = "transformer->vae"
+    component_classes = (DiffusionBlocksDiTModel, DiffusionBlocksScheduler)
     _optional_components = ["vae"]
 
     def __init__(

@@ -56,6 +56,7 @@ class DiffusionBlocksTextPipeline(DiffusionBlocksPipelineBase):
     """
 
     model_cpu_offload_seq = "transformer"
+    component_classes = (DiffusionBlocksForMaskedLM, MaskedDiffusionBlocksScheduler, CharacterTokenizer)
 
     def __init__(
         self,

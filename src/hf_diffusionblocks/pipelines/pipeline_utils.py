@@ -15,14 +15,14 @@ from __future__ import annotations
 import importlib
 import json
 import os
-from typing import Any
+from typing import Any, ClassVar, Mapping
 
 import torch
 from diffusers import DiffusionPipeline
 
-from ..hub_utils import HubOptions, resolve_file
+from ..atomic_io import atomic_save_folder, atomic_write_json, read_json_file
+from ..hub_download import HubOptions, resolve_file
 from ..loader_keywords import DOWNLOAD_KEYWORDS, LOAD_KEYWORDS, check_keywords, load_dtype
-from ..modeling.atomic_io import atomic_save_folder, atomic_write_json, read_json_file
 from ..remote_code import LIBRARY_NAME, REMOTE_CODE_MODULE, library_class, write_remote_code_module
 
 MODEL_INDEX_NAME = "model_index.json"
@@ -31,18 +31,23 @@ _OTHER_LIBRARIES = ("diffusers", "transformers")
 PIPELINE_MODEL_KEYWORDS = frozenset({"dtype", "torch_dtype", "device", "device_map", "use_safetensors"} | DOWNLOAD_KEYWORDS)
 
 
-def _component_class(library: str, class_name: str, where: str) -> type:
-    """The class of a component entry `[library, class_name]`: this library's, or diffusers'/transformers'."""
+def _component_class(library: str, class_name: str, where: str, known: Mapping[str, type]) -> type:
+    """The class of a component entry `[library, class_name]`: one of this library's `known` classes, or
+    diffusers'/transformers'."""
     if library in _OTHER_LIBRARIES:
         component_class = getattr(importlib.import_module(library), class_name, None)
         if component_class is None:
             raise ValueError(f"{where}: {library} has no class {class_name!r}.")
         return component_class
-    return library_class(library, class_name, where)
+    return library_class(library, class_name, where, known)
 
 
 class DiffusionBlocksPipelineBase(DiffusionPipeline):
     """A `DiffusionPipeline` whose folder loads with the library's own classes."""
+
+    # The classes of this library the pipeline's components may be (a subclass says which): the only ones its
+    # `from_pretrained` instantiates from names in model_index.json.
+    component_classes: ClassVar[tuple[type, ...]] = ()
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
         """diffusers' save into a staging folder inside `save_directory`, `model_index.json` rewritten to
@@ -108,7 +113,8 @@ class DiffusionBlocksPipelineBase(DiffusionPipeline):
             if name in components:
                 loaded[name] = components.pop(name)
             elif isinstance(entry, list) and len(entry) == 2 and entry[0] is not None:
-                component_class = _component_class(*entry, where=f"{index_path} ({name})")
+                known = {component_class.__name__: component_class for component_class in cls.component_classes}
+                component_class = _component_class(*entry, where=f"{index_path} ({name})", known=known)
                 loaded[name] = component_class.from_pretrained(
                     source,
                     subfolder=f"{subfolder}/{name}" if subfolder else name,

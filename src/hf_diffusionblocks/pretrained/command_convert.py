@@ -15,7 +15,7 @@ import os
 
 from .conversion import convert_pretrained_transformer
 from .converted_folder import ConversionManifest
-from .model_card import write_model_card
+from ..model_card import write_converted_model_card
 from .time_axis import TIME_PARTITIONS, default_num_inference_steps, sampling_steps_per_block
 
 
@@ -57,7 +57,7 @@ def command_convert(args: argparse.Namespace) -> int:
     description = describe_conversion(manifest, pipeline_dir)
     print(description)
     steps = [line for line in description.splitlines() if "default sampling" in line]
-    write_model_card(args.output_dir, steps_line=steps[0] if steps else None)
+    write_converted_model_card(args.output_dir, steps_line=steps[0] if steps else None)
     print(f"written: {args.output_dir} (stems.safetensors, block_0..{manifest.num_blocks - 1}.safetensors, diffusion_blocks.json, README.md)")
     return 0
 

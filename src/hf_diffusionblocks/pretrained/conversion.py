@@ -34,7 +34,8 @@ from typing import Sequence
 import torch
 from safetensors import safe_open
 
-from ..modeling.block_checkpoint import CONFIG_NAME, atomic_save_folder, tensors_digest
+from ..atomic_io import atomic_save_folder
+from ..modeling.block_checkpoint import CONFIG_NAME, tensors_digest
 from ..partition import assign_layers_to_blocks
 from .converted_folder import ConversionManifest, layer_index_of, write_converted_folder
 from .time_axis import time_partition_from_scheduler_config

@@ -25,8 +25,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ..hub_utils import HubOptions, resolve_file
-from ..modeling.atomic_io import read_json_file
+from ..hub_download import HubOptions, resolve_file
+from ..atomic_io import read_json_file
 from ..modeling.block_checkpoint import (
     CONFIG_NAME,
     INDEX_NAME,

@@ -29,13 +29,15 @@ from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel, SD3Transf
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from torch import nn
 
-from ..hub_utils import HubOptions
+from ..hub_download import HubOptions
 from ..loader_keywords import LOAD_KEYWORDS, SAVE_KEYWORDS, check_keywords, load_dtype, take_download_keywords
 from ..modeling.block_checkpoint import tensors_digest
-from ..modeling.block_container import BlockContainerMixin
-from ..modeling.modeling_blocks import device_from_loader_options, resolve_dtype, validate_block_indices
+from ..modeling.block_container import BlockContainerMixin, run_by_owning_block, validate_block_indices
+from ..modeling.embeddings import unpatchify
+from ..modeling.modeling_blocks import device_from_loader_options, resolve_dtype
 from .converted_folder import ConversionManifest, load_block, load_stems, read_manifest, write_converted_folder
 from .lora import merge_block_loras
+
 
 def source_layer_name(name: str, manifest: ConversionManifest) -> str:
     """`blocks.<b>.<j>.rest` → `<layer_list>.<start_b + j>.rest`."""
@@ -194,7 +196,7 @@ class RoutedTransformerMixin(BlockContainerMixin):
             t = t.expand(batch)
         if t.numel() != batch:
             raise ValueError(f"timestep must be a scalar or have {batch} entries (one per sample), got {t.numel()}.")
-        blocks = self.time_partition.block_index_for_timestep(t)
+        blocks = self.time_partition.block_index_for_level(t)
         missing = sorted(set(blocks.tolist()) - set(self.loaded_block_indices))
         if missing:
             raise ValueError(
@@ -209,17 +211,13 @@ class RoutedTransformerMixin(BlockContainerMixin):
         hidden_states = arguments["hidden_states"]
         batch = hidden_states.shape[0]
         blocks = self.route(arguments.get("timestep"), batch)
-        present = sorted(set(blocks.tolist()))
-        if len(present) == 1:
-            output = self.run_block(present[0], arguments)
-        else:
-            output = None
-            for block_index in present:
-                indices = (blocks == block_index).nonzero().squeeze(1)
-                part = self.run_block(block_index, {k: select_samples(v, indices, batch) for k, v in arguments.items()})
-                if output is None:
-                    output = part.new_empty((batch, *part.shape[1:]))
-                output[indices.to(output.device)] = part
+        output = run_by_owning_block(
+            blocks,
+            lambda block_index, indices: self.run_block(
+                block_index,
+                arguments if indices is None else {k: select_samples(v, indices, batch) for k, v in arguments.items()},
+            ),
+        )
         return Transformer2DModelOutput(sample=output) if return_dict else (output,)
 
     def forward_block(self, block_index: int, *args: Any, **kwargs: Any):
@@ -273,14 +271,6 @@ class RoutedDiTTransformer2DModel(RoutedTransformerMixin, DiTTransformer2DModel)
         tokens = self.norm_out(tokens) * (1 + scale[:, None]) + shift[:, None]
         patches = self.proj_out_2(tokens)
         return unpatchify(patches, self.patch_size, self.out_channels)
-
-
-def unpatchify(patches: torch.Tensor, patch_size: int, channels: int) -> torch.Tensor:
-    """(N, h·w, p·p·C) patch tokens of a square image → (N, C, h·p, w·p)."""
-    batch, tokens, _ = patches.shape
-    side = int(round(tokens**0.5))
-    grid = patches.reshape(batch, side, side, patch_size, patch_size, channels)
-    return grid.permute(0, 5, 1, 3, 2, 4).reshape(batch, channels, side * patch_size, side * patch_size)
 
 
 class RoutedPixArtTransformer2DModel(RoutedTransformerMixin, PixArtTransformer2DModel):

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from ..argument_checks import check_block_index
 from ..partition import normal_cdf, normal_icdf
 
 TIME_AXES = ("ddpm", "flow")
@@ -34,7 +35,7 @@ TIME_PARTITIONS = ("equiprobable", "uniform")
 
 @dataclass(frozen=True)
 class TimeAxisPartition:
-    """B blocks on the time axis a pretrained transformer is called with.
+    """B blocks on the time axis a pretrained transformer is called with (a `partition.BlockPartition`).
 
     Args:
         num_blocks (`int`): number of blocks B.
@@ -140,12 +141,12 @@ class TimeAxisPartition:
         q_low, q_high = self.training_cdf_interval(block_index)
         return float(self.cdf_to_timestep(q_low)), float(self.cdf_to_timestep(q_high))
 
-    def block_index_for_timestep(self, timestep: torch.Tensor | float) -> torch.Tensor:
-        """The block that owns each timestep (a long tensor of the input's shape).
+    def block_index_for_level(self, level: torch.Tensor | float) -> torch.Tensor:
+        """The block that owns each timestep `level` (a long tensor of the input's shape).
 
         Timesteps outside `[0, T]` (beyond 1e-6·T) raise a `ValueError` naming the range.
         """
-        t = torch.as_tensor(timestep, dtype=torch.float64).detach().cpu()
+        t = torch.as_tensor(level, dtype=torch.float64).detach().cpu()
         tolerance = 1e-6 * self.max_timestep
         if torch.any(t < -tolerance) or torch.any(t > self.max_timestep + tolerance):
             raise ValueError(
@@ -157,8 +158,7 @@ class TimeAxisPartition:
         return (inner_decreasing[None, :] > t.reshape(-1, 1)).sum(dim=1).reshape(t.shape).long()
 
     def check_block_index(self, block_index: int) -> None:
-        if not isinstance(block_index, int) or isinstance(block_index, bool) or not 0 <= block_index < self.num_blocks:
-            raise ValueError(f"block_index must be an int in [0, {self.num_blocks - 1}] (num_blocks={self.num_blocks}), got {block_index!r}.")
+        check_block_index(block_index, self.num_blocks)
 
     # ---- training --------------------------------------------------------------------------------
     def sample_training_timesteps(
@@ -180,7 +180,7 @@ class TimeAxisPartition:
     # ---- reporting ------------------------------------------------------------------------------
     def steps_per_block(self, timesteps: torch.Tensor) -> list[int]:
         """How many of the given sampling timesteps each block runs."""
-        blocks = self.block_index_for_timestep(timesteps)
+        blocks = self.block_index_for_level(timesteps)
         return [int((blocks == b).sum()) for b in range(self.num_blocks)]
 
     def to_dict(self) -> dict[str, Any]:

@@ -103,8 +103,9 @@ class DiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
         return self.config.sigma_max
 
     def block_index_for_sigma(self, sigma: torch.Tensor | float) -> torch.Tensor:
-        """The block that owns σ at inference (block b owns `(block_sigmas[b+1], block_sigmas[b]]`)."""
-        return self.noise_partition.block_index_for_sigma(sigma)
+        """The block that owns σ at inference (block b owns `(block_sigmas[b+1], block_sigmas[b]]`): the
+        partition's `block_index_for_level`, kept under the σ name because it is this scheduler's documented API."""
+        return self.noise_partition.block_index_for_level(sigma)
 
     def training_interval(self, block_index: int) -> tuple[float, float]:
         """The overlap-extended σ interval block `block_index` trains on."""
@@ -143,7 +144,7 @@ class DiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
         key = (num_inference_steps, str(device))
         if key not in self._grids:
             sigmas = self.noise_partition.inference_sigmas(num_inference_steps, self.config.timestep_spacing)
-            step_blocks = self.noise_partition.block_index_for_sigma(sigmas[:-1])
+            step_blocks = self.noise_partition.block_index_for_level(sigmas[:-1])
             if self.config.solver != "heun":
                 timesteps, block_indices = sigmas[:-1], step_blocks
             else:

@@ -19,7 +19,7 @@ import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin, SchedulerOutput
 
-from ..argument_checks import check_integer, check_number, check_values_in_range
+from ..argument_checks import check_block_index, check_integer, check_number, check_values_in_range
 
 SCHEDULES = ("linear", "cosine")
 
@@ -31,7 +31,8 @@ def _rand(shape: torch.Size, generator: torch.Generator | None, device: torch.de
 
 
 class MaskedDiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
-    """Masking schedule, block partition in time, and ancestral unmasking sampler.
+    """Masking schedule, block partition in time (a `partition.BlockPartition` over t), and ancestral unmasking
+    sampler.
 
     Args:
         num_blocks (`int`, defaults to 3): number of blocks B (paper: 3 on text8).
@@ -89,10 +90,13 @@ class MaskedDiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
         times[0], times[-1] = 1.0, 0.0
         return times
 
+    @property
+    def num_blocks(self) -> int:
+        """B."""
+        return self.config.num_blocks
+
     def check_block_index(self, block_index: int) -> None:
-        num_blocks = self.config.num_blocks
-        if not isinstance(block_index, int) or isinstance(block_index, bool) or not 0 <= block_index < num_blocks:
-            raise ValueError(f"block_index must be an int in [0, {num_blocks - 1}] (num_blocks={num_blocks}), got {block_index!r}.")
+        check_block_index(block_index, self.config.num_blocks)
 
     def block_interval(self, block_index: int) -> tuple[float, float]:
         """(t_low, t_high) of `block_index`."""
@@ -100,12 +104,18 @@ class MaskedDiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
         times = self.block_times
         return float(times[block_index + 1]), float(times[block_index])
 
-    def block_index_for_time(self, t: torch.Tensor | float) -> torch.Tensor:
-        """The block that owns t: block b owns `(block_times[b+1], block_times[b]]`; t = 0 goes to the last block."""
-        t = torch.as_tensor(t, dtype=torch.float64)
+    def block_index_for_level(self, level: torch.Tensor | float) -> torch.Tensor:
+        """The block that owns time t = `level`: block b owns `(block_times[b+1], block_times[b]]`; t = 0 goes to
+        the last block."""
+        t = torch.as_tensor(level, dtype=torch.float64)
         check_values_in_range(t, "t", 0, 1)
         inner_increasing = self.block_times[1:-1].flip(0)
         return (self.config.num_blocks - 1 - torch.searchsorted(inner_increasing, t, right=False)).long()
+
+    def block_index_for_time(self, t: torch.Tensor | float) -> torch.Tensor:
+        """The block that owns t: `block_index_for_level` under the name of the masking time axis, kept because
+        it is this scheduler's documented API."""
+        return self.block_index_for_level(t)
 
     def training_loss_weight(self, block_index: int, t: torch.Tensor) -> torch.Tensor:
         """(t_high − t_low)·w(t): makes the B per-block losses add up to the NELBO; t in (0, 1] (w(0) is infinite)."""
@@ -137,7 +147,7 @@ class MaskedDiffusionBlocksScheduler(SchedulerMixin, ConfigMixin):
         self.num_inference_steps = num_inference_steps
         self.times = times.to(device=device, dtype=torch.float32)
         self.timesteps = self.times[:-1]
-        self.block_indices = self.block_index_for_time(times[:-1]).to(device)
+        self.block_indices = self.block_index_for_level(times[:-1]).to(device)
         self._step_index = 0
 
     @property

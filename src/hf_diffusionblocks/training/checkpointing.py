@@ -20,7 +20,7 @@ import shutil
 from dataclasses import dataclass
 from typing import Any
 
-from ..modeling.atomic_io import atomic_write_json, make_staging_folder, read_json_file
+from ..atomic_io import atomic_folder, atomic_write_json, read_json_file
 from ..modeling.block_checkpoint import block_weights_name
 from .training_state import load_training_state, save_training_state
 
@@ -133,17 +133,10 @@ class BlockCheckpointManager:
         os.makedirs(self.directory, exist_ok=True)
         self._remove_stale_temporaries()
         final_path = os.path.join(self.directory, f"checkpoint-{step}")
-        temporary = make_staging_folder(self.directory, f"checkpoint-{step}")
-        try:
+        with atomic_folder(final_path, overwrite=True) as temporary:
             model.save_block(temporary, self.block_index, training_steps=step)
             save_training_state(temporary, training_state)
             atomic_write_json(os.path.join(temporary, TRAINER_STATE_NAME), {**trainer_state, "step": step})
-            if os.path.exists(final_path):
-                shutil.rmtree(final_path)
-            os.replace(temporary, final_path)
-        except BaseException:
-            shutil.rmtree(temporary, ignore_errors=True)
-            raise
         self._prune()
         return BlockCheckpoint(final_path, self.block_index, step)
 

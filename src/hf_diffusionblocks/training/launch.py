@@ -26,7 +26,7 @@ from accelerate.utils import ProjectConfiguration
 
 from ..hub import push_root_files_to_hub
 from ..model_card import write_model_card
-from ..modeling.atomic_io import read_json_file, remove_stale_temporaries_below
+from ..atomic_io import read_json_file, remove_stale_temporaries_below
 from ..modeling.block_checkpoint import CONFIG_NAME, block_weights_name, read_block_metadata
 from ..modeling.configuration_blocks import BlockPartitionedConfig
 from .arguments import OptimizationSettings, resolve_max_train_steps

@@ -24,7 +24,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..modeling.atomic_io import atomic_write, atomic_write_json, read_json_file
+from ..atomic_io import atomic_write, atomic_write_json, read_json_file
 
 TENSORS_NAME = "training_state.safetensors"
 STRUCTURE_NAME = "training_state.json"

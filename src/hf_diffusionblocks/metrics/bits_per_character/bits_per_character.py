@@ -10,6 +10,7 @@ import evaluate
 import torch
 
 from hf_diffusionblocks.evaluation import estimate_nelbo
+from hf_diffusionblocks.pipelines import DiffusionBlocksTextPipeline
 
 _DESCRIPTION = """\
 Bits per character (BPC) of held-out texts under a DiffusionBlocks masked diffusion LM: its NELBO
@@ -60,8 +61,6 @@ class BitsPerCharacter(evaluate.Metric):
 
     def _compute(self, predictions, model_path=None, sequence_length=None, num_time_strata=6, num_replicates=2,
                  batch_size=64, seed=0, device="cpu"):
-        from hf_diffusionblocks import DiffusionBlocksTextPipeline
-
         if model_path is None:
             raise ValueError("bits_per_character needs `model_path`, a pipeline folder of a masked diffusion LM.")
         pipeline = DiffusionBlocksTextPipeline.from_pretrained(model_path)

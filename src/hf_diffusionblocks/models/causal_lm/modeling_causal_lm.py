@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import DynamicCache, GenerationMixin
+from transformers import AutoModelForCausalLM, DynamicCache, GenerationMixin
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import ModelOutput
@@ -235,6 +235,7 @@ class DiffusionBlocksForCausalLM(DiffusionBlocksPreTrainedModel, GenerationMixin
     """
 
     config_class = DiffusionBlocksCausalLMConfig
+    auto_model_classes = (AutoModelForCausalLM,)
     main_input_name = "input_ids"
     _no_split_modules = ["CausalLMBlock"]
 

@@ -1,4 +1,4 @@
-"""DiffusionBlocks DiT. What differs from the shared machinery: patchify/unpatchify, the class-label
+"""DiffusionBlocks DiT. What differs from the shared machinery: patchify, the class-label
 embedder with classifier-free-guidance dropout, and the image-shaped denoiser output.
 
 Each block is a complete small DiT (patch, label and noise embedders, its layers, final layer)
@@ -12,11 +12,13 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from transformers import AutoModel
 from transformers.utils import ModelOutput
 
 from ...argument_checks import as_integer_tensor, check_values_in_range
 from ...modeling.adaln import AdaLNZeroFinalLayer, AdaLNZeroTransformerLayer
-from ...modeling.embeddings import NoiseEmbedder, sincos_2d_position_embedding
+from ...modeling.block_container import run_by_owning_block
+from ...modeling.embeddings import NoiseEmbedder, sincos_2d_position_embedding, unpatchify
 from ...modeling.modeling_blocks import DiffusionBlocksPreTrainedModel, per_sample_level
 from .configuration_dit import DiffusionBlocksDiTConfig
 
@@ -74,12 +76,6 @@ class DiTBlock(nn.Module):
             config.hidden_size, config.patch_size**2 * config.num_channels, norm_eps=config.layer_norm_eps
         )
 
-    def unpatchify(self, patches: torch.Tensor) -> torch.Tensor:
-        """`(batch, grid², p²·C)` → `(batch, C, grid·p, grid·p)`."""
-        batch, grid, p, channels = patches.shape[0], self.grid_size, self.patch_size, self.num_channels
-        patches = patches.view(batch, grid, grid, p, p, channels)
-        return patches.permute(0, 5, 1, 3, 2, 4).reshape(batch, channels, grid * p, grid * p)
-
     def forward(self, scaled_sample: torch.Tensor, c_noise: torch.Tensor, class_labels: torch.Tensor) -> torch.Tensor:
         """F(c_in·z, c_noise, y): `(batch, C, H, W)`, `(batch,)`, `(batch,)` → `(batch, C, H, W)`."""
         hidden_states = self.patch_embedder(scaled_sample).flatten(2).transpose(1, 2)  # (batch, grid², hidden)
@@ -87,7 +83,7 @@ class DiTBlock(nn.Module):
         conditioning = self.noise_embedder(c_noise) + self.label_embedder(class_labels)  # (batch, hidden)
         for layer in self.layers:
             hidden_states = layer(hidden_states, conditioning)
-        return self.unpatchify(self.final_layer(hidden_states, conditioning))
+        return unpatchify(self.final_layer(hidden_states, conditioning), self.patch_size, self.num_channels)
 
 
 class DiffusionBlocksDiTModel(DiffusionBlocksPreTrainedModel):
@@ -98,6 +94,7 @@ class DiffusionBlocksDiTModel(DiffusionBlocksPreTrainedModel):
     """
 
     config_class = DiffusionBlocksDiTConfig
+    auto_model_classes = (AutoModel,)
     _no_split_modules = ["DiTBlock"]
 
     def build_block(self, block_index: int, num_layers: int) -> DiTBlock:
@@ -157,9 +154,15 @@ class DiffusionBlocksDiTModel(DiffusionBlocksPreTrainedModel):
     ) -> DiffusionBlocksDiTOutput | tuple[torch.Tensor]:
         """The assembled denoiser: every sample goes to the block that owns its σ (inference routing)."""
         sigma, class_labels = self._check_inputs(sample, sigma, class_labels)
-        owners = self.config.noise_partition.block_index_for_sigma(sigma.detach().cpu()).to(sample.device)
-        denoised = torch.empty_like(sample)
-        for block_index in owners.unique().tolist():
-            chosen = owners == block_index
-            denoised[chosen] = self.forward_block(block_index, sample[chosen], sigma[chosen], class_labels[chosen]).sample
+        owners = self.config.noise_partition.block_index_for_level(sigma.detach().cpu()).to(sample.device)
+
+        def run(block_index: int, indices: torch.Tensor | None) -> torch.Tensor:
+            inputs = (sample, sigma, class_labels) if indices is None else (
+                sample[indices], sigma[indices], class_labels[indices]
+            )
+            return self.forward_block(block_index, *inputs).sample
+
+        denoised = run_by_owning_block(owners, run)
+        if denoised is None:  # an empty batch
+            denoised = torch.empty_like(sample)
         return DiffusionBlocksDiTOutput(sample=denoised) if return_dict else (denoised,)

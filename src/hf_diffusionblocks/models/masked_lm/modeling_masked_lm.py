@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from transformers import AutoModel, AutoModelForMaskedLM
 from transformers.modeling_outputs import MaskedLMOutput
 
 from ...argument_checks import check_values_in_range
 from ...modeling.adaln import AdaLNZeroFinalLayer, AdaLNZeroTransformerLayer
+from ...modeling.block_container import run_by_owning_block
 from ...modeling.embeddings import NoiseEmbedder
 from ...modeling.modeling_blocks import DiffusionBlocksPreTrainedModel, per_sample_level
 from ...schedulers.scheduling_masked_diffusion_blocks import MaskedDiffusionBlocksScheduler
@@ -88,6 +90,7 @@ class DiffusionBlocksForMaskedLM(DiffusionBlocksPreTrainedModel):
     """
 
     config_class = DiffusionBlocksMaskedLMConfig
+    auto_model_classes = (AutoModelForMaskedLM, AutoModel)
     main_input_name = "input_ids"
     _no_split_modules = ["MaskedLMBlock"]
 
@@ -149,14 +152,13 @@ class DiffusionBlocksForMaskedLM(DiffusionBlocksPreTrainedModel):
     ) -> MaskedLMOutput | tuple[torch.Tensor]:
         """The assembled denoiser: every sequence goes to the block that owns its t (inference routing)."""
         t = self._check_inputs(input_ids, t)
-        owners = self.build_scheduler().block_index_for_time(t.detach().double().cpu()).to(input_ids.device)
-        logits = None
-        for block_index in owners.unique().tolist():
-            chosen = owners == block_index
-            block_logits = self.forward_block(block_index, input_ids[chosen], t[chosen]).logits
-            if logits is None:
-                logits = block_logits.new_empty((*input_ids.shape, self.config.vocab_size))
-            logits[chosen] = block_logits
+        owners = self.build_scheduler().block_index_for_level(t.detach().double().cpu()).to(input_ids.device)
+        logits = run_by_owning_block(
+            owners,
+            lambda block_index, indices: self.forward_block(
+                block_index, *((input_ids, t) if indices is None else (input_ids[indices], t[indices]))
+            ).logits,
+        )
         if logits is None:  # an empty batch
             logits = torch.empty((*input_ids.shape, self.config.vocab_size), device=input_ids.device)
         return MaskedLMOutput(logits=logits) if return_dict else (logits,)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GenerationMixin
+from transformers import AutoModelForCausalLM, GenerationMixin
 from transformers.modeling_outputs import CausalLMOutput
 from transformers.utils import ModelOutput
 
@@ -103,6 +103,7 @@ class DiffusionBlocksRecurrentForCausalLM(DiffusionBlocksPreTrainedModel, Genera
     """
 
     config_class = DiffusionBlocksRecurrentConfig
+    auto_model_classes = (AutoModelForCausalLM,)
     main_input_name = "input_ids"
     _no_split_modules = ["RecurrentDepthBlock"]
 

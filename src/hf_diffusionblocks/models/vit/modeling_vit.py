@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import AutoModelForImageClassification
 from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.utils import ModelOutput
 
@@ -98,6 +99,7 @@ class DiffusionBlocksForImageClassification(DiffusionBlocksPreTrainedModel):
     """
 
     config_class = DiffusionBlocksViTConfig
+    auto_model_classes = (AutoModelForImageClassification,)
     main_input_name = "pixel_values"
     _no_split_modules = ["ViTBlock"]
 

@@ -9,6 +9,7 @@ gone (removed, and logged) from one that another live process is still writing (
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import logging
@@ -17,7 +18,7 @@ import re
 import shutil
 import socket
 import tempfile
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def remove_stale_temporaries_below(root: str | os.PathLike) -> list[str]:
     return removed
 
 
-def atomic_write(path: str, write: Callable[[str], None]) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> None:
     """Call `write(temporary_path)` then rename onto `path` (atomic on POSIX)."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -111,6 +112,39 @@ def atomic_write(path: str, write: Callable[[str], None]) -> None:
         raise
 
 
+@contextlib.contextmanager
+def _staging_folder(directory: str, name: str) -> Iterator[str]:
+    """A fresh staging folder in `directory` (see `make_staging_folder`), removed when the block exits, whether
+    its content was renamed away or the block failed."""
+    staging = make_staging_folder(directory, name)
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike, overwrite: bool = False) -> Iterator[str]:
+    """Yield a staging folder next to `path` to write a whole folder into; when the block exits without an
+    error, the staging folder is renamed onto `path` in one step, so `path` is either absent (or as it was) or
+    complete. On an error the staging folder is removed and `path` is left untouched.
+
+    An existing `path` is replaced: with `overwrite=True` whatever it holds, otherwise only an empty folder
+    (an `OSError` for a non-empty one, so nothing a caller did not mean to replace is lost).
+    """
+    path = os.path.abspath(str(path))
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    with _staging_folder(parent, os.path.basename(path)) as staging:
+        yield staging
+        if os.path.isdir(path):
+            if overwrite:
+                shutil.rmtree(path)
+            else:
+                os.rmdir(path)
+        os.replace(staging, path)
+
+
 def atomic_save_folder(directory: str | os.PathLike, save: Callable[[str], None], last: tuple[str, ...] = ()) -> None:
     """Call `save(staging)` on a fresh staging folder inside `directory`, then rename every file it wrote into
     place (atomic per file) and remove the staging folder.
@@ -123,16 +157,13 @@ def atomic_save_folder(directory: str | os.PathLike, save: Callable[[str], None]
     """
     directory = str(directory)
     remove_stale_temporaries(directory)
-    staging = make_staging_folder(directory, "saving")
-    try:
+    with _staging_folder(directory, "saving") as staging:
         save(staging)
         written = [os.path.relpath(os.path.join(root, name), staging) for root, _, names in os.walk(staging) for name in names]
         for relative in sorted(written, key=lambda path: (_arrival_rank(os.path.basename(path), last), path)):
             target = os.path.join(directory, relative)
             os.makedirs(os.path.dirname(target), exist_ok=True)
             os.replace(os.path.join(staging, relative), target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def read_json_file(path: str | os.PathLike) -> Any:
@@ -151,7 +182,18 @@ def _arrival_rank(name: str, last: tuple[str, ...]) -> int:
     return next((index + 1 for index, pattern in enumerate(last) if fnmatch.fnmatchcase(name, pattern)), 0)
 
 
-def atomic_write_json(path: str, payload: Any) -> None:
+def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:
+    """Write `text` to `path` atomically."""
+
+    def write(temporary: str) -> None:
+        with open(temporary, "w", encoding=encoding) as file:
+            file.write(text)
+
+    atomic_write(path, write)
+
+
+def atomic_write_json(path: str | os.PathLike, payload: Any) -> None:
+    """Write `payload` as indented, key-sorted JSON to `path` atomically."""
     def write(temporary: str) -> None:
         with open(temporary, "w", encoding="utf-8") as file:
             json.dump(payload, file, indent=2, sort_keys=True)

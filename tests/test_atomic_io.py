@@ -5,10 +5,14 @@ import os
 import subprocess
 import sys
 
-from hf_diffusionblocks.modeling import atomic_io
-from hf_diffusionblocks.modeling.atomic_io import (
+from hf_diffusionblocks import atomic_io
+import pytest
+
+from hf_diffusionblocks.atomic_io import (
+    atomic_folder,
     atomic_save_folder,
     atomic_write_json,
+    atomic_write_text,
     owner_tag,
     remove_stale_temporaries,
     remove_stale_temporaries_below,
@@ -53,3 +57,30 @@ def test_cleanup_reaches_subfolders_and_atomic_save_folder_cleans_its_folder(tmp
     stale.mkdir()
     atomic_save_folder(tmp_path, lambda staging: atomic_write_json(os.path.join(staging, "a.json"), {"a": 1}))
     assert sorted(os.listdir(tmp_path)) == ["a.json", "transformer"]
+
+
+def test_atomic_folder_appears_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        with atomic_folder(target) as staging:
+            open(os.path.join(staging, "a.txt"), "w").close()
+            raise RuntimeError("killed mid-write")
+    assert not target.exists() and os.listdir(tmp_path) == []  # nor a staging folder left
+    with atomic_folder(target) as staging:
+        assert not target.exists()
+        atomic_write_text(os.path.join(staging, "a.txt"), "complete")
+    assert (target / "a.txt").read_text() == "complete" and os.listdir(tmp_path) == ["out"]
+
+
+def test_atomic_folder_replaces_only_what_it_may(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    with atomic_folder(target) as staging:  # an empty folder may be replaced
+        atomic_write_text(os.path.join(staging, "first.txt"), "1")
+    with pytest.raises(OSError):
+        with atomic_folder(target) as staging:  # a non-empty one only with overwrite=True
+            atomic_write_text(os.path.join(staging, "second.txt"), "2")
+    assert sorted(os.listdir(target)) == ["first.txt"]
+    with atomic_folder(target, overwrite=True) as staging:
+        atomic_write_text(os.path.join(staging, "second.txt"), "2")
+    assert sorted(os.listdir(target)) == ["second.txt"] and os.listdir(tmp_path) == ["out"]

@@ -1,7 +1,8 @@
-"""Resolving files of a model from a local folder or a Hub repository (with the Hub cache).
+"""Reading the files of a model from a local folder or a Hub repository (with the Hub cache).
 
-Also reads what a folder or repo holds without loading weights: where its model config lives,
-the config class registered for its `model_type`, and safetensors headers (metadata, parameter counts).
+Also reads what a folder or repo holds without loading weights: where its model config lives, and
+safetensors headers (metadata, parameter counts). Which family a config belongs to is the registry's
+question (`families.load_config_file`); uploading is `hub.py`'s.
 """
 
 from __future__ import annotations
@@ -9,17 +10,12 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub import constants as hf_constants
 from huggingface_hub.errors import EntryNotFoundError, HFValidationError, LocalEntryNotFoundError
 from safetensors import safe_open
-from transformers import PreTrainedConfig
-
-if TYPE_CHECKING:
-    from .modeling.configuration_blocks import BlockPartitionedConfig
-
 
 @dataclass(frozen=True)
 class HubOptions:
@@ -147,28 +143,3 @@ def locate_model(
             return config_path, candidate_options
     where = " or ".join(repr(f"{path_or_repo}/{name}" if name else str(path_or_repo)) for name in candidates)
     raise ValueError(f"no config.json in {where}: not a DiffusionBlocks model or pipeline folder/repo.")
-
-
-def load_config_file(config_path: str) -> BlockPartitionedConfig:
-    """The block-partitioned config in `config_path`, built with the class of the family of its `model_type`."""
-    from .families import FAMILIES, family_for_model_type  # here: the families import modules that import this one
-    from .modeling.atomic_io import read_json_file
-
-    config_dict = read_json_file(config_path)
-    model_type = config_dict.get("model_type") if isinstance(config_dict, dict) else None
-    family = family_for_model_type(model_type)
-    if family is None:
-        known = sorted(family.model_type for family in FAMILIES.values())
-        raise ValueError(
-            f"{config_path} has model_type={model_type!r}, which is not a DiffusionBlocks family "
-            f"(model types: {known})."
-        )
-    config_dict.pop("transformers_version", None)
-    return family.config_class.from_dict(config_dict)
-
-
-def model_class_for_config(config: PreTrainedConfig) -> type:
-    """The model class of this config's family."""
-    from .families import family_for_config
-
-    return family_for_config(config).model_class
