@@ -57,6 +57,12 @@ PINNED_FIRST_FEATURES = [
     [0.6072917580604553, 0.03913680091500282, 0.02949163131415844, 0.029867051169276237,
      0.017904706299304962, 0.2250039428472519, 0.22002308070659637, 0.11957116425037384],
 ]
+PINNED_LAST_FEATURES = [  # mixed_10's pool branch (the max pool that sets the FID network apart)
+    [0.9395018219947815, 0.12067876756191254, 0.0020950569305568933, 0.07360388338565826,
+     1.1345906257629395, 0.0015509705990552902, 0.002407039050012827, 0.3327333331108093],
+    [1.0619829893112183, 0.0002697158488444984, 0.0, 0.15032970905303955,
+     1.3139104843139648, 0.18829087913036346, 0.8762059807777405, 0.07421227544546127],
+]
 PINNED_SUMS = [619.7957430030406, 566.3452844394055]
 PINNED_NORMS = [22.113040802056027, 19.635212516547224]
 PINNED_ARGMAX = [860, 116]
@@ -76,6 +82,7 @@ def pattern_features(fid_metric):
 def test_network_matches_values_pinned_from_an_independent_implementation(pattern_features):
     assert pattern_features.shape == (2, 2048)
     np.testing.assert_allclose(pattern_features[:, :8], PINNED_FIRST_FEATURES, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(pattern_features[:, -8:], PINNED_LAST_FEATURES, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(pattern_features.sum(axis=1), PINNED_SUMS, rtol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(pattern_features, axis=1), PINNED_NORMS, rtol=1e-5)
     assert pattern_features.argmax(axis=1).tolist() == PINNED_ARGMAX
@@ -107,7 +114,8 @@ def test_fid_of_a_set_with_itself_is_zero_and_fid_is_symmetric(fid_metric, patte
 
 
 def test_real_reference_statistics_are_cached_under_the_weights_digest(fid_metric, pattern_features, tmp_path):
-    statistics = fid_metric.reference_statistics(_patterns(), "patterns", "test", cache_dir=tmp_path)
+    with pytest.warns(UserWarning, match="degenerate"):  # 2 samples in 2048 dims
+        statistics = fid_metric.reference_statistics(_patterns(), "patterns", "test", cache_dir=tmp_path)
     assert not statistics.from_cache
     assert statistics.key["weights_sha256"] == FID_WEIGHTS_SHA256
     np.testing.assert_allclose(statistics.mean, pattern_features.mean(axis=0), rtol=1e-12)
