@@ -7,8 +7,8 @@ resized bilinearly (no antialiasing) to 299×299, range [-1, 1]. The distance it
 `frechet_distance` of `metrics/frechet.py`.
 
 **Small-sample bias.** FID is a biased estimator: two finite samples of the *same* distribution
-have FID > 0, and the bias grows as the sample count N shrinks (roughly like 1/N; Chong & Forsyth,
-"Effectively Unbiased FID and Inception Score and where to find them", CVPR 2020). FIDs are
+have FID > 0, and the bias grows as the sample count N shrinks (linearly in 1/N for large N: Chong
+& Forsyth, "Effectively Unbiased FID and Inception Score and where to find them", CVPR 2020). FIDs are
 therefore comparable only at equal N — the same number of generated images and the same
 reference set — and values at a few thousand samples are larger than, and not comparable with,
 the usual 50,000-sample numbers of papers. With N ≤ 2048 the 2048×2048 covariance is singular and
