@@ -11,8 +11,9 @@ have FID > 0, and the bias grows as the sample count N shrinks (linearly in 1/N 
 & Forsyth, "Effectively Unbiased FID and Inception Score and where to find them", CVPR 2020). FIDs are
 therefore comparable only at equal N — the same number of generated images and the same
 reference set — and values at a few thousand samples are larger than, and not comparable with,
-the usual 50,000-sample numbers of papers. With N ≤ 2048 the 2048×2048 covariance is singular and
-the value degenerate (`feature_statistics` warns).
+the usual 50,000-sample numbers of papers. With N ≤ 2048 the 2048×2048 covariance is also
+singular (`feature_statistics` warns); the distance of the sample statistics is still computed
+exactly (no ε on the diagonal), and the same rule holds: compare at equal N.
 
 Cache: `<cache_dir>/<dataset>-<split>-<N>-<key digest>.safetensors` holds the mean and covariance
 (float64) and, as metadata, the key: dataset, split, count, the sha256 of the reference images
