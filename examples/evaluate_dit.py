@@ -6,8 +6,11 @@
 Reports the Fréchet distance between generated images and the held-out test images, on the
 features of a small classifier the library trains on the same dataset's training split (cached),
 with as many samples per class as the test split has; and, with `--inception_path`, FID on a
-user-supplied TorchScript Inception network (2048-d pool features). Also prints the sampling
-cost (block evaluations and seconds per image). Writes `metrics.json` into the pipeline folder.
+user-supplied TorchScript Inception network (2048-d pool features). With `--fid`, the standard FID
+(Inception-v3 2015-12-05 pool3, `pip install "hf-diffusionblocks[fid]"`) of `--fid_num_samples`
+generated images against as many test images, with the test statistics cached. FID is biased
+upward at small sample counts: compare FIDs only at equal `--fid_num_samples`. Also prints the
+sampling cost (block evaluations and seconds per image). Writes `metrics.json` into the pipeline folder.
 
 With `--denoising_loss_blocks B` it also estimates the EDM-weighted denoising loss on the first
 `--denoising_loss_images` test images, split over the B intervals of a partition of the model's
@@ -34,7 +37,9 @@ from hf_diffusionblocks.evaluation import DenoisingLossEstimate, estimate_denois
 from hf_diffusionblocks.metrics import (
     FeatureClassifierTrainingArguments,
     FrechetClassifierDistance,
+    FrechetInceptionDistance,
     InceptionFrechetDistance,
+    find_fid_weights,
     load_or_train_feature_classifier,
 )
 from hf_diffusionblocks.atomic_io import atomic_write_json
@@ -60,6 +65,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Train the feature classifier on the first N training images (default: all).")
     parser.add_argument("--classifier_threads", type=int, default=1, help="CPU threads for training the feature classifier.")
     parser.add_argument("--inception_path", default=None, help="TorchScript Inception file for FID (optional).")
+    parser.add_argument("--fid", action="store_true",
+                        help="Also the standard FID (Inception-v3 2015-12-05 pool3; needs the `fid` extra), "
+                             "with the test statistics cached. FID is biased upward at small N: compare only at equal N.")
+    parser.add_argument("--fid_num_samples", type=int, default=2000,
+                        help="Generated and test images for --fid (fewer if the test split has fewer).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--skip_frechet", action="store_true", help="No samples and no Fréchet distance.")
@@ -80,6 +90,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                           ("denoising_loss_strata", 1), ("denoising_loss_replicates", 1)):
         if getattr(args, name) < minimum:
             parser.error(f"--{name} must be >= {minimum}, got {getattr(args, name)}.")
+    if args.fid_num_samples < 2:
+        parser.error(f"--fid_num_samples must be >= 2, got {args.fid_num_samples}.")
+    if args.fid:
+        try:
+            find_fid_weights()
+        except FileNotFoundError as error:
+            parser.error(f"--fid: {error}")
     if args.skip_frechet and not args.denoising_loss_blocks:
         parser.error("--skip_frechet leaves nothing to evaluate without --denoising_loss_blocks.")
     if args.denoising_loss_reference and not args.denoising_loss_blocks:
@@ -204,6 +221,13 @@ def frechet_results(pipeline, train_set, test_set, args: argparse.Namespace) -> 
     }
     if args.inception_path:
         results["fid_inception"] = InceptionFrechetDistance(args.inception_path, device=args.device).compute(test_set.images, generated)
+    if args.fid:
+        count = min(args.fid_num_samples, len(test_set.labels))  # generated labels = the test labels, image for image
+        if not torch.equal(labels[:count], test_set.labels[:count]):
+            generated = generate(pipeline, test_set.labels[:count], args)[0]
+        metric = FrechetInceptionDistance(device=args.device)
+        reference = metric.reference_statistics(test_set.images[:count], args.dataset_name, "test")
+        results.update(fid=metric.compute_from_statistics(generated[:count], reference), fid_num_samples=count)
     return results
 
 

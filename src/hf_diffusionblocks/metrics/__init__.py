@@ -1,5 +1,6 @@
 """Offline image-quality metrics: Fréchet distances in the feature space of a classifier the library
-trains itself, or of a user-supplied Inception network; and the matching `evaluate` modules."""
+trains itself, of the standard FID Inception network (weights from the `fid` extra), or of a
+user-supplied Inception network; and the matching `evaluate` modules."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from .feature_classifier import (
     load_or_train_feature_classifier,
     train_feature_classifier,
 )
+from .fid import FrechetInceptionDistance, ReferenceStatistics, default_fid_cache_dir
 from .frechet import (
     FrechetClassifierDistance,
     InceptionFrechetDistance,
@@ -21,6 +23,7 @@ from .frechet import (
     frechet_distance,
     frechet_distance_from_features,
 )
+from .inception import FIDInceptionV3, find_fid_weights
 
 _METRICS_DIR = Path(__file__).resolve().parent
 
@@ -58,11 +61,16 @@ __all__ = [
     "FeatureClassifier",
     "FeatureClassifierConfig",
     "FeatureClassifierTrainingArguments",
+    "FIDInceptionV3",
     "FrechetClassifierDistance",
+    "FrechetInceptionDistance",
     "InceptionFrechetDistance",
     "available_metrics",
     "dataset_fingerprint",
+    "ReferenceStatistics",
     "default_cache_dir",
+    "default_fid_cache_dir",
+    "find_fid_weights",
     "feature_statistics",
     "frechet_distance",
     "frechet_distance_from_features",

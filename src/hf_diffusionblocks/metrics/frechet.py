@@ -1,6 +1,8 @@
 """Fréchet distances between image sets: the Gaussian formula, feature statistics, and two feature
 spaces: a classifier the library trains itself (`FrechetClassifierDistance`, offline) and a
-user-supplied TorchScript Inception network (`InceptionFrechetDistance`, the usual FID).
+user-supplied TorchScript Inception network (`InceptionFrechetDistance`, the usual FID). The
+standard FID network itself, with cached reference statistics, is `FrechetInceptionDistance`
+(metrics/fid.py), built on the latter.
 
 The Fréchet (2-Wasserstein) distance between N(μ_a, Σ_a) and N(μ_b, Σ_b) is
 
