@@ -38,7 +38,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file, safe_open
 
-from ..modeling.atomic_io import atomic_write
+from ..atomic_io import atomic_write
 from .feature_classifier import ImageArray, as_image_batch, default_cache_dir
 from .frechet import InceptionFrechetDistance, feature_statistics, frechet_distance
 from .inception import FID_WEIGHTS_SHA256, FIDInceptionV3
