@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     dit.add_argument("--num_hidden_layers", type=int, default=None, help="Override the depth of --model_size.")
     dit.add_argument("--patch_size", type=int, default=2, help="Side of a patch; must divide the image side.")
     dit.add_argument("--resolution", "--image_size", dest="resolution", type=int, default=None,
-                     help="Resize images to this side (None: their native size; --image_size is the older spelling).")
+                     help="Resize images to this side (None: their native size).")
     dit.add_argument("--image_column", type=str, default=None, help="Image column of a `datasets` dataset (None: the first image column).")
     dit.add_argument("--label_column", type=str, default=None, help="Label column of a `datasets` dataset (None: the first class-label column).")
     dit.add_argument("--class_dropout_prob", type=float, default=0.1, help="Null-label probability (CFG).")

@@ -57,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     vit.add_argument("--num_hidden_layers", type=int, default=None, help="Override the depth of --model_size.")
     vit.add_argument("--patch_size", type=int, default=2, help="Side of a patch; must divide the image side.")
     vit.add_argument("--resolution", "--image_size", dest="resolution", type=int, default=None,
-                     help="Resize images to this side (None: their native size; --image_size is the older spelling).")
+                     help="Resize images to this side (None: their native size).")
     vit.add_argument("--image_column", type=str, default=None, help="Image column of a `datasets` dataset (None: the first image column).")
     vit.add_argument("--label_column", type=str, default=None, help="Label column of a `datasets` dataset (None: the first class-label column).")
     vit.add_argument("--label_embedding_dim", type=int, default=None,

@@ -68,8 +68,7 @@ def add_common_training_arguments(
     if noise_partition:
         add_partition_arguments(group)
     group.add_argument("--dataset_name", "--dataset", dest="dataset_name", type=str, default=None,
-                       help="A builtin dataset name, a local folder or file, or a `datasets` Hub name "
-                            "(--dataset is the older spelling).")
+                       help="A builtin dataset name, a local folder or file, or a `datasets` Hub name.")
     group.add_argument("--output_dir", type=str, required=True, help="Where the pipeline folder, checkpoints and logs go.")
     group.add_argument("--overwrite_output_dir", action="store_true",
                        help="Retrain blocks already finished in --output_dir (without it such a run stops before training).")
@@ -284,7 +283,7 @@ def add_text_data_arguments(parser: argparse.ArgumentParser, default_dataset: st
     dataset_action.default = None
     dataset_action.help = (f"'shakespeare', 'jargon', a local text file, or a `datasets` text dataset (a local folder, "
                            f"e.g. of train.txt / validation.txt, or a Hub name). Default: {default_dataset}, unless "
-                           f"--train_file is given. (--dataset is the older spelling.)")
+                           "--train_file is given.")
     parser.set_defaults(dataset_name=None, default_dataset_name=default_dataset)
     group = parser.add_argument_group("text data")
     group.add_argument("--train_file", type=str, default=None, help="A local text file to train on (instead of --dataset_name).")
