@@ -73,7 +73,7 @@ class BlockOutputFolder:
     @property
     def model_dir(self) -> str:
         """The folder of the block files (`config.json` + `block_<b>.safetensors`)."""
-        return os.path.join(self.output_dir, self.weights_subfolder)
+        return os.path.join(self.output_dir, self.weights_subfolder) if self.weights_subfolder else self.output_dir
 
     def save_outputs(self, model, block_index: int) -> None:
         """Write block `block_index`'s file and the shared files into `output_dir` (a task whose folder holds
