@@ -72,6 +72,14 @@ def add_common_training_arguments(
     group.add_argument("--output_dir", type=str, required=True, help="Where the pipeline folder, checkpoints and logs go.")
     group.add_argument("--overwrite_output_dir", action="store_true",
                        help="Retrain blocks already finished in --output_dir (without it such a run stops before training).")
+    _add_optimization_arguments(group)
+    _add_run_arguments(group)
+    if defaults:
+        parser.set_defaults(**defaults)
+
+
+def _add_optimization_arguments(group: argparse._ArgumentGroup) -> None:
+    """Steps, batch sizes, AdamW, its schedule, clipping and the EMA."""
     group.add_argument("--max_train_steps", type=int, default=None,
                        help=f"Optimisation steps per block (end_to_end: steps of the one block). Default: "
                             f"{DEFAULT_MAX_TRAIN_STEPS}, unless --num_train_epochs is given.")
@@ -101,6 +109,10 @@ def add_common_training_arguments(
                        help="Keep an exponential moving average of each block's weights (diffusers' EMAModel) and "
                             "save it as the block's weights.")
     group.add_argument("--ema_decay", type=float, default=0.9999, help="EMA decay, with --use_ema.")
+
+
+def _add_run_arguments(group: argparse._ArgumentGroup) -> None:
+    """Checkpoints, logs, validation, precision, tracking, the Hub and the seed."""
     group.add_argument("--checkpointing_steps", type=int, default=500, help="Save a resumable checkpoint every N steps.")
     group.add_argument("--checkpoints_total_limit", type=int, default=2, help="Keep at most this many checkpoints per block.")
     group.add_argument("--resume_from_checkpoint", type=str, default=None,
@@ -117,8 +129,6 @@ def add_common_training_arguments(
     group.add_argument("--hub_token", type=str, default=None,
                        help="Hub token for --push_to_hub (default: the token saved by `hf auth login`).")
     group.add_argument("--seed", type=int, default=0, help="Seed of the initialisation, the batch order and the noise.")
-    if defaults:
-        parser.set_defaults(**defaults)
 
 
 def add_partition_arguments(group: argparse._ArgumentGroup) -> None:
