@@ -45,10 +45,10 @@ from hf_diffusionblocks.training import (
 )
 from hf_diffusionblocks.training.progress import progress_bars_wanted
 from hf_diffusionblocks.training.runtime import run_script, setup_logging
+from hf_diffusionblocks.training.output_folder import present_blocks
 from hf_diffusionblocks.training.launch import (
     create_accelerator,
     finish_run,
-    present_blocks,
     train_assigned_blocks,
     write_card_and_publish,
 )

@@ -32,7 +32,6 @@ from ..modeling.configuration_blocks import BlockPartitionedConfig
 from .arguments import OptimizationSettings, resolve_max_train_steps
 from .checkpointing import BlockCheckpointManager
 from .distributed import BlockAssignment, BlockProcessGroup, assign_blocks, init_distributed
-from .output_folder import finished_block_steps, present_blocks  # noqa: F401  (what the scripts import from here)
 from .runtime import configure_cpu_threads, setup_logging
 from .tracking import attach_process_writer, close_process_writer
 from .trainer import BlockTrainer, BlockTrainingResult, TrainingTask
