@@ -6,6 +6,7 @@ import torch
 from hf_diffusionblocks.families import FAMILIES
 from hf_diffusionblocks.pretrained.finetuning import BlockFinetuningModel
 from hf_diffusionblocks.training.block_model import BlockTrainableModel
+from converted_fixture import converted_dit  # noqa: F401  (the fixture)
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))

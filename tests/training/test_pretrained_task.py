@@ -10,6 +10,7 @@ from hf_diffusionblocks.pretrained.finetuning import BlockFinetuningModel, prepa
 from hf_diffusionblocks.pretrained.lora import LoraSettings
 from hf_diffusionblocks.training.output_folder import HubTarget
 from hf_diffusionblocks.training.pretrained_task import PretrainedFinetuningTask, load_finetuning_data
+from converted_fixture import converted_dit  # noqa: F401  (the fixture)
 
 
 def test_latents_file_gives_the_samples_and_the_conditioning(converted_dit, tmp_path):

@@ -1,4 +1,4 @@
-"""Fixtures of the training tests: a converted pretrained model to fine-tune."""
+"""A converted pretrained model to fine-tune, as a fixture: `from converted_fixture import converted_dit`."""
 
 import json
 
