@@ -138,8 +138,8 @@ class ViTTrainingTask(LabelledImageTask):
 
     @torch.no_grad()
     def log_validation(self, model, block_index: int, step: int, accelerator: Accelerator) -> None:
-        """The block's loss on a fixed batch with fixed σ and noise: the first `len(validation_labels)` examples
-        that `get_batch` gives (the training images; kept as the run always logged it)."""
+        """The block's loss on a fixed batch with fixed σ and noise. The batch is `get_batch` of the first
+        `len(validation_labels)` indices, so it holds training images, not `validation_images`."""
         batch = self.get_batch(torch.arange(len(self.validation_labels)), accelerator.device)
         value = float(self.loss(model, block_index, batch, torch.Generator().manual_seed(0)))
         log_metrics(accelerator, {f"validation/loss_block_{block_index}": value}, step=step)

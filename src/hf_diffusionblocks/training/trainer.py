@@ -90,7 +90,6 @@ def block_weights_digest(model: BlockTrainableModel, block_index: int) -> str:
     return tensors_digest(model.block_state_dict(block_index))
 
 
-
 @dataclass
 class BlockRun:
     """One block's training in progress: its model, optimisation, batch order and checkpoints."""
