@@ -44,8 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--model_path", required=True, help="Pipeline folder written by examples/train_mdm.py.")
     parser.add_argument("--dataset_name", "--dataset", dest="dataset_name", default="shakespeare",
-                        help="'shakespeare', 'jargon', a local text file (scored whole) or a `datasets` dataset "
-                             "(--dataset is the older spelling).")
+                        help="'shakespeare', 'jargon', a local text file (scored whole) or a `datasets` dataset.")
     parser.add_argument("--split", default="test",
                         help="Split to score (train/validation/test for the builtins, any split of a `datasets` "
                              "dataset); a local text file is scored whole and recorded as this split.")

@@ -22,21 +22,9 @@ cross-entropy (nats and bits per character) at K = 1 and K = `--num_iterations` 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import math
-import os
 
-import torch
-from accelerate import Accelerator
-
-from hf_diffusionblocks import CharacterTokenizer, DiffusionBlocksRecurrentConfig, DiffusionBlocksRecurrentForCausalLM
-from hf_diffusionblocks.atomic_io import atomic_save_folder
-from hf_diffusionblocks.modeling.block_checkpoint import block_weights_name
-from hf_diffusionblocks.models.recurrent import RecurrentDenoisingLoss, TruncatedBPTTLoss
-from hf_diffusionblocks.models.recurrent.evaluation_recurrent import held_out_cross_entropy
+from hf_diffusionblocks import DiffusionBlocksRecurrentConfig
 from hf_diffusionblocks.training import (
-    TRAINING_MODES,
     HelpFormatter,
     add_common_training_arguments,
     add_text_data_arguments,
@@ -44,14 +32,8 @@ from hf_diffusionblocks.training import (
     validate_common_arguments,
     validate_text_data_arguments,
 )
-from hf_diffusionblocks.training.runtime import run_script, setup_logging
-from hf_diffusionblocks.training.launch import create_accelerator, finish_run, train_assigned_blocks, write_card_and_publish
-from hf_diffusionblocks.training.text_task import TextWindowTask, load_texts_for_run
-from hf_diffusionblocks.training.tracking import log_metrics
-
-logger = logging.getLogger("train_recurrent")
-
-RECURRENT_TRAINING_MODES = (*TRAINING_MODES, "bptt")
+from hf_diffusionblocks.training.runtime import run_script
+from hf_diffusionblocks.training.text_runs import RECURRENT_TRAINING_MODES, train_recurrent
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -97,105 +79,8 @@ def validate_recurrent_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"--training_mode bptt trains one recurrent core: --block_index must be 0 or 'all', got {args.block_index}.")
 
 
-def build_config(args: argparse.Namespace, tokenizer: CharacterTokenizer) -> DiffusionBlocksRecurrentConfig:
-    one_core = args.training_mode in ("end_to_end", "bptt")
-    return DiffusionBlocksRecurrentConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=args.hidden_size,
-        num_hidden_layers=args.num_hidden_layers,
-        num_prelude_layers=args.num_prelude_layers,
-        num_coda_layers=args.num_coda_layers,
-        num_attention_heads=args.num_attention_heads,
-        intermediate_size=args.intermediate_size or 4 * args.hidden_size,
-        max_position_embeddings=args.sequence_length,
-        num_iterations=args.num_iterations,
-        num_blocks=1 if one_core else args.num_blocks,
-        partition=args.partition,
-        overlap=0.0 if one_core else args.overlap,
-        p_mean=args.p_mean,
-        p_std=args.p_std,
-    )
-
-
-class RecurrentTrainingTask(TextWindowTask):
-    """The recurrent family's part of block-wise training: text windows (context + the next character), the
-    step's loss, held-out validation of the complete model, outputs."""
-
-    def __init__(self, config, tokenizer, train_ids: torch.Tensor, validation_ids: torch.Tensor, args: argparse.Namespace):
-        if args.training_mode == "bptt":
-            loss_function = TruncatedBPTTLoss(args.mean_recurrence, args.bptt_steps)
-        else:
-            loss_function = RecurrentDenoisingLoss(config.noise_partition)
-        super().__init__(config, DiffusionBlocksRecurrentForCausalLM, loss_function, train_ids, validation_ids, args,
-                         window_length=args.sequence_length + 1)
-        self.tokenizer = tokenizer
-        self.num_validation_windows = args.validation_windows
-        self.num_iterations = args.num_iterations
-
-    def log_validation(self, model, block_index: int, step: int, accelerator: Accelerator) -> None:
-        """Held-out nats per character at K = 1 and K = --num_iterations (complete models only)."""
-        if not model.is_complete:
-            return
-        values = {}
-        for num_iterations in sorted({1, self.num_iterations}):
-            values[f"validation/loss_K{num_iterations}"] = held_out_cross_entropy(
-                model, self.validation_stream, len(self.window) - 1, self.num_validation_windows, num_iterations)
-        log_metrics(accelerator, values, step=step)
-        logger.info("step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
-
-    def save_outputs(self, model, block_index: int) -> None:
-        model.save_pretrained(self.output_dir, block_indices=[block_index])
-        atomic_save_folder(self.output_dir, self.tokenizer.save_pretrained, last=("tokenizer_config.json",))
-
-
-def evaluate_model(args: argparse.Namespace, validation_ids: torch.Tensor, accelerator: Accelerator) -> dict | None:
-    """When every block is saved: held-out loss / BPC at K = 1 and K = --num_iterations, and a sample."""
-    config = DiffusionBlocksRecurrentForCausalLM.load_config(args.output_dir)
-    present = [b for b in range(config.num_blocks) if os.path.isfile(os.path.join(args.output_dir, block_weights_name(b)))]
-    if len(present) < config.num_blocks:
-        logger.info("blocks %s of %d are done; evaluation runs when all are.", present, config.num_blocks)
-        return None
-    model = DiffusionBlocksRecurrentForCausalLM.from_pretrained(args.output_dir).to(accelerator.device)
-    tokenizer = CharacterTokenizer.from_pretrained(args.output_dir)
-    result: dict = {"training_mode": args.training_mode, "num_blocks": config.num_blocks, "eval_windows": args.eval_windows,
-                    "sequence_length": args.sequence_length}
-    for num_iterations in sorted({1, args.num_iterations}):
-        loss = held_out_cross_entropy(model, validation_ids, args.sequence_length, args.eval_windows, num_iterations)
-        result[f"loss_K{num_iterations}"] = loss
-        result[f"bpc_K{num_iterations}"] = loss / math.log(2)
-    prompt_length = max(1, args.sequence_length // 4)
-    new_tokens = min(args.sample_length, args.sequence_length - prompt_length)
-    if new_tokens > 0:
-        prompt = validation_ids[:prompt_length][None].to(accelerator.device)
-        generated = model.generate(prompt, max_new_tokens=new_tokens, do_sample=False, num_iterations=args.num_iterations)
-        with open(os.path.join(args.output_dir, "samples.txt"), "w", encoding="utf-8") as file:
-            file.write(tokenizer.decode(generated[0].tolist()) + "\n")
-    with open(os.path.join(args.output_dir, "eval_results.json"), "w", encoding="utf-8") as file:
-        json.dump(result, file, indent=2)
-    log_metrics(accelerator, {f"test/{k}": v for k, v in result.items() if isinstance(v, float)}, step=0)
-    logger.info("held-out: %s", result)
-    return result
-
-
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    setup_logging()
-    # data and config first: a bad dataset or size fails before anything is written to --output_dir
-    texts = load_texts_for_run(args)
-    tokenizer = CharacterTokenizer.from_corpus(texts.train, strict=False)
-    config = build_config(args, tokenizer)
-    train_ids, validation_ids = tokenizer.encode_corpus(texts.train), tokenizer.encode_corpus(texts.validation)
-    task = RecurrentTrainingTask(config, tokenizer, train_ids, validation_ids, args)
-    accelerator = create_accelerator(args, "train_recurrent")
-    logger.info("%s, %d training characters, vocabulary of %d tokens, %d block(s)",
-                args.training_mode, len(train_ids), len(tokenizer), config.num_blocks)
-
-    outcome = train_assigned_blocks(task, args, config.num_blocks, accelerator)
-    evaluation = evaluate_model(args, validation_ids, accelerator) if outcome.assignment.is_group_leader else None
-    if evaluation is not None:  # every block is there
-        metrics = {f"held-out {name}": value for name, value in evaluation.items() if name.startswith(("loss_K", "bpc_K"))}
-        write_card_and_publish(args, "recurrent", metrics={**metrics, "held-out windows": evaluation["eval_windows"]})
-    return finish_run(accelerator, args, config.num_blocks, outcome, eval=evaluation)
+    return train_recurrent(parse_args(argv))
 
 
 if __name__ == "__main__":

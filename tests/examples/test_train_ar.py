@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_diffusionblocks import DiffusionBlocksForCausalLM
+from hf_diffusionblocks.training.text_runs import CausalLMTrainingTask
 from script_testing import check_kill_and_exact_resume, check_model_card, check_pushed_repo, load_script as load_example
 
 TEXT = (
@@ -128,7 +129,7 @@ def test_push_to_hub_uploads_the_whole_folder_and_it_loads_with_trust_remote_cod
 
 def test_resume_continues_exactly(tmp_path, corpus):
     script = load_script()
-    check_kill_and_exact_resume(script, script.CausalLMTrainingTask,
+    check_kill_and_exact_resume(script, CausalLMTrainingTask,
                                 lambda out, *extra: tiny_args(out, corpus, "--block_index", "1", *extra),
                                 tmp_path, block_index=1)
 

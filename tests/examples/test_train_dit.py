@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from hf_diffusionblocks import DiffusionBlocksDiTModel, DiffusionBlocksImagePipeline
+from hf_diffusionblocks.training.image_task import DiTTrainingTask
 from script_testing import check_kill_and_exact_resume, check_model_card, check_pushed_repo, load_script as load_example
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,7 +68,7 @@ def test_one_block_per_run_then_the_pipeline_assembles(tmp_path):
 
 def test_resume_continues_exactly(tmp_path):
     script = load_script()
-    check_kill_and_exact_resume(script, script.DiTTrainingTask, lambda out, *extra: tiny_args(out, "--block_index", "1", *extra),
+    check_kill_and_exact_resume(script, DiTTrainingTask, lambda out, *extra: tiny_args(out, "--block_index", "1", *extra),
                                 tmp_path, block_index=1, weights_subfolder="transformer")
 
 

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from hf_diffusionblocks import DiffusionBlocksForMaskedLM, DiffusionBlocksTextPipeline
+from hf_diffusionblocks.training.text_runs import MaskedLMTrainingTask
 from script_testing import check_kill_and_exact_resume, check_model_card, check_pushed_repo, load_script as load_example
 
 @pytest.fixture(autouse=True, scope="module")
@@ -195,7 +196,7 @@ def test_one_block_per_run_then_the_pipeline_assembles(tmp_path, corpus):
 
 def test_resume_continues_exactly(tmp_path, corpus):
     script = load_script()
-    check_kill_and_exact_resume(script, script.MaskedLMTrainingTask,
+    check_kill_and_exact_resume(script, MaskedLMTrainingTask,
                                 lambda out, *extra: tiny_args(out, corpus, "--block_index", "1", *extra),
                                 tmp_path, block_index=1, weights_subfolder="transformer")
 

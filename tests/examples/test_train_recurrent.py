@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from hf_diffusionblocks import CharacterTokenizer, DiffusionBlocksRecurrentForCausalLM
+from hf_diffusionblocks.training.text_runs import RecurrentTrainingTask
 from script_testing import check_kill_and_exact_resume, check_model_card, check_pushed_repo, load_script as load_example
 
 TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 60
@@ -78,7 +79,7 @@ def test_push_to_hub_uploads_the_whole_folder_and_it_loads_with_trust_remote_cod
 def test_resume_continues_exactly(tmp_path, corpus):
     script = load_script()
     bptt = ("--training_mode", "bptt", "--mean_recurrence", "2")
-    check_kill_and_exact_resume(script, script.RecurrentTrainingTask,
+    check_kill_and_exact_resume(script, RecurrentTrainingTask,
                                 lambda out, *extra: tiny_args(out, corpus, *bptt, *extra), tmp_path, block_index=0)
 
 

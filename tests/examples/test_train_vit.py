@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from hf_diffusionblocks import DiffusionBlocksForImageClassification
+from hf_diffusionblocks.training.image_task import ViTTrainingTask
 from script_testing import check_kill_and_exact_resume, check_model_card, check_pushed_repo, load_script as load_example
 
 
@@ -84,7 +85,7 @@ def test_push_to_hub_uploads_the_whole_folder_and_it_loads_with_trust_remote_cod
 
 def test_resume_continues_exactly(tmp_path):
     script = load_script()
-    check_kill_and_exact_resume(script, script.ViTTrainingTask, lambda out, *extra: tiny_args(out, "--block_index", "1", *extra),
+    check_kill_and_exact_resume(script, ViTTrainingTask, lambda out, *extra: tiny_args(out, "--block_index", "1", *extra),
                                 tmp_path, block_index=1)
 
 

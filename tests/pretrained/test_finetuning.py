@@ -13,6 +13,7 @@ from hf_diffusionblocks.pretrained.conversion import convert_pretrained_transfor
 from hf_diffusionblocks.pretrained.finetuning import BlockFinetuningModel, NativeObjective, finetuning_loss
 from hf_diffusionblocks.pretrained.lora import LoraSettings
 from hf_diffusionblocks.pretrained.modeling_routed import RoutedDiTTransformer2DModel, RoutedSD3Transformer2DModel
+from hf_diffusionblocks.training.pretrained_task import PretrainedFinetuningTask
 from script_testing import load_script
 from tiny_models import random_inputs, save_pipeline_folder
 
@@ -149,7 +150,7 @@ def test_script_resume_is_exact(tmp_path):
     script = load_script("finetune_pretrained")
     run = lambda out, *extra: script_args(converted_dir, out, "--block_index", "0", *extra)  # noqa: E731
     script.main(run(tmp_path / "uninterrupted"))
-    task_class, calls = script.PretrainedFinetuningTask, {"count": 0}
+    task_class, calls = PretrainedFinetuningTask, {"count": 0}
     original_loss = task_class.loss
 
     def crashing_loss(self, *args, **kwargs):

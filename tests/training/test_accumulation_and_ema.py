@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from hf_diffusionblocks.training.image_task import DiTTrainingTask
 from script_testing import block_weights, check_kill_and_exact_resume, load_script
 
 
@@ -20,17 +21,17 @@ def weights(output_dir):
 
 def test_accumulation_runs_k_passes_per_step_on_distinct_batches(tmp_path):
     script = load_script("train_dit")
-    seen, original = [], script.DiTTrainingTask.get_batch
+    seen, original = [], DiTTrainingTask.get_batch
 
     def recording_get_batch(self, indices, device):
         seen.append(indices.tolist())
         return original(self, indices, device)
 
-    script.DiTTrainingTask.get_batch = recording_get_batch
+    DiTTrainingTask.get_batch = recording_get_batch
     try:
         summary = script.main(tiny_args(tmp_path / "k2", "--gradient_accumulation_steps", "2"))
     finally:
-        script.DiTTrainingTask.get_batch = original
+        DiTTrainingTask.get_batch = original
     assert summary["blocks"][0]["steps"] == 4
     training_batches = [batch for batch in seen if len(batch) == 4]
     assert len(training_batches) == 8                                  # 2 passes for each of 4 steps
@@ -43,7 +44,7 @@ def test_accumulation_runs_k_passes_per_step_on_distinct_batches(tmp_path):
 @pytest.mark.parametrize("extra", [["--gradient_accumulation_steps", "2"], ["--use_ema"]])
 def test_kill_and_resume_stays_exact(tmp_path, extra):
     script = load_script("train_dit")
-    check_kill_and_exact_resume(script, script.DiTTrainingTask, lambda out, *more: tiny_args(out, *extra, *more),
+    check_kill_and_exact_resume(script, DiTTrainingTask, lambda out, *more: tiny_args(out, *extra, *more),
                                 tmp_path, block_index=1, weights_subfolder="transformer",
                                 kill_at_call=6 if extra[0] == "--gradient_accumulation_steps" else 4)
 

@@ -2,9 +2,10 @@
 
 `BlockFinetuningModel` is what the trainer sees: the routed model with the stems and block b only
 (the other blocks' tensors are never read), stems frozen, and as trainable parameters either all of
-block b's layers (full fine-tuning) or a LoRA on them. It speaks the trainer's block interface
-(`block_parameters`, `save_block`, `check_block_file`, `load_state_dict` of a saved block), so
-resuming, per-step seeding, checkpoints and block-parallel launches are the trainer's.
+block b's layers (full fine-tuning) or a LoRA on them. It is a `training.block_model.BlockTrainableModel`
+(`block_parameters`, `save_block`, `check_block_file`, `load_block_weights` of a saved block), so
+resuming, per-step seeding, checkpoints and block-parallel launches are the trainer's. Its training
+task is `training.pretrained_task.PretrainedFinetuningTask`.
 
 The objective is the model's own (`NativeObjective`), read from the conversion's scheduler config:
 block b draws timesteps from its training interval on the model's time axis, noises with the

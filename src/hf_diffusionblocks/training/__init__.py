@@ -1,4 +1,5 @@
-"""Block-wise training shared by every family: flags, batch order, checkpoints, the training loop."""
+"""Block-wise training shared by every family: flags, batch order, checkpoints, the training loop, and the
+training tasks of the families (text_task, image_task, pretrained_task) with the runs built on them."""
 
 from .arguments import (
     DEFAULT_MAX_TRAIN_STEPS,
@@ -14,9 +15,12 @@ from .arguments import (
     validate_common_arguments,
     validate_text_data_arguments,
 )
+from .block_model import BlockTrainableModel
 from .checkpointing import BlockCheckpoint, BlockCheckpointManager
 from .data_order import BatchOrder
 from .distributed import BlockAssignment, BlockProcessGroup, assign_blocks, init_distributed, local_batch
+from .optimization import BlockOptimization
+from .output_folder import BlockOutputFolder, HubTarget
 from .trainer import BlockTrainer, BlockTrainingResult, TrainingTask
 
 
@@ -33,6 +37,10 @@ __all__ = [
     "BlockProcessGroup",
     "BlockCheckpoint",
     "BlockCheckpointManager",
+    "BlockOptimization",
+    "BlockOutputFolder",
+    "BlockTrainableModel",
+    "HubTarget",
     "BlockTrainer",
     "BlockTrainingResult",
     "OptimizationSettings",

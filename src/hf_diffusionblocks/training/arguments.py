@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from ..argument_checks import check_number
-from ..modeling.modeling_blocks import validate_block_indices
+from ..modeling.block_container import validate_block_indices
 
 TRAINING_MODES = ("blockwise", "end_to_end")
 # Steps per block when neither --max_train_steps nor --num_train_epochs is given.
@@ -68,11 +68,18 @@ def add_common_training_arguments(
     if noise_partition:
         add_partition_arguments(group)
     group.add_argument("--dataset_name", "--dataset", dest="dataset_name", type=str, default=None,
-                       help="A builtin dataset name, a local folder or file, or a `datasets` Hub name "
-                            "(--dataset is the older spelling).")
+                       help="A builtin dataset name, a local folder or file, or a `datasets` Hub name.")
     group.add_argument("--output_dir", type=str, required=True, help="Where the pipeline folder, checkpoints and logs go.")
     group.add_argument("--overwrite_output_dir", action="store_true",
                        help="Retrain blocks already finished in --output_dir (without it such a run stops before training).")
+    _add_optimization_arguments(group)
+    _add_run_arguments(group)
+    if defaults:
+        parser.set_defaults(**defaults)
+
+
+def _add_optimization_arguments(group: argparse._ArgumentGroup) -> None:
+    """Steps, batch sizes, AdamW, its schedule, clipping and the EMA."""
     group.add_argument("--max_train_steps", type=int, default=None,
                        help=f"Optimisation steps per block (end_to_end: steps of the one block). Default: "
                             f"{DEFAULT_MAX_TRAIN_STEPS}, unless --num_train_epochs is given.")
@@ -102,6 +109,10 @@ def add_common_training_arguments(
                        help="Keep an exponential moving average of each block's weights (diffusers' EMAModel) and "
                             "save it as the block's weights.")
     group.add_argument("--ema_decay", type=float, default=0.9999, help="EMA decay, with --use_ema.")
+
+
+def _add_run_arguments(group: argparse._ArgumentGroup) -> None:
+    """Checkpoints, logs, validation, precision, tracking, the Hub and the seed."""
     group.add_argument("--checkpointing_steps", type=int, default=500, help="Save a resumable checkpoint every N steps.")
     group.add_argument("--checkpoints_total_limit", type=int, default=2, help="Keep at most this many checkpoints per block.")
     group.add_argument("--resume_from_checkpoint", type=str, default=None,
@@ -118,8 +129,6 @@ def add_common_training_arguments(
     group.add_argument("--hub_token", type=str, default=None,
                        help="Hub token for --push_to_hub (default: the token saved by `hf auth login`).")
     group.add_argument("--seed", type=int, default=0, help="Seed of the initialisation, the batch order and the noise.")
-    if defaults:
-        parser.set_defaults(**defaults)
 
 
 def add_partition_arguments(group: argparse._ArgumentGroup) -> None:
@@ -284,7 +293,7 @@ def add_text_data_arguments(parser: argparse.ArgumentParser, default_dataset: st
     dataset_action.default = None
     dataset_action.help = (f"'shakespeare', 'jargon', a local text file, or a `datasets` text dataset (a local folder, "
                            f"e.g. of train.txt / validation.txt, or a Hub name). Default: {default_dataset}, unless "
-                           f"--train_file is given. (--dataset is the older spelling.)")
+                           "--train_file is given.")
     parser.set_defaults(dataset_name=None, default_dataset_name=default_dataset)
     group = parser.add_argument_group("text data")
     group.add_argument("--train_file", type=str, default=None, help="A local text file to train on (instead of --dataset_name).")

@@ -20,12 +20,32 @@ import shutil
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from ..atomic_io import atomic_folder, atomic_write_json, read_json_file
-from ..modeling.block_checkpoint import block_weights_name
+from ..modeling.block_checkpoint import block_weights_name, load_block_file
+from .arguments import OptimizationSettings
+from .block_model import BlockTrainableModel
+from .optimization import BlockOptimization
 from .training_state import load_training_state, save_training_state
 
 _CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 TRAINER_STATE_NAME = "trainer_state.json"
+
+# Settings that shape the optimisation trajectory: a resume under other values would not continue the run.
+# (Logging, checkpointing and validation frequencies may change freely.)
+RESUME_DEFINING_SETTINGS = (
+    "max_train_steps", "train_batch_size", "learning_rate", "lr_scheduler", "lr_warmup_steps", "adam_beta1",
+    "adam_beta2", "adam_weight_decay", "adam_epsilon", "max_grad_norm", "mixed_precision", "seed",
+    "gradient_accumulation_steps", "use_ema", "ema_decay",
+)
+
+
+def resume_settings(settings: OptimizationSettings, data_parallel_replicas: int) -> dict[str, Any]:
+    """What a resumed run must share with the run that wrote the checkpoint to continue it exactly (`settings`
+    of the block: its own `max_train_steps`), as recorded in `trainer_state.json`."""
+    defining = {name: getattr(settings, name) for name in RESUME_DEFINING_SETTINGS}
+    return {**defining, "data_parallel_replicas": data_parallel_replicas}
 
 
 @dataclass
@@ -45,6 +65,16 @@ class BlockCheckpoint:
 
     def trainer_state(self) -> dict[str, Any]:
         return read_json_file(os.path.join(self.path, TRAINER_STATE_NAME))
+
+    def restore(self, model: BlockTrainableModel, optimization: BlockOptimization, settings: dict[str, Any],
+                device: torch.device) -> None:
+        """Continue from this checkpoint: refuse other `settings` (`check_resumable`), check and load the
+        block's weights into `model`, then the optimizer, schedule, scaler and EMA state."""
+        check_resumable(self, settings)
+        type(model).check_block_file(self.weights_path, self.block_index, model.config)
+        tensors = load_block_file(self.weights_path, device=str(device))
+        model.load_block_weights(self.block_index, tensors, source=self.weights_path)
+        optimization.load_state_dict(self.load_training_state())
 
 
 def check_resumable(checkpoint: BlockCheckpoint, settings: dict[str, Any]) -> None:
@@ -123,19 +153,17 @@ class BlockCheckpointManager:
         return BlockCheckpoint(path, self.block_index, int(match.group(1)))
 
     def save(
-        self,
-        step: int,
-        model,
-        training_state: dict[str, Any],
-        trainer_state: dict[str, Any],
+        self, step: int, model: BlockTrainableModel, optimization: BlockOptimization, settings: dict[str, Any]
     ) -> BlockCheckpoint:
-        """Write checkpoint `step` atomically (temporary folder + rename), then prune old ones."""
+        """Write checkpoint `step` atomically (temporary folder + rename), then prune old ones; `settings` are
+        those `resume_settings` gives, recorded for `check_resumable`."""
+        trainer_state = {"block_index": self.block_index, "settings": settings}
         os.makedirs(self.directory, exist_ok=True)
         self._remove_stale_temporaries()
         final_path = os.path.join(self.directory, f"checkpoint-{step}")
         with atomic_folder(final_path, overwrite=True) as temporary:
             model.save_block(temporary, self.block_index, training_steps=step)
-            save_training_state(temporary, training_state)
+            save_training_state(temporary, optimization.state_dict())
             atomic_write_json(os.path.join(temporary, TRAINER_STATE_NAME), {**trainer_state, "step": step})
         self._prune()
         return BlockCheckpoint(final_path, self.block_index, step)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..modeling.modeling_blocks import validate_block_indices
+from ..modeling.block_container import validate_block_indices
 
 
 def init_distributed() -> tuple[int, int]:

@@ -27,7 +27,7 @@ from accelerate.utils import ProjectConfiguration
 from ..hub import push_root_files_to_hub
 from ..model_card import write_model_card
 from ..atomic_io import read_json_file, remove_stale_temporaries_below
-from ..modeling.block_checkpoint import CONFIG_NAME, block_weights_name, read_block_metadata
+from ..modeling.block_checkpoint import CONFIG_NAME
 from ..modeling.configuration_blocks import BlockPartitionedConfig
 from .arguments import OptimizationSettings, resolve_max_train_steps
 from .checkpointing import BlockCheckpointManager
@@ -56,16 +56,6 @@ def create_accelerator(args: argparse.Namespace, project_name: str) -> Accelerat
         attach_process_writer(accelerator, args.report_to, project_name, accelerator.logging_dir)
     configure_cpu_threads(accelerator.device.type)
     return accelerator
-
-
-def finished_block_steps(model_dir: str, block_index: int) -> int | None:
-    """Training steps recorded in `model_dir/block_<b>.safetensors`, or None when the block is not there."""
-    path = os.path.join(model_dir, block_weights_name(block_index))
-    return read_block_metadata(path)["training_steps"] if os.path.isfile(path) else None
-
-
-def present_blocks(model_dir: str, num_blocks: int) -> list[int]:
-    return [b for b in range(num_blocks) if os.path.isfile(os.path.join(model_dir, block_weights_name(b)))]
 
 
 def check_output_folder_config(model_dir: str, config: BlockPartitionedConfig) -> None:

@@ -2,10 +2,10 @@
 
 `TextWindowTask` implements the `TrainingTask` protocol for a model trained on fixed-length windows
 cut from a long token stream (every start position is one example): the batch, the block loss, the
-block's loss on fixed validation windows, saving a finished block and uploading it (`publish_block`, which a
-resumed run calls again for finished blocks, so that a failed upload is completed). A family gives its
-model class, its loss (called as `loss_function(model, block_index, input_ids, generator)`) and, where
-its outputs differ, overrides `save_outputs` or `log_validation`.
+block's loss on fixed validation windows; saving, uploading and finding finished blocks are
+`BlockOutputFolder`'s. A family gives its model class, its loss (called as
+`loss_function(model, block_index, input_ids, generator)`) and, where its outputs differ, overrides
+`save_outputs` or `log_validation`.
 
 `write_text_samples` writes generated texts where people look for them: `samples.txt` in the output
 folder and the TensorBoard "Text" tab.
@@ -21,9 +21,8 @@ import torch
 from accelerate import Accelerator
 
 from ..data.text import TrainingTexts, load_training_texts
-from ..hub import push_shared_files_and_block
 from ..modeling.modeling_blocks import DiffusionBlocksPreTrainedModel
-from .launch import finished_block_steps
+from .output_folder import BlockOutputFolder, HubTarget
 from .tracking import log_metrics, process_writers
 
 logger = logging.getLogger(__name__)
@@ -32,7 +31,7 @@ SAMPLES_FILE = "samples.txt"
 SAMPLE_SEPARATOR = "\n" + "=" * 80 + "\n"
 
 
-class TextWindowTask:
+class TextWindowTask(BlockOutputFolder):
     """Block-wise training on windows of `window_length` tokens of `train_ids`.
 
     Args:
@@ -72,14 +71,8 @@ class TextWindowTask:
         num_windows = min(args.validation_windows, len(validation_ids) // window_length)
         self.validation_stream = validation_ids
         self.validation_windows = validation_ids[: num_windows * window_length].view(num_windows, window_length)
-        self.output_dir = args.output_dir
-        self.weights_subfolder = weights_subfolder
-        self.push_to_hub, self.hub_model_id, self.hub_token = args.push_to_hub, args.hub_model_id, args.hub_token
-        self.hub_commit_message = hub_commit_message
-
-    @property
-    def model_dir(self) -> str:
-        return os.path.join(self.output_dir, self.weights_subfolder)
+        super().__init__(args.output_dir, weights_subfolder=weights_subfolder, hub=HubTarget.from_args(args),
+                         hub_commit_message=hub_commit_message)
 
     def build_model(self, block_indices: list[int]) -> DiffusionBlocksPreTrainedModel:
         return self.model_class(self.config, block_indices=block_indices)
@@ -99,26 +92,6 @@ class TextWindowTask:
         value = float(self.loss_function(model, block_index, self.validation_windows.to(accelerator.device), generator))
         log_metrics(accelerator, {f"validation/loss_block_{block_index}": value}, step=step)
         logger.info("block %d step %d: validation loss %.4f nats/token", block_index, step, value)
-
-    def save_outputs(self, model, block_index: int) -> None:
-        """Write block `block_index`'s file and the shared files into `output_dir`."""
-        model.save_pretrained(self.output_dir, block_indices=[block_index])
-
-    def save_block(self, model, block_index: int, training_steps: int) -> None:
-        model.block_training_steps[block_index] = training_steps
-        self.save_outputs(model, block_index)
-        self.publish_block(block_index)
-
-    def publish_block(self, block_index: int) -> None:
-        """Upload the shared files, then the saved block as its own commit (nothing without --push_to_hub).
-
-        Called again for a finished block by a resumed run, so an upload that failed is completed."""
-        if self.push_to_hub:
-            push_shared_files_and_block(self.output_dir, self.hub_model_id, block_index, subfolder=self.weights_subfolder,
-                                        token=self.hub_token, commit_message=self.hub_commit_message)
-
-    def finished_steps(self, block_index: int) -> int | None:
-        return finished_block_steps(self.model_dir, block_index)
 
 
 def write_text_samples(output_dir: str, texts: list[str], accelerator: Accelerator) -> None:
