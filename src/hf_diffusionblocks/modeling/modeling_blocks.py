@@ -55,6 +55,19 @@ def device_from_loader_options(kwargs: dict[str, Any], device: str | torch.devic
     raise ValueError(f"{owner} got device_map={device_map!r}: give None, a device or {{'': device}} (one device for every block).")
 
 
+def sort_loader_keywords(
+    kwargs: dict[str, Any], dtype: torch.dtype | str | None, device: str | torch.device | None, owner: str
+) -> tuple[torch.dtype | str | None, str | torch.device | None, dict[str, Any], dict[str, Any]]:
+    """A loader's `**kwargs` sorted by the one table (`loader_keywords.LOAD_KEYWORDS`): unknown and unimplemented
+    options refused by name, moot ones dropped. Returns the dtype asked for (`dtype` or `torch_dtype`), the device
+    (`device` or `device_map`), huggingface_hub's download options, and the honoured keywords still unapplied
+    (those the caller does not name as parameters)."""
+    kwargs = check_keywords(kwargs, LOAD_KEYWORDS, owner)
+    dtype = load_dtype({"dtype": dtype, "torch_dtype": kwargs.pop("torch_dtype", None)}, owner)
+    device = device_from_loader_options(kwargs, device, owner)
+    return dtype, device, take_download_keywords(kwargs), kwargs
+
+
 def resolve_dtype(dtype: torch.dtype | str | None, stored: torch.dtype) -> torch.dtype | None:
     """The dtype to cast loaded blocks to: `"auto"` is the dtype the block files were saved in, a string names a
     torch dtype (`"float16"`), None keeps the model's."""
@@ -256,11 +269,8 @@ class DiffusionBlocksPreTrainedModel(BlockContainerMixin, PreTrainedModel):
         owner = f"{cls.__name__}.from_pretrained"
         if model_args:
             raise ValueError(f"{owner} takes no positional model arguments, got {model_args}.")
-        kwargs = check_keywords(kwargs, LOAD_KEYWORDS, owner)
-        dtype = load_dtype({"dtype": dtype, "torch_dtype": kwargs.pop("torch_dtype", None)}, owner)
-        device = device_from_loader_options(kwargs, device, owner)
-        download_options = take_download_keywords(kwargs)
-        assert not kwargs, f"honoured keywords left unapplied: {sorted(kwargs)}"  # the table and this loader agree
+        dtype, device, download_options, unapplied = sort_loader_keywords(kwargs, dtype, device, owner)
+        assert not unapplied, f"honoured keywords left unapplied: {sorted(unapplied)}"  # the table and this loader agree
         options = HubOptions(subfolder, revision, cache_dir, token, local_files_only, force_download, download_options)
         source = str(pretrained_model_name_or_path)
         if config is None:

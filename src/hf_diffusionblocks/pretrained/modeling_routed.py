@@ -30,11 +30,11 @@ from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from torch import nn
 
 from ..hub_download import HubOptions
-from ..loader_keywords import LOAD_KEYWORDS, SAVE_KEYWORDS, check_keywords, load_dtype, take_download_keywords
+from ..loader_keywords import SAVE_KEYWORDS, check_keywords
 from ..modeling.block_checkpoint import tensors_digest
 from ..modeling.block_container import BlockContainerMixin, run_by_owning_block, validate_block_indices
 from ..modeling.embeddings import unpatchify
-from ..modeling.modeling_blocks import device_from_loader_options, resolve_dtype
+from ..modeling.modeling_blocks import resolve_dtype, sort_loader_keywords
 from .converted_folder import ConversionManifest, load_block, load_stems, read_manifest, write_converted_folder
 from .lora import merge_block_loras
 
@@ -90,12 +90,9 @@ class RoutedTransformerMixin(BlockContainerMixin):
         saved by fine-tuning (`lora.py`) into the blocks that have one.
         """
         owner = f"{cls.__name__}.from_pretrained"
-        kwargs = check_keywords(kwargs, LOAD_KEYWORDS, owner)
-        dtype = load_dtype({"dtype": dtype, "torch_dtype": kwargs.pop("torch_dtype", None)}, owner)
-        device = device_from_loader_options(kwargs, device, owner)
-        download_options = take_download_keywords(kwargs)
-        if kwargs:  # `config`, `block_index` twice, `verify_checksums`: what the table honours for block models only
-            raise ValueError(f"{owner} got arguments it does not take: {sorted(kwargs)}.")
+        dtype, device, download_options, unapplied = sort_loader_keywords(kwargs, dtype, device, owner)
+        if unapplied:  # `config`, `verify_checksums`: what the table honours for block models only
+            raise ValueError(f"{owner} got arguments it does not take: {sorted(unapplied)}.")
         options = HubOptions(subfolder, revision, cache_dir, token, local_files_only, force_download, download_options)
         source = str(pretrained_model_name_or_path)
         manifest = read_manifest(source, options)

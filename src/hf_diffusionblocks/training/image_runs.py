@@ -28,8 +28,7 @@ from ..schedulers import DiffusionBlocksScheduler
 from ..utils.image_grid import save_image_grid
 from .image_task import DiTTrainingTask, ViTTrainingTask, first_examples, log_image
 from .launch import create_accelerator, finish_run, train_assigned_blocks, write_card_and_publish
-from .output_folder import HubTarget, present_blocks
-from .progress import progress_bars_wanted
+from .output_folder import HubTarget, complete_pipeline, present_blocks
 from .runtime import setup_logging
 from .tracking import log_metrics
 
@@ -84,14 +83,11 @@ def build_vit_config(args: argparse.Namespace, train_set) -> DiffusionBlocksViTC
 
 def write_sample_grid(args: argparse.Namespace, class_names: list[str], accelerator: Accelerator) -> str | None:
     """When every block is in the output folder: sample `--samples_per_class` images of every class into samples.png."""
-    config = DiffusionBlocksDiTModel.load_config(os.path.join(args.output_dir, "transformer"))
-    present = present_blocks(os.path.join(args.output_dir, "transformer"), config.num_blocks)
-    if len(present) < config.num_blocks:
-        logger.info("blocks %s of %d are done; the sample grid is written when all are.", present, config.num_blocks)
+    pipeline = complete_pipeline(DiffusionBlocksImagePipeline, DiffusionBlocksDiTModel, args.output_dir, accelerator.device,
+                                 "the sample grid")
+    if pipeline is None:
         return None
-    pipeline = DiffusionBlocksImagePipeline.from_pretrained(args.output_dir).to(accelerator.device)
-    # diffusers passes tqdm an explicit disable=False on the first process, which overrides TQDM_DISABLE
-    pipeline.set_progress_bar_config(disable=not progress_bars_wanted())
+    config = pipeline.transformer.config
     labels = torch.arange(config.num_labels).repeat(args.samples_per_class)
     images = pipeline(class_labels=labels, guidance_scale=args.guidance_scale, num_inference_steps=args.num_inference_steps,
                       generator=torch.Generator().manual_seed(args.seed), output_type="pt").images

@@ -12,11 +12,17 @@ earlier run is completed.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from dataclasses import dataclass
 
+import torch
+
 from ..hub import push_shared_files_and_block
 from ..modeling.block_checkpoint import block_weights_name, read_block_metadata
+from .progress import progress_bars_wanted
+
+logger = logging.getLogger(__name__)
 
 # push_shared_files_and_block's own message, kept for the tasks that never chose another one
 DEFAULT_HUB_COMMIT_MESSAGE = "Upload configs, index, scheduler and model card"
@@ -44,6 +50,21 @@ def finished_block_steps(model_dir: str, block_index: int) -> int | None:
 def present_blocks(model_dir: str, num_blocks: int) -> list[int]:
     """The blocks of `range(num_blocks)` whose file is in `model_dir`."""
     return [b for b in range(num_blocks) if os.path.isfile(os.path.join(model_dir, block_weights_name(b)))]
+
+
+def complete_pipeline(pipeline_class: type, model_class: type, output_dir: str, device: torch.device, what: str):
+    """The pipeline saved in `output_dir`, on `device`, when every block of its transformer is there; else None,
+    after logging which blocks are done (`what` is what the run writes once all are, e.g. "the sample grid")."""
+    model_dir = os.path.join(output_dir, "transformer")
+    num_blocks = model_class.load_config(model_dir).num_blocks
+    present = present_blocks(model_dir, num_blocks)
+    if len(present) < num_blocks:
+        logger.info("blocks %s of %d are done; %s is written when all are.", present, num_blocks, what)
+        return None
+    pipeline = pipeline_class.from_pretrained(output_dir).to(device)
+    # diffusers passes tqdm an explicit disable=False on the first process, which overrides TQDM_DISABLE
+    pipeline.set_progress_bar_config(disable=not progress_bars_wanted())
+    return pipeline
 
 
 class BlockOutputFolder:

@@ -45,8 +45,7 @@ from ..tokenization_bpe import encode_corpus, train_bpe_tokenizer
 from ..tokenization_char import CharacterTokenizer
 from .arguments import TRAINING_MODES
 from .launch import create_accelerator, finish_run, train_assigned_blocks, write_card_and_publish
-from .output_folder import present_blocks
-from .progress import progress_bars_wanted
+from .output_folder import complete_pipeline, present_blocks
 from .runtime import setup_logging
 from .text_task import TextWindowTask, load_texts_for_run, write_text_samples
 from .tracking import log_metrics
@@ -93,14 +92,9 @@ class MaskedLMTrainingTask(TextWindowTask):
 
 def write_masked_lm_samples(args: argparse.Namespace, accelerator: Accelerator) -> list[str] | None:
     """When every block is in the output folder: `--num_samples` unconditional samples into samples.txt."""
-    config = DiffusionBlocksForMaskedLM.load_config(os.path.join(args.output_dir, "transformer"))
-    present = present_blocks(os.path.join(args.output_dir, "transformer"), config.num_blocks)
-    if len(present) < config.num_blocks:
-        logger.info("blocks %s of %d are done; samples are written when all are.", present, config.num_blocks)
+    pipeline = complete_pipeline(DiffusionBlocksTextPipeline, DiffusionBlocksForMaskedLM, args.output_dir, accelerator.device, "samples.txt")
+    if pipeline is None:
         return None
-    pipeline = DiffusionBlocksTextPipeline.from_pretrained(args.output_dir).to(accelerator.device)
-    # diffusers passes tqdm an explicit disable=False on the first process, which overrides TQDM_DISABLE
-    pipeline.set_progress_bar_config(disable=not progress_bars_wanted())
     generator = torch.Generator(accelerator.device).manual_seed(args.seed)
     texts = pipeline(num_samples=args.num_samples, num_inference_steps=args.num_inference_steps, generator=generator).texts
     write_text_samples(args.output_dir, texts, accelerator)
