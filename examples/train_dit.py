@@ -28,6 +28,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     dit.add_argument("--model_size", choices=sorted(DIT_SIZES), default="XS",
                      help="DiT width/depth: " + ", ".join(f"{k}={v}" for k, v in DIT_SIZES.items()))
     dit.add_argument("--num_hidden_layers", type=int, default=None, help="Override the depth of --model_size.")
+    dit.add_argument("--hidden_size", type=int, default=None, help="Override the width of --model_size (the MLP is 4x wide).")
+    dit.add_argument("--num_attention_heads", type=int, default=None, help="Override the heads of --model_size.")
     dit.add_argument("--patch_size", type=int, default=2, help="Side of a patch; must divide the image side.")
     dit.add_argument("--resolution", "--image_size", dest="resolution", type=int, default=None,
                      help="Resize images to this side (None: their native size).")

@@ -79,6 +79,14 @@ def test_end_to_end_trains_one_block_over_the_whole_range(tmp_path):
     assert config["num_blocks"] == 1 and config["num_hidden_layers"] == 3
 
 
+def test_width_and_heads_override_the_named_size(tmp_path):
+    load_script().main(tiny_args(tmp_path, "--training_mode", "end_to_end", "--hidden_size", "32", "--num_attention_heads", "2",
+                                 "--max_train_steps", "1"))
+    config = json.loads((tmp_path / "transformer" / "config.json").read_text())
+    assert (config["hidden_size"], config["num_attention_heads"], config["intermediate_size"]) == (32, 2, 128)
+    assert config["num_hidden_layers"] == 3  # the other override; the width's default (XS) is 64
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

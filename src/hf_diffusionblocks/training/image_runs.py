@@ -12,6 +12,7 @@ built first, so a bad dataset or size fails before anything is written to `--out
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import json
 import logging
 import os
@@ -56,10 +57,14 @@ def block_layout(args: argparse.Namespace) -> dict:
 
 
 def build_dit_config(args: argparse.Namespace, train_set) -> DiffusionBlocksDiTConfig:
-    size = DIT_SIZES[args.model_size]
+    # --hidden_size / --num_hidden_layers / --num_attention_heads override the named size
+    size = replace(DIT_SIZES[args.model_size], **{
+        name: getattr(args, name) for name in ("hidden_size", "num_hidden_layers", "num_attention_heads")
+        if getattr(args, name, None) is not None
+    })
     config = DiffusionBlocksDiTConfig(
         image_size=train_set.image_size, patch_size=args.patch_size, num_channels=train_set.num_channels,
-        hidden_size=size.hidden_size, num_hidden_layers=args.num_hidden_layers or size.num_hidden_layers,
+        hidden_size=size.hidden_size, num_hidden_layers=size.num_hidden_layers,
         num_attention_heads=size.num_attention_heads, intermediate_size=size.intermediate_size,
         num_labels=train_set.num_labels, class_dropout_prob=args.class_dropout_prob, **block_layout(args),
     )
