@@ -203,7 +203,8 @@ class RoutedTransformerMixin(BlockContainerMixin):
         """The block of each of the `batch` samples, from their timestep (a scalar or one per sample)."""
         if timestep is None:
             raise ValueError(f"{type(self).__name__} needs `timestep`: it picks the block to run from it.")
-        t = self.axis_timestep(torch.as_tensor(timestep, dtype=torch.float64)).reshape(-1)
+        # on the CPU in float64 (not every accelerator has it): Flux's flow time × T must not round across a boundary
+        t = self.axis_timestep(torch.as_tensor(timestep).detach().cpu().to(torch.float64)).reshape(-1)
         if t.numel() == 1:
             t = t.expand(batch)
         if t.numel() != batch:
