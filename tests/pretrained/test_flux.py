@@ -10,6 +10,7 @@ from hf_diffusionblocks.pretrained.conversion import convert_pretrained_transfor
 from hf_diffusionblocks.pretrained.finetuning import BlockFinetuningModel, NativeObjective, SourceTeacher, finetuning_loss
 from hf_diffusionblocks.pretrained.lora import LoraSettings
 from hf_diffusionblocks.pretrained.modeling_routed import RoutedFluxTransformer2DModel, load_routed_transformer
+from hf_diffusionblocks.pretrained.time_axis import sampling_steps_per_block
 from tiny_models import pipeline_call_arguments, random_inputs, save_pipeline_folder, tiny_flux, tiny_pipeline, tiny_transformer
 from conftest import randomize_
 
@@ -70,6 +71,9 @@ def test_every_pipeline_call_runs_l_over_b_layers(flux_folder, tmp_path, num_blo
     assert counter["calls"] == 16  # 8 steps, true CFG: a conditional and an unconditional call each
     assert counter["layers"] == counter["calls"] * 4 // num_blocks
     assert ran == sorted(ran) and set(ran) == set(range(num_blocks))  # high noise first, every block used
+    # what `convert` reports for FluxPipeline (its own sigmas) is what the pipeline ran
+    counts = sampling_steps_per_block(pipe.transformer.time_partition, pipe.scheduler, 8, "FluxPipeline")
+    assert [2 * count for count in counts] == [ran.count(b) for b in range(num_blocks)]
 
 
 def sliced_source(transformer, layers: range, num_double: int):

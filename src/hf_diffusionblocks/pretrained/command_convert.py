@@ -48,7 +48,7 @@ def default_steps_per_block(manifest: ConversionManifest, pipeline_dir: str | No
         return None
     count = default_num_inference_steps(pipeline_class)
     scheduler = scheduler_class.from_config(manifest.scheduler_config)
-    return pipeline_name, count, sampling_steps_per_block(manifest.time_partition, scheduler, count)
+    return pipeline_name, count, sampling_steps_per_block(manifest.time_partition, scheduler, count, pipeline_name)
 
 
 def command_convert(args: argparse.Namespace) -> int:
