@@ -91,3 +91,11 @@ def test_convert_command_writes_a_pipeline_folder(tmp_path, capsys):
     assert RoutedDiTTransformer2DModel.from_pretrained(str(tmp_path / "out"), subfolder="transformer").loaded_block_indices == [0, 1]
     assert main(["convert", str(source / "transformer"), str(tmp_path / "bad"), "--num_blocks", "2", "--as_pipeline"]) == 1
     assert "has no model_index.json" in capsys.readouterr().err
+
+
+def test_every_routed_class_is_re_exported_for_remote_code():
+    import hf_diffusionblocks
+    from hf_diffusionblocks.pretrained.modeling_routed import ROUTED_CLASSES
+
+    for routed in ROUTED_CLASSES.values():
+        assert routed.__name__ in hf_diffusionblocks.__all__ and getattr(hf_diffusionblocks, routed.__name__) is routed
