@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from ..modeling.block_checkpoint import CONFIG_NAME, block_weights_name, load_block_file, read_block_metadata, tensors_digest
 from ..model_card import write_converted_model_card
 from ..remote_code import REMOTE_CODE_FILE
-from .converted_folder import MANIFEST_NAME, STEMS_NAME, ConversionManifest, check_block_file, load_stems, read_manifest, write_index_for
+from .converted_folder import (
+    MANIFEST_NAME, STEMS_NAME, ConversionManifest, check_block_file, load_stems, read_manifest, write_index_for,
+)
 from .finetuning import LORA_FOLDER
 from .lora import check_adapter_file
 
@@ -69,7 +71,9 @@ def conversion_problems(inputs: list[ConvertedInput]) -> list[str]:
     return problems
 
 
-def file_digest_and_problems(path: str, block_index: int, manifest: ConversionManifest, adapter: bool, verify: bool) -> tuple[str | None, list[str]]:
+def file_digest_and_problems(
+    path: str, block_index: int, manifest: ConversionManifest, adapter: bool, verify: bool
+) -> tuple[str | None, list[str]]:
     """The digest of a block (or adapter) file's tensors, after checking it is block `block_index` of `manifest`."""
     try:
         if adapter:

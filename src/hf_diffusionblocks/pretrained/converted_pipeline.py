@@ -27,7 +27,9 @@ from .modeling_routed import routed_class_for
 MODEL_INDEX_NAME = "model_index.json"
 
 
-def convert_pipeline(source: str, output_dir: str, num_blocks: int, *, subfolder: str | None = None, **options: Any) -> ConversionManifest:
+def convert_pipeline(
+    source: str, output_dir: str, num_blocks: int, *, subfolder: str | None = None, **options: Any
+) -> ConversionManifest:
     """Convert the transformer of the pipeline folder `source` into `output_dir`, a pipeline folder whose
     `model_index.json` names the routed transformer (see the module docstring).
 
@@ -54,8 +56,9 @@ def convert_pipeline(source: str, output_dir: str, num_blocks: int, *, subfolder
             component = os.path.join(str(source), name)
             if os.path.isdir(component):
                 shutil.copytree(component, os.path.join(staging, name))
-        manifest = convert_pretrained_transformer(str(source), os.path.join(staging, subfolder), num_blocks, subfolder=subfolder, **options)
-        write_remote_code_module(os.path.join(staging, subfolder))
+        model_dir = os.path.join(staging, subfolder)
+        manifest = convert_pretrained_transformer(str(source), model_dir, num_blocks, subfolder=subfolder, **options)
+        write_remote_code_module(model_dir)
         model_index[subfolder] = [REMOTE_CODE_MODULE, routed_class_for(manifest).__name__]
         atomic_write_json(os.path.join(staging, MODEL_INDEX_NAME), model_index)
     return manifest

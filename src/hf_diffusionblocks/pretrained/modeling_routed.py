@@ -1,8 +1,8 @@
 """Routed transformers: a converted pretrained transformer that runs one block per call.
 
 `RoutedDiTTransformer2DModel`, `RoutedPixArtTransformer2DModel`, `RoutedSD3Transformer2DModel` and
-`RoutedFluxTransformer2DModel` subclass the diffusers class they were converted from, so they carry its config and forward
-signature and drop into its pipelines unchanged (`pipe.transformer = routed`). They hold the stems
+`RoutedFluxTransformer2DModel` subclass the diffusers class they were converted from, so they carry
+its config and forward signature and drop into its pipelines unchanged (`pipe.transformer = routed`). They hold the stems
 and the loaded blocks (`self.blocks["b"]`, each a `ModuleList` of that block's source layers);
 `self.transformer_blocks` is empty. In `forward`, the timestep of each sample picks its block from
 the conversion's time partition; a batch whose samples fall in different blocks is split, each
@@ -10,9 +10,9 @@ part runs its block alone, and the outputs are put back in order. One call there
 layers, not L.
 
 PixArt, SD3 and Flux run their source class's own forward with its layer lists temporarily set to
-the chosen block's layers (Flux has two lists, see `layer_stack.py`). DiT cannot: its output head reads the embedder of
-`transformer_blocks[0]`, so its routed forward is written out and uses the stem copy of that
-embedder (`output_conditioning_embedding`, see `conversion.py`).
+the chosen block's layers (Flux has two lists, see `layer_stack.py`). DiT cannot: its output head
+reads the embedder of `transformer_blocks[0]`, so its routed forward is written out and uses the
+stem copy of that embedder (`output_conditioning_embedding`, see `conversion.py`).
 """
 
 from __future__ import annotations
