@@ -203,3 +203,21 @@ def test_what_flux_refuses(flux_folder, tmp_path):
         routed(**inputs, controlnet_block_samples=[torch.zeros(1, 16, 16)])
     with pytest.raises(ValueError, match="timestep must lie in"):
         routed(**{**inputs, "timestep": torch.tensor([1.5])})
+
+
+def test_gradient_checkpointing_of_a_straddling_block_gives_the_same_gradients(deep_flux_folder, tmp_path):
+    folder, _ = deep_flux_folder
+    out = convert(folder, tmp_path / "b2", 2, layers_per_block=[2, 4])
+    gradients = []
+    for checkpointing in (False, True):
+        model = BlockFinetuningModel(str(out), 1)
+        if checkpointing:
+            model.routed.enable_gradient_checkpointing()
+        model.train()
+        inputs = random_inputs("flux", 2, torch.zeros(2))
+        conditioning = {k: v for k, v in inputs.items() if k not in ("hidden_states", "timestep")}
+        finetuning_loss(model, 1, inputs["hidden_states"], conditioning, NativeObjective(model.manifest),
+                        torch.Generator().manual_seed(0)).backward()
+        gradients.append([p.grad.clone() for p in model.block_parameters(1) if p.grad is not None])
+    assert len(gradients[0]) == len(gradients[1]) > 0
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*gradients))
