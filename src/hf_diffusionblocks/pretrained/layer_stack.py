@@ -13,8 +13,11 @@ In `diffusion_blocks.json` the stack is the `layer_list` entry: the list's name 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Sequence
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -27,8 +30,8 @@ class LayerStack:
         if not self.lists:
             raise ValueError("a layer stack needs at least one module list.")
         names = [name for name, _ in self.lists]
-        if len(set(names)) != len(names) or any(not isinstance(name, str) or not name for name in names):
-            raise ValueError(f"layer lists must be distinct non-empty names, got {names}.")
+        if len(set(names)) != len(names) or any(not isinstance(name, str) or not _IDENTIFIER.match(name) for name in names):
+            raise ValueError(f"layer lists must be distinct module names (letters, digits, '_'), got {names}.")
         if any(not isinstance(count, int) or isinstance(count, bool) or count < 0 for _, count in self.lists):
             raise ValueError(f"layer counts must be integers >= 0, got {list(self.lists)}.")
 
