@@ -4,13 +4,16 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from hf_diffusionblocks.pretrained.conversion import convert_pretrained_transformer
 from hf_diffusionblocks.pretrained.finetuning import BlockFinetuningModel, NativeObjective, SourceTeacher, finetuning_loss
 from hf_diffusionblocks.pretrained.lora import LoraSettings
 from hf_diffusionblocks.pretrained.modeling_routed import RoutedFluxTransformer2DModel, load_routed_transformer
+from hf_diffusionblocks.pretrained.converted_folder import read_manifest
 from hf_diffusionblocks.pretrained.time_axis import sampling_steps_per_block
+from hf_diffusionblocks.training.pretrained_task import load_finetuning_data
+from script_testing import load_script
 from tiny_models import pipeline_call_arguments, random_inputs, save_pipeline_folder, tiny_flux, tiny_pipeline, tiny_transformer
 from conftest import randomize_
 
@@ -221,3 +224,23 @@ def test_gradient_checkpointing_of_a_straddling_block_gives_the_same_gradients(d
         gradients.append([p.grad.clone() for p in model.block_parameters(1) if p.grad is not None])
     assert len(gradients[0]) == len(gradients[1]) > 0
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*gradients))
+
+
+def test_the_finetuning_script_trains_one_flux_block_from_a_latents_file(deep_flux_folder, tmp_path):
+    folder, _ = deep_flux_folder
+    out = convert(folder, tmp_path / "b2", 2, layers_per_block=[2, 4])
+    inputs = random_inputs("flux", 6, torch.zeros(6), seed=11)
+    latents = {"latents": inputs.pop("hidden_states"), **{k: v for k, v in inputs.items() if k != "timestep"}}
+    save_file(latents, str(tmp_path / "latents.safetensors"))  # img_ids / txt_ids: one set, no rows
+    summary = load_script("finetune_pretrained").main([
+        "--converted_dir", str(out), "--output_dir", str(tmp_path / "tuned"), "--latents_file", str(tmp_path / "latents.safetensors"),
+        "--block_index", "1", "--train_batch_size", "4", "--max_train_steps", "3", "--logging_steps", "1",
+        "--checkpointing_steps", "3", "--report_to", "none"])
+    assert [block["steps"] for block in summary["blocks"]] == [3]
+    tuned = RoutedFluxTransformer2DModel.from_pretrained(str(tmp_path / "tuned"))
+    assert tuned.block_training_steps == {1: 3}
+    original = load_file(out / "block_1.safetensors")
+    assert any(not torch.equal(original[k], v) for k, v in load_file(tmp_path / "tuned" / "block_1.safetensors").items())
+    save_file({"latents": torch.zeros(2, 16, 4, 4)}, str(tmp_path / "unpacked.safetensors"))
+    with pytest.raises(ValueError, match=r"the model takes \(N, tokens, in_channels=16\)"):
+        load_finetuning_data(read_manifest(str(out)), latents_file=str(tmp_path / "unpacked.safetensors"))

@@ -69,6 +69,8 @@ class RoutedTransformerMixin(BlockContainerMixin):
     source_class: type
     # forward arguments that are not per sample (Flux's position ids): never split between blocks
     shared_arguments: tuple[str, ...] = ()
+    # the axes of `hidden_states` (Flux: packed latent patches, one token each)
+    sample_layout: tuple[str, ...] = ("N", "in_channels", "H", "W")
 
     # ---- loading --------------------------------------------------------------------------------
     @classmethod
@@ -344,6 +346,7 @@ class RoutedFluxTransformer2DModel(RoutedTransformerMixin, FluxTransformer2DMode
 
     source_class = FluxTransformer2DModel
     shared_arguments = ("img_ids", "txt_ids")
+    sample_layout = ("N", "tokens", "in_channels")
 
     def forward(self, *args, **kwargs):
         return self.routed_forward(*args, **kwargs)
