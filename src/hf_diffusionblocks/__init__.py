@@ -18,6 +18,12 @@ from .hub import push_block_to_hub, push_folder_to_hub, push_root_files_to_hub
 from .model_card import write_model_card
 from .partition import NoisePartition, assign_layers_to_blocks, format_partition_table
 from .preconditioning import EDMPreconditioning
+from .pretrained.modeling_routed import (
+    RoutedDiTTransformer2DModel,
+    RoutedFluxTransformer2DModel,
+    RoutedPixArtTransformer2DModel,
+    RoutedSD3Transformer2DModel,
+)
 from .schedulers import DiffusionBlocksScheduler, MaskedDiffusionBlocksScheduler
 from .tokenization_char import CharacterTokenizer
 
@@ -52,6 +58,10 @@ __all__ = [
     "MaskedDiffusionBlocksScheduler",
     "ModelFamily",
     "NoisePartition",
+    "RoutedDiTTransformer2DModel",
+    "RoutedFluxTransformer2DModel",
+    "RoutedPixArtTransformer2DModel",
+    "RoutedSD3Transformer2DModel",
     "assign_layers_to_blocks",
     "family_by_name",
     "format_partition_table",

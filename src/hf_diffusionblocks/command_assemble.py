@@ -4,6 +4,8 @@ Blocks trained by different processes or machines land in different folders. Bef
 every input is checked against the others (config, pipeline components, the scheduler's partition, each
 block file's metadata, tensors and checksum, and blocks present twice); every inconsistency is reported in
 one error. The merged folder is written under a temporary name and renamed into place once complete.
+Folders written by `convert` and by fine-tuning a converted model merge by `assemble_converted`
+(`pretrained/assembly.py`: same conversion and stems, each block's trained version over the converted one).
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ import torch
 from safetensors import safe_open
 
 from .atomic_io import atomic_folder, read_json_file
-from .command_info import describe
+from .command_info import describe, inspect_conversion
 from .families import load_config_file, model_class_for_config
 from .hub import BLOCK_FILE_PATTERN, root_files
+from .hub_download import HubOptions
 from .modeling.block_checkpoint import CONFIG_NAME, block_weights_name, load_block_file, tensors_digest
 from .pipelines.pipeline_utils import MODEL_INDEX_NAME
+from .pretrained.assembly import choose_files, conversion_problems, read_converted_input, write_merged_folder
 
 # Keys of a pipeline's JSON files that record the writing library's version, not the pipeline.
 _VERSION_KEYS = ("_diffusers_version", "transformers_version")
@@ -218,6 +222,9 @@ def assemble(
         raise ValueError(f"output_dir {output_dir!r} already exists and is not an empty folder.")
     if any(os.path.abspath(output_dir) == os.path.abspath(path) for path in inputs):
         raise ValueError(f"output_dir {output_dir!r} is also an input folder.")
+    converted = assemble_converted(output_dir, inputs, subfolder, require_complete, verify)
+    if converted is not None:
+        return converted
     folders = [read_block_folder(path, subfolder) for path in inputs]
     problems: list[str] = []
     for folder in folders[1:]:
@@ -243,6 +250,39 @@ def assemble(
     return missing
 
 
+def assemble_converted(
+    output_dir: str, inputs: Sequence[str], subfolder: str, require_complete: bool, verify: bool
+) -> list[int] | None:
+    """`assemble` for folders written by `convert` and by fine-tuning a converted model (`pretrained/assembly.py`:
+    same conversion and stems, each block's trained version over the converted one); returns the missing
+    blocks, or None when the inputs are not converted folders."""
+    converted = [read_converted_input(path, subfolder) for path in inputs]
+    if all(item is None for item in converted):
+        return None
+    if any(item is None for item in converted):
+        others = [path for path, item in zip(inputs, converted) if item is None]
+        raise ValueError(f"{others} are not converted folders (no diffusion_blocks.json), but the other inputs are.")
+    problems = conversion_problems(converted)
+    pipelines = [BlockFolder(item.path, item.model_dir, True, None, {}) for item in converted if item.is_pipeline]
+    for folder in pipelines[1:]:
+        problems += component_differences(pipelines[0], folder, subfolder)
+    merged = choose_files(converted, verify) if not problems else None
+    problems += merged.problems if merged is not None else []
+    if problems:
+        raise ValueError(_problem_report(problems))
+    missing = [index for index in range(converted[0].manifest.num_blocks) if index not in merged.blocks]
+    if missing and require_complete:
+        raise ValueError(f"blocks {missing} are in none of the inputs (present: {sorted(merged.blocks)}).")
+    reference = next((item for item in converted if item.is_pipeline), converted[0])
+    with atomic_folder(output_dir) as staging:
+        for relative in defining_files(pipelines[0], subfolder) if pipelines else []:
+            destination = os.path.join(staging, *relative.split("/"))
+            os.makedirs(os.path.dirname(destination), exist_ok=True)
+            shutil.copyfile(os.path.join(pipelines[0].path, *relative.split("/")), destination)
+        write_merged_folder(os.path.join(staging, subfolder) if pipelines else staging, reference, merged)
+    return missing
+
+
 def _problem_report(problems: list[str]) -> str:
     if len(problems) == 1:
         return problems[0]
@@ -251,7 +291,8 @@ def _problem_report(problems: list[str]) -> str:
 
 def command_assemble(args: argparse.Namespace) -> int:
     missing = assemble(args.output_dir, args.block_dirs, args.subfolder, args.require_complete, verify=not args.no_verify)
-    print(describe(args.output_dir, args.subfolder))
+    converted = inspect_conversion(args.output_dir, args.subfolder, HubOptions())
+    print(converted[0] if converted is not None else describe(args.output_dir, args.subfolder))
     if missing:
         print(
             f"warning: blocks {missing} are missing; the folder cannot sample until they are added.",

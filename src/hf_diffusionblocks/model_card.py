@@ -290,6 +290,7 @@ _SOURCE_PIPELINES = {
     "DiTTransformer2DModel": "DiTPipeline",
     "PixArtTransformer2DModel": "PixArtSigmaPipeline",
     "SD3Transformer2DModel": "StableDiffusion3Pipeline",
+    "FluxTransformer2DModel": "FluxPipeline",
 }
 
 
@@ -330,7 +331,7 @@ def render_converted_model_card(
         num_blocks=manifest.num_blocks,
         num_layers=sum(manifest.layers_per_block),
         layers_per_block=manifest.layers_per_block,
-        layer_list=manifest.layer_list,
+        layer_list=manifest.layer_stack.describe(),
         partition_table=manifest.time_partition.table(manifest.layers_per_block),
         steps_line=steps_line,
         block_rows="\n".join(converted_block_rows(folder, manifest)),

@@ -151,10 +151,15 @@ def test_bad_inputs_are_named(pipeline_folders, tmp_path):
         convert(folder, tmp_path / "x", 5)
     with pytest.raises(ValueError, match="overlap must be in"):
         convert(folder, tmp_path / "y", 2, overlap=1.0)
+    hunyuan = tmp_path / "hunyuan"
+    hunyuan.mkdir()
+    (hunyuan / "config.json").write_text(json.dumps({"_class_name": "HunyuanDiT2DModel", "num_layers": 2}))
+    with pytest.raises(ValueError, match="HunyuanDiT2DModel.*long skip connections"):
+        convert(hunyuan, tmp_path / "z", 2)
     flux = tmp_path / "flux"
     flux.mkdir()
     (flux / "config.json").write_text(json.dumps({"_class_name": "FluxTransformer2DModel", "num_layers": 2}))
-    with pytest.raises(ValueError, match="FluxTransformer2DModel.*two layer lists"):
+    with pytest.raises(ValueError, match="needs an integer 'num_single_layers'"):
         convert(flux, tmp_path / "z", 2)
     with pytest.raises(ValueError, match="no config.json"):
         convert(tmp_path, tmp_path / "w", 2)

@@ -1,10 +1,12 @@
 """`hf-diffusionblocks convert SRC OUT --num_blocks B`: the command-line face of `conversion.py`.
 
     hf-diffusionblocks convert SRC OUT --num_blocks B [--partition equiprobable|uniform] [--overlap γ]
-        [--subfolder transformer] [--layers_per_block 10 9 9] [--logit_mean 0 --logit_std 1]
+        [--subfolder transformer] [--layers_per_block 10 9 9] [--logit_mean 0 --logit_std 1] [--as_pipeline]
 
 Prints the partition on the model's time axis and, for a pipeline folder, how many of the
-pipeline's default sampling steps each block runs.
+pipeline's default sampling steps each block runs. With `--as_pipeline` (a pipeline source), OUT is a
+pipeline folder that `DiffusionPipeline.from_pretrained(OUT, trust_remote_code=True)` loads with the
+routed transformer (`converted_pipeline.py`); the converted folder is its `transformer/`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import os
 
 from .conversion import convert_pretrained_transformer
+from .converted_pipeline import convert_pipeline
 from .converted_folder import ConversionManifest
 from ..model_card import write_converted_model_card
 from .time_axis import TIME_PARTITIONS, default_num_inference_steps, sampling_steps_per_block
@@ -45,11 +48,12 @@ def default_steps_per_block(manifest: ConversionManifest, pipeline_dir: str | No
         return None
     count = default_num_inference_steps(pipeline_class)
     scheduler = scheduler_class.from_config(manifest.scheduler_config)
-    return pipeline_name, count, sampling_steps_per_block(manifest.time_partition, scheduler, count)
+    return pipeline_name, count, sampling_steps_per_block(manifest.time_partition, scheduler, count, pipeline_name)
 
 
 def command_convert(args: argparse.Namespace) -> int:
-    manifest = convert_pretrained_transformer(
+    convert = convert_pipeline if args.as_pipeline else convert_pretrained_transformer
+    manifest = convert(
         args.source, args.output_dir, args.num_blocks, subfolder=args.subfolder, partition=args.partition,
         overlap=args.overlap, layers_per_block=args.layers_per_block, logit_mean=args.logit_mean, logit_std=args.logit_std,
     )
@@ -57,14 +61,17 @@ def command_convert(args: argparse.Namespace) -> int:
     description = describe_conversion(manifest, pipeline_dir)
     print(description)
     steps = [line for line in description.splitlines() if "default sampling" in line]
-    write_converted_model_card(args.output_dir, steps_line=steps[0] if steps else None)
-    print(f"written: {args.output_dir} (stems.safetensors, block_0..{manifest.num_blocks - 1}.safetensors, diffusion_blocks.json, README.md)")
+    converted_dir = os.path.join(args.output_dir, args.subfolder or "transformer") if args.as_pipeline else args.output_dir
+    write_converted_model_card(converted_dir, steps_line=steps[0] if steps else None)
+    print(f"written: {converted_dir} (stems.safetensors, block_0..{manifest.num_blocks - 1}.safetensors, diffusion_blocks.json, README.md)")
+    if args.as_pipeline:
+        print(f"pipeline: {args.output_dir} (DiffusionPipeline.from_pretrained(..., trust_remote_code=True) loads it routed)")
     return 0
 
 
 def add_convert_command(commands) -> None:
     """Register `convert` on the `hf-diffusionblocks` sub-command parser."""
-    convert = commands.add_parser("convert", help="split a pretrained diffusers transformer (DiT, PixArt, SD3) into B blocks")
+    convert = commands.add_parser("convert", help="split a pretrained diffusers transformer (DiT, PixArt, SD3, Flux) into B blocks")
     convert.add_argument("source", help="a diffusers transformer folder, or a pipeline folder (transformer in --subfolder)")
     convert.add_argument("output_dir", help="the converted folder to write")
     convert.add_argument("--num_blocks", type=int, required=True, help="number of blocks B (at most the number of layers)")
@@ -75,4 +82,7 @@ def add_convert_command(commands) -> None:
     convert.add_argument("--layers_per_block", type=int, nargs="+", default=None, help="uneven layer counts, one per block")
     convert.add_argument("--logit_mean", type=float, default=0.0, help="flow models: mean of the logit-normal training time")
     convert.add_argument("--logit_std", type=float, default=1.0, help="flow models: std of the logit-normal training time")
+    convert.add_argument("--as_pipeline", action="store_true",
+                         help="write OUTPUT_DIR as a pipeline folder (the source pipeline's components, the converted "
+                              "transformer in its subfolder) that DiffusionPipeline.from_pretrained(..., trust_remote_code=True) loads")
     convert.set_defaults(run=command_convert)

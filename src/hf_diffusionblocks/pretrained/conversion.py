@@ -18,10 +18,13 @@ instead of silently dropped.
   other blocks end on an ordinary joint layer whose text output is discarded, as the source does
   at every layer but the last.
 
-Two-list models (Flux: `transformer_blocks` then `single_transformer_blocks`) are not supported: the
-natural split gives block b a slice of the concatenated stack (double-stream layers first), so
-one block may hold both kinds and must run the text/image concatenation between them; that is
-its own routed forward, not written yet.
+- `FluxTransformer2DModel`: two layer lists run in order, the double-stream `transformer_blocks`
+  (`num_layers`) then the single-stream `single_transformer_blocks` (`num_single_layers`); blocks
+  slice their concatenation (`layer_stack.py`), so one block may hold layers of both. Stems
+  `pos_embed`, `time_text_embed` (with the guidance embedder of guidance-distilled variants),
+  `context_embedder`, `x_embedder`, `norm_out`, `proj_out`. The time axis is flow matching with the
+  scheduler's static `shift`; a scheduler with dynamic (resolution-dependent) shifting is refused
+  (`time_axis.py`): a partition needs one fixed map from timestep to training mass.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ from safetensors import safe_open
 from ..atomic_io import atomic_save_folder
 from ..modeling.block_checkpoint import CONFIG_NAME, tensors_digest
 from ..partition import assign_layers_to_blocks
-from .converted_folder import ConversionManifest, layer_index_of, write_converted_folder
+from .converted_folder import ConversionManifest, write_converted_folder
+from .layer_stack import LayerStack
 from .time_axis import time_partition_from_scheduler_config
 
 SOURCE_WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
@@ -51,7 +55,8 @@ class ClassMapping:
     class_name: str
     stem_modules: tuple[str, ...]
     default_time_axis: str
-    layer_list: str = "transformer_blocks"
+    # the module lists blocks slice, in execution order, each with the config key of its length
+    layer_lists: tuple[tuple[str, str], ...] = (("transformer_blocks", "num_layers"),)
     # stem name → source tensor prefix copied into it (DiT's output-head embedder)
     copied_stems: dict[str, str] = field(default_factory=dict)
 
@@ -68,15 +73,29 @@ CLASS_MAPPINGS: dict[str, ClassMapping] = {
     "SD3Transformer2DModel": ClassMapping(
         "SD3Transformer2DModel", ("pos_embed", "time_text_embed", "context_embedder", "norm_out", "proj_out", "image_proj"), "flow",
     ),
+    "FluxTransformer2DModel": ClassMapping(
+        "FluxTransformer2DModel", ("pos_embed", "time_text_embed", "context_embedder", "x_embedder", "norm_out", "proj_out"), "flow",
+        layer_lists=(("transformer_blocks", "num_layers"), ("single_transformer_blocks", "num_single_layers")),
+    ),
 }
 
 # What each known-but-unsupported class lacks, for the error message.
 UNSUPPORTED_REASONS = {
-    "FluxTransformer2DModel": "two layer lists (transformer_blocks, single_transformer_blocks) with a text/image concatenation between them; no routed forward splits them yet",
     "SanaTransformer2DModel": "no stem/layer mapping has been written for it",
     "HunyuanDiT2DModel": "long skip connections between layers, so its layers are not an independent residual stack",
     "UNet2DConditionModel": "no homogeneous layer stack (a U-Net, not a transformer)",
 }
+
+
+def layer_stack_of(mapping: ClassMapping, source_config: dict) -> LayerStack:
+    """The layer lists of a source config, with their lengths read from the config keys the mapping names."""
+    counts = []
+    for name, key in mapping.layer_lists:
+        count = source_config.get(key)
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise ValueError(f"the {mapping.class_name} config.json needs an integer {key!r} (the length of {name}), got {count!r}.")
+        counts.append((name, count))
+    return LayerStack(tuple(counts))
 
 
 def mapping_for(class_name: str) -> ClassMapping:
@@ -166,9 +185,10 @@ def convert_pretrained_transformer(
         source_config = json.load(file)
     class_name = source_config.get("_class_name")
     mapping = mapping_for(str(class_name))
-    num_layers = int(source_config["num_layers"])
+    stack = layer_stack_of(mapping, source_config)
+    num_layers = stack.num_layers
     if not isinstance(num_blocks, int) or isinstance(num_blocks, bool) or not 1 <= num_blocks <= num_layers:
-        raise ValueError(f"num_blocks must be an integer in [1, {num_layers}] (the {mapping.layer_list} of this {class_name}), got {num_blocks!r}.")
+        raise ValueError(f"num_blocks must be an integer in [1, {num_layers}] (the {stack.describe()} of this {class_name}), got {num_blocks!r}.")
     if layers_per_block is None and num_layers % num_blocks:
         # uneven split when B does not divide L: the first L mod B blocks get one more layer
         base, extra = divmod(num_layers, num_blocks)
@@ -187,11 +207,11 @@ def convert_pretrained_transformer(
             f"but {class_name} models are trained on a {mapping.default_time_axis!r} axis."
         )
 
-    stems, blocks = split_source_weights(source_weight_files(model_dir), mapping, layers, class_name)
+    stems, blocks = split_source_weights(source_weight_files(model_dir), mapping, stack, layers, class_name)
     manifest = ConversionManifest(
         source_class=class_name,
         source_config=source_config,
-        layer_list=mapping.layer_list,
+        layer_list=stack.to_manifest(),
         layers_per_block=layers,
         time_partition=time_partition,
         scheduler_config=scheduler_config,
@@ -205,7 +225,7 @@ def convert_pretrained_transformer(
 
 
 def split_source_weights(
-    files: list[str], mapping: ClassMapping, layers_per_block: list[int], class_name: str
+    files: list[str], mapping: ClassMapping, stack: LayerStack, layers_per_block: list[int], class_name: str
 ) -> tuple[dict[str, torch.Tensor], dict[int, dict[str, torch.Tensor]]]:
     """Read the source tensors once and sort them into stems and blocks (source names kept)."""
     owner = [b for b, count in enumerate(layers_per_block) for _ in range(count)]
@@ -214,7 +234,10 @@ def split_source_weights(
     for path in files:
         with safe_open(path, framework="pt") as file:
             for name in file.keys():
-                layer = layer_index_of(name, mapping.layer_list)
+                try:
+                    layer = stack.index_of(name)
+                except ValueError as error:
+                    raise ValueError(f"{path}: {error} (from config.json)") from None
                 if layer is not None:
                     if layer >= len(owner):
                         raise ValueError(f"{path} holds {name!r}, but the config has only {len(owner)} layers.")
@@ -223,7 +246,7 @@ def split_source_weights(
                     stems[name] = file.get_tensor(name)
                 else:
                     raise ValueError(
-                        f"{class_name} tensor {name!r} belongs neither to the layer list {mapping.layer_list!r} "
+                        f"{class_name} tensor {name!r} belongs neither to the layer lists {list(stack.names)} "
                         f"nor to the known stems {list(mapping.stem_modules)}: this variant is not supported."
                     )
                 for stem, prefix in mapping.copied_stems.items():
@@ -231,6 +254,6 @@ def split_source_weights(
                         stems[stem + name[len(prefix):]] = file.get_tensor(name)
     empty = [b for b, tensors in blocks.items() if not tensors]
     if empty:
-        raise ValueError(f"blocks {empty} received no tensors: the source weights lack layers of {mapping.layer_list!r}.")
+        raise ValueError(f"blocks {empty} received no tensors: the source weights lack layers of {stack.describe()}.")
     return stems, blocks
 

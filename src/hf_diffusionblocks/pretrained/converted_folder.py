@@ -39,6 +39,7 @@ from ..modeling.block_checkpoint import (
     tensors_digest,
     write_index,
 )
+from .layer_stack import LayerStack
 from .time_axis import TimeAxisPartition
 
 MANIFEST_NAME = "diffusion_blocks.json"
@@ -52,7 +53,7 @@ class ConversionManifest:
 
     source_class: str
     source_config: dict[str, Any]
-    layer_list: str
+    layer_list: str | list[list[Any]]  # the `LayerStack` in its manifest form (see layer_stack.py)
     layers_per_block: list[int]
     time_partition: TimeAxisPartition
     scheduler_config: dict[str, Any]
@@ -64,6 +65,11 @@ class ConversionManifest:
     @property
     def num_blocks(self) -> int:
         return len(self.layers_per_block)
+
+    @property
+    def layer_stack(self) -> LayerStack:
+        """The module lists the blocks slice (one, or Flux's two), numbered as one stack."""
+        return LayerStack.from_manifest(self.layer_list, sum(self.layers_per_block))
 
     def layer_range(self, block_index: int) -> range:
         """The source layer indices of block `block_index`."""
@@ -119,14 +125,6 @@ class ConversionManifest:
             extra_stems=payload.get("extra_stems", {}),
             source=payload.get("source", ""),
         )
-
-
-def layer_index_of(name: str, layer_list: str) -> int | None:
-    """`i` for a tensor named `<layer_list>.<i>.…`, else None."""
-    prefix = layer_list + "."
-    if not name.startswith(prefix):
-        return None
-    return int(name[len(prefix):].split(".", 1)[0])
 
 
 def write_converted_folder(

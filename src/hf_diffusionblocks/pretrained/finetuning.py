@@ -15,6 +15,7 @@ the original model's prediction at the same (x_t, t) instead (`SourceTeacher`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from dataclasses import dataclass
@@ -69,9 +70,13 @@ class NativeObjective:
 
 
 def prediction_channels(model, output: torch.Tensor) -> torch.Tensor:
-    """The predicted channels (DiT/PixArt with a learned variance output 2C channels; the first C are the prediction)."""
+    """The predicted channels (DiT/PixArt with a learned variance output 2C channels; the first C are the prediction).
+
+    Only models configured with `out_channels = 2 · in_channels` learn a variance (Flux's outputs are
+    `(batch, tokens, channels)`, whose dimension 1 is not channels)."""
     in_channels = model.config.in_channels
-    return output[:, :in_channels] if output.shape[1] == 2 * in_channels else output
+    learns_variance = getattr(model.config, "out_channels", None) == 2 * in_channels
+    return output[:, :in_channels] if learns_variance and output.shape[1] == 2 * in_channels else output
 
 
 @dataclass
@@ -187,15 +192,19 @@ class SourceTeacher:
         manifest = read_manifest(converted_dir)
         self.model = routed_class_for(manifest).from_pretrained(converted_dir, torch_dtype=dtype, device=device)
         self.model.requires_grad_(False)
-        # one block holding all layers, so a call runs the source's full stack whatever the timestep
+        # the source as a one-block conversion: a call runs the full stack whatever the timestep
         layers = nn.ModuleList(layer for b in self.model.loaded_block_indices for layer in self.model.blocks[str(b)])
-        self.model.blocks = nn.ModuleDict({str(b): layers for b in self.model.loaded_block_indices})
+        self.model.blocks = nn.ModuleDict({"0": layers})
+        self.model.conversion = dataclasses.replace(
+            manifest, layers_per_block=[len(layers)], time_partition=dataclasses.replace(manifest.time_partition, num_blocks=1)
+        )
+        self.model.time_partition = self.model.conversion.time_partition
 
     @torch.no_grad()
     def __call__(self, noisy: torch.Tensor, timesteps: torch.Tensor, conditioning: dict[str, torch.Tensor]) -> torch.Tensor:
         parameter = next(self.model.parameters())
         output = self.model(
-            noisy.to(parameter), timestep=timesteps.to(parameter.device),
+            noisy.to(parameter), timestep=self.model.model_timestep(timesteps.to(parameter.device)),
             **{k: v.to(parameter.device) for k, v in conditioning.items()},
         ).sample
         return prediction_channels(self.model, output).to(noisy)
@@ -223,7 +232,8 @@ def finetuning_loss(
     with torch.random.fork_rng(devices=devices):
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         torch.manual_seed(seed)
-        prediction = prediction_channels(model.routed, model(noisy, timestep=timesteps, **conditioning).sample)
+        model_timesteps = model.routed.model_timestep(timesteps)
+        prediction = prediction_channels(model.routed, model(noisy, timestep=model_timesteps, **conditioning).sample)
     return F.mse_loss(prediction.float(), target.float())
 
 

@@ -65,7 +65,7 @@ def block_lora_state_dict(block: nn.Module, block_index: int, manifest: Conversi
     renamed = {}
     for name, tensor in get_peft_model_state_dict(block).items():
         local, rest = name.split(".", 1)
-        renamed[f"{manifest.layer_list}.{start + int(local)}.{rest}"] = tensor
+        renamed[manifest.layer_stack.source_name(start + int(local), rest)] = tensor
     return renamed
 
 
@@ -74,8 +74,10 @@ def load_block_lora_state(block: nn.Module, tensors: dict[str, torch.Tensor], bl
     start = manifest.layer_range(block_index).start
     local = {}
     for name, tensor in tensors.items():
-        layer, rest = name[len(manifest.layer_list) + 1 :].split(".", 1)
-        local[f"{int(layer) - start}.{rest}"] = tensor
+        located = manifest.layer_stack.split_source_name(name)
+        if located is None:
+            raise ValueError(f"adapter of block {block_index} holds {name!r}, which is not a layer of {manifest.layer_stack.describe()}.")
+        local[f"{located[0] - start}.{located[1]}"] = tensor
     result = set_peft_model_state_dict(block, local)
     if result.unexpected_keys:
         raise ValueError(f"adapter of block {block_index} has tensors the block does not: {result.unexpected_keys[:5]}.")

@@ -1,18 +1,18 @@
 """Routed transformers: a converted pretrained transformer that runs one block per call.
 
-`RoutedDiTTransformer2DModel`, `RoutedPixArtTransformer2DModel` and `RoutedSD3Transformer2DModel`
-subclass the diffusers class they were converted from, so they carry its config and forward
-signature and drop into its pipelines unchanged (`pipe.transformer = routed`). They hold the stems
+`RoutedDiTTransformer2DModel`, `RoutedPixArtTransformer2DModel`, `RoutedSD3Transformer2DModel` and
+`RoutedFluxTransformer2DModel` subclass the diffusers class they were converted from, so they carry
+its config and forward signature and drop into its pipelines unchanged (`pipe.transformer = routed`). They hold the stems
 and the loaded blocks (`self.blocks["b"]`, each a `ModuleList` of that block's source layers);
 `self.transformer_blocks` is empty. In `forward`, the timestep of each sample picks its block from
 the conversion's time partition; a batch whose samples fall in different blocks is split, each
 part runs its block alone, and the outputs are put back in order. One call therefore runs L/B
 layers, not L.
 
-PixArt and SD3 run their source class's own forward with `transformer_blocks` temporarily set to
-the chosen block's layers. DiT cannot: its output head reads the embedder of
-`transformer_blocks[0]`, so its routed forward is written out and uses the stem copy of that
-embedder (`output_conditioning_embedding`, see `conversion.py`).
+PixArt, SD3 and Flux run their source class's own forward with its layer lists temporarily set to
+the chosen block's layers (Flux has two lists, see `layer_stack.py`). DiT cannot: its output head
+reads the embedder of `transformer_blocks[0]`, so its routed forward is written out and uses the
+stem copy of that embedder (`output_conditioning_embedding`, see `conversion.py`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 from accelerate import init_empty_weights
-from diffusers import DiTTransformer2DModel, PixArtTransformer2DModel, SD3Transformer2DModel
+from diffusers import DiTTransformer2DModel, FluxTransformer2DModel, PixArtTransformer2DModel, SD3Transformer2DModel
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from torch import nn
 
@@ -40,15 +40,18 @@ from .lora import merge_block_loras
 
 
 def source_layer_name(name: str, manifest: ConversionManifest) -> str:
-    """`blocks.<b>.<j>.rest` → `<layer_list>.<start_b + j>.rest`."""
+    """`blocks.<b>.<j>.rest` → the source name of stack layer `start_b + j` (`transformer_blocks.<i>.rest`)."""
     _, block, local, rest = name.split(".", 3)
-    return f"{manifest.layer_list}.{manifest.layer_range(int(block)).start + int(local)}.{rest}"
+    return manifest.layer_stack.source_name(manifest.layer_range(int(block)).start + int(local), rest)
 
 
 def routed_layer_name(name: str, block_index: int, manifest: ConversionManifest) -> str:
-    """`<layer_list>.<i>.rest` → `blocks.<b>.<i - start_b>.rest`."""
-    layer, rest = name[len(manifest.layer_list) + 1 :].split(".", 1)
-    return f"blocks.{block_index}.{int(layer) - manifest.layer_range(block_index).start}.{rest}"
+    """The source name of stack layer `i` (`transformer_blocks.<i>.rest`) → `blocks.<b>.<i - start_b>.rest`."""
+    located = manifest.layer_stack.split_source_name(name)
+    if located is None:
+        raise ValueError(f"tensor {name!r} is not a layer of {manifest.layer_stack.describe()}.")
+    layer, rest = located
+    return f"blocks.{block_index}.{layer - manifest.layer_range(block_index).start}.{rest}"
 
 
 def select_samples(value: Any, indices: torch.Tensor, batch: int) -> Any:
@@ -64,6 +67,10 @@ class RoutedTransformerMixin(BlockContainerMixin):
     """Block routing shared by the routed classes; the class attribute `source_class` names the diffusers class."""
 
     source_class: type
+    # forward arguments that are not per sample (Flux's position ids): never split between blocks
+    shared_arguments: tuple[str, ...] = ()
+    # the axes of `hidden_states` (Flux: packed latent patches, one token each)
+    sample_layout: tuple[str, ...] = ("N", "in_channels", "H", "W")
 
     # ---- loading --------------------------------------------------------------------------------
     @classmethod
@@ -128,12 +135,14 @@ class RoutedTransformerMixin(BlockContainerMixin):
         config = {key: value for key, value in manifest.source_config.items() if not key.startswith("_")}
         with init_empty_weights():
             model = cls.from_config(config)
-        layers = model.get_submodule(manifest.layer_list)
+        stack = manifest.layer_stack
+        layers = [layer for name in stack.names for layer in model.get_submodule(name)]
         for stem, prefix in manifest.extra_stems.items():
             # a copy, not the layer's own module: fine-tuning that layer must not move the stem
             setattr(model, stem, copy.deepcopy(model.get_submodule(prefix)))
         blocks = nn.ModuleDict({str(b): nn.ModuleList(layers[i] for i in manifest.layer_range(b)) for b in block_indices})
-        model._modules[manifest.layer_list] = nn.ModuleList()
+        for name in stack.names:
+            model._modules[name] = nn.ModuleList()
         model.blocks = blocks
         model.conversion = manifest
         model.time_partition = manifest.time_partition
@@ -184,11 +193,20 @@ class RoutedTransformerMixin(BlockContainerMixin):
         )
 
     # ---- routing --------------------------------------------------------------------------------
+    def axis_timestep(self, timestep: torch.Tensor) -> torch.Tensor:
+        """The time partition's timestep (in `[0, T]`) of the `timestep` the source forward takes (the same here)."""
+        return timestep
+
+    def model_timestep(self, timestep: torch.Tensor) -> torch.Tensor:
+        """The `timestep` argument of the source forward for a time partition timestep (the same here)."""
+        return timestep
+
     def route(self, timestep: Any, batch: int) -> torch.Tensor:
         """The block of each of the `batch` samples, from their timestep (a scalar or one per sample)."""
         if timestep is None:
             raise ValueError(f"{type(self).__name__} needs `timestep`: it picks the block to run from it.")
-        t = torch.as_tensor(timestep).reshape(-1)
+        # on the CPU in float64 (not every accelerator has it): Flux's flow time × T must not round across a boundary
+        t = self.axis_timestep(torch.as_tensor(timestep).detach().cpu().to(torch.float64)).reshape(-1)
         if t.numel() == 1:
             t = t.expand(batch)
         if t.numel() != batch:
@@ -212,7 +230,9 @@ class RoutedTransformerMixin(BlockContainerMixin):
             blocks,
             lambda block_index, indices: self.run_block(
                 block_index,
-                arguments if indices is None else {k: select_samples(v, indices, batch) for k, v in arguments.items()},
+                arguments if indices is None else {
+                    k: v if k in self.shared_arguments else select_samples(v, indices, batch) for k, v in arguments.items()
+                },
             ),
         )
         return Transformer2DModelOutput(sample=output) if return_dict else (output,)
@@ -228,14 +248,17 @@ class RoutedTransformerMixin(BlockContainerMixin):
         return Transformer2DModelOutput(sample=output) if return_dict else (output,)
 
     def run_block(self, block_index: int, arguments: dict[str, Any]) -> torch.Tensor:
-        """The source forward with `transformer_blocks` set to block `block_index`'s layers."""
-        layer_list = self.conversion.layer_list
-        empty = self._modules[layer_list]
-        self._modules[layer_list] = self.blocks[str(block_index)]
+        """The source forward with its layer lists set to block `block_index`'s layers (each list gets the
+        block's layers of that list; Flux: its double-stream layers, then its single-stream ones)."""
+        start = self.conversion.layer_range(block_index).start
+        parts = self.conversion.layer_stack.split_block(start, list(self.blocks[str(block_index)]))
+        empty = {name: self._modules[name] for name in parts}
+        for name, layers in parts.items():
+            self._modules[name] = nn.ModuleList(layers)
         try:
             return self.source_class.forward(self, **self.block_arguments(block_index, arguments), return_dict=False)[0]
         finally:
-            self._modules[layer_list] = empty
+            self._modules.update(empty)
 
     def block_arguments(self, block_index: int, arguments: dict[str, Any]) -> dict[str, Any]:
         """Hook for classes whose forward takes per-layer arguments (SD3's `skip_layers`)."""
@@ -308,8 +331,48 @@ class RoutedSD3Transformer2DModel(RoutedTransformerMixin, SD3Transformer2DModel)
         return arguments
 
 
+class RoutedFluxTransformer2DModel(RoutedTransformerMixin, FluxTransformer2DModel):
+    """A converted `FluxTransformer2DModel` that runs one block per call.
+
+    A block is a slice of the concatenated stack (double-stream `transformer_blocks`, then
+    `single_transformer_blocks`); the source forward runs with each list set to the block's layers of
+    that list. A block that straddles the two lists passes its last double-stream layer's two streams
+    (text, image) to its first single-stream layer, which joins them, as the source does between its
+    lists; a block of single-stream layers only starts from the embedded text and image. The forward
+    takes Flux's timestep, flow time in `[0, 1]` (the pipeline's `timestep / 1000`); the partition's
+    axis is that time × T. The position ids `img_ids` / `txt_ids` are shared by every sample. ControlNet
+    residuals (indexed over all layers of each list) are refused.
+    """
+
+    source_class = FluxTransformer2DModel
+    shared_arguments = ("img_ids", "txt_ids")
+    sample_layout = ("N", "tokens", "in_channels")
+
+    def forward(self, *args, **kwargs):
+        return self.routed_forward(*args, **kwargs)
+
+    forward.__signature__ = inspect.signature(FluxTransformer2DModel.forward)
+
+    def axis_timestep(self, timestep: torch.Tensor) -> torch.Tensor:
+        return timestep * self.time_partition.num_train_timesteps
+
+    def model_timestep(self, timestep: torch.Tensor) -> torch.Tensor:
+        return timestep / self.time_partition.num_train_timesteps
+
+    def block_arguments(self, block_index: int, arguments: dict[str, Any]) -> dict[str, Any]:
+        for name in ("controlnet_block_samples", "controlnet_single_block_samples"):
+            if arguments.get(name) is not None:
+                raise ValueError(f"{name} is not supported by a routed Flux transformer (its residuals index all layers).")
+        arguments = dict(arguments)
+        # the source pops IP-adapter embeddings from this dict: each block call gets its own copy
+        if arguments.get("joint_attention_kwargs") is not None:
+            arguments["joint_attention_kwargs"] = dict(arguments["joint_attention_kwargs"])
+        return arguments
+
+
 ROUTED_CLASSES = {
-    cls.source_class.__name__: cls for cls in (RoutedDiTTransformer2DModel, RoutedPixArtTransformer2DModel, RoutedSD3Transformer2DModel)
+    cls.source_class.__name__: cls
+    for cls in (RoutedDiTTransformer2DModel, RoutedPixArtTransformer2DModel, RoutedSD3Transformer2DModel, RoutedFluxTransformer2DModel)
 }
 
 

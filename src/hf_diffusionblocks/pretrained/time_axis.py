@@ -244,14 +244,23 @@ def default_num_inference_steps(pipeline_class: type) -> int:
     return parameter.default
 
 
+# Pipelines that give the scheduler their own sigmas instead of a step count (diffusers' FluxPipeline
+# samples `linspace(1, 1/N, N)`, shifted by the scheduler); the others call `set_timesteps(N)`.
+PIPELINE_SIGMAS = {"FluxPipeline": lambda count: [1.0 + (1.0 / count - 1.0) * i / max(count - 1, 1) for i in range(count)]}
+
+
 def sampling_steps_per_block(
-    time_partition: TimeAxisPartition, scheduler, num_inference_steps: int
+    time_partition: TimeAxisPartition, scheduler, num_inference_steps: int, pipeline_name: str | None = None
 ) -> list[int]:
-    """How many model evaluations of `scheduler.set_timesteps(num_inference_steps)` fall in each block.
+    """How many model evaluations of `scheduler.set_timesteps(num_inference_steps)` fall in each block
+    (with the sigmas `pipeline_name` passes instead, for the pipelines in `PIPELINE_SIGMAS`).
 
     Multistep solvers call the model once per entry of `scheduler.timesteps`, so this is the
     number of steps each block runs when the pipeline samples with these settings.
     """
-    scheduler.set_timesteps(num_inference_steps)
+    if pipeline_name in PIPELINE_SIGMAS:
+        scheduler.set_timesteps(sigmas=PIPELINE_SIGMAS[pipeline_name](num_inference_steps))
+    else:
+        scheduler.set_timesteps(num_inference_steps)
     return time_partition.steps_per_block(scheduler.timesteps)
 

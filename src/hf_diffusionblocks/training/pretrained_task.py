@@ -7,7 +7,8 @@ its adapter, in `lora/`) replaces the original in the output folder, which `prep
 made a complete converted folder; saving, uploading and finding it are `BlockOutputFolder`'s.
 
 `load_finetuning_data` reads the samples: a safetensors file of VAE latents and conditioning tensors,
-or an image dataset of pixels and `class_labels`.
+or an image dataset of pixels and `class_labels`. For Flux the latents are packed `(N, tokens, channels)`
+and the file also holds `img_ids` / `txt_ids`, one set shared by every sample.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ..data import load_image_dataset
 from ..pretrained.converted_folder import ConversionManifest, load_tensors
 from ..pretrained.finetuning import LORA_FOLDER, OBJECTIVES, BlockFinetuningModel, NativeObjective, SourceTeacher, finetuning_loss
 from ..pretrained.lora import LoraSettings
+from ..pretrained.modeling_routed import routed_class_for
 from .output_folder import BlockOutputFolder, HubTarget
 
 
@@ -35,9 +37,13 @@ def load_finetuning_data(manifest: ConversionManifest, *, latents_file: str | No
         dataset = load_image_dataset(dataset_name, "train")
         clean, tensors = dataset.images, {"class_labels": dataset.labels}
     in_channels = manifest.source_config["in_channels"]
-    if clean.ndim != 4 or clean.shape[1] != in_channels:
-        raise ValueError(f"training samples have shape {tuple(clean.shape)}; the model takes (N, in_channels={in_channels}, H, W).")
-    wrong = [name for name, tensor in tensors.items() if tensor.shape[0] != clean.shape[0]]
+    routed = routed_class_for(manifest)
+    layout = routed.sample_layout  # (N, in_channels, H, W); Flux: (N, tokens, in_channels)
+    if clean.ndim != len(layout) or clean.shape[layout.index("in_channels")] != in_channels:
+        shown = ", ".join(f"in_channels={in_channels}" if axis == "in_channels" else axis for axis in layout)
+        raise ValueError(f"training samples have shape {tuple(clean.shape)}; the model takes ({shown}).")
+    # the arguments shared by every sample (Flux's img_ids, txt_ids) have no rows
+    wrong = [name for name, tensor in tensors.items() if name not in routed.shared_arguments and tensor.shape[0] != clean.shape[0]]
     if wrong:
         raise ValueError(f"conditioning tensors {wrong} do not have {clean.shape[0]} rows like `latents`.")
     return clean, tensors
@@ -50,7 +56,8 @@ class PretrainedFinetuningTask(BlockOutputFolder):
         manifest (`ConversionManifest`): the conversion (`read_manifest(converted_dir)`).
         converted_dir (`str`): the converted folder, read by the distillation teacher.
         output_dir (`str`): the output folder, a complete converted folder (`prepare_output_folder`).
-        clean (`torch.Tensor` of shape `(N, C, H, W)`), conditioning (`dict[str, torch.Tensor]`, N rows each): the data.
+        clean (`torch.Tensor` of shape `(N, C, H, W)`, Flux `(N, tokens, C)`), conditioning (`dict[str, torch.Tensor]`,
+            N rows each but the routed class's `shared_arguments`): the data.
         objective (`str`): "native" (the model's own target) or "distill" (the original model's prediction).
         lora (`LoraSettings`, *optional*): train a LoRA on the block (saved in `lora/`) instead of all its weights.
         train_stems (`bool`): also train the shared stems.
@@ -80,7 +87,9 @@ class PretrainedFinetuningTask(BlockOutputFolder):
         return BlockFinetuningModel(self.output_dir, block_indices[0], self.lora, self.train_stems)
 
     def get_batch(self, indices: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
-        return {"clean": self.clean[indices].to(device), **{k: v[indices].to(device) for k, v in self.conditioning.items()}}
+        shared = routed_class_for(self.manifest).shared_arguments  # whole, not indexed by sample (Flux's position ids)
+        conditioning = {k: (v if k in shared else v[indices]).to(device) for k, v in self.conditioning.items()}
+        return {"clean": self.clean[indices].to(device), **conditioning}
 
     def loss(self, model, block_index: int, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
         if self.distill and self.teacher is None:  # built at the first step: it holds all L layers
