@@ -71,8 +71,10 @@ def build_pipeline(args: argparse.Namespace, image_size: int, num_classes: int) 
         out_channels=8, num_layers=args.num_layers, sample_size=image_size, patch_size=args.patch_size,
         num_embeds_ada_norm=max(num_classes, 1000),  # DiTPipeline's null class (guidance) is label 1000
     )
-    return DiTPipeline(transformer=transformer, vae=vae, scheduler=DDIMScheduler(),
-                       id2label={index: str(index) for index in range(num_classes)})
+    id2label = {index: str(index) for index in range(num_classes)}
+    pipeline = DiTPipeline(transformer=transformer, vae=vae, scheduler=DDIMScheduler(), id2label=id2label)
+    pipeline.register_to_config(id2label=id2label)  # saved in model_index.json: get_label_ids works after loading
+    return pipeline
 
 
 def pretrain(pipeline: DiTPipeline, images: torch.Tensor, labels: torch.Tensor, args: argparse.Namespace) -> None:
