@@ -63,14 +63,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="A model folder written by train_ar.py, with a name for the table (repeatable).")
     parser.add_argument("--judge", type=str, default=None,
                         help="Folder of an end-to-end model (objective next_token) that scores generative perplexity.")
-    parser.add_argument("--dataset_name", "--dataset", dest="dataset_name", type=str, default="shakespeare")
-    parser.add_argument("--split", type=str, default="test")
-    parser.add_argument("--text_column", type=str, default=None)
+    parser.add_argument("--dataset_name", "--dataset", dest="dataset_name", type=str, default="shakespeare",
+                        help="The text the prompts and reference continuations are cut from.")
+    parser.add_argument("--split", type=str, default="test", help="The split the prompts come from.")
+    parser.add_argument("--text_column", type=str, default=None, help="Text column of a `datasets` dataset (None: `text`).")
     parser.add_argument("--num_samples", type=int, default=512,
                         help="Prompts (= continuations per model); above 384 so the Fréchet covariance is not singular.")
-    parser.add_argument("--prompt_words", type=int, default=8)
-    parser.add_argument("--continuation_words", type=int, default=15)
-    parser.add_argument("--decoding", nargs="+", choices=DECODINGS, default=list(DECODINGS))
+    parser.add_argument("--prompt_words", type=int, default=8, help="Words of each prompt.")
+    parser.add_argument("--continuation_words", type=int, default=15, help="Words of each generated and reference continuation.")
+    parser.add_argument("--decoding", nargs="+", choices=DECODINGS, default=list(DECODINGS),
+                        help="Decodings evaluated, one row each.")
     parser.add_argument("--temperature", type=float, default=1.0, help="Temperature of --decoding sample.")
     parser.add_argument("--top_p", type=float, default=1.0, help="Nucleus mass of --decoding sample.")
     parser.add_argument("--num_inference_steps", type=int, default=None, help="Euler steps per token (default: one per block).")
@@ -79,10 +81,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "probability-flow ODE) or 'ancestral' (draw a token, re-noise it); one row per solver. "
                              "Default: each model's config.solver.")
     parser.add_argument("--mauve_seeds", type=int, default=5, help="k-means seeds MAUVE is averaged over.")
-    parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", type=str, default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--output_file", type=str, default="ar_sample_quality.json")
+    parser.add_argument("--batch_size", type=int, default=64, help="Prompts per generation batch.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the generation noise and sampling draws.")
+    parser.add_argument("--device", type=str, default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="Device that generates (default: cuda when available).")
+    parser.add_argument("--output_file", type=str, default="ar_sample_quality.json", help="JSON file the metrics are written to.")
     args = parser.parse_args(argv)
     args.models = dict(parse_model_argument(value) for value in args.model)
     require_at_least(args, ("num_samples", "prompt_words", "continuation_words", "batch_size", "mauve_seeds"))

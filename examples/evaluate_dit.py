@@ -54,13 +54,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--pipeline", required=True, help="A pipeline folder (or Hub repo) written by train_dit.py.")
     parser.add_argument("--dataset_name", "--dataset", dest="dataset_name", default="digits", help="The dataset the model was trained on.")
-    parser.add_argument("--image_column", default=None)
-    parser.add_argument("--label_column", default=None)
-    parser.add_argument("--num_inference_steps", type=int, default=48)
-    parser.add_argument("--guidance_scale", type=float, default=2.0)
+    parser.add_argument("--image_column", default=None, help="Image column of a `datasets` dataset (None: the first image column).")
+    parser.add_argument("--label_column", default=None, help="Label column of a `datasets` dataset (None: the first class-label column).")
+    parser.add_argument("--num_inference_steps", type=int, default=48, help="Sampling steps of the generated images.")
+    parser.add_argument("--guidance_scale", type=float, default=2.0, help="Classifier-free guidance weight of the generated images.")
     parser.add_argument("--samples_per_class", type=int, default=None,
                         help="Default: as many as the test split has of each class.")
-    parser.add_argument("--batch_size", type=int, default=500)
+    parser.add_argument("--batch_size", type=int, default=500, help="Images per sampling batch.")
     parser.add_argument("--classifier_train_size", type=int, default=None,
                         help="Train the feature classifier on the first N training images (default: all).")
     parser.add_argument("--classifier_threads", type=int, default=1, help="CPU threads for training the feature classifier.")
@@ -70,8 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "with the test statistics cached. FID is biased upward at small N: compare only at equal N.")
     parser.add_argument("--fid_num_samples", type=int, default=2000,
                         help="Generated and test images for --fid (fewer if the test split has fewer).")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the sampling noise.")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="Device that samples (default: cuda when available).")
     parser.add_argument("--skip_frechet", action="store_true", help="No samples and no Fréchet distance.")
     loss = parser.add_argument_group("denoising loss by σ interval")
     loss.add_argument("--denoising_loss_blocks", type=int, default=0,

@@ -35,17 +35,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", action="append", required=True, metavar="NAME=PATH",
                         help="A model folder (or Hub repo) written by train_vit.py, with a name for the table; repeatable.")
     parser.add_argument("--dataset_name", "--dataset", dest="dataset_name", default="fashion_mnist", help="The dataset the models were trained on.")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--image_column", default=None)
-    parser.add_argument("--label_column", default=None)
+    parser.add_argument("--split", default="test", help="The split evaluated.")
+    parser.add_argument("--image_column", default=None, help="Image column of a `datasets` dataset (None: the first image column).")
+    parser.add_argument("--label_column", default=None, help="Label column of a `datasets` dataset (None: the first class-label column).")
     parser.add_argument("--max_eval_samples", type=int, default=None, help="Evaluate the first N images (default: all).")
     parser.add_argument("--num_inference_steps", type=int, nargs="+", default=None,
                         help="Euler steps of the diffusion classifiers (default: one per block).")
     parser.add_argument("--noise_seeds", type=int, nargs="*", default=[0],
                         help="Seeds of the random starts σ_max·ε (none: only the ε = 0 start).")
-    parser.add_argument("--batch_size", type=int, default=1000)
-    parser.add_argument("--output_file", default="vit_accuracy.json")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch_size", type=int, default=1000, help="Images per forward pass.")
+    parser.add_argument("--output_file", default="vit_accuracy.json", help="JSON file the accuracies are written to.")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="Device that evaluates (default: cuda when available).")
     args = parser.parse_args(argv)
     for entry in args.model:
         if "=" not in entry or not entry.split("=", 1)[0] or not entry.split("=", 1)[1]:

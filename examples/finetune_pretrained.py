@@ -29,7 +29,7 @@ import argparse
 from hf_diffusionblocks.pretrained.converted_folder import read_manifest
 from hf_diffusionblocks.pretrained.finetuning import OBJECTIVES
 from hf_diffusionblocks.pretrained.lora import DEFAULT_TARGET_MODULES
-from hf_diffusionblocks.training import add_common_training_arguments, validate_common_arguments
+from hf_diffusionblocks.training import HelpFormatter, add_common_training_arguments, validate_common_arguments
 from hf_diffusionblocks.training.pretrained_run import finetune_pretrained
 
 
@@ -41,22 +41,25 @@ def parse_block_list(value: str) -> list[int]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     # the conversion fixes B and the partition: no --partition/--overlap, and --num_blocks is refused if given
     add_common_training_arguments(parser, defaults={"learning_rate": 1e-4, "lr_warmup_steps": 0, "num_blocks": None},
                                   noise_partition=False, layer_split=False)   # the conversion fixed the split
     group = parser.add_argument_group("pretrained fine-tuning")
     group.add_argument("--converted_dir", required=True, help="a folder written by `hf-diffusionblocks convert`")
-    group.add_argument("--latents_file", default=None, help="safetensors with `latents` and the forward's conditioning tensors")
+    group.add_argument("--latents_file", default=None, help="safetensors with `latents` and the forward's conditioning tensors (a class-conditional DiT's: "
+                            "`hf-diffusionblocks encode PIPELINE_DIR FILE`); give this or --dataset_name")
     group.add_argument("--blocks_to_train", type=parse_block_list, default=None,
                        help="comma-separated blocks to train one after another (instead of --block_index)")
     group.add_argument("--objective", choices=OBJECTIVES, default="native",
                        help="'native': the model's own target; 'distill': the original model's prediction")
     group.add_argument("--teacher_device", default=None, help="device of the distillation teacher (default: the training device)")
     group.add_argument("--use_lora", action="store_true", help="train a LoRA on the block instead of all its weights")
-    group.add_argument("--lora_rank", type=int, default=8)
-    group.add_argument("--lora_alpha", type=float, default=8.0)
-    group.add_argument("--lora_target_modules", nargs="+", default=list(DEFAULT_TARGET_MODULES))
+    group.add_argument("--lora_rank", type=int, default=8, help="with --use_lora: rank r of each adapter")
+    group.add_argument("--lora_alpha", type=float, default=8.0,
+                       help="with --use_lora: the adapters' update is scaled by lora_alpha / lora_rank")
+    group.add_argument("--lora_target_modules", nargs="+", default=list(DEFAULT_TARGET_MODULES),
+                       help="with --use_lora: names of the block's linear layers that get an adapter")
     group.add_argument("--train_stems", action="store_true",
                        help="also train the shared stems (their optimizer state then costs memory, and blocks no longer share them)")
     args = parser.parse_args(argv)

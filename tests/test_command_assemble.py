@@ -17,7 +17,8 @@ def test_assemble_model_folders_loads_bit_exactly(capsys, model, tmp_path):
     status, output, err = run(capsys, "assemble", tmp_path / "out", tmp_path / "a", tmp_path / "b")
     assert status == 0, err
     assert "missing blocks: []" in output
-    assert sorted(os.listdir(tmp_path / "out")) == [
+    assert sorted(os.listdir(tmp_path / "out")) == [  # complete: the model card too
+        "README.md",
         "block_0.safetensors",
         "block_1.safetensors",
         "block_2.safetensors",

@@ -24,7 +24,7 @@ ABOVE_MODELING = ("hub", "families", "pipelines", "training", "pretrained", "mod
 # module is placed by its name or the folder it is in; "" is the package's __init__ (it exports every layer).
 LAYERS: dict[int, tuple[str, ...]] = {
     1: ("partition", "preconditioning", "schedulers", "losses", "argument_checks", "atomic_io", "hub_download",
-        "remote_code", "loader_keywords", "data", "metrics", "tokenization_char", "tokenization_bpe", "utils"),
+        "remote_code", "loader_keywords", "smoke", "data", "metrics", "tokenization_char", "tokenization_bpe", "utils"),
     2: ("modeling",),
     3: ("models", "pipelines"),
     4: ("families",),

@@ -4,6 +4,7 @@
     hf-diffusionblocks assemble OUTPUT_DIR BLOCK_DIR [BLOCK_DIR ...]
     hf-diffusionblocks partition --num_blocks 3 [--partition equiprobable] [--overlap 0.05]
     hf-diffusionblocks convert SRC OUT --num_blocks B [--partition equiprobable|uniform] [--overlap γ]
+    hf-diffusionblocks encode PIPELINE_DIR OUTPUT_FILE [--dataset_name digits]
 
 The model family is found from `model_type` in config.json through the Auto-class registrations
 that importing `hf_diffusionblocks` performs, so every registered family works the same way.
@@ -21,6 +22,7 @@ from .command_assemble import add_assemble_command
 from .command_info import add_info_command
 from .partition import PARTITION_FIELDS, PARTITIONS, assign_layers_to_blocks
 from .pretrained.command_convert import add_convert_command
+from .pretrained.command_encode import add_encode_command
 from .schedulers import DiffusionBlocksScheduler
 
 
@@ -61,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     table.set_defaults(run=command_partition)
     add_convert_command(commands)
+    add_encode_command(commands)
     return parser
 
 

@@ -107,6 +107,20 @@ def mapping_for(class_name: str) -> ClassMapping:
     )
 
 
+def source_is_not_diffusers_model(model_dir: str, config: object) -> str:
+    """Why a config.json without diffusers' `_class_name` cannot be converted: what the folder is instead."""
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if isinstance(model_type, str) and model_type.startswith("diffusion_blocks"):
+        what = (f"a DiffusionBlocks model (model_type {model_type!r}), already split into "
+                f"{config.get('num_blocks', 'its')} blocks: sample or fine-tune it as it is")
+    elif model_type is not None:
+        what = f"a transformers model (model_type {model_type!r})"
+    else:
+        what = "not a diffusers model (no _class_name)"
+    return (f"cannot convert {model_dir!r}: its {CONFIG_NAME} is {what}; convert takes a diffusers "
+            f"{' / '.join(sorted(CLASS_MAPPINGS))} folder or a pipeline folder holding one.")
+
+
 def locate_transformer(source: str, subfolder: str | None = None) -> tuple[str, str | None]:
     """(model folder, pipeline folder or None): a pipeline folder is one with `model_index.json`."""
     if not os.path.isdir(source):
@@ -184,6 +198,8 @@ def convert_pretrained_transformer(
     with open(os.path.join(model_dir, CONFIG_NAME), encoding="utf-8") as file:
         source_config = json.load(file)
     class_name = source_config.get("_class_name")
+    if class_name is None:
+        raise ValueError(source_is_not_diffusers_model(model_dir, source_config))
     mapping = mapping_for(str(class_name))
     stack = layer_stack_of(mapping, source_config)
     num_layers = stack.num_layers

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..argument_checks import check_number
 from ..modeling.block_container import validate_block_indices
+from ..smoke import apply_smoke_caps
 
 TRAINING_MODES = ("blockwise", "end_to_end")
 # Steps per block when neither --max_train_steps nor --num_train_epochs is given.
@@ -201,6 +202,7 @@ def validate_common_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"--training_mode end_to_end trains a single block: --block_index must be 0 or 'all', got {args.block_index}.")
     if args.training_mode == "blockwise" and args.block_index != "all":
         validate_block_indices([args.block_index], args.num_blocks)
+    apply_smoke_caps(args)  # HF_DIFFUSIONBLOCKS_SMOKE=1: tiny step counts and sizes (the documentation's tests)
 
 
 def _per_block_values(args: argparse.Namespace, name: str) -> list[int] | None:
