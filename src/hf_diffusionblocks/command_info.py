@@ -17,7 +17,8 @@ from .hub_download import HubOptions, locate_model, read_safetensors_header, res
 from .model_card import partition_table, read_block_statuses
 from .modeling.block_checkpoint import block_weights_name
 from .pretrained.command_convert import describe_conversion
-from .pretrained.converted_folder import MANIFEST_NAME, ConversionManifest
+from .pretrained.conversion import check_manifest_mapping
+from .pretrained.converted_folder import MANIFEST_NAME, STEMS_NAME, ConversionManifest
 
 
 def describe(path_or_repo: str, subfolder: str = "transformer", options: HubOptions = HubOptions()) -> str:
@@ -83,7 +84,8 @@ def foreign_block_reason(block, config) -> str | None:
 
 def inspect_conversion(path_or_repo: str, subfolder: str, options: HubOptions) -> tuple[str, list[int]] | None:
     """For a folder written by `convert` (a pretrained diffusers transformer split into blocks): the source, the
-    partition on its time axis, and every block's file status; the blocks of another conversion. None otherwise."""
+    partition on its time axis, the stems' and every block's file status; the blocks of another conversion (and
+    `"stems"` when the stems file is missing or another conversion's). None otherwise."""
     for candidate in ([subfolder, ""] if subfolder else [""]):
         candidate_options = replace(options, subfolder=candidate)
         manifest_path = resolve_file(path_or_repo, MANIFEST_NAME, candidate_options)
@@ -91,10 +93,13 @@ def inspect_conversion(path_or_repo: str, subfolder: str, options: HubOptions) -
             break
     else:
         return None
-    manifest = ConversionManifest.from_dict(read_json_file(manifest_path))
+    where = f"{path_or_repo}/{candidate_options.subfolder}" if candidate_options.subfolder else path_or_repo
+    manifest = ConversionManifest.from_dict(read_json_file(manifest_path), where=f"{where}/{MANIFEST_NAME}")
+    check_manifest_mapping(manifest, f"{where}/{MANIFEST_NAME}")
     lines = [f"converted model: {path_or_repo}", describe_conversion(manifest, None), "",
+             f"stems: {stems_status(path_or_repo, manifest, candidate_options)}", "",
              f"{'block':>5}  {'status':>8}  {'training_steps':>14}  {'parameters':>12}"]
-    foreign = []
+    foreign = [] if lines[-3] == "stems: present" else ["stems"]
     for block_index in range(manifest.num_blocks):
         header = read_safetensors_header(path_or_repo, block_weights_name(block_index), candidate_options)
         status, steps, parameters = "missing", "-", "-"
@@ -111,6 +116,18 @@ def inspect_conversion(path_or_repo: str, subfolder: str, options: HubOptions) -
                 foreign.append(block_index)
         lines.append(f"{block_index:>5}  {status:>8}  {steps:>14}  {parameters:>12}")
     return "\n".join(lines), foreign
+
+
+def stems_status(path_or_repo: str, manifest: ConversionManifest, options: HubOptions) -> str:
+    """`present`, or why the stems file is not this conversion's (read from its header only: a truncated or
+    unreadable file raises a `ValueError` naming it)."""
+    header = read_safetensors_header(path_or_repo, STEMS_NAME, options)
+    if header is None:
+        return f"missing ({STEMS_NAME} is absent: no block can run without it)"
+    if header.metadata.get("sha256") != manifest.stems_sha256:
+        return (f"foreign ({STEMS_NAME} records digest {header.metadata.get('sha256')!r}, "
+                f"{MANIFEST_NAME} expects {manifest.stems_sha256!r})")
+    return "present"
 
 
 def command_info(args: argparse.Namespace) -> int:

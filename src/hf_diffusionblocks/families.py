@@ -314,7 +314,12 @@ def load_config_file(config_path: str) -> BlockPartitionedConfig:
             f"(model types: {known})."
         )
     config_dict.pop("transformers_version", None)
-    return family.config_class.from_dict(config_dict)
+    try:
+        # the config's own checks bound it (num_blocks <= num_hidden_layers and MAX_NUM_BLOCKS) before anything
+        # asks for its blocks' files
+        return family.config_class.from_dict(config_dict)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{config_path}: {error}") from None
 
 
 def model_class_for_config(config: PreTrainedConfig) -> type[DiffusionBlocksPreTrainedModel]:

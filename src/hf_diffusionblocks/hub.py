@@ -14,12 +14,15 @@ up in the repo, in either order, and neither commit touches the other's file.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi
 
 from .modeling.block_checkpoint import block_weights_name, read_block_metadata
+
+logger = logging.getLogger(__name__)
 
 # Matches the weight file of one block, wherever it sits (`transformer/block_2.safetensors`).
 BLOCK_FILE_PATTERN = re.compile(r"^block_\d+\.safetensors$")
@@ -41,21 +44,29 @@ def _is_hidden_or_temporary(relative_path: str) -> bool:
 
 
 def root_files(folder: str | os.PathLike) -> list[str]:
-    """Relative paths (with `/`) of every file in `folder` that is not a block weight file.
+    """Relative paths (with `/`) of every regular file in `folder` that is not a block weight file.
 
     Hidden files, atomic-write temporaries, `__pycache__` and `checkpoint-*` training-state folders are
-    skipped.
+    skipped. So is anything that is not the folder's own regular file: a symbolic link (to a file or a folder,
+    wherever it points: uploading what it points to could publish a file from outside the folder), a socket or
+    a pipe; each one skipped is named in a warning.
     """
     folder = str(folder)
     if not os.path.isdir(folder):
         raise ValueError(f"folder {folder!r} does not exist or is not a folder.")
-    found = []
-    for directory, _, filenames in os.walk(folder):
-        for filename in filenames:
-            relative = os.path.relpath(os.path.join(directory, filename), folder).replace(os.sep, "/")
-            if BLOCK_FILE_PATTERN.match(filename) or _is_hidden_or_temporary(relative):
+    found, skipped = [], []
+    for directory, subfolders, filenames in os.walk(folder):  # (os.walk does not enter linked folders)
+        for name in subfolders + filenames:
+            path = os.path.join(directory, name)
+            relative = os.path.relpath(path, folder).replace(os.sep, "/")
+            if BLOCK_FILE_PATTERN.match(name) or _is_hidden_or_temporary(relative):
                 continue
-            found.append(relative)
+            if os.path.islink(path) or (name in filenames and not os.path.isfile(path)):
+                skipped.append(relative)
+            elif name in filenames:
+                found.append(relative)
+    if skipped:
+        logger.warning("not uploaded from %s (symbolic links or not regular files): %s", folder, sorted(skipped))
     return sorted(found)
 
 
@@ -65,6 +76,8 @@ def local_block_file(folder: str | os.PathLike, block_index: int, subfolder: str
     candidates = [os.path.join(str(folder), subfolder, name)] if subfolder else []
     candidates.append(os.path.join(str(folder), name))
     for path in candidates:
+        if os.path.islink(path):
+            raise ValueError(f"{path} is a symbolic link: only the folder's own regular files are uploaded or merged.")
         if os.path.isfile(path):
             return path
     raise ValueError(f"block {block_index} has no weight file in {str(folder)!r}: looked for {candidates}.")

@@ -14,8 +14,13 @@ from typing import Any
 
 from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub import constants as hf_constants
-from huggingface_hub.errors import EntryNotFoundError, HFValidationError, LocalEntryNotFoundError
-from safetensors import safe_open
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HFValidationError,
+    LocalEntryNotFoundError,
+    SafetensorsParsingError,
+)
+from safetensors import SafetensorError, safe_open
 
 @dataclass(frozen=True)
 class HubOptions:
@@ -29,6 +34,28 @@ class HubOptions:
     force_download: bool = False
     # huggingface_hub's own download options (proxies, user_agent, ...: `loader_keywords.DOWNLOAD_KEYWORDS`), passed on
     download_options: dict[str, Any] = field(default_factory=dict)
+
+
+def path_inside(folder: str | os.PathLike, relative: Any, what: str) -> str:
+    """`folder/relative`, for a name read from a file (an index's shard, a component of `model_index.json`, a
+    subfolder) that must stay inside `folder`; a `ValueError` naming `what` and the name otherwise.
+
+    Refused: anything but a non-empty string, an absolute path, a `..` component, and a name that leaves the folder
+    once symbolic links are resolved (a link inside the folder pointing out of it).
+    """
+    folder = str(folder)
+    if not isinstance(relative, str) or not relative.strip():
+        raise ValueError(f"{what} must be a non-empty path relative to {folder!r}, got {relative!r}.")
+    parts = relative.replace("\\", "/").split("/")
+    if os.path.isabs(relative) or relative.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
+        raise ValueError(
+            f"{what} {relative!r} is not a path inside {folder!r}: absolute paths and '..' are refused."
+        )
+    root = os.path.realpath(folder)
+    path = os.path.join(folder, *[part for part in parts if part not in ("", ".")])
+    if os.path.commonpath([root, os.path.realpath(path)]) != root:
+        raise ValueError(f"{what} {relative!r} leads outside {folder!r} through a symbolic link; refused.")
+    return path
 
 
 def hub_cache_snapshot(folder: str) -> tuple[str, str, str, str] | None:
@@ -96,10 +123,15 @@ class BlockFileHeader:
 
 
 def read_local_safetensors_header(path: str) -> BlockFileHeader:
-    """Metadata and parameter count of a local safetensors file; reads the header only, no tensor data."""
-    with safe_open(path, framework="pt") as file:
-        metadata = dict(file.metadata() or {})
-        parameter_count = sum(math.prod(file.get_slice(name).get_shape()) for name in file.keys())
+    """Metadata and parameter count of a local safetensors file; reads the header only, no tensor data. A file that
+    is not safetensors, or is truncated (its header promises more bytes than it holds), raises a `ValueError`
+    naming it."""
+    try:
+        with safe_open(path, framework="pt") as file:
+            metadata = dict(file.metadata() or {})
+            parameter_count = sum(math.prod(file.get_slice(name).get_shape()) for name in file.keys())
+    except (SafetensorError, OSError) as error:
+        raise ValueError(f"{path} cannot be read as safetensors ({error}): the file is truncated or corrupt.") from None
     return BlockFileHeader(metadata, parameter_count)
 
 
@@ -124,6 +156,8 @@ def read_safetensors_header(
         )
     except EntryNotFoundError:
         return None
+    except SafetensorsParsingError as error:
+        raise ValueError(f"{path_or_repo}/{path_in_repo} cannot be read as safetensors ({error}).") from None
     parameter_count = sum(tensor.parameter_count for tensor in header.tensors.values())
     return BlockFileHeader(dict(header.metadata), parameter_count)
 

@@ -28,6 +28,10 @@ from .argument_checks import check_block_index, check_integer, check_number, che
 PartitionName = Literal["equiprobable", "uniform_linear", "uniform_log"]
 PARTITIONS: tuple[str, ...] = ("equiprobable", "uniform_linear", "uniform_log")
 TIMESTEP_SPACINGS: tuple[str, ...] = ("edges", "midpoints")
+# The most blocks any config may ask for. Configs are read from anywhere (a Hub repo, a downloaded folder) and
+# much of the work they start is per block (one header request, one file, one table row each), so the count is
+# bounded before any of it starts; DiffusionBlocks' partitions use a handful of blocks.
+MAX_NUM_BLOCKS = 1024
 
 
 def normal_cdf(x: torch.Tensor) -> torch.Tensor:
@@ -232,7 +236,7 @@ def validate_partition_settings(
     Every number must be finite (an infinite sigma_max makes every boundary above the first infinite,
     a NaN one makes them NaN); `0 < sigma_min < sigma_max`, `p_std > 0`, `0 <= overlap < 1`.
     """
-    check_integer(num_blocks, "num_blocks", minimum=1)
+    check_integer(num_blocks, "num_blocks", minimum=1, maximum=MAX_NUM_BLOCKS)
     check_number(sigma_min, "sigma_min", minimum=0, minimum_exclusive=True)
     check_number(sigma_max, "sigma_max", minimum=0, minimum_exclusive=True)
     if not sigma_min < sigma_max:
@@ -253,8 +257,11 @@ def assign_layers_to_blocks(
 
     Without `layers_per_block`, `num_hidden_layers` must be divisible by `num_blocks` (the
     reference implementation silently drops the remainder; we refuse). With it, the list must
-    have `num_blocks` positive entries that add up to `num_hidden_layers`.
+    have `num_blocks` positive entries that add up to `num_hidden_layers`. Either way `num_blocks` is at most
+    `MAX_NUM_BLOCKS` (and, every block holding a layer, at most `num_hidden_layers`).
     """
+    check_integer(num_hidden_layers, "num_hidden_layers", minimum=1)
+    check_integer(num_blocks, "num_blocks", minimum=1, maximum=MAX_NUM_BLOCKS)
     if layers_per_block is None:
         if num_hidden_layers % num_blocks != 0:
             raise ValueError(

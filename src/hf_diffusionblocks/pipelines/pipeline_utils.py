@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 from typing import Any, ClassVar, Mapping
 
 import torch
@@ -110,9 +111,10 @@ class DiffusionBlocksPipelineBase(DiffusionPipeline):
         for name, entry in model_index.items():
             if name.startswith("_"):
                 continue
+            check_component_entry(name, entry, index_path)
             if name in components:
                 loaded[name] = components.pop(name)
-            elif isinstance(entry, list) and len(entry) == 2 and entry[0] is not None:
+            elif isinstance(entry, list) and entry[0] is not None:
                 known = {component_class.__name__: component_class for component_class in cls.component_classes}
                 component_class = _component_class(*entry, where=f"{index_path} ({name})", known=known)
                 loaded[name] = component_class.from_pretrained(
@@ -127,6 +129,25 @@ class DiffusionBlocksPipelineBase(DiffusionPipeline):
             else:
                 loaded[name] = None
         return cls(**loaded)
+
+
+def check_component_entry(name: str, entry: Any, index_path: str) -> None:
+    """A `ValueError` naming `index_path` unless `name` is a component folder's plain name (no path: it is the
+    subfolder the component loads from, which stays inside the pipeline folder) and `entry` is `[library, class]`
+    or null (a component left empty)."""
+    if not _COMPONENT_NAME.match(name):
+        raise ValueError(
+            f"{index_path}: component {name!r} is not a plain folder name (letters, digits, '_', '-', '.'; no path)."
+        )
+    if entry is None or entry == [None, None]:
+        return
+    if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(part, str) for part in entry)):
+        raise ValueError(
+            f"{index_path}: component {name!r} must be [library, class name] (or null), got {entry!r}."
+        )
+
+
+_COMPONENT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
 def _model_loading_options(kwargs: dict[str, Any], owner: str) -> dict[str, Any]:

@@ -12,9 +12,9 @@ routed transformer (`converted_pipeline.py`); the converted folder is its `trans
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
+from ..atomic_io import read_json_file
 from .conversion import convert_pretrained_transformer
 from .converted_pipeline import convert_pipeline
 from .converted_folder import ConversionManifest
@@ -40,8 +40,13 @@ def default_steps_per_block(manifest: ConversionManifest, pipeline_dir: str | No
 
     if pipeline_dir is None or not os.path.isfile(os.path.join(pipeline_dir, "model_index.json")):
         return None
-    with open(os.path.join(pipeline_dir, "model_index.json"), encoding="utf-8") as file:
-        pipeline_name = json.load(file).get("_class_name", "")
+    index_path = os.path.join(pipeline_dir, "model_index.json")
+    model_index = read_json_file(index_path)
+    if not isinstance(model_index, dict):
+        raise ValueError(f"{index_path} holds JSON but not an object of pipeline components.")
+    pipeline_name = model_index.get("_class_name", "")
+    if not isinstance(pipeline_name, str):  # a pipeline of remote code ([module, class]): not one of diffusers'
+        return None
     scheduler_name = manifest.scheduler_config.get("_class_name", "")
     pipeline_class, scheduler_class = getattr(diffusers, pipeline_name, None), getattr(diffusers, scheduler_name, None)
     if pipeline_class is None or scheduler_class is None:

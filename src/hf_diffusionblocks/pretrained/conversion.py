@@ -29,15 +29,16 @@ instead of silently dropped.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
-from ..atomic_io import atomic_save_folder
+from ..argument_checks import check_integer
+from ..atomic_io import atomic_save_folder, read_json_file
+from ..hub_download import path_inside
 from ..modeling.block_checkpoint import CONFIG_NAME, tensors_digest
 from ..partition import assign_layers_to_blocks
 from .converted_folder import ConversionManifest, write_converted_folder
@@ -87,13 +88,15 @@ UNSUPPORTED_REASONS = {
 }
 
 
-def layer_stack_of(mapping: ClassMapping, source_config: dict) -> LayerStack:
-    """The layer lists of a source config, with their lengths read from the config keys the mapping names."""
+def layer_stack_of(mapping: ClassMapping, source_config: dict, where: str | None = None) -> LayerStack:
+    """The layer lists of a source config, with their lengths read from the config keys the mapping names
+    (`where`: the config's file, for the error)."""
     counts = []
     for name, key in mapping.layer_lists:
         count = source_config.get(key)
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-            raise ValueError(f"the {mapping.class_name} config.json needs an integer {key!r} (the length of {name}), got {count!r}.")
+            where = where or f"the {mapping.class_name} config.json"
+            raise ValueError(f"{where} needs an integer {key!r} (the length of {name}), got {count!r}.")
         counts.append((name, count))
     return LayerStack(tuple(counts))
 
@@ -121,6 +124,29 @@ def source_is_not_diffusers_model(model_dir: str, config: object) -> str:
             f"{' / '.join(sorted(CLASS_MAPPINGS))} folder or a pipeline folder holding one.")
 
 
+def check_manifest_mapping(manifest: ConversionManifest, where: str) -> None:
+    """A `ValueError` naming `where` (the manifest's file) when the fields the source class decides (its layer lists
+    and their lengths in the source config, the stems copied out of a layer) are not what this class's mapping says:
+    an edited manifest would otherwise slice the wrong modules or condition the head on another layer's embedder."""
+    mapping = mapping_for(manifest.source_class)
+    stack = layer_stack_of(mapping, manifest.source_config, where=f"{where}: source_config")
+    for name, recorded, expected in (
+        ("layer_list", manifest.layer_list, stack.to_manifest()),
+        ("extra_stems", manifest.extra_stems, mapping.copied_stems),
+    ):
+        if recorded != expected:
+            raise ValueError(
+                f"{where}: {name}={recorded!r}, but a converted {manifest.source_class} has {name}={expected!r}: "
+                "the manifest was edited; convert the source again."
+            )
+    if sum(manifest.layers_per_block) != stack.num_layers:
+        lengths = ", ".join(f"{key}={manifest.source_config.get(key)}" for _, key in mapping.layer_lists)
+        raise ValueError(
+            f"{where}: layers_per_block={manifest.layers_per_block} sums to {sum(manifest.layers_per_block)}, but "
+            f"source_config gives {stack.describe()} {stack.num_layers} layers ({lengths})."
+        )
+
+
 def locate_transformer(source: str, subfolder: str | None = None) -> tuple[str, str | None]:
     """(model folder, pipeline folder or None): a pipeline folder is one with `model_index.json`."""
     if not os.path.isdir(source):
@@ -128,21 +154,31 @@ def locate_transformer(source: str, subfolder: str | None = None) -> tuple[str, 
     is_pipeline = os.path.isfile(os.path.join(source, "model_index.json"))
     if subfolder is None:
         subfolder = "transformer" if is_pipeline else ""
-    model_dir = os.path.join(source, subfolder) if subfolder else source
+    model_dir = path_inside(source, subfolder, "subfolder") if subfolder else source
     if not os.path.isfile(os.path.join(model_dir, CONFIG_NAME)):
         raise ValueError(f"{model_dir!r} has no {CONFIG_NAME}; pass subfolder= for a pipeline folder (usually 'transformer').")
     return model_dir, source if is_pipeline else None
 
 
 def source_weight_files(model_dir: str) -> list[str]:
+    """The safetensors files of the source: the single file, or the shards its index names (each inside
+    `model_dir`: a shard name that is absolute, climbs out with `..` or leaves through a link is refused)."""
     single = os.path.join(model_dir, SOURCE_WEIGHTS_NAME)
     if os.path.isfile(single):
         return [single]
     index = os.path.join(model_dir, SOURCE_INDEX_NAME)
     if os.path.isfile(index):
-        with open(index, encoding="utf-8") as file:
-            shards = sorted(set(json.load(file)["weight_map"].values()))
-        return [os.path.join(model_dir, shard) for shard in shards]
+        weight_map = read_json_file(index)
+        weight_map = weight_map.get("weight_map") if isinstance(weight_map, dict) else None
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise ValueError(f"{index} has no weight_map (an object of tensor name -> shard file).")
+        paths = []
+        for shard in sorted(set(map(str, weight_map.values()))):
+            path = path_inside(model_dir, shard, f"{index}: shard")
+            if not os.path.isfile(path):
+                raise ValueError(f"{index} names shard {shard!r}, which is not a file in {model_dir!r}.")
+            paths.append(path)
+        return paths
     raise ValueError(f"{model_dir!r} has neither {SOURCE_WEIGHTS_NAME} nor {SOURCE_INDEX_NAME} (only safetensors weights are read).")
 
 
@@ -152,8 +188,10 @@ def read_scheduler_config(pipeline_dir: str | None) -> dict | None:
     path = os.path.join(pipeline_dir, "scheduler", "scheduler_config.json")
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as file:
-        return json.load(file)
+    config = read_json_file(path)
+    if not isinstance(config, dict):
+        raise ValueError(f"{path} holds JSON but not an object (a scheduler config).")
+    return config
 
 
 def default_scheduler_config(time_axis: str) -> dict:
@@ -195,13 +233,15 @@ def convert_pretrained_transformer(
         The `ConversionManifest` written to `diffusion_blocks.json`.
     """
     model_dir, pipeline_dir = locate_transformer(source, subfolder)
-    with open(os.path.join(model_dir, CONFIG_NAME), encoding="utf-8") as file:
-        source_config = json.load(file)
+    config_path = os.path.join(model_dir, CONFIG_NAME)
+    source_config = read_json_file(config_path)
+    if not isinstance(source_config, dict):
+        raise ValueError(f"{config_path} holds JSON but not an object (a diffusers model config).")
     class_name = source_config.get("_class_name")
     if class_name is None:
         raise ValueError(source_is_not_diffusers_model(model_dir, source_config))
     mapping = mapping_for(str(class_name))
-    stack = layer_stack_of(mapping, source_config)
+    stack = layer_stack_of(mapping, source_config, where=config_path)
     num_layers = stack.num_layers
     if not isinstance(num_blocks, int) or isinstance(num_blocks, bool) or not 1 <= num_blocks <= num_layers:
         raise ValueError(f"num_blocks must be an integer in [1, {num_layers}] (the {stack.describe()} of this {class_name}), got {num_blocks!r}.")
@@ -248,28 +288,38 @@ def split_source_weights(
     stems: dict[str, torch.Tensor] = {}
     blocks: dict[int, dict[str, torch.Tensor]] = {b: {} for b in range(len(layers_per_block))}
     for path in files:
-        with safe_open(path, framework="pt") as file:
-            for name in file.keys():
-                try:
-                    layer = stack.index_of(name)
-                except ValueError as error:
-                    raise ValueError(f"{path}: {error} (from config.json)") from None
-                if layer is not None:
-                    if layer >= len(owner):
-                        raise ValueError(f"{path} holds {name!r}, but the config has only {len(owner)} layers.")
-                    blocks[owner[layer]][name] = file.get_tensor(name)
-                elif name.split(".", 1)[0] in mapping.stem_modules:
-                    stems[name] = file.get_tensor(name)
-                else:
-                    raise ValueError(
-                        f"{class_name} tensor {name!r} belongs neither to the layer lists {list(stack.names)} "
-                        f"nor to the known stems {list(mapping.stem_modules)}: this variant is not supported."
-                    )
-                for stem, prefix in mapping.copied_stems.items():
-                    if name.startswith(prefix + "."):
-                        stems[stem + name[len(prefix):]] = file.get_tensor(name)
+        try:
+            _split_file(path, mapping, stack, owner, stems, blocks, class_name)
+        except (SafetensorError, OSError) as error:
+            raise ValueError(f"{path} cannot be read as safetensors ({error}): the file is truncated or corrupt.") from None
     empty = [b for b, tensors in blocks.items() if not tensors]
     if empty:
         raise ValueError(f"blocks {empty} received no tensors: the source weights lack layers of {stack.describe()}.")
     return stems, blocks
 
+
+def _split_file(
+    path: str, mapping: ClassMapping, stack: LayerStack, owner: list[int], stems: dict[str, torch.Tensor],
+    blocks: dict[int, dict[str, torch.Tensor]], class_name: str,
+) -> None:
+    """Sort the tensors of one source file into `stems` and `blocks` (see `split_source_weights`)."""
+    with safe_open(path, framework="pt") as file:
+        for name in file.keys():
+            try:
+                layer = stack.index_of(name)
+            except ValueError as error:
+                raise ValueError(f"{path}: {error} (from config.json)") from None
+            if layer is not None:
+                if layer >= len(owner):
+                    raise ValueError(f"{path} holds {name!r}, but the config has only {len(owner)} layers.")
+                blocks[owner[layer]][name] = file.get_tensor(name)
+            elif name.split(".", 1)[0] in mapping.stem_modules:
+                stems[name] = file.get_tensor(name)
+            else:
+                raise ValueError(
+                    f"{class_name} tensor {name!r} belongs neither to the layer lists {list(stack.names)} "
+                    f"nor to the known stems {list(mapping.stem_modules)}: this variant is not supported."
+                )
+            for stem, prefix in mapping.copied_stems.items():
+                if name.startswith(prefix + "."):
+                    stems[stem + name[len(prefix):]] = file.get_tensor(name)

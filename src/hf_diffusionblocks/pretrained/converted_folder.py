@@ -18,6 +18,7 @@ stems and all block files gives back the source state dict exactly.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -25,6 +26,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from ..argument_checks import check_integer
 from ..hub_download import HubOptions, resolve_file
 from ..atomic_io import read_json_file
 from ..modeling.block_checkpoint import (
@@ -39,6 +41,7 @@ from ..modeling.block_checkpoint import (
     tensors_digest,
     write_index,
 )
+from ..partition import assign_layers_to_blocks
 from .layer_stack import LayerStack
 from .time_axis import TimeAxisPartition
 
@@ -110,21 +113,70 @@ class ConversionManifest:
         }
 
     @classmethod
-    def from_dict(cls, payload: dict[str, Any]) -> "ConversionManifest":
+    def from_dict(cls, payload: Any, where: str = MANIFEST_NAME) -> "ConversionManifest":
+        """The manifest in `payload` (what `diffusion_blocks.json` at `where` holds), every field checked before
+        anything is built from it: a `ValueError` naming `where` and the field otherwise."""
+        if not isinstance(payload, dict):
+            raise ValueError(f"{where} holds JSON but not an object (a conversion manifest).")
         if payload.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{MANIFEST_NAME} has format_version={payload.get('format_version')!r}; this library reads {FORMAT_VERSION}.")
+            raise ValueError(f"{where} has format_version={payload.get('format_version')!r}; this library reads {FORMAT_VERSION}.")
+        missing = [key for key in _REQUIRED_FIELDS if key not in payload]
+        if missing:
+            raise ValueError(f"{where} lacks {missing}: it is not a complete conversion manifest.")
+        for key, kinds in _REQUIRED_FIELDS.items():
+            if not isinstance(payload[key], kinds):
+                allowed = " or ".join(_JSON_NAMES[kind] for kind in kinds)
+                raise ValueError(f"{where}: {key} must be a JSON {allowed}, got {payload[key]!r}.")
+        counts = payload["layers_per_block"]
+        try:
+            counts = [check_integer(count, f"layers_per_block[{index}]", minimum=1) for index, count in enumerate(counts)]
+            layers_per_block = assign_layers_to_blocks(sum(counts), len(counts), counts)
+            time_partition = TimeAxisPartition(**payload["time_partition"])
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"{where}: {error}") from None
+        try:
+            LayerStack.from_manifest(payload["layer_list"], sum(layers_per_block))
+        except ValueError as error:
+            raise ValueError(f"{where}: layer_list {payload['layer_list']!r} is not a layer stack: {error}") from None
+        if time_partition.num_blocks != len(layers_per_block):
+            raise ValueError(
+                f"{where}: time_partition has num_blocks={time_partition.num_blocks}, but layers_per_block has "
+                f"{len(layers_per_block)} entries."
+            )
+        expected_keys = [str(b) for b in range(len(layers_per_block))]
+        if sorted(payload["blocks"], key=str) != sorted(expected_keys) or not all(
+            isinstance(entry, dict) and isinstance(entry.get("converted_sha256"), str) for entry in payload["blocks"].values()
+        ):
+            raise ValueError(
+                f"{where}: blocks must have the keys {expected_keys}, each with a converted_sha256 string, "
+                f"got keys {sorted(payload['blocks'])}."
+            )
+        extra_stems = payload.get("extra_stems", {})
+        if not isinstance(extra_stems, dict) or not all(
+            _IDENTIFIER.match(stem) and isinstance(prefix, str) for stem, prefix in extra_stems.items()
+        ):
+            raise ValueError(f"{where}: extra_stems must map stem names to tensor name prefixes, got {extra_stems!r}.")
         return cls(
             source_class=payload["source_class"],
             source_config=payload["source_config"],
             layer_list=payload["layer_list"],
-            layers_per_block=list(payload["layers_per_block"]),
-            time_partition=TimeAxisPartition(**payload["time_partition"]),
+            layers_per_block=layers_per_block,
+            time_partition=time_partition,
             scheduler_config=payload["scheduler_config"],
             stems_sha256=payload["stems_sha256"],
             block_sha256={int(b): entry["converted_sha256"] for b, entry in payload["blocks"].items()},
-            extra_stems=payload.get("extra_stems", {}),
-            source=payload.get("source", ""),
+            extra_stems=extra_stems,
+            source=str(payload.get("source", "")),
         )
+
+
+# what every manifest holds, and the JSON type(s) of each
+_REQUIRED_FIELDS: dict[str, tuple[type, ...]] = {
+    "source_class": (str,), "source_config": (dict,), "layer_list": (str, list), "layers_per_block": (list,),
+    "time_partition": (dict,), "scheduler_config": (dict,), "stems_sha256": (str,), "blocks": (dict,),
+}
+_JSON_NAMES = {str: "string", dict: "object", list: "array"}
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def write_converted_folder(
@@ -194,7 +246,7 @@ def read_manifest(source: str, options: HubOptions = HubOptions()) -> Conversion
         raise ValueError(
             f"{where!r} has no {MANIFEST_NAME}: it is not a converted folder (make one with `hf-diffusionblocks convert`)."
         )
-    return ConversionManifest.from_dict(read_json_file(path))
+    return ConversionManifest.from_dict(read_json_file(path), where=path)
 
 
 def load_tensors(path: str, names: Iterable[str] | None = None, device: str = "cpu") -> dict[str, torch.Tensor]:

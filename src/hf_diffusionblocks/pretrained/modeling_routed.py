@@ -35,7 +35,8 @@ from ..modeling.block_checkpoint import tensors_digest
 from ..modeling.block_container import BlockContainerMixin, run_by_owning_block, validate_block_indices
 from ..modeling.embeddings import unpatchify
 from ..modeling.modeling_blocks import resolve_dtype, sort_loader_keywords
-from .converted_folder import ConversionManifest, load_block, load_stems, read_manifest, write_converted_folder
+from .conversion import check_manifest_mapping
+from .converted_folder import MANIFEST_NAME, ConversionManifest, load_block, load_stems, read_manifest, write_converted_folder
 from .lora import merge_block_loras
 
 
@@ -107,6 +108,7 @@ class RoutedTransformerMixin(BlockContainerMixin):
             raise ValueError(
                 f"{source} was converted from a {manifest.source_class}; load it with the routed class of that source, not {cls.__name__}."
             )
+        check_manifest_mapping(manifest, f"{source}/{options.subfolder}/{MANIFEST_NAME}" if options.subfolder else f"{source}/{MANIFEST_NAME}")
         requested = range(manifest.num_blocks) if block_index is None else ([block_index] if isinstance(block_index, int) else block_index)
         indices = validate_block_indices(list(requested), manifest.num_blocks)
 
