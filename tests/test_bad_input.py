@@ -12,9 +12,14 @@ A second table lists inputs that must *work*: float64 and NumPy inputs give the 
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -116,6 +121,42 @@ class TinyModels:
         path = str(self.folder / "dit")
         self.dit.save_pretrained(path)
         return path
+
+    @cached_property
+    def saved_pipeline_folder(self) -> str:
+        path = str(self.folder / "pipeline")
+        self.image_pipeline.save_pretrained(path)
+        return path
+
+    @cached_property
+    def diffusers_pipeline_folder(self) -> str:
+        """A diffusers pipeline folder of a tiny DiT transformer (model_index.json, scheduler/, transformer/)."""
+        from diffusers import DDIMScheduler, DiTTransformer2DModel
+
+        path = self.folder / "diffusers_dit"
+        torch.manual_seed(0)
+        DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8, num_layers=2,
+                              sample_size=8, patch_size=2, num_embeds_ada_norm=1000).save_pretrained(path / "transformer")
+        DDIMScheduler().save_pretrained(path / "scheduler")
+        (path / "model_index.json").write_text(json.dumps({
+            "_class_name": "DiTPipeline", "transformer": ["diffusers", "DiTTransformer2DModel"],
+            "scheduler": ["diffusers", "DDIMScheduler"]}))
+        return str(path)
+
+    @cached_property
+    def converted_folder(self) -> str:
+        from hf_diffusionblocks.pretrained.conversion import convert_pretrained_transformer
+
+        path = str(self.folder / "converted")
+        convert_pretrained_transformer(self.diffusers_pipeline_folder, path, 2)
+        return path
+
+    def tampered_copy(self, name: str, tamper: Callable[[Path], Any]) -> Path:
+        """A fresh copy of the folder `name` (an attribute of these models), changed by `tamper`."""
+        copy = Path(tempfile.mkdtemp(dir=self.folder)) / name
+        shutil.copytree(getattr(self, name), copy, symlinks=True)
+        tamper(copy)
+        return copy
 
     @staticmethod
     def scheduler(num_inference_steps: int | None = None) -> DiffusionBlocksScheduler:

@@ -83,7 +83,7 @@ def test_assemble_reports_missing_blocks(capsys, model, tmp_path):
 def test_assemble_reports_every_inconsistency_and_writes_nothing(capsys, model, config, tmp_path):
     from safetensors.torch import load_file, save_file
     from safetensors import safe_open
-    from hf_diffusionblocks.modeling.block_checkpoint import tensors_digest
+    from hf_diffusionblocks.modeling.block_checkpoint import metadata_digest, tensors_digest
 
     save_pipeline(model, tmp_path / "a", [0, 1], {0: 1, 1: 1})
     save_pipeline(model, tmp_path / "b", [2], {2: 1})
@@ -92,7 +92,8 @@ def test_assemble_reports_every_inconsistency_and_writes_nothing(capsys, model, 
     with safe_open(str(path), framework="pt") as file:
         metadata = file.metadata()
     tensors = {**load_file(path), "blocks.0.extra": torch.zeros(3)}
-    save_file(tensors, str(path), metadata={**metadata, "weights_sha256": tensors_digest(tensors)})
+    metadata = {**metadata, "weights_sha256": tensors_digest(tensors)}
+    save_file(tensors, str(path), metadata={**metadata, "metadata_sha256": metadata_digest(metadata)})
     corrupt = tmp_path / "a" / "transformer" / "block_1.safetensors"
     data = bytearray(corrupt.read_bytes())
     data[-3] ^= 0x10

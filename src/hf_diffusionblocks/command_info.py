@@ -15,7 +15,7 @@ from .atomic_io import read_json_file
 from .families import load_config_file, model_class_for_config
 from .hub_download import HubOptions, locate_model, read_safetensors_header, resolve_file
 from .model_card import partition_table, read_block_statuses
-from .modeling.block_checkpoint import block_weights_name
+from .modeling.block_checkpoint import block_weights_name, metadata_edit
 from .pretrained.command_convert import describe_conversion
 from .pretrained.conversion import check_manifest_mapping
 from .pretrained.converted_folder import MANIFEST_NAME, STEMS_NAME, ConversionManifest
@@ -68,6 +68,8 @@ def foreign_block_reason(block, config) -> str | None:
     """Why a present block file does not belong to the model of `config` (another block, another
     partition or architecture, no block metadata), or None when it does."""
     metadata = block.header.metadata
+    if metadata_edit(block_weights_name(block.block_index), metadata):
+        return "its metadata (block_index, config, training_steps, ...) was edited after it was saved (metadata_sha256 differs)"
     try:
         block_index, block_config = int(metadata["block_index"]), json.loads(metadata["config"])
     except (KeyError, ValueError):
@@ -111,6 +113,7 @@ def inspect_conversion(path_or_repo: str, subfolder: str, options: HubOptions) -
                 belongs = int(header.metadata["block_index"]) == block_index and recorded == manifest.identity()
             except (KeyError, ValueError):
                 belongs = False
+            belongs = belongs and metadata_edit(block_weights_name(block_index), header.metadata) is None
             status = "present" if belongs else "foreign"
             if not belongs:
                 foreign.append(block_index)

@@ -7,7 +7,7 @@ from safetensors import safe_open
 
 from conftest import randomize_
 from hf_diffusionblocks import DiffusionBlocksDiTModel
-from hf_diffusionblocks.modeling.block_checkpoint import load_block_file, read_block_metadata, tensors_digest
+from hf_diffusionblocks.modeling.block_checkpoint import load_block_file, metadata_digest, read_block_metadata, tensors_digest
 
 
 @pytest.fixture
@@ -61,6 +61,31 @@ def test_extra_or_missing_tensors_are_listed(saved, tiny_dit_config):
     del tensors[dropped]
     tensors["blocks.0.extra"] = torch.zeros(2)
     metadata["weights_sha256"] = tensors_digest(tensors)        # a consistent file of the wrong model
+    metadata["metadata_sha256"] = metadata_digest(metadata)
     save_file(tensors, str(path), metadata=metadata)
     with pytest.raises(ValueError, match=rf"block 0 .* missing tensor {dropped}; unexpected tensor blocks\.0\.extra"):
         DiffusionBlocksDiTModel.from_pretrained(folder)
+
+
+def rewrite_metadata(path, **changes):
+    """The same tensors, with some metadata strings changed and nothing else (as an editor of the header would)."""
+    with safe_open(str(path), framework="pt") as file:
+        metadata = dict(file.metadata())
+    save_file(load_file(path), str(path), metadata={**metadata, **changes})
+
+
+@pytest.mark.parametrize("changes", [{"training_steps": "9"}, {"num_blocks": "4"}, {"weights_sha256": "0" * 64}],
+                         ids=lambda changes: next(iter(changes)))
+def test_the_checksum_covers_the_metadata(saved, changes, capsys):
+    model, folder = saved
+    model.save_pretrained(folder, training_steps={1: 5})
+    path = folder / "block_1.safetensors"
+    rewrite_metadata(path, **changes)
+    with pytest.raises(ValueError, match=r"block_1\.safetensors's metadata .* does not match the metadata_sha256"):
+        read_block_metadata(str(path))
+    with pytest.raises(ValueError, match=r"block_1\.safetensors's metadata"):
+        DiffusionBlocksDiTModel.from_pretrained(folder)
+    from hf_diffusionblocks.cli import main
+
+    assert main(["info", str(folder)]) == 1
+    assert "foreign block 1: its metadata (block_index, config, training_steps, ...) was edited" in capsys.readouterr().out

@@ -10,7 +10,9 @@ A model folder (or Hub repo, or its `subfolder`) holds:
 Each block file is a standalone safetensors file whose metadata records the block index, the
 config it was trained under and the SHA-256 of its tensors (`weights_sha256`), so blocks trained in
 different processes or on different machines can be checked before they are assembled, and a file
-damaged on disk or in transit is refused instead of sampled from. The checksum lives in the file
+damaged on disk or in transit is refused instead of sampled from. The provenance itself (block index,
+config, training steps, the tensors' digest) is covered by `metadata_sha256`, checked whenever the metadata
+is read, header-only reads included: an edited step count or config is refused like a flipped bit. The checksum lives in the file
 itself rather than in the shared index: processes of a block-parallel run write their blocks
 independently, and a block's Hub commit stays one self-verifying file. Every file is written to a
 temporary name and renamed, so a process killed mid-save leaves the previous file intact.
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -30,7 +32,9 @@ from ..atomic_io import atomic_write, atomic_write_json
 
 CONFIG_NAME = "config.json"
 INDEX_NAME = "model.safetensors.index.json"
-BLOCK_METADATA_KEYS = ("block_index", "num_blocks", "config", "training_steps", "weights_sha256")
+BLOCK_METADATA_KEYS = ("block_index", "num_blocks", "config", "training_steps", "weights_sha256", "metadata_sha256")
+# what `metadata_sha256` covers: every provenance entry (absent ones as null)
+_PROVENANCE_KEYS = ("block_index", "num_blocks", "config", "training_steps", "weights_sha256")
 
 
 def block_weights_name(block_index: int) -> str:
@@ -57,6 +61,7 @@ def save_block_file(
     }
     if training_steps is not None:
         metadata["training_steps"] = str(training_steps)
+    metadata["metadata_sha256"] = metadata_digest(metadata)
     atomic_write(path, lambda temporary: save_file(tensors, temporary, metadata=metadata))
 
 
@@ -70,13 +75,30 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+def metadata_digest(metadata: Mapping[str, str]) -> str:
+    """SHA-256 of a block file's provenance strings (`_PROVENANCE_KEYS`, as stored), what `metadata_sha256` records."""
+    payload = {key: metadata.get(key) for key in _PROVENANCE_KEYS}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def metadata_edit(path: str, metadata: Mapping[str, str]) -> str | None:
+    """Why the provenance in `metadata` (a block file's raw header strings) is not what was saved, or None when
+    it is (or the file predates `metadata_sha256`)."""
+    recorded = metadata.get("metadata_sha256")
+    if recorded is None or recorded == metadata_digest(metadata):
+        return None
+    return (f"{path}'s metadata (block_index, num_blocks, config, training_steps, weights_sha256) does not match the "
+            "metadata_sha256 recorded when it was saved: it was edited or damaged. Re-download or re-train the block.")
+
+
 def _unreadable(path: str, error: Exception) -> ValueError:
     return ValueError(f"{path} cannot be read as safetensors ({error}): the file is truncated or corrupt.")
 
 
 def read_block_metadata(path: str) -> dict[str, Any]:
     """The provenance stored in a block file: block_index, num_blocks, config (dict), training_steps,
-    weights_sha256 (None in files written before checksums existed)."""
+    weights_sha256 (None in files written before checksums existed), after checking it against the
+    `metadata_sha256` it records (a `ValueError` naming the file when it was edited)."""
     try:
         with safe_open(path, framework="pt") as file:
             raw = file.metadata() or {}
@@ -85,6 +107,9 @@ def read_block_metadata(path: str) -> dict[str, Any]:
     missing = [key for key in ("block_index", "num_blocks", "config") if key not in raw]
     if missing:
         raise ValueError(f"{path} is not a DiffusionBlocks block file: its metadata lacks {missing}.")
+    edited = metadata_edit(path, raw)
+    if edited:
+        raise ValueError(edited)
     try:
         return {
             "block_index": int(raw["block_index"]),
