@@ -553,8 +553,199 @@ SCRIPT_FLAG_ROWS = [
     BadInput("train_dit.py", "--block_index 5", train_dit("--block_index", "5"), "block_index", "[0, 2]", guard=True),
 ]
 
+# ---- files read from disk: paths stay inside their folder, every error names the file ----------------------------
+
+
+def folder_cli(folder: str, tamper: Callable[[Path], Any], *argv: str) -> Callable[[TinyModels], Any]:
+    """The command line on a fresh copy of the folder `folder` (a `TinyModels` attribute) changed by `tamper`;
+    `{copy}` in `argv` is the copy."""
+
+    def call(models: TinyModels) -> None:
+        copy = models.tampered_copy(folder, tamper)
+        cli(*[argument.replace("{copy}", str(copy)) for argument in argv])(models)
+
+    return call
+
+
+def edit_json(relative: str, change: Callable[[Any], Any]) -> Callable[[Path], None]:
+    """A tamper: `change` edits the JSON of `relative` in place (or returns the new content)."""
+
+    def tamper(folder: Path) -> None:
+        payload = json.loads((folder / relative).read_text())
+        changed = change(payload)
+        (folder / relative).write_text(json.dumps(payload if changed is None else changed))
+
+    return tamper
+
+
+def write_text(relative: str, text: str) -> Callable[[Path], None]:
+    return lambda folder: (folder / relative).write_text(text)
+
+
+def truncate(relative: str) -> Callable[[Path], None]:
+    def tamper(folder: Path) -> None:
+        data = (folder / relative).read_bytes()
+        (folder / relative).write_bytes(data[: len(data) // 2])
+
+    return tamper
+
+
+def sharded(shard: Callable[[Path], str], link: str | None = None) -> Callable[[Path], None]:
+    """A tamper: the transformer's weights move outside the pipeline folder (a real safetensors file there), and
+    an index names them by `shard(folder)` (optionally through a link `link` inside the folder)."""
+
+    def tamper(folder: Path) -> None:
+        outside = folder.parent / "outside_shard.safetensors"
+        os.replace(folder / "transformer" / "diffusion_pytorch_model.safetensors", outside)
+        if link is not None:
+            os.symlink(outside, folder / "transformer" / link)
+        (folder / "transformer" / "diffusion_pytorch_model.safetensors.index.json").write_text(
+            json.dumps({"metadata": {}, "weight_map": {"pos_embed.proj.weight": shard(folder)}}))
+
+    return tamper
+
+
+def edit_model_index(change: Callable[[dict], Any]) -> Callable[[Path], None]:
+    return edit_json("model_index.json", change)
+
+
+def rename_key(payload: dict, old: str, new: str) -> dict:
+    return {new if key == old else key: value for key, value in payload.items()}
+
+
+CONVERT = ("convert", "{copy}", "{copy}_out", "--num_blocks", "2")
+INDEX = "transformer/diffusion_pytorch_model.safetensors.index.json"
+MANIFEST = "diffusion_blocks.json"
+DIT_EMBEDDER = "transformer_blocks.0.norm1.emb"
+
+CONVERT_ROWS = [
+    BadInput("cli convert", "index shard ../../outside", folder_cli(
+        "diffusers_pipeline_folder", sharded(lambda _: "../../outside_shard.safetensors"), *CONVERT),
+        "shard '../../outside_shard.safetensors'", "'..' are refused"),
+    BadInput("cli convert", "index shard absolute path", folder_cli(
+        "diffusers_pipeline_folder", sharded(lambda folder: str(folder.parent / "outside_shard.safetensors")), *CONVERT),
+        "diffusion_pytorch_model.safetensors.index.json: shard", "absolute paths"),
+    BadInput("cli convert", "index shard linked outside", folder_cli(
+        "diffusers_pipeline_folder", sharded(lambda _: "linked.safetensors", link="linked.safetensors"), *CONVERT),
+        "shard 'linked.safetensors'", "leads outside"),
+    BadInput("cli convert", "--subfolder ../", folder_cli("diffusers_pipeline_folder", lambda _: None, *CONVERT,
+                                                           "--subfolder", "../diffusers_pipeline_folder/transformer"),
+             "subfolder '../diffusers_pipeline_folder/transformer'", "'..' are refused"),
+    BadInput("cli convert", "index without weight_map", folder_cli(
+        "diffusers_pipeline_folder", lambda folder: (sharded(lambda _: "x")(folder), write_text(INDEX, "{}")(folder)),
+        *CONVERT), "diffusion_pytorch_model.safetensors.index.json has no weight_map", "tensor name -> shard file"),
+    BadInput("cli convert", "config not JSON", folder_cli(
+        "diffusers_pipeline_folder", write_text("transformer/config.json", "{ not json"), *CONVERT),
+        "transformer/config.json", "not valid JSON"),
+    BadInput("cli convert", "scheduler config not JSON", folder_cli(
+        "diffusers_pipeline_folder", write_text("scheduler/scheduler_config.json", "[1,"), *CONVERT),
+        "scheduler/scheduler_config.json", "not valid JSON"),
+    BadInput("cli convert", "config without num_layers", folder_cli(
+        "diffusers_pipeline_folder", edit_json("transformer/config.json", lambda config: config.pop("num_layers") and None),
+        *CONVERT), "transformer/config.json has no num_layers", "transformer_blocks"),
+    BadInput("cli convert", "config num_layers='4'", folder_cli(
+        "diffusers_pipeline_folder", edit_json("transformer/config.json", lambda config: config.update(num_layers="4")),
+        *CONVERT), "transformer/config.json: num_layers", "integer >= 1"),
+    BadInput("cli convert", "truncated weights", folder_cli(
+        "diffusers_pipeline_folder", truncate("transformer/diffusion_pytorch_model.safetensors"), *CONVERT),
+        "transformer/diffusion_pytorch_model.safetensors", "truncated or corrupt"),
+]
+
+
+def pipeline_from_tampered(tamper: Callable[[Path], None]) -> Callable[[TinyModels], Any]:
+    return lambda m: DiffusionBlocksImagePipeline.from_pretrained(str(m.tampered_copy("saved_pipeline_folder", tamper)))
+
+
+def outside_component(folder: Path) -> dict:
+    """model_index.json's transformer reached through `../../x/transformer`, where a real copy lies."""
+    shutil.copytree(folder / "transformer", folder.parent.parent / "x" / "transformer")
+    return edit_model_index(lambda index: rename_key(index, "transformer", "../../x/transformer"))(folder)
+
+
+PIPELINE_FOLDER_ROWS = [
+    BadInput("ImagePipeline.from_pretrained", "model_index.json component ../../x/transformer",
+             pipeline_from_tampered(outside_component), "component '../../x/transformer'", "no path"),
+    BadInput("ImagePipeline.from_pretrained", "model_index.json component /abs",
+             pipeline_from_tampered(edit_model_index(lambda index: rename_key(index, "scheduler", "/tmp/scheduler"))),
+             "model_index.json: component '/tmp/scheduler'", "no path"),
+    BadInput("ImagePipeline.from_pretrained", "model_index.json entry of length 1",
+             pipeline_from_tampered(edit_model_index(lambda index: index.update(scheduler=["DiffusionBlocksScheduler"]))),
+             "model_index.json: component 'scheduler'", "[library, class name] (or null)"),
+]
+
+INFO_ROWS = [
+    BadInput("cli info", "converted: truncated stems", folder_cli("converted_folder", truncate("stems.safetensors"),
+                                                                 "info", "{copy}"),
+             "stems.safetensors cannot be read", "truncated or corrupt"),
+    BadInput("cli info", "converted: truncated block", folder_cli("converted_folder", truncate("block_1.safetensors"),
+                                                                 "info", "{copy}"),
+             "block_1.safetensors cannot be read", "truncated or corrupt"),
+    BadInput("cli info", "manifest without time_partition", folder_cli(
+        "converted_folder", edit_json(MANIFEST, lambda manifest: manifest.pop("time_partition") and None), "info", "{copy}"),
+        "diffusion_blocks.json lacks ['time_partition']", "complete conversion manifest"),
+    BadInput("cli info", "manifest not an object", folder_cli("converted_folder", write_text(MANIFEST, "[]"), "info",
+                                                              "{copy}"),
+             "diffusion_blocks.json holds JSON but not an object", "conversion manifest"),
+    BadInput("cli info", "manifest blocks key ../../x", folder_cli(
+        "converted_folder", edit_json(MANIFEST, lambda manifest: manifest.update(
+            blocks=rename_key(manifest["blocks"], "1", "../../x"))), "info", "{copy}"),
+        "diffusion_blocks.json: blocks must have the keys ['0', '1']", "converted_sha256"),
+    BadInput("cli info", "manifest blocks entry not an object", folder_cli(
+        "converted_folder", edit_json(MANIFEST, lambda manifest: manifest["blocks"].update({"1": "x"})), "info", "{copy}"),
+        "diffusion_blocks.json: blocks must have the keys", "converted_sha256"),
+    BadInput("cli info", "manifest layer_list ../../x", folder_cli(
+        "converted_folder", edit_json(MANIFEST, lambda manifest: manifest.update(layer_list="../../x")), "info", "{copy}"),
+        "diffusion_blocks.json: layer_list", "module name"),
+    BadInput("cli info", "manifest layer_list of another module", folder_cli(
+        "converted_folder", edit_json(MANIFEST, lambda manifest: manifest.update(layer_list="pos_embed")), "info",
+        "{copy}"), "diffusion_blocks.json: layer_list='pos_embed'", "layer_list='transformer_blocks'"),
+    BadInput("cli info", "manifest layers_per_block [100, 100]", folder_cli(
+        "converted_folder", edit_json(MANIFEST, lambda manifest: manifest.update(layers_per_block=[100, 100])), "info",
+        "{copy}"), "diffusion_blocks.json: layers_per_block=[100, 100] sums to 200", "num_layers=2"),
+    BadInput("cli info", "manifest layers_per_block [2]", folder_cli(
+        "converted_folder", edit_json(MANIFEST, lambda manifest: manifest.update(layers_per_block=[2])), "info",
+        "{copy}"), "diffusion_blocks.json: time_partition has num_blocks=2", "1 entries"),
+    BadInput("cli info", "manifest layers_per_block ['1', '1']", folder_cli(
+        "converted_folder", edit_json(MANIFEST, lambda manifest: manifest.update(layers_per_block=["1", "1"])), "info",
+        "{copy}"), "diffusion_blocks.json: layers_per_block[0]", "integer >= 1"),
+    BadInput("cli info", "manifest time_partition overlap 'x'", folder_cli(
+        "converted_folder", edit_json(MANIFEST, lambda manifest: manifest["time_partition"].update(overlap="x")), "info",
+        "{copy}"), "diffusion_blocks.json: overlap", "[0, 1)"),
+    BadInput("cli info", "manifest time_partition unknown field", folder_cli(
+        "converted_folder", edit_json(MANIFEST, lambda manifest: manifest["time_partition"].update(gamma=1)), "info",
+        "{copy}"), "diffusion_blocks.json", "gamma"),
+    BadInput("cli info", "manifest extra_stems renamed", folder_cli(
+        "converted_folder", edit_json(MANIFEST, lambda manifest: manifest.update(extra_stems={"other": DIT_EMBEDDER})),
+        "info", "{copy}"), "diffusion_blocks.json: extra_stems={'other'", "output_conditioning_embedding"),
+    BadInput("cli info", "manifest extra_stems from layer 1", folder_cli(
+        "converted_folder", edit_json(MANIFEST, lambda manifest: manifest.update(
+            extra_stems={"output_conditioning_embedding": "transformer_blocks.1.norm1.emb"})), "info", "{copy}"),
+        "diffusion_blocks.json: extra_stems=", "transformer_blocks.0.norm1.emb"),
+    BadInput("cli info", "manifest extra_stems removed", folder_cli(
+        "converted_folder", edit_json(MANIFEST, lambda manifest: manifest.update(extra_stems={})), "info", "{copy}"),
+        "diffusion_blocks.json: extra_stems={}", "a converted DiTTransformer2DModel has extra_stems="),
+    BadInput("cli info", "manifest extra_stems outside the layers", folder_cli(
+        "converted_folder", edit_json(MANIFEST, lambda manifest: manifest.update(extra_stems={"x": "../../y"})), "info",
+        "{copy}"), "diffusion_blocks.json: extra_stems={'x': '../../y'}", "the manifest was edited"),
+    BadInput("cli info", "manifest extra_stems not names", folder_cli(
+        "converted_folder", edit_json(MANIFEST, lambda manifest: manifest.update(extra_stems={"../x": 1})), "info",
+        "{copy}"), "diffusion_blocks.json: extra_stems", "stem names to tensor name prefixes"),
+    BadInput("cli info", "model: truncated block", folder_cli("saved_dit_folder", truncate("block_1.safetensors"),
+                                                             "info", "{copy}"),
+             "block_1.safetensors cannot be read", "truncated or corrupt"),
+    BadInput("cli info", "config num_blocks=1000000", folder_cli(
+        "saved_dit_folder", edit_json("config.json", lambda config: config.update(
+            num_blocks=1_000_000, num_hidden_layers=1_000_000, layers_per_block=None)), "info", "{copy}"),
+        "config.json: num_blocks", "[1, 1024]"),
+    BadInput("RoutedDiT.from_pretrained", "manifest extra_stems edited",
+             lambda m: __import__("hf_diffusionblocks.pretrained.modeling_routed", fromlist=["x"])
+             .RoutedDiTTransformer2DModel.from_pretrained(str(m.tampered_copy("converted_folder", edit_json(
+                 MANIFEST, lambda manifest: manifest.update(extra_stems={"output_conditioning_embedding": "transformer_blocks.1.norm1.emb"}))))),
+             "diffusion_blocks.json: extra_stems", "the manifest was edited"),
+]
+
 BAD_INPUTS = (PIPELINE_ROWS + GENERATE_ROWS + MODEL_ROWS + SCHEDULER_ROWS + CONFIG_ROWS + FROM_PRETRAINED_ROWS
-              + CLI_ROWS + SCRIPT_FLAG_ROWS)
+              + CLI_ROWS + SCRIPT_FLAG_ROWS + CONVERT_ROWS + PIPELINE_FOLDER_ROWS + INFO_ROWS)
 
 
 def test_row_ids_are_unique():

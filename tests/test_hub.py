@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 
@@ -302,3 +303,47 @@ def test_diffusers_loads_a_pipeline_repo_with_trust_remote_code(hub_repo, pipeli
     assert type(pipeline) is DiffusionBlocksImagePipeline and pipeline.transformer.loaded_block_indices == [0, 1, 2]
     local = DiffusionBlocksDiTModel.from_pretrained(pipeline_folder / "transformer")
     assert all(torch.equal(pipeline.transformer.state_dict()[name], tensor) for name, tensor in local.state_dict().items())
+
+
+# ---- what may leave the folder, and what a remote config may ask for -------------------------------------------
+
+
+def test_uploads_carry_only_the_folders_own_regular_files(fake_hub, pipeline_folder, tmp_path, caplog):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("outside the folder")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "notes.txt").write_text("outside too")
+    os.symlink(secret, pipeline_folder / "linked_secret.txt")
+    os.symlink(tmp_path / "outside", pipeline_folder / "linked_folder")
+    os.mkfifo(pipeline_folder / "scheduler" / "pipe")
+    with caplog.at_level("WARNING", logger="hf_diffusionblocks.hub"):
+        files = root_files(pipeline_folder)
+    assert not any(name.startswith(("linked_", "scheduler/pipe")) for name in files) and "README.md" in files
+    assert "linked_folder" in caplog.text and "linked_secret.txt" in caplog.text and "scheduler/pipe" in caplog.text
+    push_folder_to_hub(pipeline_folder, REPO_ID, token=TOKEN)
+    uploaded = fake_hub.head(REPO_ID).files
+    assert not any("linked" in name or "notes" in name for name in uploaded)
+    assert b"outside the folder" not in b"".join(uploaded.values())
+    # a block file that is a link (to another model's block, anywhere) is refused by name, not uploaded
+    os.replace(pipeline_folder / "transformer" / "block_1.safetensors", tmp_path / "block_1.safetensors")
+    os.symlink(tmp_path / "block_1.safetensors", pipeline_folder / "transformer" / "block_1.safetensors")
+    with pytest.raises(ValueError, match=r"transformer/block_1\.safetensors is a symbolic link"):
+        push_block_to_hub(pipeline_folder, REPO_ID, 1, token=TOKEN)
+
+
+def test_info_on_a_hub_repo_whose_config_asks_for_a_million_blocks_answers_at_once(
+    fake_hub, tmp_path, tiny_dit_config, capsys
+):
+    from hf_diffusionblocks.cli import main
+
+    folder = tmp_path / "huge"
+    DiffusionBlocksDiTModel(tiny_dit_config).save_pretrained(folder, block_indices=[0])
+    config = json.loads((folder / "config.json").read_text())
+    config.update(num_blocks=1_000_000, num_hidden_layers=1_000_000, layers_per_block=None)
+    (folder / "config.json").write_text(json.dumps(config))
+    push_root_files_to_hub(folder, REPO_ID, token=TOKEN)
+    fake_hub.requests.clear()
+    assert main(["info", REPO_ID, "--cache_dir", str(tmp_path / "cache")]) == 1
+    assert len(fake_hub.requests) < 10  # the config, not one request per block
+    assert not any("block_" in path for _, path, _ in fake_hub.requests)
+    assert "config.json: num_blocks must be an integer in [1, 1024], got 1000000." in capsys.readouterr().err

@@ -222,3 +222,39 @@ def test_routed_loader_sorts_keywords_with_the_one_table(pipeline_folders, tmp_p
     routed.save_pretrained(str(tmp_path / "saved"), safe_serialization=True, variant=None, max_shard_size="5GB")
     with pytest.raises(ValueError, match="does not support variant='fp16'"):
         routed.save_pretrained(str(tmp_path / "saved2"), variant="fp16")
+
+
+def test_info_checks_the_stems_of_a_converted_folder(pipeline_folders, tmp_path, capsys):
+    from hf_diffusionblocks.cli import main
+
+    out = convert(pipeline_folders["dit"], tmp_path / "b2", 2)
+    assert main(["info", str(out)]) == 0 and "stems: present" in capsys.readouterr().out
+    other = convert(pipeline_folders["pixart"], tmp_path / "pixart", 2)
+    shutil.copyfile(other / "stems.safetensors", out / "stems.safetensors")
+    assert main(["info", str(out)]) == 1
+    assert "stems: foreign (stems.safetensors records digest" in capsys.readouterr().out
+    (out / "stems.safetensors").unlink()
+    assert main(["info", str(out)]) == 1
+    assert "stems: missing (stems.safetensors is absent" in capsys.readouterr().out
+
+
+def test_convert_reads_no_shard_outside_the_folder(pipeline_folders, tmp_path):
+    """An index naming shards by `..`, an absolute path or a link out of the folder is refused before any read."""
+    source = tmp_path / "source"
+    shutil.copytree(pipeline_folders["dit"] / "transformer", source)
+    outside = tmp_path / "outside_shard.safetensors"
+    shutil.move(source / "diffusion_pytorch_model.safetensors", outside)
+    (source / "link.safetensors").symlink_to(outside)
+    for shard, refusal in [("../outside_shard.safetensors", "'..' are refused"), (str(outside), "absolute paths"),
+                           ("link.safetensors", "leads outside")]:
+        (source / "diffusion_pytorch_model.safetensors.index.json").write_text(
+            json.dumps({"weight_map": {"transformer_blocks.0.norm1.emb.class_embedder.embedding_table.weight": shard}}))
+        with pytest.raises(ValueError, match=refusal):
+            convert(source, tmp_path / "out", 2)
+        assert not (tmp_path / "out").exists()
+    # the same shard inside the folder converts
+    shutil.move(outside, source / "shard-1.safetensors")
+    (source / "diffusion_pytorch_model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"pos_embed.proj.weight": "shard-1.safetensors"}}))
+    (source / "link.safetensors").unlink()
+    assert (convert(source, tmp_path / "out", 2) / "block_1.safetensors").is_file()

@@ -26,8 +26,8 @@ from typing import Any
 
 import torch
 
-from ..argument_checks import check_block_index
-from ..partition import normal_cdf, normal_icdf
+from ..argument_checks import check_block_index, check_integer, check_number
+from ..partition import MAX_NUM_BLOCKS, normal_cdf, normal_icdf
 
 TIME_AXES = ("ddpm", "flow")
 TIME_PARTITIONS = ("equiprobable", "uniform")
@@ -61,22 +61,16 @@ class TimeAxisPartition:
     shift: float = 1.0
 
     def __post_init__(self):
-        if not isinstance(self.num_blocks, int) or isinstance(self.num_blocks, bool) or self.num_blocks < 1:
-            raise ValueError(f"num_blocks must be an integer >= 1, got {self.num_blocks!r}.")
+        check_integer(self.num_blocks, "num_blocks", minimum=1, maximum=MAX_NUM_BLOCKS)
         if self.time_axis not in TIME_AXES:
             raise ValueError(f"time_axis must be one of {list(TIME_AXES)}, got {self.time_axis!r}.")
-        if not isinstance(self.num_train_timesteps, int) or self.num_train_timesteps < self.num_blocks:
-            raise ValueError(
-                f"num_train_timesteps must be an integer >= num_blocks={self.num_blocks}, got {self.num_train_timesteps!r}."
-            )
+        check_integer(self.num_train_timesteps, "num_train_timesteps", minimum=self.num_blocks)
         if self.partition not in TIME_PARTITIONS:
             raise ValueError(f"partition must be one of {list(TIME_PARTITIONS)}, got {self.partition!r}.")
-        if not 0 <= self.overlap < 1:
-            raise ValueError(f"overlap must be in [0, 1), got {self.overlap}.")
-        if not self.logit_std > 0:
-            raise ValueError(f"logit_std must be > 0, got {self.logit_std}.")
-        if not self.shift > 0:
-            raise ValueError(f"shift must be > 0, got {self.shift}.")
+        check_number(self.overlap, "overlap", minimum=0, maximum=1, maximum_exclusive=True)
+        check_number(self.logit_mean, "logit_mean")
+        check_number(self.logit_std, "logit_std", minimum=0, minimum_exclusive=True)
+        check_number(self.shift, "shift", minimum=0, minimum_exclusive=True)
 
     # ---- the training distribution of the model's timestep ----------------------------------
     @property
