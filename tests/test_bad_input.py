@@ -640,6 +640,16 @@ CONVERT_ROWS = [
     BadInput("cli convert", "scheduler config not JSON", folder_cli(
         "diffusers_pipeline_folder", write_text("scheduler/scheduler_config.json", "[1,"), *CONVERT),
         "scheduler/scheduler_config.json", "not valid JSON"),
+    BadInput("cli convert", "scheduler num_train_timesteps='x'", folder_cli(
+        "diffusers_pipeline_folder", edit_json("scheduler/scheduler_config.json",
+                                               lambda config: config.update(num_train_timesteps="x")), *CONVERT),
+        "scheduler/scheduler_config.json: num_train_timesteps", "integer >= 1"),
+    BadInput("cli convert", "scheduler config a list", folder_cli(
+        "diffusers_pipeline_folder", write_text("scheduler/scheduler_config.json", "[]"), *CONVERT),
+        "scheduler/scheduler_config.json holds JSON but not an object", "scheduler config"),
+    BadInput("cli convert", "model_index.json a list", folder_cli(
+        "diffusers_pipeline_folder", write_text("model_index.json", "[]"), *CONVERT),
+        "model_index.json holds JSON but not an object", "pipeline components"),
     BadInput("cli convert", "config without num_layers", folder_cli(
         "diffusers_pipeline_folder", edit_json("transformer/config.json", lambda config: config.pop("num_layers") and None),
         *CONVERT), "transformer/config.json has no num_layers", "transformer_blocks"),

@@ -25,7 +25,7 @@ from typing import Any
 import jinja2
 from huggingface_hub import ModelCard, ModelCardData
 
-from .atomic_io import atomic_write_text
+from .atomic_io import atomic_write_text, read_json_file
 from .families import (
     LOADABLE_CLASSES,
     ModelFamily,
@@ -121,8 +121,10 @@ def _pipeline_class(output_dir: str) -> type | None:
     index_path = os.path.join(output_dir, MODEL_INDEX_NAME)
     if not os.path.isfile(index_path):
         return None
-    with open(index_path, encoding="utf-8") as file:
-        class_name = json.load(file).get("_class_name")
+    model_index = read_json_file(index_path)
+    if not isinstance(model_index, dict):
+        raise ValueError(f"{index_path} holds JSON but not an object of pipeline components.")
+    class_name = model_index.get("_class_name")
     library, class_name = class_name if isinstance(class_name, list) and len(class_name) == 2 else (LIBRARY_MODULE, class_name)
     return library_class(library, str(class_name), index_path, LOADABLE_CLASSES)
 

@@ -253,9 +253,15 @@ def convert_pretrained_transformer(
     if os.path.isfile(os.path.join(output_dir, "diffusion_blocks.json")):
         raise ValueError(f"output_dir {output_dir!r} already holds a converted folder; choose an empty folder.")
 
-    scheduler_config = scheduler_config or read_scheduler_config(pipeline_dir) or default_scheduler_config(mapping.default_time_axis)
+    where = "scheduler_config"
+    if scheduler_config is None:
+        scheduler_config = read_scheduler_config(pipeline_dir)
+        if scheduler_config is not None:
+            where = os.path.join(pipeline_dir, "scheduler", "scheduler_config.json")
+    scheduler_config = scheduler_config or default_scheduler_config(mapping.default_time_axis)
     time_partition = time_partition_from_scheduler_config(
-        scheduler_config, num_blocks, partition=partition, overlap=overlap, logit_mean=logit_mean, logit_std=logit_std
+        scheduler_config, num_blocks, partition=partition, overlap=overlap, logit_mean=logit_mean, logit_std=logit_std,
+        where=where,
     )
     if time_partition.time_axis != mapping.default_time_axis:
         raise ValueError(

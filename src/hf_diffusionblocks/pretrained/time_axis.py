@@ -208,15 +208,20 @@ def time_partition_from_scheduler_config(
     overlap: float = 0.05,
     logit_mean: float = 0.0,
     logit_std: float = 1.0,
+    where: str = "scheduler_config",
 ) -> TimeAxisPartition:
     """The partition for a pipeline's scheduler config: flow-matching schedulers give a `"flow"` axis
     with their `shift`, every other (DDPM-family) scheduler a `"ddpm"` axis with its `num_train_timesteps`.
 
     The logit-normal (mean, std) is how the model was *trained*, which no scheduler config records;
-    SD3 was trained with (0, 1).
+    SD3 was trained with (0, 1). The config's own fields are checked first, errors naming `where` (its file).
     """
+    if not isinstance(scheduler_config, dict):
+        raise ValueError(f"{where} must be an object (a scheduler config), got {type(scheduler_config).__name__}.")
     class_name = scheduler_config.get("_class_name", "")
-    num_train_timesteps = int(scheduler_config.get("num_train_timesteps", 1000))
+    if not isinstance(class_name, str):
+        raise ValueError(f"{where}: _class_name must be a string, got {class_name!r}.")
+    num_train_timesteps = check_integer(scheduler_config.get("num_train_timesteps", 1000), f"{where}: num_train_timesteps")
     # a config read from disk names its class; one taken from a live scheduler may not, but only
     # flow-matching schedulers have a `shift` and no beta schedule
     if "FlowMatch" in class_name or ("shift" in scheduler_config and "beta_schedule" not in scheduler_config):
@@ -225,8 +230,8 @@ def time_partition_from_scheduler_config(
                 f"scheduler {class_name} uses dynamic (resolution-dependent) shifting; the partition needs a fixed "
                 "shift: set use_dynamic_shifting=False and shift in the scheduler config."
             )
-        return TimeAxisPartition(num_blocks, "flow", num_train_timesteps, partition, overlap,
-                                 logit_mean, logit_std, float(scheduler_config.get("shift", 1.0)))
+        shift = check_number(scheduler_config.get("shift", 1.0), f"{where}: shift", minimum=0, minimum_exclusive=True)
+        return TimeAxisPartition(num_blocks, "flow", num_train_timesteps, partition, overlap, logit_mean, logit_std, shift)
     return TimeAxisPartition(num_blocks, "ddpm", num_train_timesteps, partition, overlap)
 
 
