@@ -175,6 +175,17 @@ def test_script_resume_is_exact(tmp_path):
     assert script.main(run(tmp_path / "interrupted", "--resume_from_checkpoint", "latest"))["blocks"][0]["skipped"]
 
 
+def test_a_foreign_block_in_the_converted_folder_is_refused_before_training(tmp_path):
+    """A block file of another conversion (here: another partition) is named before any step, so it is never
+    carried into the output, which would then fail to load."""
+    converted_dir = digits_dit_folder(tmp_path)
+    convert_pretrained_transformer(str(tmp_path / "source"), str(tmp_path / "uniform"), 2, partition="uniform", overlap=0.3)
+    os.replace(tmp_path / "uniform" / "block_1.safetensors", converted_dir / "block_1.safetensors")
+    with pytest.raises(ValueError, match=r"converted/block_1\.safetensors is a block of another conversion"):
+        load_script("finetune_pretrained").main(script_args(converted_dir, tmp_path / "out", "--block_index", "0"))
+    assert not (tmp_path / "out" / "checkpoints").exists() and not (tmp_path / "out" / "block_1.safetensors").exists()
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

@@ -241,13 +241,20 @@ def prepare_output_folder(converted_dir: str, output_dir: str) -> None:
     """Make `output_dir` a complete converted folder: the root files, and a link (or copy) of every
     original block not already there, so it loads before and after each block is fine-tuned.
 
-    A fine-tuned block is written over its link atomically (rename), which leaves the original intact.
+    A fine-tuned block is written over its link atomically (rename), which leaves the original intact. Every block
+    file of both folders is checked first (from its header: this block of this conversion, metadata unedited), so
+    a foreign block is refused by name before training starts instead of being carried into the output.
     """
     manifest = read_manifest(converted_dir)
     os.makedirs(output_dir, exist_ok=True)
     existing = os.path.join(output_dir, MANIFEST_NAME)
     if os.path.isfile(existing) and read_manifest(output_dir).identity() != manifest.identity():
         raise ValueError(f"output_dir {output_dir!r} holds another conversion than {converted_dir!r}.")
+    for folder in (converted_dir, output_dir):
+        for block_index in range(manifest.num_blocks):
+            path = os.path.join(folder, block_weights_name(block_index))
+            if os.path.isfile(path):
+                check_block_file(path, block_index, manifest)
     names = [MANIFEST_NAME, STEMS_NAME, "config.json", "model.safetensors.index.json"]
     names += [block_weights_name(b) for b in range(manifest.num_blocks)]
     for name in names:
