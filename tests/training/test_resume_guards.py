@@ -50,3 +50,15 @@ def test_a_changed_architecture_is_refused_before_training(tmp_path):
     with pytest.raises(ValueError, match=r"--output_dir: .*config\.json holds a model with another configuration \(num_hidden_layers: saved 3 vs now 6"):
         script.main(tiny_args(tmp_path, "--block_index", "1", "--num_hidden_layers", "6"))
     assert sorted(os.listdir(tmp_path / "transformer")) == before
+
+
+def test_the_same_layer_split_written_out_resumes(tmp_path):
+    """`--layers_per_block 1 1 1` is the even split a run without the flag used: equal values, not a new model."""
+    script = load_script("train_dit")
+    script.main(tiny_args(tmp_path))
+    os.remove(tmp_path / "transformer" / "block_1.safetensors")
+    summary = script.main(tiny_args(tmp_path, "--layers_per_block", "1", "1", "1", "--resume_from_checkpoint", "latest"))
+    assert summary["blocks"][0]["resumed_from"] == 2
+    with pytest.raises(ValueError, match=r"another configuration \(layers_per_block: saved .* vs now \[2, 1, 1\], "
+                                         r"num_hidden_layers: saved 3 vs now 4"):
+        script.main(tiny_args(tmp_path, "--num_hidden_layers", "4", "--layers_per_block", "2", "1", "1"))

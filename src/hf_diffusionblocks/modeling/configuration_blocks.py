@@ -43,6 +43,18 @@ def _as_json(payload: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(payload, sort_keys=True))
 
 
+def _resolved_layer_split(fields: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """`{"layers_per_block": the layer counts}` of a config's fields (defaults where absent), or `{}` when they do not
+    resolve (a field of the wrong type: the fields are then compared as they are)."""
+    try:
+        value = fields.get("layers_per_block", defaults.get("layers_per_block"))
+        resolved = assign_layers_to_blocks(fields.get("num_hidden_layers", defaults.get("num_hidden_layers")),
+                                           fields.get("num_blocks", defaults.get("num_blocks")), value)
+    except (ValueError, TypeError):
+        return {}
+    return {"layers_per_block": resolved}
+
+
 class BlockPartitionedConfig(PreTrainedConfig):
     """Fields every block-partitioned model has.
 
@@ -82,13 +94,15 @@ class BlockPartitionedConfig(PreTrainedConfig):
         """Names of the architecture fields whose values differ from `other`'s.
 
         A field only one side records (a block saved before the field existed) is compared with the
-        field's default, which is what the older version behaved as."""
+        field's default, which is what the older version behaved as. `layers_per_block` is compared as the
+        layer counts it resolves to: `None` (an even split) equals the list of the same counts."""
         mine = self.architecture_dict()
         ignored = _NON_ARCHITECTURE_KEYS | self.inference_only_fields
         theirs = other.architecture_dict() if isinstance(other, BlockPartitionedConfig) else _as_json(
             {key: value for key, value in other.items() if key not in ignored}
         )
         defaults = self.field_defaults()
+        mine, theirs = ({**fields, **_resolved_layer_split(fields, defaults)} for fields in (mine, theirs))
         return sorted(
             key for key in mine.keys() | theirs.keys()
             if mine.get(key, defaults.get(key)) != theirs.get(key, defaults.get(key))
