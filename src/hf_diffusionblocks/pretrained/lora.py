@@ -16,6 +16,7 @@ from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model,
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
+from ..argument_checks import check_integer, check_number
 from ..modeling.block_checkpoint import block_weights_name, read_block_metadata, save_block_file
 from .converted_folder import ConversionManifest, load_tensors
 
@@ -32,10 +33,15 @@ class LoraSettings:
     target_modules: tuple[str, ...] = field(default=DEFAULT_TARGET_MODULES)
 
     def __post_init__(self):
-        if not isinstance(self.rank, int) or self.rank < 1:
-            raise ValueError(f"lora rank must be an integer >= 1, got {self.rank!r}.")
-        if not self.target_modules:
-            raise ValueError("lora target_modules must name at least one module.")
+        check_integer(self.rank, "lora rank", minimum=1)
+        # alpha / rank scales the adapter's output: NaN or inf would train NaN adapters without a word
+        object.__setattr__(self, "alpha", check_number(self.alpha, "lora alpha", minimum=0, minimum_exclusive=True))
+        object.__setattr__(self, "dropout", check_number(self.dropout, "lora dropout", minimum=0, maximum=1,
+                                                         maximum_exclusive=True))
+        if isinstance(self.target_modules, str) or not self.target_modules or not all(
+            isinstance(name, str) and name for name in self.target_modules
+        ):
+            raise ValueError(f"lora target_modules must name at least one module, got {self.target_modules!r}.")
 
     def peft_config(self) -> LoraConfig:
         return LoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=list(self.target_modules))
