@@ -120,3 +120,28 @@ def test_corrupt_state_files_are_named(tmp_path):
     os.remove(tmp_path / TENSORS_NAME)
     with pytest.raises(ValueError, match="not a complete training checkpoint"):
         load_training_state(tmp_path)
+
+
+def test_the_state_checks_its_checksum(tmp_path):
+    """A flipped bit in the tensors or an edited number in the JSON is refused naming the files."""
+    layer, optimizer, schedule, scaler = trained_optimization()
+    state = {"optimizer": optimizer.state_dict(), "lr_schedule": schedule.state_dict(), "scaler": scaler.state_dict()}
+    save_training_state(tmp_path, state)
+    intact = {name: (tmp_path / name).read_bytes() for name in (STRUCTURE_NAME, TENSORS_NAME)}
+    load_training_state(tmp_path)
+
+    data = bytearray(intact[TENSORS_NAME])
+    data[-3] ^= 0x01
+    (tmp_path / TENSORS_NAME).write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=rf"{STRUCTURE_NAME} and {TENSORS_NAME} do not match the state_sha256"):
+        load_training_state(tmp_path)
+    (tmp_path / TENSORS_NAME).write_bytes(intact[TENSORS_NAME])
+
+    for edit in (lambda s: s["optimizer"]["param_groups"][0].update(lr=1000.0),
+                 lambda s: s["lr_schedule"].update(base_lrs=[1000.0]),
+                 lambda s: s["lr_schedule"].update(last_epoch=None)):
+        structure = json.loads(intact[STRUCTURE_NAME])
+        edit(structure)
+        (tmp_path / STRUCTURE_NAME).write_text(json.dumps(structure))
+        with pytest.raises(ValueError, match=rf"{tmp_path}/{STRUCTURE_NAME} and {TENSORS_NAME} do not match"):
+            load_training_state(tmp_path)

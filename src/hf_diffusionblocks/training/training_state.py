@@ -13,23 +13,33 @@ number) and non-finite floats (Python's `json` writes them as `NaN`/`Infinity` a
 back). Floats round-trip exactly (`repr` is shortest-exact), so a resumed run is bit-identical.
 Anything else (a function, an arbitrary object) cannot be saved and raises a `TypeError` naming
 where it was.
+
+Like a block file, the state checks itself: the tensors file's metadata records `state_sha256`, the SHA-256
+of both files' content (every tensor's name, dtype, shape and bytes, and the JSON structure), verified on
+load. A flipped bit or an edited learning rate is refused naming the files, instead of resuming a run that
+is no longer the one that was saved.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ..atomic_io import atomic_write, atomic_write_json, read_json_file
+from ..modeling.block_checkpoint import tensors_digest
 
 TENSORS_NAME = "training_state.safetensors"
 STRUCTURE_NAME = "training_state.json"
 # What older versions wrote: a pickle. It is never read; its presence gets a clear error.
 LEGACY_PICKLE_NAME = "training_state.pt"
+
+DIGEST_KEY = "state_sha256"
 
 _TENSOR, _TUPLE, _ITEMS = "__tensor__", "__tuple__", "__items__"
 _MARKERS = frozenset({_TENSOR, _TUPLE, _ITEMS})
@@ -82,12 +92,21 @@ def _hashable(key: Any) -> Any:
     return tuple(key) if isinstance(key, list) else key
 
 
+def state_digest(tensors: dict[str, torch.Tensor], structure: Any) -> str:
+    """SHA-256 of a saved state: its tensors (`tensors_digest`) and its JSON structure (keys sorted)."""
+    digest = hashlib.sha256(tensors_digest(tensors).encode())
+    digest.update(json.dumps(structure, sort_keys=True, allow_nan=True).encode())
+    return digest.hexdigest()
+
+
 def save_training_state(directory: str | os.PathLike, state: dict[str, Any]) -> None:
-    """Write `state` as `training_state.safetensors` + `training_state.json` in `directory` (each atomically)."""
+    """Write `state` as `training_state.safetensors` + `training_state.json` in `directory` (each atomically), the
+    digest of both in the tensors file's metadata."""
     tensors: dict[str, torch.Tensor] = {}
     structure = _encode(state, tensors, "training_state")
     directory = str(directory)
-    atomic_write(os.path.join(directory, TENSORS_NAME), lambda temporary: save_file(tensors, temporary))
+    metadata = {DIGEST_KEY: state_digest(tensors, structure)}
+    atomic_write(os.path.join(directory, TENSORS_NAME), lambda temporary: save_file(tensors, temporary, metadata=metadata))
     atomic_write_json(os.path.join(directory, STRUCTURE_NAME), structure)
 
 
@@ -99,7 +118,8 @@ def load_training_state(directory: str | os.PathLike) -> dict[str, Any]:
     """Read the state `save_training_state` wrote; no code is executed whatever the files hold.
 
     A folder holding only the pickle of older versions gets a `ValueError` saying so; a missing,
-    truncated or inconsistent file gets a `ValueError` naming it.
+    truncated or inconsistent file, or files that no longer match the `state_sha256` recorded when they were
+    saved, get a `ValueError` naming them.
     """
     directory = str(directory)
     structure_path, tensors_path = os.path.join(directory, STRUCTURE_NAME), os.path.join(directory, TENSORS_NAME)
@@ -112,7 +132,15 @@ def load_training_state(directory: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{directory} lacks {STRUCTURE_NAME} and/or {TENSORS_NAME}: not a complete training checkpoint.")
     structure = read_json_file(structure_path)
     try:
+        with safe_open(tensors_path, framework="pt") as file:
+            recorded = (file.metadata() or {}).get(DIGEST_KEY)
         tensors = load_file(tensors_path)
     except (SafetensorError, OSError) as error:
         raise ValueError(f"{tensors_path} cannot be read ({error}): the checkpoint is corrupt.") from None
+    # (a state saved before checksums existed records none)
+    if recorded is not None and recorded != state_digest(tensors, structure):
+        raise ValueError(
+            f"{structure_path} and {TENSORS_NAME} do not match the {DIGEST_KEY} recorded when they were saved: the "
+            "training state was edited or damaged. Resume from another checkpoint, or restart the block."
+        )
     return _decode(structure, tensors, structure_path)
