@@ -43,16 +43,14 @@ def _as_json(payload: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(payload, sort_keys=True))
 
 
-def _resolved_layer_split(fields: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
-    """`{"layers_per_block": the layer counts}` of a config's fields (defaults where absent), or `{}` when they do not
-    resolve (a field of the wrong type: the fields are then compared as they are)."""
+def _resolved_layer_split(fields: dict[str, Any], defaults: dict[str, Any]) -> list[int] | None:
+    """The layer counts of a config's fields (defaults where absent), or None when they do not resolve."""
     try:
-        value = fields.get("layers_per_block", defaults.get("layers_per_block"))
-        resolved = assign_layers_to_blocks(fields.get("num_hidden_layers", defaults.get("num_hidden_layers")),
-                                           fields.get("num_blocks", defaults.get("num_blocks")), value)
+        return assign_layers_to_blocks(fields.get("num_hidden_layers", defaults.get("num_hidden_layers")),
+                                       fields.get("num_blocks", defaults.get("num_blocks")),
+                                       fields.get("layers_per_block", defaults.get("layers_per_block")))
     except (ValueError, TypeError):
-        return {}
-    return {"layers_per_block": resolved}
+        return None
 
 
 class BlockPartitionedConfig(PreTrainedConfig):
@@ -102,11 +100,15 @@ class BlockPartitionedConfig(PreTrainedConfig):
             {key: value for key, value in other.items() if key not in ignored}
         )
         defaults = self.field_defaults()
-        mine, theirs = ({**fields, **_resolved_layer_split(fields, defaults)} for fields in (mine, theirs))
-        return sorted(
+        differing = sorted(
             key for key in mine.keys() | theirs.keys()
             if mine.get(key, defaults.get(key)) != theirs.get(key, defaults.get(key))
         )
+        if "layers_per_block" in differing:
+            split = _resolved_layer_split(mine, defaults)
+            if split is not None and split == _resolved_layer_split(theirs, defaults):
+                differing.remove("layers_per_block")
+        return differing
 
     @classmethod
     def field_defaults(cls) -> dict[str, Any]:
