@@ -1,6 +1,8 @@
 """Resuming under other flags, or training into a folder of another model, stops at start-up with the field named."""
 
+import json
 import os
+import shutil
 
 import pytest
 
@@ -62,3 +64,42 @@ def test_the_same_layer_split_written_out_resumes(tmp_path):
     with pytest.raises(ValueError, match=r"another configuration \(layers_per_block: saved .* vs now \[2, 1, 1\], "
                                          r"num_hidden_layers: saved 3 vs now 4"):
         script.main(tiny_args(tmp_path, "--num_hidden_layers", "4", "--layers_per_block", "2", "1", "1"))
+
+
+def drop_settings(state: dict) -> None:
+    del state["settings"]
+
+
+def edit_json_file(name, edit):
+    def tamper(checkpoint):
+        payload = json.loads((checkpoint / name).read_text())
+        edit(payload)
+        (checkpoint / name).write_text(json.dumps(payload))
+    return tamper
+
+
+def flip_a_bit(name):
+    def tamper(checkpoint):
+        data = bytearray((checkpoint / name).read_bytes())
+        data[-3] ^= 0x01
+        (checkpoint / name).write_bytes(bytes(data))
+    return tamper
+
+
+def set_learning_rate(structure: dict) -> None:
+    structure["optimizer"]["param_groups"][0]["lr"] = 1000.0
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (edit_json_file("trainer_state.json", drop_settings), r"trainer_state\.json records no settings \(a checkpoint of an older version"),
+    (edit_json_file("trainer_state.json", lambda state: state.update(step=None)), r"trainer_state\.json records step=None, but the checkpoint is step=2"),
+    (edit_json_file("training_state.json", set_learning_rate), r"training_state\.json and training_state\.safetensors do not match the state_sha256"),
+    (flip_a_bit("training_state.safetensors"), r"training_state\.json and training_state\.safetensors do not match the state_sha256"),
+], ids=["old trainer_state without settings", "trainer_state step null", "training_state lr edited", "training_state bit flipped"])
+def test_an_edited_or_old_checkpoint_is_refused_naming_the_file(interrupted_run, tmp_path, tamper, message):
+    output_dir = tmp_path / "run"
+    shutil.copytree(interrupted_run, output_dir)
+    tamper(output_dir / "checkpoints" / "block_1" / "checkpoint-2")
+    with pytest.raises(ValueError, match=message):
+        load_script("train_dit").main(tiny_args(output_dir, "--resume_from_checkpoint", "latest"))
+    assert not (output_dir / "transformer" / "block_1.safetensors").exists()

@@ -82,11 +82,27 @@ def check_resumable(checkpoint: BlockCheckpoint, settings: dict[str, Any]) -> No
 
     `max_train_steps` may grow only under a constant learning rate (the schedule of any other
     scheduler depends on the total); it may never fall below the checkpoint's step, which would
-    relabel weights trained for more steps. Checkpoints of older versions record no settings.
+    relabel weights trained for more steps. A `trainer_state.json` that does not say which block and step it
+    is, or records no settings (written by an older version), is refused with the reason: nothing would show
+    that resuming continues the run that wrote it.
     """
-    recorded = checkpoint.trainer_state().get("settings")
-    if recorded is None:
-        return
+    path = os.path.join(checkpoint.path, TRAINER_STATE_NAME)
+    trainer_state = checkpoint.trainer_state()
+    if not isinstance(trainer_state, dict):
+        raise ValueError(f"resume_from_checkpoint: {path} holds JSON but not an object (the checkpoint's trainer state).")
+    for name, expected in (("block_index", checkpoint.block_index), ("step", checkpoint.step)):
+        if trainer_state.get(name) != expected or isinstance(trainer_state.get(name), bool):
+            raise ValueError(
+                f"resume_from_checkpoint: {path} records {name}={trainer_state.get(name)!r}, but the checkpoint is "
+                f"{name}={expected} (block_{checkpoint.block_index}/checkpoint-{checkpoint.step}): the file was edited or moved."
+            )
+    recorded = trainer_state.get("settings")
+    if not isinstance(recorded, dict):
+        raise ValueError(
+            f"resume_from_checkpoint: {path} records no settings (a checkpoint of an older version of hf-diffusionblocks), "
+            "so nothing shows that resuming would continue the run that wrote it (learning rate, batch, seed, data, ...). "
+            "Restart the block: a new --output_dir, or no --resume_from_checkpoint."
+        )
     if settings["max_train_steps"] < checkpoint.step:
         raise ValueError(
             f"--max_train_steps={settings['max_train_steps']} is below the step of the checkpoint to resume "
