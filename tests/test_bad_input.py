@@ -435,7 +435,8 @@ BLOCK_CASES = [
     ("num_hidden_layers=True", {"num_hidden_layers": True, "num_blocks": 1}, "num_hidden_layers", ">= 1", False),
     ("layers_per_block=[1.5, 1.5]", {"num_hidden_layers": 2, "num_blocks": 2, "layers_per_block": [1.5, 1.5]},
      "layers_per_block", ">= 1", False),
-    ("num_blocks=0", {"num_blocks": 0}, "num_blocks", ">= 1", True),
+    ("num_blocks=0", {"num_blocks": 0}, "num_blocks", "[1, 1024]", True),
+    ("num_blocks=2000", {"num_hidden_layers": 2000, "num_blocks": 2000}, "num_blocks", "[1, 1024]", False),
 ]
 CONFIG_ROWS = [
     *[config_row(family, label, overrides, names, allowed, guard)
@@ -524,7 +525,7 @@ def train_dit(*flags: str) -> Callable[[TinyModels], Any]:
 
 
 CLI_ROWS = [
-    BadInput("cli partition", "--num_blocks 0", cli("partition", "--num_blocks", "0"), "num_blocks", ">= 1"),
+    BadInput("cli partition", "--num_blocks 0", cli("partition", "--num_blocks", "0"), "num_blocks", "[1, 1024]"),
     BadInput("cli partition", "--overlap 1.5", cli("partition", "--overlap", "1.5"), "overlap", "[0, 1)"),
     BadInput("cli partition", "--sigma_min nan", cli("partition", "--sigma_min", "nan"), "sigma_min", "> 0"),
     BadInput("cli partition", "--p_std -1", cli("partition", "--p_std", "-1"), "p_std", "> 0"),

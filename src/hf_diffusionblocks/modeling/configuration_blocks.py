@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from transformers import PreTrainedConfig
 
 from ..argument_checks import check_integer, check_number
-from ..partition import PARTITION_FIELDS, NoisePartition, assign_layers_to_blocks, partition_from
+from ..partition import MAX_NUM_BLOCKS, PARTITION_FIELDS, NoisePartition, assign_layers_to_blocks, partition_from
 from ..preconditioning import EDMPreconditioning
 
 # Keys of `to_dict()` that describe where/how a config was saved, not what the model is.
@@ -68,7 +68,8 @@ class BlockPartitionedConfig(PreTrainedConfig):
     layers_per_block: list[int] | None = None
 
     def __post_init__(self, **kwargs):
-        require_positive_ints(self, ("num_blocks", "num_hidden_layers"))
+        check_integer(self.num_blocks, "num_blocks", minimum=1, maximum=MAX_NUM_BLOCKS)
+        require_positive_ints(self, ("num_hidden_layers",))
         if self.layers_per_block is not None:
             self.layers_per_block = list(self.layers_per_block)
         assign_layers_to_blocks(self.num_hidden_layers, self.num_blocks, self.layers_per_block)
