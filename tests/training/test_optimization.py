@@ -1,5 +1,8 @@
 """BlockOptimization: AdamW, schedule, scaler and EMA of one block, stepped, saved and restored as one state."""
 
+import copy
+
+import pytest
 import torch
 
 from hf_diffusionblocks.training.arguments import OptimizationSettings
@@ -69,3 +72,35 @@ def test_the_averaged_weights_replace_the_parameters_only_with_an_ema():
     kept = [p.detach().clone() for p in plain.parameters]
     plain.use_averaged_weights()
     assert all(torch.equal(a, b) for a, b in zip(kept, plain.parameters))
+
+
+def edited(state, edit):
+    state = copy.deepcopy(state)
+    edit(state)
+    return state
+
+
+@pytest.mark.parametrize("edit, named", [
+    (lambda s: s["optimizer"]["param_groups"][0].update(lr=1000.0), r"param_groups\[0\]\.lr=1000\.0 \(the schedule at step 3"),
+    (lambda s: s["optimizer"]["param_groups"][0].update(initial_lr=1000.0), r"param_groups\[0\]\.initial_lr=1000\.0 \(this run: 0\.1\)"),
+    (lambda s: s["optimizer"]["param_groups"][0].update(betas=(0.5, 0.5)), r"betas=\(0\.5, 0\.5\) \(this run: \(0\.9, 0\.999\)\)"),
+    (lambda s: s["lr_schedule"].update(base_lrs=[1000.0]), r"lr_schedule base_lrs=\[1000\.0\] \(this run: \[0\.1\]\)"),
+    (lambda s: s["lr_schedule"].update(last_epoch=None), r"lr_schedule last_epoch=None \(the checkpoint's step: 3\)"),
+    (lambda s: s["lr_schedule"].update(last_epoch=2), r"lr_schedule last_epoch=2 \(the checkpoint's step: 3\)"),
+    (lambda s: s["ema"].update(decay=0.9), r"ema decay=0\.9 \(this run: 0\.5\)"),
+    (lambda s: s.pop("scaler"), r"training state holds \['ema', 'lr_schedule', 'optimizer'\], this run saves"),
+], ids=["lr", "initial_lr", "betas", "base_lrs", "last_epoch null", "last_epoch of another step", "ema decay", "no scaler"])
+def test_a_state_that_does_not_match_the_settings_is_refused(edit, named):
+    optimization = build()
+    train(optimization, 3)
+    state = optimization.state_dict()
+    build().load_state_dict(state, where="checkpoint-3", step=3)                # the intact state loads
+    with pytest.raises(ValueError, match=rf"checkpoint-3: the (training state does not match this run's settings: .*)?{named}"):
+        build().load_state_dict(edited(state, edit), where="checkpoint-3", step=3)
+
+
+def test_a_state_of_other_settings_is_refused():
+    optimization = build()
+    train(optimization, 3)
+    with pytest.raises(ValueError, match=r"initial_lr=0\.1 \(this run: 0\.01\).*base_lrs=\[0\.1\] \(this run: \[0\.01\]\)"):
+        build(learning_rate=0.01).load_state_dict(optimization.state_dict(), step=3)

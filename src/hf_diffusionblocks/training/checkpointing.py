@@ -74,7 +74,7 @@ class BlockCheckpoint:
         type(model).check_block_file(self.weights_path, self.block_index, model.config)
         tensors = load_block_file(self.weights_path, device=str(device))
         model.load_block_weights(self.block_index, tensors, source=self.weights_path)
-        optimization.load_state_dict(self.load_training_state())
+        optimization.load_state_dict(self.load_training_state(), where=self.path, step=self.step)
 
 
 def check_resumable(checkpoint: BlockCheckpoint, settings: dict[str, Any]) -> None:
