@@ -25,12 +25,17 @@ The output folder is a complete converted folder: the fine-tuned blocks replace 
 from __future__ import annotations
 
 import argparse
+import os
 
+import torch
+
+from hf_diffusionblocks.argument_checks import check_integer, check_number
 from hf_diffusionblocks.pretrained.converted_folder import read_manifest
 from hf_diffusionblocks.pretrained.finetuning import OBJECTIVES
 from hf_diffusionblocks.pretrained.lora import DEFAULT_TARGET_MODULES
 from hf_diffusionblocks.training import HelpFormatter, add_common_training_arguments, validate_common_arguments
 from hf_diffusionblocks.training.pretrained_run import finetune_pretrained
+from hf_diffusionblocks.training.runtime import run_script
 
 
 def parse_block_list(value: str) -> list[int]:
@@ -65,6 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.num_blocks is not None:
         raise ValueError(f"--num_blocks {args.num_blocks}: the conversion fixed the blocks; convert again to change B.")
+    check_local_paths(args)
+    check_lora_and_device_flags(args)
     manifest = read_manifest(args.converted_dir)
     args.num_blocks = manifest.num_blocks
     validate_common_arguments(args)
@@ -80,9 +87,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def check_local_paths(args: argparse.Namespace) -> None:
+    """--converted_dir is a local folder (its blocks are linked into --output_dir), not --output_dir itself;
+    --latents_file exists."""
+    if not os.path.isdir(args.converted_dir):
+        raise ValueError(f"--converted_dir {args.converted_dir!r} is not a folder (one written by `hf-diffusionblocks convert`).")
+    if os.path.realpath(args.output_dir) == os.path.realpath(args.converted_dir):
+        raise ValueError(f"--output_dir {args.output_dir!r} is --converted_dir: fine-tuned blocks would replace the "
+                         "converted ones; choose another folder.")
+    if args.latents_file is not None and not os.path.isfile(args.latents_file):
+        raise ValueError(f"--latents_file {args.latents_file!r} is not a file.")
+
+
+def check_lora_and_device_flags(args: argparse.Namespace) -> None:
+    """Every LoRA number finite and in range (a NaN --lora_alpha trains NaN adapters), the teacher's device a device."""
+    check_integer(args.lora_rank, "--lora_rank", minimum=1)
+    check_number(args.lora_alpha, "--lora_alpha", minimum=0, minimum_exclusive=True)
+    if not args.lora_target_modules or not all(args.lora_target_modules):
+        raise ValueError(f"--lora_target_modules must name at least one module, got {args.lora_target_modules!r}.")
+    if args.teacher_device is not None:
+        try:
+            torch.device(args.teacher_device)
+        except (RuntimeError, ValueError):
+            raise ValueError(f"--teacher_device {args.teacher_device!r} is not a torch device (cpu, cuda, cuda:1, mps, ...).") from None
+        if args.objective != "distill":
+            raise ValueError("--teacher_device places the distillation teacher: it needs --objective distill.")
+
+
 def main(argv: list[str] | None = None) -> dict:
     return finetune_pretrained(parse_args(argv))
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

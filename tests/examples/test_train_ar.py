@@ -180,3 +180,19 @@ def test_a_short_sequence_length_trains_and_samples_with_the_default_sample_leng
     args[args.index("--sequence_length") + 1] = "8"
     summary = load_script().main([*args, "--tokenizer", "char", "--num_blocks", "1", "--num_hidden_layers", "1"])
     assert len(summary["samples"]) == 2
+
+
+def test_resume_on_another_corpus_is_refused(tmp_path, corpus):
+    """The data is part of what a checkpoint continues: another --dataset_name stops at start-up, naming it."""
+    other = tmp_path / "other.txt"
+    other.write_text(TEXT.upper())
+    script = load_script()
+    output_dir = tmp_path / "run"
+    script.main(tiny_args(output_dir, corpus, "--block_index", "1"))
+    (output_dir / "block_1.safetensors").unlink()
+    with pytest.raises(ValueError, match=rf"other settings \(training_data: checkpoint \{{'dataset_name': '{corpus}'.*"
+                                         rf"vs now \{{'dataset_name': '{other}'"):
+        script.main(tiny_args(output_dir, other, "--block_index", "1", "--resume_from_checkpoint", "latest"))
+    assert not (output_dir / "block_1.safetensors").exists()
+    summary = script.main(tiny_args(output_dir, corpus, "--block_index", "1", "--resume_from_checkpoint", "latest"))
+    assert summary["blocks"][0]["resumed_from"] == 2

@@ -232,3 +232,123 @@ def test_gradient_checkpointing_gives_the_same_gradients(converted, kind):
         gradients.append([p.grad.clone() for p in model.block_parameters(0) if p.grad is not None])
     assert len(gradients[0]) == len(gradients[1]) > 0
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*gradients))
+
+
+# ---- every bad input of finetune_pretrained.py ends in one line naming the flag or file, exit status 2 ------------
+
+
+def latents(tmp_path, name="latents.safetensors", **tensors):
+    """A --latents_file holding `tensors` (default: 4 one-channel 8x8 latents and their class labels)."""
+    tensors = tensors or {"latents": torch.randn(4, 1, 8, 8), "class_labels": torch.arange(4)}
+    save_file(tensors, str(tmp_path / name))
+    return str(tmp_path / name)
+
+
+def truncated_latents(tmp_path):
+    path = latents(tmp_path)
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+    return path
+
+
+def copy_with(converted, tmp_path, tamper):
+    import shutil
+
+    copy = tmp_path / "tampered"
+    shutil.copytree(converted, copy)
+    tamper(copy)
+    return copy
+
+
+def drop_time_partition(folder):
+    manifest = json.loads((folder / "diffusion_blocks.json").read_text())
+    del manifest["time_partition"]
+    (folder / "diffusion_blocks.json").write_text(json.dumps(manifest))
+
+
+def foreign_block_1(folder):
+    convert_pretrained_transformer(str(folder.parent.parent / "shared" / "source"), str(folder.parent / "uniform"), 2,
+                                   partition="uniform", overlap=0.3)
+    os.replace(folder.parent / "uniform" / "block_1.safetensors", folder / "block_1.safetensors")
+
+
+def with_data(data):
+    """Arguments builder: the converted folder, an output folder, `data` instead of --dataset_name digits."""
+    def build(converted, tmp_path, *extra):
+        return ["--converted_dir", str(converted), "--output_dir", str(tmp_path / "out"), *data(tmp_path),
+                "--train_batch_size", "2", "--max_train_steps", "2", "--report_to", "none", *extra]
+    return build
+
+
+DIGITS = with_data(lambda _: ["--dataset_name", "digits"])
+LATENTS = lambda make: with_data(lambda tmp_path: ["--latents_file", make(tmp_path)])  # noqa: E731
+
+FINETUNE_BAD_INPUTS = [
+    ("--lora_alpha nan", lambda c, t: DIGITS(c, t, "--use_lora", "--lora_alpha", "nan"), "--lora_alpha must be > 0"),
+    ("--lora_alpha inf", lambda c, t: DIGITS(c, t, "--lora_alpha", "inf"), "--lora_alpha must be > 0 (a finite number)"),
+    ("--lora_rank 0", lambda c, t: DIGITS(c, t, "--use_lora", "--lora_rank", "0"), "--lora_rank must be an integer >= 1"),
+    ("--lora_target_modules ''", lambda c, t: DIGITS(c, t, "--use_lora", "--lora_target_modules", ""),
+     "--lora_target_modules must name at least one module"),
+    ("--teacher_device bogus", lambda c, t: DIGITS(c, t, "--objective", "distill", "--teacher_device", "bogus"),
+     "--teacher_device 'bogus' is not a torch device"),
+    ("--teacher_device without distill", lambda c, t: DIGITS(c, t, "--teacher_device", "cpu"), "--teacher_device places"),
+    ("--learning_rate nan", lambda c, t: DIGITS(c, t, "--learning_rate", "nan"), "--learning_rate must be > 0"),
+    ("--max_grad_norm inf", lambda c, t: DIGITS(c, t, "--max_grad_norm", "inf"), "--max_grad_norm must be >= 0"),
+    ("--block_index 2", lambda c, t: DIGITS(c, t, "--block_index", "2"), "block_index must be an int in [0, 1]"),
+    ("--blocks_to_train 0,5", lambda c, t: DIGITS(c, t, "--blocks_to_train", "0,5"), "block_index must be an int in [0, 1]"),
+    ("--use_lora --train_stems", lambda c, t: DIGITS(c, t, "--use_lora", "--train_stems"), "--train_stems trains full stems"),
+    ("--num_blocks 4", lambda c, t: DIGITS(c, t, "--num_blocks", "4"), "--num_blocks 4: the conversion fixed the blocks"),
+    ("--training_mode end_to_end", lambda c, t: DIGITS(c, t, "--training_mode", "end_to_end"), "--training_mode"),
+    ("--converted_dir missing", lambda c, t: DIGITS(t / "missing", t), "/missing' is not a folder"),
+    ("--converted_dir not converted", lambda c, t: DIGITS(t, t), "has no diffusion_blocks.json"),
+    ("--converted_dir manifest without time_partition", lambda c, t: DIGITS(copy_with(c, t, drop_time_partition), t),
+     "diffusion_blocks.json lacks ['time_partition']"),
+    ("--converted_dir with a foreign block", lambda c, t: DIGITS(copy_with(c, t, foreign_block_1), t, "--block_index", "0"),
+     "tampered/block_1.safetensors is a block of another conversion"),
+    ("--output_dir is --converted_dir", lambda c, t: [*DIGITS(c, t), "--output_dir", str(c)], "is --converted_dir"),
+    ("--latents_file missing", lambda c, t: LATENTS(lambda tmp: str(tmp / "none.safetensors"))(c, t), "none.safetensors' is not a file"),
+    ("--latents_file truncated", lambda c, t: LATENTS(truncated_latents)(c, t), "latents.safetensors cannot be read as safetensors"),
+    ("--latents_file without latents", lambda c, t: LATENTS(lambda tmp: latents(tmp, x=torch.zeros(2)))(c, t),
+     "has no `latents` tensor"),
+    ("--latents_file of 3 channels", lambda c, t: LATENTS(lambda tmp: latents(tmp, latents=torch.zeros(2, 3, 8, 8)))(c, t),
+     "latents.safetensors: training samples have shape (2, 3, 8, 8)"),
+    ("--latents_file with NaN", lambda c, t: LATENTS(lambda tmp: latents(tmp, latents=torch.full((2, 1, 8, 8), float("nan"))))(c, t),
+     "latents.safetensors: the training samples hold NaN"),
+    ("--latents_file and --dataset_name", lambda c, t: LATENTS(latents)(c, t, "--dataset_name", "digits"),
+     "give exactly one of --latents_file and --dataset_name"),
+]
+
+
+@pytest.fixture(scope="module")
+def shared_converted(tmp_path_factory):
+    return digits_dit_folder(tmp_path_factory.mktemp("shared", numbered=False))
+
+
+@pytest.mark.parametrize("build, named", [case[1:] for case in FINETUNE_BAD_INPUTS], ids=[case[0] for case in FINETUNE_BAD_INPUTS])
+def test_script_bad_input_ends_in_one_line_naming_it(shared_converted, tmp_path, capsys, monkeypatch, build, named):
+    from hf_diffusionblocks.training.runtime import run_script
+
+    monkeypatch.delenv("HF_DIFFUSIONBLOCKS_TRACEBACK", raising=False)
+    argv = build(shared_converted, tmp_path)
+    script = load_script("finetune_pretrained")
+    with pytest.raises(SystemExit) as exit_info:
+        run_script(lambda: script.main(argv), prog="finetune_pretrained.py")
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("finetune_pretrained.py: error: ") and named in lines[0], lines[0]
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_the_script_run_as_a_program_answers_bad_input_in_one_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "examples" / "finetune_pretrained.py"
+    result = subprocess.run([sys.executable, str(script), "--converted_dir", str(tmp_path / "missing"), "--output_dir",
+                             str(tmp_path / "out"), "--dataset_name", "digits", "--lora_alpha", "nan"],
+                            capture_output=True, text=True, env={**os.environ, "HF_DIFFUSIONBLOCKS_TRACEBACK": ""})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"finetune_pretrained.py: error: --converted_dir '{tmp_path / 'missing'}' is not a folder "
+        "(one written by `hf-diffusionblocks convert`).")

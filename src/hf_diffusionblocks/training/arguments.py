@@ -239,9 +239,22 @@ def resolve_max_train_steps(args: argparse.Namespace, num_examples: int, replica
     return args.max_train_steps
 
 
+# The flags that say what a run trains on, whichever script has them: a resumed run must read the same data.
+TRAINING_DATA_FLAGS = ("dataset_name", "train_file", "text_column", "validation_split_percentage", "image_column",
+                       "label_column", "resolution", "max_train_samples", "latents_file")
+
+
+def training_data(args: argparse.Namespace) -> tuple[tuple[str, Any], ...]:
+    """`(flag, value)` of every `TRAINING_DATA_FLAGS` flag `args` sets (files as absolute paths): the data's identity."""
+    values = ((name, getattr(args, name, None)) for name in TRAINING_DATA_FLAGS)
+    return tuple((name, os.path.abspath(value) if name.endswith("_file") else value)
+                 for name, value in values if value is not None)
+
+
 @dataclass
 class OptimizationSettings:
-    """What `BlockTrainer` needs from the command line, typed."""
+    """What `BlockTrainer` needs from the command line, typed (`training_data`: what it trains on, see
+    `training_data()`)."""
 
     output_dir: str
     max_train_steps: int = DEFAULT_MAX_TRAIN_STEPS
@@ -266,10 +279,12 @@ class OptimizationSettings:
     validation_steps: int = 0
     mixed_precision: str = "no"
     seed: int = 0
+    training_data: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "OptimizationSettings":
         values = {field.name: getattr(args, field.name, field.default) for field in fields(cls)}
+        values["training_data"] = training_data(args)
         for name in ("max_train_steps_per_block", "train_batch_size_per_block"):
             if values[name] is not None:
                 values[name] = tuple(values[name])

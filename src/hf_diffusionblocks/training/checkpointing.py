@@ -43,9 +43,9 @@ RESUME_DEFINING_SETTINGS = (
 
 def resume_settings(settings: OptimizationSettings, data_parallel_replicas: int) -> dict[str, Any]:
     """What a resumed run must share with the run that wrote the checkpoint to continue it exactly (`settings`
-    of the block: its own `max_train_steps`), as recorded in `trainer_state.json`."""
+    of the block: its own `max_train_steps`; the data it reads), as recorded in `trainer_state.json`."""
     defining = {name: getattr(settings, name) for name in RESUME_DEFINING_SETTINGS}
-    return {**defining, "data_parallel_replicas": data_parallel_replicas}
+    return {**defining, "data_parallel_replicas": data_parallel_replicas, "training_data": dict(settings.training_data)}
 
 
 @dataclass

@@ -36,16 +36,20 @@ def load_finetuning_data(manifest: ConversionManifest, *, latents_file: str | No
     else:
         dataset = load_image_dataset(dataset_name, "train")
         clean, tensors = dataset.images, {"class_labels": dataset.labels}
+    source = f"--latents_file {latents_file}" if latents_file is not None else f"--dataset_name {dataset_name}"
     in_channels = manifest.source_config["in_channels"]
     routed = routed_class_for(manifest)
     layout = routed.sample_layout  # (N, in_channels, H, W); Flux: (N, tokens, in_channels)
     if clean.ndim != len(layout) or clean.shape[layout.index("in_channels")] != in_channels:
         shown = ", ".join(f"in_channels={in_channels}" if axis == "in_channels" else axis for axis in layout)
-        raise ValueError(f"training samples have shape {tuple(clean.shape)}; the model takes ({shown}).")
+        raise ValueError(f"{source}: training samples have shape {tuple(clean.shape)}; the model takes ({shown}).")
+    if not torch.isfinite(clean).all():
+        raise ValueError(f"{source}: the training samples hold NaN or infinite values.")
     # the arguments shared by every sample (Flux's img_ids, txt_ids) have no rows
-    wrong = [name for name, tensor in tensors.items() if name not in routed.shared_arguments and tensor.shape[0] != clean.shape[0]]
+    wrong = [name for name, tensor in tensors.items()
+             if name not in routed.shared_arguments and (tensor.ndim == 0 or tensor.shape[0] != clean.shape[0])]
     if wrong:
-        raise ValueError(f"conditioning tensors {wrong} do not have {clean.shape[0]} rows like `latents`.")
+        raise ValueError(f"{source}: conditioning tensors {wrong} do not have {clean.shape[0]} rows like `latents`.")
     return clean, tensors
 
 
