@@ -108,7 +108,8 @@ class RoutedTransformerMixin(BlockContainerMixin):
             raise ValueError(
                 f"{source} was converted from a {manifest.source_class}; load it with the routed class of that source, not {cls.__name__}."
             )
-        check_manifest_mapping(manifest, f"{source}/{options.subfolder}/{MANIFEST_NAME}" if options.subfolder else f"{source}/{MANIFEST_NAME}")
+        where = f"{source}/{options.subfolder}" if options.subfolder else source
+        check_manifest_mapping(manifest, f"{where}/{MANIFEST_NAME}")
         requested = range(manifest.num_blocks) if block_index is None else ([block_index] if isinstance(block_index, int) else block_index)
         indices = validate_block_indices(list(requested), manifest.num_blocks)
 
