@@ -84,7 +84,7 @@ def foreign_block_reason(block, config) -> str | None:
     return None
 
 
-def inspect_conversion(path_or_repo: str, subfolder: str, options: HubOptions) -> tuple[str, list[int]] | None:
+def inspect_conversion(path_or_repo: str, subfolder: str, options: HubOptions) -> tuple[str, list[int | str]] | None:
     """For a folder written by `convert` (a pretrained diffusers transformer split into blocks): the source, the
     partition on its time axis, the stems' and every block's file status; the blocks of another conversion (and
     `"stems"` when the stems file is missing or another conversion's). None otherwise."""
@@ -98,10 +98,10 @@ def inspect_conversion(path_or_repo: str, subfolder: str, options: HubOptions) -
     where = f"{path_or_repo}/{candidate_options.subfolder}" if candidate_options.subfolder else path_or_repo
     manifest = ConversionManifest.from_dict(read_json_file(manifest_path), where=f"{where}/{MANIFEST_NAME}")
     check_manifest_mapping(manifest, f"{where}/{MANIFEST_NAME}")
-    lines = [f"converted model: {path_or_repo}", describe_conversion(manifest, None), "",
-             f"stems: {stems_status(path_or_repo, manifest, candidate_options)}", "",
+    stems = stems_status(path_or_repo, manifest, candidate_options)
+    lines = [f"converted model: {path_or_repo}", describe_conversion(manifest, None), "", f"stems: {stems}", "",
              f"{'block':>5}  {'status':>8}  {'training_steps':>14}  {'parameters':>12}"]
-    foreign = [] if lines[-3] == "stems: present" else ["stems"]
+    foreign: list = [] if stems == "present" else ["stems"]
     for block_index in range(manifest.num_blocks):
         header = read_safetensors_header(path_or_repo, block_weights_name(block_index), candidate_options)
         status, steps, parameters = "missing", "-", "-"

@@ -37,8 +37,8 @@ class HubOptions:
 
 
 def path_inside(folder: str | os.PathLike, relative: Any, what: str) -> str:
-    """`folder/relative`, for a name read from a file (an index's shard, a component of `model_index.json`, a
-    subfolder) that must stay inside `folder`; a `ValueError` naming `what` and the name otherwise.
+    """`folder/relative`, for a name read from a file or given as a subfolder (a sharded index's shard, `convert
+    --subfolder`) that must stay inside `folder`; a `ValueError` naming `what` and the name otherwise.
 
     Refused: anything but a non-empty string, an absolute path, a `..` component, and a name that leaves the folder
     once symbolic links are resolved (a link inside the folder pointing out of it).
