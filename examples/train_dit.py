@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 
+from hf_diffusionblocks.argument_checks import check_number
 from hf_diffusionblocks.models.dit import DIT_SIZES
 from hf_diffusionblocks.training import HelpFormatter, add_common_training_arguments, validate_common_arguments
 from hf_diffusionblocks.training.image_runs import train_dit
@@ -41,6 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     dit.add_argument("--samples_per_class", type=int, default=8, help="Rows of the final sample grid.")
     args = parser.parse_args(argv)
     validate_common_arguments(args)
+    # the grid is sampled after training: a bad scale is named now, not once every block has trained
+    check_number(args.guidance_scale, "--guidance_scale", minimum=1)
     return args
 
 

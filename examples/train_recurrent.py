@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 
 from hf_diffusionblocks import DiffusionBlocksRecurrentConfig
+from hf_diffusionblocks.argument_checks import check_number
 from hf_diffusionblocks.training import (
     HelpFormatter,
     add_common_training_arguments,
@@ -73,8 +74,7 @@ def validate_recurrent_arguments(args: argparse.Namespace) -> None:
     require_at_least(args, ("hidden_size", "num_hidden_layers", "num_attention_heads", "sequence_length", "num_iterations",
                             "bptt_steps", "validation_windows", "eval_windows"))
     require_at_least(args, ("num_prelude_layers", "num_coda_layers", "sample_length"), minimum=0)
-    if not args.mean_recurrence > 0:
-        raise ValueError(f"--mean_recurrence must be > 0, got {args.mean_recurrence}.")
+    check_number(args.mean_recurrence, "--mean_recurrence", minimum=0, minimum_exclusive=True)
     if args.training_mode == "bptt" and args.block_index not in ("all", 0):
         raise ValueError(f"--training_mode bptt trains one recurrent core: --block_index must be 0 or 'all', got {args.block_index}.")
 

@@ -548,6 +548,8 @@ SCRIPT_FLAG_ROWS = [
     BadInput("train_dit.py", "--ema_decay 1", train_dit("--use_ema", "--ema_decay", "1"), "--ema_decay", "[0, 1)"),
     BadInput("train_dit.py", "--gradient_accumulation_steps 0", train_dit("--gradient_accumulation_steps", "0"),
              "--gradient_accumulation_steps", ">= 1"),
+    BadInput("train_dit.py", "--guidance_scale nan", train_dit("--guidance_scale", "nan"), "--guidance_scale", ">= 1"),
+    BadInput("train_dit.py", "--guidance_scale inf", train_dit("--guidance_scale", "inf"), "--guidance_scale", "finite"),
     BadInput("train_dit.py", "--train_batch_size 0", train_dit("--train_batch_size", "0"), "--train_batch_size", ">= 1",
              guard=True),
     BadInput("train_dit.py", "--overlap 1.0", train_dit("--overlap", "1.0"), "overlap", "[0, 1)", guard=True),

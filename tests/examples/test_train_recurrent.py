@@ -90,6 +90,7 @@ def test_resume_continues_exactly(tmp_path, corpus):
         (["--block_index", "1"], r"block_index must be an int in \[0, 0\]"),
         (["--training_mode", "bptt", "--block_index", "1"], "bptt trains one recurrent core"),
         (["--mean_recurrence", "0"], "--mean_recurrence must be > 0"),
+        (["--mean_recurrence", "inf"], r"--mean_recurrence must be > 0 \(a finite number\)"),
         (["--bptt_steps", "0"], "--bptt_steps must be >= 1"),
         (["--num_blocks", "2"], "not divisible by num_blocks"),
     ],
