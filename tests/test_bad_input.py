@@ -655,10 +655,10 @@ CONVERT_ROWS = [
         "model_index.json holds JSON but not an object", "pipeline components"),
     BadInput("cli convert", "config without num_layers", folder_cli(
         "diffusers_pipeline_folder", edit_json("transformer/config.json", lambda config: config.pop("num_layers") and None),
-        *CONVERT), "transformer/config.json has no num_layers", "transformer_blocks"),
+        *CONVERT), "transformer/config.json needs an integer 'num_layers'", "the length of transformer_blocks"),
     BadInput("cli convert", "config num_layers='4'", folder_cli(
         "diffusers_pipeline_folder", edit_json("transformer/config.json", lambda config: config.update(num_layers="4")),
-        *CONVERT), "transformer/config.json: num_layers", "integer >= 1"),
+        *CONVERT), "transformer/config.json needs an integer 'num_layers'", "got '4'"),
     BadInput("cli convert", "truncated weights", folder_cli(
         "diffusers_pipeline_folder", truncate("transformer/diffusion_pytorch_model.safetensors"), *CONVERT),
         "transformer/diffusion_pytorch_model.safetensors", "truncated or corrupt"),

@@ -36,7 +36,6 @@ from typing import Sequence
 import torch
 from safetensors import SafetensorError, safe_open
 
-from ..argument_checks import check_integer
 from ..atomic_io import atomic_save_folder, read_json_file
 from ..hub_download import path_inside
 from ..modeling.block_checkpoint import CONFIG_NAME, tensors_digest
