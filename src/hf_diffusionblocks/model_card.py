@@ -300,7 +300,6 @@ def converted_block_rows(folder: str, manifest: ConversionManifest, lora_folder:
     """The card's table of blocks: layers, timesteps, whether the weights are converted or fine-tuned, LoRA."""
     rows = ["| block | layers | timesteps | weights | LoRA |", "|---:|---|---|---|---|"]
     for b in range(manifest.num_blocks):
-        layers = manifest.layer_range(b)
         low, high = manifest.time_partition.block_interval(b)
         path = os.path.join(folder, block_weights_name(b))
         if not os.path.isfile(path):
@@ -316,7 +315,7 @@ def converted_block_rows(folder: str, manifest: ConversionManifest, lora_folder:
             lora = f"rank {settings.rank}, {steps} steps"
         else:
             lora = "-"
-        rows.append(f"| {b} | {layers.start}-{layers.stop - 1} | [{low:.1f}, {high:.1f}) | {weights} | {lora} |")
+        rows.append(f"| {b} | {manifest.describe_block_layers(b)} | [{low:.1f}, {high:.1f}) | {weights} | {lora} |")
     return rows
 
 
@@ -334,7 +333,7 @@ def render_converted_model_card(
         num_layers=sum(manifest.layers_per_block),
         layers_per_block=manifest.layers_per_block,
         layer_list=manifest.layer_stack.describe(),
-        partition_table=manifest.time_partition.table(manifest.layers_per_block),
+        partition_table=manifest.partition_table(),
         steps_line=steps_line,
         block_rows="\n".join(converted_block_rows(folder, manifest)),
         pipeline=_SOURCE_PIPELINES[manifest.source_class],

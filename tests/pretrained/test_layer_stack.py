@@ -18,8 +18,8 @@ def test_names_and_global_indices_map_both_ways():
     with pytest.raises(ValueError, match="beyond the 2 layers of 'transformer_blocks'"):
         FLUX.index_of("transformer_blocks.2.weight")
     # a block from layer 1 to 3 straddles the lists
-    assert FLUX.split_block(1, ["a", "b", "c"]) == {"transformer_blocks": ["a"], "single_transformer_blocks": ["b", "c"]}
-    assert FLUX.split_block(3, ["d", "e"]) == {"transformer_blocks": [], "single_transformer_blocks": ["d", "e"]}
+    assert FLUX.split_block([1, 2, 3], ["a", "b", "c"]) == {"transformer_blocks": ["a"], "single_transformer_blocks": ["b", "c"]}
+    assert FLUX.split_block([3, 4], ["d", "e"]) == {"transformer_blocks": [], "single_transformer_blocks": ["d", "e"]}
 
 
 def test_the_manifest_form_keeps_single_list_conversions_as_they_were():

@@ -1,7 +1,8 @@
 """`hf-diffusionblocks convert SRC OUT --num_blocks B`: the command-line face of `conversion.py`.
 
     hf-diffusionblocks convert SRC OUT --num_blocks B [--partition equiprobable|uniform] [--overlap γ]
-        [--subfolder transformer] [--layers_per_block 10 9 9] [--logit_mean 0 --logit_std 1] [--as_pipeline]
+        [--subfolder transformer] [--layers_per_block 10 9 9] [--init contiguous|strided]
+        [--logit_mean 0 --logit_std 1] [--as_pipeline]
 
 Prints the partition on the model's time axis and, for a pipeline folder, how many of the
 pipeline's default sampling steps each block runs. With `--as_pipeline` (a pipeline source), OUT is a
@@ -19,13 +20,14 @@ from .conversion import convert_pretrained_transformer
 from .converted_pipeline import convert_pipeline
 from .converted_folder import ConversionManifest
 from ..model_card import write_converted_model_card
+from .initial_layers import INITS
 from .time_axis import TIME_PARTITIONS, default_num_inference_steps, sampling_steps_per_block
 
 
 def describe_conversion(manifest: ConversionManifest, pipeline_dir: str | None) -> str:
     """The partition table, and the default sampling steps per block when the pipeline is known."""
-    lines = [f"source: {manifest.source_class}  layers: {sum(manifest.layers_per_block)}  "
-             f"layers_per_block: {manifest.layers_per_block}", manifest.time_partition.table(manifest.layers_per_block)]
+    lines = [f"source: {manifest.source_class}  layers: {manifest.source_num_layers}  "
+             f"layers_per_block: {manifest.layers_per_block}  init: {manifest.init}", manifest.partition_table()]
     steps = default_steps_per_block(manifest, pipeline_dir)
     if steps is not None:
         pipeline_name, count, per_block = steps
@@ -60,7 +62,7 @@ def command_convert(args: argparse.Namespace) -> int:
     convert = convert_pipeline if args.as_pipeline else convert_pretrained_transformer
     manifest = convert(
         args.source, args.output_dir, args.num_blocks, subfolder=args.subfolder, partition=args.partition,
-        overlap=args.overlap, layers_per_block=args.layers_per_block, logit_mean=args.logit_mean, logit_std=args.logit_std,
+        overlap=args.overlap, layers_per_block=args.layers_per_block, init=args.init, logit_mean=args.logit_mean, logit_std=args.logit_std,
     )
     pipeline_dir = args.source if os.path.isfile(os.path.join(args.source, "model_index.json")) else None
     description = describe_conversion(manifest, pipeline_dir)
@@ -85,6 +87,9 @@ def add_convert_command(commands) -> None:
     convert.add_argument("--overlap", type=float, default=0.05, help="training overlap gamma in [0, 1)")
     convert.add_argument("--subfolder", default=None, help="the transformer's folder in a pipeline (default: transformer)")
     convert.add_argument("--layers_per_block", type=int, nargs="+", default=None, help="uneven layer counts, one per block")
+    convert.add_argument("--init", choices=INITS, default="contiguous",
+                         help="source layers each block starts from: contiguous (block b: the b-th slice) or strided "
+                              "(every block: layers spread evenly over the whole depth, first and last kept)")
     convert.add_argument("--logit_mean", type=float, default=0.0, help="flow models: mean of the logit-normal training time")
     convert.add_argument("--logit_std", type=float, default=1.0, help="flow models: std of the logit-normal training time")
     convert.add_argument("--as_pipeline", action="store_true",

@@ -41,6 +41,7 @@ from ..hub_download import path_inside
 from ..modeling.block_checkpoint import CONFIG_NAME, tensors_digest
 from ..partition import assign_layers_to_blocks
 from .converted_folder import ConversionManifest, write_converted_folder
+from .initial_layers import INITS, contiguous_layers, initial_source_layers
 from .layer_stack import LayerStack
 from .time_axis import time_partition_from_scheduler_config
 
@@ -213,6 +214,7 @@ def convert_pretrained_transformer(
     logit_mean: float = 0.0,
     logit_std: float = 1.0,
     scheduler_config: dict | None = None,
+    init: str = "contiguous",
 ) -> ConversionManifest:
     """Split a diffusers transformer into stems and `num_blocks` block files in `output_dir`.
 
@@ -228,6 +230,9 @@ def convert_pretrained_transformer(
         logit_mean, logit_std (`float`): the logit-normal the flow model was trained with (SD3: 0, 1).
         scheduler_config (`dict`, *optional*): overrides the pipeline's `scheduler/scheduler_config.json`
             (and the class default when there is none); it sets the time axis and the fine-tuning objective.
+        init (`str`, defaults to `"contiguous"`): which source layers each block starts from, `"contiguous"`
+            (block b: the b-th slice) or `"strided"` (each block: layers spread evenly over the whole
+            depth, first and last kept); see `initial_layers.py`.
     Returns:
         The `ConversionManifest` written to `diffusion_blocks.json`.
     """
@@ -249,6 +254,9 @@ def convert_pretrained_transformer(
         base, extra = divmod(num_layers, num_blocks)
         layers_per_block = [base + (1 if b < extra else 0) for b in range(num_blocks)]
     layers = assign_layers_to_blocks(num_layers, num_blocks, layers_per_block)
+    if init not in INITS:
+        raise ValueError(f"init must be one of {list(INITS)}, got {init!r}.")
+    source_layers = initial_source_layers(init, num_layers, layers)
     if os.path.isfile(os.path.join(output_dir, "diffusion_blocks.json")):
         raise ValueError(f"output_dir {output_dir!r} already holds a converted folder; choose an empty folder.")
 
@@ -268,11 +276,13 @@ def convert_pretrained_transformer(
             f"but {class_name} models are trained on a {mapping.default_time_axis!r} axis."
         )
 
-    stems, blocks = split_source_weights(source_weight_files(model_dir), mapping, stack, layers, class_name)
+    stems, blocks = split_source_weights(source_weight_files(model_dir), mapping, stack, source_layers, class_name)
+    contiguous = source_layers == contiguous_layers(layers)  # e.g. B = 1: every init keeps all layers in order
     manifest = ConversionManifest(
         source_class=class_name,
         source_config=source_config,
-        layer_list=stack.to_manifest(),
+        # a non-contiguous conversion records the source's list lengths (its blocks need not hold every layer)
+        layer_list=stack.to_manifest() if contiguous else [[name, count] for name, count in stack.lists],
         layers_per_block=layers,
         time_partition=time_partition,
         scheduler_config=scheduler_config,
@@ -280,21 +290,27 @@ def convert_pretrained_transformer(
         block_sha256={b: tensors_digest(blocks[b]) for b in range(num_blocks)},
         extra_stems=dict(mapping.copied_stems),
         source=os.path.abspath(source),
+        source_layers=None if contiguous else source_layers,
+        init=init,
     )
     atomic_save_folder(output_dir, lambda staging: write_converted_folder(staging, manifest, stems, blocks), last=("diffusion_blocks.json",))
     return manifest
 
 
 def split_source_weights(
-    files: list[str], mapping: ClassMapping, stack: LayerStack, layers_per_block: list[int], class_name: str
+    files: list[str], mapping: ClassMapping, stack: LayerStack, source_layers: list[list[int]], class_name: str
 ) -> tuple[dict[str, torch.Tensor], dict[int, dict[str, torch.Tensor]]]:
-    """Read the source tensors once and sort them into stems and blocks (source names kept)."""
-    owner = [b for b, count in enumerate(layers_per_block) for _ in range(count)]
+    """Read the source tensors once and sort them into stems and blocks (source names kept); a layer goes to
+    every block whose `source_layers` list it is in (each gets its own copy), and to none when it is in none."""
+    owners: list[list[int]] = [[] for _ in range(stack.num_layers)]
+    for b, indices in enumerate(source_layers):
+        for index in indices:
+            owners[index].append(b)
     stems: dict[str, torch.Tensor] = {}
-    blocks: dict[int, dict[str, torch.Tensor]] = {b: {} for b in range(len(layers_per_block))}
+    blocks: dict[int, dict[str, torch.Tensor]] = {b: {} for b in range(len(source_layers))}
     for path in files:
         try:
-            _split_file(path, mapping, stack, owner, stems, blocks, class_name)
+            _split_file(path, mapping, stack, owners, stems, blocks, class_name)
         except (SafetensorError, OSError) as error:
             raise ValueError(f"{path} cannot be read as safetensors ({error}): the file is truncated or corrupt.") from None
     empty = [b for b, tensors in blocks.items() if not tensors]
@@ -304,7 +320,7 @@ def split_source_weights(
 
 
 def _split_file(
-    path: str, mapping: ClassMapping, stack: LayerStack, owner: list[int], stems: dict[str, torch.Tensor],
+    path: str, mapping: ClassMapping, stack: LayerStack, owners: list[list[int]], stems: dict[str, torch.Tensor],
     blocks: dict[int, dict[str, torch.Tensor]], class_name: str,
 ) -> None:
     """Sort the tensors of one source file into `stems` and `blocks` (see `split_source_weights`)."""
@@ -315,9 +331,10 @@ def _split_file(
             except ValueError as error:
                 raise ValueError(f"{path}: {error} (from config.json)") from None
             if layer is not None:
-                if layer >= len(owner):
-                    raise ValueError(f"{path} holds {name!r}, but the config has only {len(owner)} layers.")
-                blocks[owner[layer]][name] = file.get_tensor(name)
+                if layer >= len(owners):
+                    raise ValueError(f"{path} holds {name!r}, but the config has only {len(owners)} layers.")
+                for block_index in owners[layer]:  # each block that starts from this layer gets its own copy
+                    blocks[block_index][name] = file.get_tensor(name)
             elif name.split(".", 1)[0] in mapping.stem_modules:
                 stems[name] = file.get_tensor(name)
             else:

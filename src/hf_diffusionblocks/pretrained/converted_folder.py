@@ -4,15 +4,21 @@
     diffusion_blocks.json           the conversion: source class, blocks, layer ranges, time partition,
                                     scheduler config, checksums
     stems.safetensors               every tensor outside the layer list (embeddings, final norm, projection)
-    block_0.safetensors             block 0's layers, under their source names `transformer_blocks.<i>.…`
+    block_0.safetensors             block 0's layers, under the source names of the layers they started from
     block_1.safetensors             ...
     model.safetensors.index.json    every tensor name → its file
 
 Block files are the library's block files (`modeling/block_checkpoint.py`): written atomically, with
 `block_index`, `num_blocks`, `training_steps` and a `config` in their metadata. That config is the
 conversion's identity (source class and config, layer split, time partition, a digest of the stems),
-so a block fine-tuned anywhere is accepted only by a folder of the same conversion. Concatenating the
-stems and all block files gives back the source state dict exactly.
+so a block fine-tuned anywhere is accepted only by a folder of the same conversion.
+
+Which source layers a block starts from is the conversion's `init` (`initial_layers.py`). The default,
+`contiguous`, gives block b the b-th slice of the stack: concatenating the stems and all block files
+gives back the source state dict exactly, and the manifest records no per-block indices. Any other
+init records them as `source_layers` (one sorted list of stack indices per block); blocks may then
+start from the same source layer (each holds its own copy, under that layer's source name), and the
+index maps such a name to the first block holding it. A manifest without `source_layers` is contiguous.
 """
 
 from __future__ import annotations
@@ -64,21 +70,62 @@ class ConversionManifest:
     block_sha256: dict[int, str]
     extra_stems: dict[str, str]
     source: str = ""
+    # per block, the stack indices of the source layers it started from; None: contiguous slices
+    source_layers: list[list[int]] | None = None
+    init: str = "contiguous"
+
+    def __post_init__(self):
+        if self.source_layers is None:
+            return
+        if len(self.source_layers) != len(self.layers_per_block) or any(
+            len(indices) != count for indices, count in zip(self.source_layers, self.layers_per_block)
+        ):
+            raise ValueError(f"source_layers must hold one list of layers_per_block[b] indices per block, got {self.source_layers}.")
+        if isinstance(self.layer_list, str):
+            raise ValueError("a manifest with source_layers records its layer_list as [[name, count], ...] (the source's L).")
+        num_layers = self.source_num_layers
+        for indices in self.source_layers:
+            if list(indices) != sorted(set(indices)) or any(not 0 <= index < num_layers for index in indices):
+                raise ValueError(f"source_layers must be increasing stack indices in [0, {num_layers}), got {self.source_layers}.")
 
     @property
     def num_blocks(self) -> int:
         return len(self.layers_per_block)
 
     @property
-    def layer_stack(self) -> LayerStack:
-        """The module lists the blocks slice (one, or Flux's two), numbered as one stack."""
-        return LayerStack.from_manifest(self.layer_list, sum(self.layers_per_block))
+    def is_contiguous(self) -> bool:
+        return self.source_layers is None
 
-    def layer_range(self, block_index: int) -> range:
-        """The source layer indices of block `block_index`."""
+    @property
+    def source_num_layers(self) -> int:
+        """L, the source's layers (the blocks' total when they are contiguous slices)."""
+        if isinstance(self.layer_list, str):
+            return sum(self.layers_per_block)  # contiguous: the blocks hold every layer
+        return sum(int(count) for _, count in self.layer_list)
+
+    @property
+    def layer_stack(self) -> LayerStack:
+        """The module lists the blocks start from (one, or Flux's two), numbered as one stack."""
+        return LayerStack.from_manifest(self.layer_list, self.source_num_layers)
+
+    def block_source_layers(self, block_index: int) -> list[int]:
+        """The stack indices of the source layers block `block_index` started from, in its execution order."""
         self.time_partition.check_block_index(block_index)
+        if self.source_layers is not None:
+            return list(self.source_layers[block_index])
         start = sum(self.layers_per_block[:block_index])
-        return range(start, start + self.layers_per_block[block_index])
+        return list(range(start, start + self.layers_per_block[block_index]))
+
+    def describe_block_layers(self, block_index: int) -> str:
+        """`4-7` for a contiguous run of source layers, `0,4,7,11` otherwise."""
+        indices = self.block_source_layers(block_index)
+        if indices == list(range(indices[0], indices[-1] + 1)):
+            return f"{indices[0]}-{indices[-1]}"
+        return ",".join(str(index) for index in indices)
+
+    def partition_table(self) -> str:
+        """The time partition's table with each block's source layers."""
+        return self.time_partition.table([self.describe_block_layers(b) for b in range(self.num_blocks)])
 
     def identity(self) -> dict[str, Any]:
         """The config recorded in every block file: what must match for a block to belong here."""
@@ -89,6 +136,8 @@ class ConversionManifest:
             "layers_per_block": self.layers_per_block,
             "time_partition": self.time_partition.to_dict(),
             "stems_sha256": self.stems_sha256,
+            # only non-contiguous conversions record it, so the identity of older folders is unchanged
+            **({"source_layers": self.source_layers} if self.source_layers is not None else {}),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -100,7 +149,8 @@ class ConversionManifest:
             "block_timesteps": edges,
             "blocks": {
                 str(b): {
-                    "layers": [self.layer_range(b).start, self.layer_range(b).stop - 1],
+                    "layers": self.block_source_layers(b) if self.source_layers is not None
+                    else [self.block_source_layers(b)[0], self.block_source_layers(b)[-1]],
                     "timestep_interval": list(self.time_partition.block_interval(b)),
                     "training_interval": list(self.time_partition.training_interval(b)),
                     "converted_sha256": self.block_sha256[b],
@@ -110,6 +160,7 @@ class ConversionManifest:
             "extra_stems": self.extra_stems,
             "scheduler_config": self.scheduler_config,
             "source": self.source,
+            "init": self.init,
         }
 
     @classmethod
@@ -156,18 +207,24 @@ class ConversionManifest:
             _IDENTIFIER.match(stem) and isinstance(prefix, str) for stem, prefix in extra_stems.items()
         ):
             raise ValueError(f"{where}: extra_stems must map stem names to tensor name prefixes, got {extra_stems!r}.")
-        return cls(
-            source_class=payload["source_class"],
-            source_config=payload["source_config"],
-            layer_list=payload["layer_list"],
-            layers_per_block=layers_per_block,
-            time_partition=time_partition,
-            scheduler_config=payload["scheduler_config"],
-            stems_sha256=payload["stems_sha256"],
-            block_sha256={int(b): entry["converted_sha256"] for b, entry in payload["blocks"].items()},
-            extra_stems=extra_stems,
-            source=str(payload.get("source", "")),
-        )
+        source_layers = _read_source_layers(payload, where)
+        try:
+            return cls(
+                source_class=payload["source_class"],
+                source_config=payload["source_config"],
+                layer_list=payload["layer_list"],
+                layers_per_block=layers_per_block,
+                time_partition=time_partition,
+                scheduler_config=payload["scheduler_config"],
+                stems_sha256=payload["stems_sha256"],
+                block_sha256={int(b): entry["converted_sha256"] for b, entry in payload["blocks"].items()},
+                extra_stems=extra_stems,
+                source=str(payload.get("source", "")),
+                source_layers=source_layers,
+                init=str(payload.get("init", "contiguous")),
+            )
+        except ValueError as error:  # source_layers that do not fit the blocks
+            raise ValueError(f"{where}: {error}") from None
 
 
 # what every manifest holds, and the JSON type(s) of each
@@ -177,6 +234,18 @@ _REQUIRED_FIELDS: dict[str, tuple[type, ...]] = {
 }
 _JSON_NAMES = {str: "string", dict: "object", list: "array"}
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _read_source_layers(payload: dict[str, Any], where: str) -> list[list[int]] | None:
+    """The manifest's per-block source layers (None when absent: a contiguous conversion)."""
+    value = payload.get("source_layers")
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(
+        isinstance(indices, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in indices) for indices in value
+    ):
+        raise ValueError(f"{where}: source_layers must be a list of integer lists, one per block, got {value!r}.")
+    return [list(indices) for indices in value]
 
 
 def write_converted_folder(
@@ -219,6 +288,8 @@ def write_index_for(directory: str, manifest: ConversionManifest, stems: dict[st
             continue
         with safe_open(path, framework="pt") as file:
             for name in file.keys():
+                if name in weight_map:
+                    continue  # a source layer several blocks start from: the first block holding it
                 weight_map[name] = block_weights_name(block_index)
                 tensor_slice = file.get_slice(name)
                 total += _numel(tensor_slice.get_shape()) * _dtype_size(tensor_slice.get_dtype())

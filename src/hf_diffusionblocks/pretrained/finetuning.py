@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..modeling.block_checkpoint import block_weights_name, save_block_file
-from .converted_folder import MANIFEST_NAME, STEMS_NAME, ConversionManifest, check_block_file, read_manifest
+from .conversion import locate_transformer, source_weight_files
+from .converted_folder import MANIFEST_NAME, STEMS_NAME, ConversionManifest, check_block_file, load_stems, load_tensors, read_manifest
 from .lora import LoraSettings, adapter_identity, block_lora_state_dict, check_adapter_file, inject_block_lora, load_block_lora_state, save_block_lora
 from .modeling_routed import routed_class_for, routed_layer_name
 
@@ -182,22 +183,29 @@ class BlockFinetuningModel(nn.Module):
 
 
 class SourceTeacher:
-    """The original model in inference mode: the stems and all blocks, run as one B=1 stack.
+    """The original model in inference mode: the stems and all L source layers, run as one B=1 stack.
+
+    For a contiguous conversion the layers are the converted folder's blocks, concatenated. A conversion
+    of another init (`initial_layers.py`) does not hold every source layer, so they are read from the
+    source folder the manifest records (`source`; pass `source_dir` when it has moved).
 
     It is never trained (no gradients, no optimizer state), but it holds all L layers; put it on
     another device or in a lower dtype when memory is short.
     """
 
-    def __init__(self, converted_dir: str, device: torch.device | str = "cpu", dtype: torch.dtype | None = None):
+    def __init__(
+        self, converted_dir: str, device: torch.device | str = "cpu", dtype: torch.dtype | None = None, source_dir: str | None = None
+    ):
         manifest = read_manifest(converted_dir)
-        self.model = routed_class_for(manifest).from_pretrained(converted_dir, torch_dtype=dtype, device=device)
+        if manifest.is_contiguous:
+            self.model = routed_class_for(manifest).from_pretrained(converted_dir, torch_dtype=dtype, device=device)
+            # the source as a one-block conversion: a call runs the full stack whatever the timestep
+            layers = nn.ModuleList(layer for b in self.model.loaded_block_indices for layer in self.model.blocks[str(b)])
+            self.model.blocks = nn.ModuleDict({"0": layers})
+        else:
+            self.model = source_stack_model(converted_dir, manifest, source_dir or manifest.source).to(device=device, dtype=dtype)
         self.model.requires_grad_(False)
-        # the source as a one-block conversion: a call runs the full stack whatever the timestep
-        layers = nn.ModuleList(layer for b in self.model.loaded_block_indices for layer in self.model.blocks[str(b)])
-        self.model.blocks = nn.ModuleDict({"0": layers})
-        self.model.conversion = dataclasses.replace(
-            manifest, layers_per_block=[len(layers)], time_partition=dataclasses.replace(manifest.time_partition, num_blocks=1)
-        )
+        self.model.conversion = one_block_manifest(manifest)
         self.model.time_partition = self.model.conversion.time_partition
 
     @torch.no_grad()
@@ -208,6 +216,32 @@ class SourceTeacher:
             **{k: v.to(parameter.device) for k, v in conditioning.items()},
         ).sample
         return prediction_channels(self.model, output).to(noisy)
+
+
+def one_block_manifest(manifest: ConversionManifest) -> ConversionManifest:
+    """The source as a one-block contiguous conversion of all its L layers (the teacher's)."""
+    return dataclasses.replace(
+        manifest, layer_list=manifest.layer_stack.to_manifest(), layers_per_block=[manifest.source_num_layers],
+        source_layers=None, time_partition=dataclasses.replace(manifest.time_partition, num_blocks=1),
+    )
+
+
+def source_stack_model(converted_dir: str, manifest: ConversionManifest, source: str) -> nn.Module:
+    """A routed one-block model of the converted folder's stems and the source folder's L layers."""
+    if not source or not os.path.isdir(source):
+        raise ValueError(f"source_dir {source!r} is not a folder: the teacher of a {manifest.init!r} conversion reads "
+                         "the source's layers from the source folder; pass source_dir (the folder given to convert).")
+    model_dir, _ = locate_transformer(source)
+    teacher_manifest = one_block_manifest(manifest)
+    model = routed_class_for(manifest).build_skeleton(teacher_manifest, [0])
+    state = dict(load_stems(converted_dir, manifest))
+    stack = manifest.layer_stack
+    for path in source_weight_files(model_dir):
+        for name, tensor in load_tensors(path).items():
+            if stack.index_of(name) is not None:
+                state[routed_layer_name(name, 0, teacher_manifest)] = tensor
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval()
 
 
 def finetuning_loss(

@@ -102,10 +102,12 @@ class LayerStack:
         located = self.split_source_name(tensor_name)
         return None if located is None else located[0]
 
-    def split_block(self, start: int, layers: Sequence[Any]) -> dict[str, list[Any]]:
-        """The layers of a block starting at global index `start`, sorted into the lists they belong to
-        (every list named, empty for the lists the block does not reach), in execution order."""
+    def split_block(self, indices: Sequence[int], layers: Sequence[Any]) -> dict[str, list[Any]]:
+        """The layers of a block, started from the global (increasing) stack `indices`, sorted into the
+        lists they belong to (every list named, empty for the lists the block does not reach), in execution order."""
+        if len(indices) != len(layers):
+            raise ValueError(f"a block of {len(layers)} layers needs as many stack indices, got {list(indices)}.")
         parts: dict[str, list[Any]] = {name: [] for name in self.names}
-        for offset, layer in enumerate(layers):
-            parts[self.locate(start + offset)[0]].append(layer)
+        for index, layer in zip(indices, layers):
+            parts[self.locate(index)[0]].append(layer)
         return parts

@@ -67,23 +67,24 @@ def inject_block_lora(block: nn.Module, settings: LoraSettings) -> list[nn.Param
 
 def block_lora_state_dict(block: nn.Module, block_index: int, manifest: ConversionManifest) -> dict[str, torch.Tensor]:
     """The adapter tensors of block `block_index` under source layer names."""
-    start = manifest.layer_range(block_index).start
+    indices = manifest.block_source_layers(block_index)
     renamed = {}
     for name, tensor in get_peft_model_state_dict(block).items():
         local, rest = name.split(".", 1)
-        renamed[manifest.layer_stack.source_name(start + int(local), rest)] = tensor
+        renamed[manifest.layer_stack.source_name(indices[int(local)], rest)] = tensor
     return renamed
 
 
 def load_block_lora_state(block: nn.Module, tensors: dict[str, torch.Tensor], block_index: int, manifest: ConversionManifest) -> None:
     """Put saved adapter tensors (source names) into a block that already has LoRA injected."""
-    start = manifest.layer_range(block_index).start
+    indices = manifest.block_source_layers(block_index)
     local = {}
     for name, tensor in tensors.items():
         located = manifest.layer_stack.split_source_name(name)
-        if located is None:
-            raise ValueError(f"adapter of block {block_index} holds {name!r}, which is not a layer of {manifest.layer_stack.describe()}.")
-        local[f"{located[0] - start}.{located[1]}"] = tensor
+        if located is None or located[0] not in indices:
+            raise ValueError(f"adapter of block {block_index} holds {name!r}, which is not a layer of that block "
+                             f"(source layers {indices} of {manifest.layer_stack.describe()}).")
+        local[f"{indices.index(located[0])}.{located[1]}"] = tensor
     result = set_peft_model_state_dict(block, local)
     if result.unexpected_keys:
         raise ValueError(f"adapter of block {block_index} has tensors the block does not: {result.unexpected_keys[:5]}.")

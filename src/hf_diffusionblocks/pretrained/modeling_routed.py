@@ -41,18 +41,37 @@ from .lora import merge_block_loras
 
 
 def source_layer_name(name: str, manifest: ConversionManifest) -> str:
-    """`blocks.<b>.<j>.rest` → the source name of stack layer `start_b + j` (`transformer_blocks.<i>.rest`)."""
+    """`blocks.<b>.<j>.rest` → the source name of the stack layer block b's layer j started from
+    (`transformer_blocks.<i>.rest`, i = `manifest.block_source_layers(b)[j]`)."""
     _, block, local, rest = name.split(".", 3)
-    return manifest.layer_stack.source_name(manifest.layer_range(int(block)).start + int(local), rest)
+    return manifest.layer_stack.source_name(manifest.block_source_layers(int(block))[int(local)], rest)
 
 
 def routed_layer_name(name: str, block_index: int, manifest: ConversionManifest) -> str:
-    """The source name of stack layer `i` (`transformer_blocks.<i>.rest`) → `blocks.<b>.<i - start_b>.rest`."""
+    """The source name of stack layer `i` (`transformer_blocks.<i>.rest`) → `blocks.<b>.<j>.rest`, j the
+    position of i among the source layers block b started from."""
+    return f"blocks.{block_index}.{block_local_name(name, block_index, manifest)}"
+
+
+def block_local_name(name: str, block_index: int, manifest: ConversionManifest) -> str:
+    """The source name of a layer tensor of block `block_index` → `<j>.rest` inside the block."""
     located = manifest.layer_stack.split_source_name(name)
     if located is None:
         raise ValueError(f"tensor {name!r} is not a layer of {manifest.layer_stack.describe()}.")
     layer, rest = located
-    return f"blocks.{block_index}.{layer - manifest.layer_range(block_index).start}.{rest}"
+    indices = manifest.block_source_layers(block_index)
+    if layer not in indices:
+        raise ValueError(f"tensor {name!r} is not a layer of block {block_index} (it starts from source layers {indices}).")
+    return f"{indices.index(layer)}.{rest}"
+
+
+def block_layers(layers: list[nn.Module], manifest: ConversionManifest, block_index: int) -> list[nn.Module]:
+    """The skeleton layers of block `block_index`: the source's modules, each a copy of its own (blocks of a
+    non-contiguous init may start from the same source layer, and must not share its parameters)."""
+    indices = manifest.block_source_layers(block_index)
+    if manifest.is_contiguous:
+        return [layers[i] for i in indices]
+    return [copy.deepcopy(layers[i]) for i in indices]
 
 
 def select_samples(value: Any, indices: torch.Tensor, batch: int) -> Any:
@@ -143,7 +162,7 @@ class RoutedTransformerMixin(BlockContainerMixin):
         for stem, prefix in manifest.extra_stems.items():
             # a copy, not the layer's own module: fine-tuning that layer must not move the stem
             setattr(model, stem, copy.deepcopy(model.get_submodule(prefix)))
-        blocks = nn.ModuleDict({str(b): nn.ModuleList(layers[i] for i in manifest.layer_range(b)) for b in block_indices})
+        blocks = nn.ModuleDict({str(b): nn.ModuleList(block_layers(layers, manifest, b)) for b in block_indices})
         for name in stack.names:
             model._modules[name] = nn.ModuleList()
         model.blocks = blocks
@@ -253,8 +272,8 @@ class RoutedTransformerMixin(BlockContainerMixin):
     def run_block(self, block_index: int, arguments: dict[str, Any]) -> torch.Tensor:
         """The source forward with its layer lists set to block `block_index`'s layers (each list gets the
         block's layers of that list; Flux: its double-stream layers, then its single-stream ones)."""
-        start = self.conversion.layer_range(block_index).start
-        parts = self.conversion.layer_stack.split_block(start, list(self.blocks[str(block_index)]))
+        indices = self.conversion.block_source_layers(block_index)
+        parts = self.conversion.layer_stack.split_block(indices, list(self.blocks[str(block_index)]))
         empty = {name: self._modules[name] for name in parts}
         for name, layers in parts.items():
             self._modules[name] = nn.ModuleList(layers)
@@ -329,8 +348,8 @@ class RoutedSD3Transformer2DModel(RoutedTransformerMixin, SD3Transformer2DModel)
         if arguments.get("joint_attention_kwargs") is not None:
             arguments["joint_attention_kwargs"] = dict(arguments["joint_attention_kwargs"])
         if arguments.get("skip_layers") is not None:
-            layers = self.conversion.layer_range(block_index)
-            arguments["skip_layers"] = [i - layers.start for i in arguments["skip_layers"] if i in layers]
+            indices = self.conversion.block_source_layers(block_index)
+            arguments["skip_layers"] = [local for local, i in enumerate(indices) if i in arguments["skip_layers"]]
         return arguments
 
 

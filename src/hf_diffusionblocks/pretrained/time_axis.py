@@ -180,22 +180,21 @@ class TimeAxisPartition:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def table(self, layers_per_block: list[int] | None = None) -> str:
-        """A printable table: block ↔ timestep interval ↔ training interval ↔ mass ↔ layers."""
+    def table(self, block_layers: list[str] | None = None) -> str:
+        """A printable table: block ↔ timestep interval ↔ training interval ↔ mass ↔ layers (one text per
+        block, e.g. `4-7` or `0,4,7,11`, from `ConversionManifest.partition_table`)."""
         lines = [
             f"time_axis={self.time_axis}  partition={self.partition}  num_blocks={self.num_blocks}  "
             f"T={self.num_train_timesteps}  overlap={self.overlap:g}"
             + (f"  logit_mean={self.logit_mean:g}  logit_std={self.logit_std:g}  shift={self.shift:g}" if self.time_axis == "flow" else ""),
-            f"{'block':>5}  {'timestep interval':>22}  {'training interval':>22}  {'mass':>7}" + ("  layers" if layers_per_block else ""),
+            f"{'block':>5}  {'timestep interval':>22}  {'training interval':>22}  {'mass':>7}" + ("  layers" if block_layers else ""),
         ]
-        first = 0
         for b in range(self.num_blocks):
             low, high = self.block_interval(b)
             train_low, train_high = self.training_interval(b)
             row = f"{b:>5}  {f'[{low:.2f}, {high:.2f})':>22}  {f'[{train_low:.2f}, {train_high:.2f}]':>22}  {self.block_mass(b):>7.4f}"
-            if layers_per_block:
-                row += f"  {first}-{first + layers_per_block[b] - 1}"
-                first += layers_per_block[b]
+            if block_layers:
+                row += f"  {block_layers[b]}"
             lines.append(row)
         return "\n".join(lines)
 

@@ -57,7 +57,7 @@ def finetune_pretrained(args: argparse.Namespace, project_name: str = "finetune_
                                     lora=lora_settings(args), train_stems=args.train_stems,
                                     teacher_device=args.teacher_device, hub=HubTarget.from_args(args))
     logger.info("%s, objective %s (%s), %s, %d samples\n%s", manifest.source_class, args.objective, task.objective.prediction_type,
-                "LoRA" if args.use_lora else "full", task.num_examples, manifest.time_partition.table(manifest.layers_per_block))
+                "LoRA" if args.use_lora else "full", task.num_examples, manifest.partition_table())
     outcome = train_requested_blocks(task, args, accelerator)
     if outcome.assignment.is_group_leader:
         write_converted_model_card(args.output_dir)  # says which blocks are fine-tuned, with what, after this run
