@@ -36,3 +36,13 @@ def test_quality_benchmark_runs_every_arm(tmp_path):
     arms = [name for name in results if name.startswith("(")]
     assert len(arms) == 6 and all(math.isfinite(results[name]) for name in arms)
     assert (tmp_path / "samples_S3_lr0.0002_0.png").is_file()
+
+
+@pytest.mark.slow
+def test_init_benchmark_reports_every_init_and_budget(tmp_path):
+    results = load_benchmark("pretrained_init").main([
+        "--output_dir", str(tmp_path), "--hidden_size", "16", "--num_heads", "2", "--num_layers", "3", "--num_blocks", "3",
+        "--pretrain_steps", "4", "--finetune_steps", "8", "--batch_size", "8", "--sampling_steps", "3", "--num_samples", "20"])
+    assert list(results) == ["source (pretrained)"] + [
+        f"{init}, {budget}" for init in ("contiguous", "strided") for budget in ("step 0", "native 1/block", "native 2/block", "native 8/block")]
+    assert all(math.isfinite(value) for value in results.values())
