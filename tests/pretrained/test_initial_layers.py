@@ -74,7 +74,6 @@ def test_strided_block_computes_the_source_truncated_to_its_layers(dit_folder, t
     out = convert(folder, tmp_path / "strided", 2, init="strided", layers_per_block=[2, 4])
     manifest = json.loads((out / "diffusion_blocks.json").read_text())
     assert manifest["source_layers"] == [[0, 5], [0, 2, 3, 5]] and manifest["init"] == "strided"
-    assert manifest["layer_list"] == [["transformer_blocks", DIT_LAYERS]]
     assert manifest["blocks"]["1"]["layers"] == [0, 2, 3, 5]
     routed = RoutedDiTTransformer2DModel.from_pretrained(str(out))
     for b, layers in enumerate(manifest["source_layers"]):
@@ -94,7 +93,7 @@ def test_one_strided_block_is_the_source_bit_for_bit(dit_folder, tmp_path):
     folder, transformer = dit_folder
     out = convert(folder, tmp_path / "b1", 1, init="strided")
     manifest = json.loads((out / "diffusion_blocks.json").read_text())
-    assert "source_layers" not in manifest and manifest["layer_list"] == "transformer_blocks"  # as a contiguous B = 1
+    assert "source_layers" not in manifest  # as a contiguous B = 1
     routed = RoutedDiTTransformer2DModel.from_pretrained(str(out))
     inputs = random_inputs("dit", 3, torch.tensor([999, 500, 3]))
     with torch.no_grad():
@@ -169,7 +168,7 @@ def test_manifests_without_per_block_layers_load_as_contiguous(dit_folder, tmp_p
     with torch.no_grad():
         assert torch.equal(routed(**inputs).sample, truncated_dit(transformer, [0, 1, 2])(**inputs).sample)
     with pytest.raises(ValueError, match="source_layers must hold one list of layers_per_block"):
-        ConversionManifest.from_dict({**payload, "layer_list": [["transformer_blocks", 6]], "source_layers": [[0, 5]]})
+        ConversionManifest.from_dict({**payload, "source_layers": [[0, 5]]})
 
 
 def test_a_block_of_another_init_is_foreign_and_info_shows_the_layers(dit_folder, tmp_path, capsys):
@@ -183,7 +182,7 @@ def test_a_block_of_another_init_is_foreign_and_info_shows_the_layers(dit_folder
     printed = capsys.readouterr().out
     assert "init: strided" in printed and printed.count("0,5") == 3
     shutil.copyfile(contiguous / "block_1.safetensors", tmp_path / "strided" / "block_1.safetensors")
-    with pytest.raises(ValueError, match=r"block of another conversion: \['layer_list', 'source_layers'\] differ"):
+    with pytest.raises(ValueError, match=r"block of another conversion: \['source_layers'\] differ"):
         RoutedDiTTransformer2DModel.from_pretrained(str(tmp_path / "strided"))
     with pytest.raises(ValueError, match=r"init must be one of \['contiguous', 'strided'\], got 'greedy'"):
         convert(folder, tmp_path / "bad", 3, init="greedy")

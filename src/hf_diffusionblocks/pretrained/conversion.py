@@ -281,8 +281,7 @@ def convert_pretrained_transformer(
     manifest = ConversionManifest(
         source_class=class_name,
         source_config=source_config,
-        # a non-contiguous conversion records the source's list lengths (its blocks need not hold every layer)
-        layer_list=stack.to_manifest() if contiguous else [[name, count] for name, count in stack.lists],
+        layer_list=stack.to_manifest(),
         layers_per_block=layers,
         time_partition=time_partition,
         scheduler_config=scheduler_config,

@@ -81,8 +81,6 @@ class ConversionManifest:
             len(indices) != count for indices, count in zip(self.source_layers, self.layers_per_block)
         ):
             raise ValueError(f"source_layers must hold one list of layers_per_block[b] indices per block, got {self.source_layers}.")
-        if isinstance(self.layer_list, str):
-            raise ValueError("a manifest with source_layers records its layer_list as [[name, count], ...] (the source's L).")
         num_layers = self.source_num_layers
         for indices in self.source_layers:
             if list(indices) != sorted(set(indices)) or any(not 0 <= index < num_layers for index in indices):
@@ -98,10 +96,8 @@ class ConversionManifest:
 
     @property
     def source_num_layers(self) -> int:
-        """L, the source's layers (the blocks' total when they are contiguous slices)."""
-        if isinstance(self.layer_list, str):
-            return sum(self.layers_per_block)  # contiguous: the blocks hold every layer
-        return sum(int(count) for _, count in self.layer_list)
+        """L, the source's layers: the blocks' layer counts always sum to it, whatever the init."""
+        return sum(self.layers_per_block)
 
     @property
     def layer_stack(self) -> LayerStack:

@@ -221,7 +221,7 @@ class SourceTeacher:
 def one_block_manifest(manifest: ConversionManifest) -> ConversionManifest:
     """The source as a one-block contiguous conversion of all its L layers (the teacher's)."""
     return dataclasses.replace(
-        manifest, layer_list=manifest.layer_stack.to_manifest(), layers_per_block=[manifest.source_num_layers],
+        manifest, layers_per_block=[manifest.source_num_layers],
         source_layers=None, time_partition=dataclasses.replace(manifest.time_partition, num_blocks=1),
     )
 
