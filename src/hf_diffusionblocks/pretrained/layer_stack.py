@@ -2,8 +2,9 @@
 
 Most diffusers transformers keep their layers in one `transformer_blocks` list. Flux keeps two, run in
 order: its double-stream `transformer_blocks`, then its `single_transformer_blocks`. A conversion
-numbers the concatenation `0 … L−1` (the lists in execution order) and gives block b a contiguous
-range of that numbering, which may hold layers of both lists. `LayerStack` maps between that global
+numbers the concatenation `0 … L−1` (the lists in execution order) and gives block b increasing
+indices of that numbering (a contiguous range by default, see `initial_layers.py`), which may hold
+layers of both lists. `LayerStack` maps between that global
 numbering and the source's tensor names (`<list>.<local index>.…`), and splits a block's layers back
 into the lists the source forward runs.
 
