@@ -246,17 +246,7 @@ def convert_pretrained_transformer(
         raise ValueError(source_is_not_diffusers_model(model_dir, source_config))
     mapping = mapping_for(str(class_name))
     stack = layer_stack_of(mapping, source_config, where=config_path)
-    num_layers = stack.num_layers
-    if not isinstance(num_blocks, int) or isinstance(num_blocks, bool) or not 1 <= num_blocks <= num_layers:
-        raise ValueError(f"num_blocks must be an integer in [1, {num_layers}] (the {stack.describe()} of this {class_name}), got {num_blocks!r}.")
-    if layers_per_block is None and num_layers % num_blocks:
-        # uneven split when B does not divide L: the first L mod B blocks get one more layer
-        base, extra = divmod(num_layers, num_blocks)
-        layers_per_block = [base + (1 if b < extra else 0) for b in range(num_blocks)]
-    layers = assign_layers_to_blocks(num_layers, num_blocks, layers_per_block)
-    if init not in INITS:
-        raise ValueError(f"init must be one of {list(INITS)}, got {init!r}.")
-    source_layers = initial_source_layers(init, num_layers, layers)
+    layers, source_layers = choose_block_layers(stack, num_blocks, layers_per_block, init, class_name)
     if os.path.isfile(os.path.join(output_dir, "diffusion_blocks.json")):
         raise ValueError(f"output_dir {output_dir!r} already holds a converted folder; choose an empty folder.")
 
@@ -294,6 +284,23 @@ def convert_pretrained_transformer(
     )
     atomic_save_folder(output_dir, lambda staging: write_converted_folder(staging, manifest, stems, blocks), last=("diffusion_blocks.json",))
     return manifest
+
+
+def choose_block_layers(
+    stack: LayerStack, num_blocks: int, layers_per_block: Sequence[int] | None, init: str, class_name: str
+) -> tuple[list[int], list[list[int]]]:
+    """(layer count of each block, the source stack indices each block starts from under `init`)."""
+    num_layers = stack.num_layers
+    if not isinstance(num_blocks, int) or isinstance(num_blocks, bool) or not 1 <= num_blocks <= num_layers:
+        raise ValueError(f"num_blocks must be an integer in [1, {num_layers}] (the {stack.describe()} of this {class_name}), got {num_blocks!r}.")
+    if layers_per_block is None and num_layers % num_blocks:
+        # uneven split when B does not divide L: the first L mod B blocks get one more layer
+        base, extra = divmod(num_layers, num_blocks)
+        layers_per_block = [base + (1 if b < extra else 0) for b in range(num_blocks)]
+    layers = assign_layers_to_blocks(num_layers, num_blocks, layers_per_block)
+    if init not in INITS:
+        raise ValueError(f"init must be one of {list(INITS)}, got {init!r}.")
+    return layers, initial_source_layers(init, num_layers, layers)
 
 
 def split_source_weights(
