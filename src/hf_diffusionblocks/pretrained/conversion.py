@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -43,7 +43,7 @@ from ..partition import assign_layers_to_blocks
 from .converted_folder import ConversionManifest, write_converted_folder
 from .initial_layers import INITS, contiguous_layers, initial_source_layers
 from .layer_stack import LayerStack
-from .time_axis import time_partition_from_scheduler_config
+from .time_axis import TimeAxisPartition, time_partition_from_scheduler_config
 
 SOURCE_WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 SOURCE_INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
@@ -202,6 +202,28 @@ def default_scheduler_config(time_axis: str) -> dict:
     return {"_class_name": type(scheduler).__name__, **dict(scheduler.config)}
 
 
+def conversion_time_partition(
+    mapping: ClassMapping, class_name: str, pipeline_dir: str | None, scheduler_config: dict | None, num_blocks: int,
+    **partition_options: Any,
+) -> tuple[dict, TimeAxisPartition]:
+    """The scheduler config a conversion records (given, else the pipeline's, else the class default) and the
+    partition of its time axis into `num_blocks` blocks; a `ValueError` when that axis is not the one the
+    source class is trained on."""
+    where = "scheduler_config"
+    if scheduler_config is None:
+        scheduler_config = read_scheduler_config(pipeline_dir)
+        if scheduler_config is not None:
+            where = os.path.join(pipeline_dir, "scheduler", "scheduler_config.json")
+    scheduler_config = scheduler_config or default_scheduler_config(mapping.default_time_axis)
+    time_partition = time_partition_from_scheduler_config(scheduler_config, num_blocks, where=where, **partition_options)
+    if time_partition.time_axis != mapping.default_time_axis:
+        raise ValueError(
+            f"scheduler {scheduler_config.get('_class_name')!r} gives a {time_partition.time_axis!r} time axis, "
+            f"but {class_name} models are trained on a {mapping.default_time_axis!r} axis."
+        )
+    return scheduler_config, time_partition
+
+
 def convert_pretrained_transformer(
     source: str,
     output_dir: str,
@@ -250,21 +272,10 @@ def convert_pretrained_transformer(
     if os.path.isfile(os.path.join(output_dir, "diffusion_blocks.json")):
         raise ValueError(f"output_dir {output_dir!r} already holds a converted folder; choose an empty folder.")
 
-    where = "scheduler_config"
-    if scheduler_config is None:
-        scheduler_config = read_scheduler_config(pipeline_dir)
-        if scheduler_config is not None:
-            where = os.path.join(pipeline_dir, "scheduler", "scheduler_config.json")
-    scheduler_config = scheduler_config or default_scheduler_config(mapping.default_time_axis)
-    time_partition = time_partition_from_scheduler_config(
-        scheduler_config, num_blocks, partition=partition, overlap=overlap, logit_mean=logit_mean, logit_std=logit_std,
-        where=where,
+    scheduler_config, time_partition = conversion_time_partition(
+        mapping, class_name, pipeline_dir, scheduler_config, num_blocks,
+        partition=partition, overlap=overlap, logit_mean=logit_mean, logit_std=logit_std,
     )
-    if time_partition.time_axis != mapping.default_time_axis:
-        raise ValueError(
-            f"scheduler {scheduler_config.get('_class_name')!r} gives a {time_partition.time_axis!r} time axis, "
-            f"but {class_name} models are trained on a {mapping.default_time_axis!r} axis."
-        )
 
     stems, blocks = split_source_weights(source_weight_files(model_dir), mapping, stack, source_layers, class_name)
     contiguous = source_layers == contiguous_layers(layers)  # e.g. B = 1: every init keeps all layers in order
