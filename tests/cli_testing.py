@@ -13,7 +13,7 @@ from hf_diffusionblocks import (
     DiffusionBlocksImagePipeline,
     DiffusionBlocksScheduler,
 )
-from hf_diffusionblocks.cli import main
+from hf_diffusionblocks_cli import main
 
 
 def variant(config: DiffusionBlocksDiTConfig, **changes) -> DiffusionBlocksDiTConfig:

@@ -495,7 +495,7 @@ def cli(*argv: str) -> Callable[[TinyModels], Any]:
         import contextlib
         import io
 
-        from hf_diffusionblocks.cli import main
+        from hf_diffusionblocks_cli import main
 
         stderr = io.StringIO()
         with contextlib.redirect_stderr(stderr):

@@ -25,7 +25,7 @@ from family_fixtures import tiny_config, tiny_pipeline_components
 from huggingface_hub import ModelCard
 
 from hf_diffusionblocks import FAMILIES, ModelFamily
-from hf_diffusionblocks.cli import main as cli_main
+from hf_diffusionblocks_cli import main as cli_main
 from hf_diffusionblocks.model_card import partition_table, write_model_card
 from hf_diffusionblocks.remote_code import REMOTE_CODE_FILE
 

@@ -208,7 +208,7 @@ def test_block_header_read_with_range_requests(hub_repo, tiny_dit_config):
 
 
 def test_cli_info_on_a_hub_repo_reads_headers_only(hub_repo, tmp_path, capsys):
-    from hf_diffusionblocks.cli import main
+    from hf_diffusionblocks_cli import main
 
     assert main(["info", REPO_ID, "--cache_dir", str(tmp_path / "hub-cache")]) == 0
     output = capsys.readouterr().out
@@ -334,7 +334,7 @@ def test_uploads_carry_only_the_folders_own_regular_files(fake_hub, pipeline_fol
 def test_info_on_a_hub_repo_whose_config_asks_for_a_million_blocks_answers_at_once(
     fake_hub, tmp_path, tiny_dit_config, capsys
 ):
-    from hf_diffusionblocks.cli import main
+    from hf_diffusionblocks_cli import main
 
     folder = tmp_path / "huge"
     DiffusionBlocksDiTModel(tiny_dit_config).save_pretrained(folder, block_indices=[0])

@@ -1,32 +1,25 @@
-"""`hf-diffusionblocks` command line: inspect checkpoints, assemble blocks, print partitions.
+"""What each `hf-diffusionblocks` command runs, once `hf_diffusionblocks_cli` has parsed its arguments.
 
-    hf-diffusionblocks info PATH_OR_REPO [--subfolder transformer]
-    hf-diffusionblocks assemble OUTPUT_DIR BLOCK_DIR [BLOCK_DIR ...]
-    hf-diffusionblocks partition --num_blocks 3 [--partition equiprobable] [--overlap 0.05]
-    hf-diffusionblocks convert SRC OUT --num_blocks B [--partition equiprobable|uniform] [--overlap γ]
-    hf-diffusionblocks encode PIPELINE_DIR OUTPUT_FILE [--dataset_name digits]
-
-The model family is found from `model_type` in config.json through the Auto-class registrations
-that importing `hf_diffusionblocks` performs, so every registered family works the same way.
+The parser lives outside the package (`src/hf_diffusionblocks_cli`) so that `--help` and argument errors
+answer without importing torch; this module is imported only to run a command. The model family is
+found from `model_type` in config.json through the Auto-class registrations that importing
+`hf_diffusionblocks` performs, so every registered family works the same way.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from typing import Callable
 
 from huggingface_hub.errors import HfHubHTTPError
 
-from .command_assemble import add_assemble_command
-from .command_info import add_info_command
-from .partition import PARTITION_FIELDS, PARTITIONS, assign_layers_to_blocks
-from .pretrained.command_convert import add_convert_command
-from .pretrained.command_encode import add_encode_command
+from .command_assemble import command_assemble
+from .command_info import command_info
+from .partition import PARTITION_FIELDS, assign_layers_to_blocks
+from .pretrained.command_convert import command_convert
+from .pretrained.command_encode import command_encode
 from .schedulers import DiffusionBlocksScheduler
-
-
-# ---- partition -----------------------------------------------------------------------------------
 
 
 def command_partition(args: argparse.Namespace) -> int:
@@ -40,38 +33,19 @@ def command_partition(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---- entry point ---------------------------------------------------------------------------------
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "info": command_info,
+    "assemble": command_assemble,
+    "partition": command_partition,
+    "convert": command_convert,
+    "encode": command_encode,
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="hf-diffusionblocks", description="DiffusionBlocks checkpoints and partitions."
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    add_info_command(commands)
-    add_assemble_command(commands)
-    table = commands.add_parser("partition", help="print the noise partition of a DiffusionBlocksScheduler")
-    table.add_argument("--num_blocks", type=int, default=3)
-    table.add_argument("--partition", choices=PARTITIONS, default="equiprobable")
-    table.add_argument("--overlap", type=float, default=0.05)
-    table.add_argument("--sigma_min", type=float, default=0.002)
-    table.add_argument("--sigma_max", type=float, default=80.0)
-    table.add_argument("--p_mean", type=float, default=-1.2)
-    table.add_argument("--p_std", type=float, default=1.2)
-    table.add_argument(
-        "--layers_per_block", type=int, nargs="+", default=None, help="layer count of each block"
-    )
-    table.set_defaults(run=command_partition)
-    add_convert_command(commands)
-    add_encode_command(commands)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `hf-diffusionblocks`; exit status 1 with a one-line message (no traceback) on any error."""
-    args = build_parser().parse_args(argv)
+def run_command(args: argparse.Namespace) -> int:
+    """Run `args.command`; exit status 1 with a one-line message (no traceback) on any error, 130 if interrupted."""
     try:
-        return args.run(args)
+        return COMMANDS[args.command](args)
     except (ValueError, TypeError, OSError, HfHubHTTPError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -81,7 +55,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # noqa: BLE001 - a command line answers with a message, never a traceback
         print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

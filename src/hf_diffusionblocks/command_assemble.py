@@ -350,17 +350,3 @@ def command_assemble(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
-
-
-def add_assemble_command(commands: argparse._SubParsersAction) -> None:
-    """The `assemble` subcommand and its arguments."""
-    merge = commands.add_parser("assemble", help="merge folders that each hold some blocks into one folder")
-    merge.add_argument("output_dir", help="the merged folder to create (must not exist, or be empty)")
-    merge.add_argument("block_dirs", nargs="+", help="model or pipeline folders, each holding some blocks")
-    merge.add_argument("--subfolder", default="transformer", help="where pipeline folders keep the model")
-    merge.add_argument("--require_complete", action="store_true", help="fail if any block is missing")
-    merge.add_argument(
-        "--no_verify", action="store_true",
-        help="skip hashing every block file against the checksum it recorded (faster for large blocks)",
-    )
-    merge.set_defaults(run=command_assemble)

@@ -144,22 +144,3 @@ def command_info(args: argparse.Namespace) -> int:
     text, foreign = inspect_model(args.path_or_repo, args.subfolder, options)
     print(text)
     return 1 if foreign else 0
-
-
-def add_info_command(commands: argparse._SubParsersAction) -> None:
-    """The `info` subcommand and its arguments."""
-    info = commands.add_parser(
-        "info", help="model type, partition and per-block status of a folder or Hub repo"
-    )
-    info.add_argument(
-        "path_or_repo", help="a model folder, a pipeline folder (model in --subfolder) or a Hub repo id"
-    )
-    info.add_argument(
-        "--subfolder", default="transformer", help="where a pipeline keeps its model (default: transformer)"
-    )
-    info.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
-    info.add_argument("--cache_dir", default=None, help="Hub cache folder")
-    info.add_argument(
-        "--local_files_only", action="store_true", help="use only files already in the Hub cache"
-    )
-    info.set_defaults(run=command_info)

@@ -85,7 +85,7 @@ def test_the_checksum_covers_the_metadata(saved, changes, capsys):
         read_block_metadata(str(path))
     with pytest.raises(ValueError, match=r"block_1\.safetensors's metadata"):
         DiffusionBlocksDiTModel.from_pretrained(folder)
-    from hf_diffusionblocks.cli import main
+    from hf_diffusionblocks_cli import main
 
     assert main(["info", str(folder)]) == 1
     assert "foreign block 1: its metadata (block_index, config, training_steps, ...) was edited" in capsys.readouterr().out

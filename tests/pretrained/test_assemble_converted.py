@@ -77,7 +77,7 @@ def test_folders_of_another_conversion_or_with_other_stems_are_refused(source, t
 
 
 def test_converted_pipeline_folders_merge_into_a_pipeline_folder(source, tmp_path, capsys):
-    from hf_diffusionblocks.cli import main
+    from hf_diffusionblocks_cli import main
 
     first = tmp_path / "first"
     convert_pipeline(str(source), str(first), 2)

@@ -177,7 +177,7 @@ def test_bad_inputs_are_named(pipeline_folders, tmp_path):
 
 
 def test_convert_command_prints_the_partition_and_default_steps(pipeline_folders, tmp_path, capsys):
-    from hf_diffusionblocks.cli import main
+    from hf_diffusionblocks_cli import main
 
     assert main(["convert", str(pipeline_folders["dit"]), str(tmp_path / "out"), "--num_blocks", "4", "--overlap", "0"]) == 0
     printed = capsys.readouterr().out
@@ -192,7 +192,7 @@ def test_convert_command_prints_the_partition_and_default_steps(pipeline_folders
 
 
 def test_info_describes_a_converted_folder_and_flags_foreign_blocks(pipeline_folders, tmp_path, capsys):
-    from hf_diffusionblocks.cli import main
+    from hf_diffusionblocks_cli import main
 
     out = convert(pipeline_folders["dit"], tmp_path / "b2", 2, overlap=0.0)
     assert main(["info", str(out)]) == 0
@@ -225,7 +225,7 @@ def test_routed_loader_sorts_keywords_with_the_one_table(pipeline_folders, tmp_p
 
 
 def test_info_checks_the_stems_of_a_converted_folder(pipeline_folders, tmp_path, capsys):
-    from hf_diffusionblocks.cli import main
+    from hf_diffusionblocks_cli import main
 
     out = convert(pipeline_folders["dit"], tmp_path / "b2", 2)
     assert main(["info", str(out)]) == 0 and "stems: present" in capsys.readouterr().out

@@ -79,7 +79,7 @@ def test_bad_pipeline_conversions_are_named(tmp_path):
 
 
 def test_convert_command_writes_a_pipeline_folder(tmp_path, capsys):
-    from hf_diffusionblocks.cli import main
+    from hf_diffusionblocks_cli import main
 
     source = save_pipeline_folder("dit", tmp_path / "source")
     assert main(["convert", str(source), str(tmp_path / "out"), "--num_blocks", "2", "--as_pipeline"]) == 0

@@ -172,7 +172,7 @@ def test_manifests_without_per_block_layers_load_as_contiguous(dit_folder, tmp_p
 
 
 def test_a_block_of_another_init_is_foreign_and_info_shows_the_layers(dit_folder, tmp_path, capsys):
-    from hf_diffusionblocks.cli import main
+    from hf_diffusionblocks_cli import main
 
     folder, _ = dit_folder
     assert main(["convert", str(folder), str(tmp_path / "strided"), "--num_blocks", "3", "--init", "strided"]) == 0

@@ -13,7 +13,7 @@ from diffusers import AutoencoderKL, DiTPipeline
 from safetensors.torch import load_file
 from tiny_models import save_pipeline_folder
 
-from hf_diffusionblocks.cli import main as cli_main
+from hf_diffusionblocks_cli import main as cli_main
 from hf_diffusionblocks.data import load_image_dataset
 from hf_diffusionblocks.pretrained.latent_encoding import encode_image_dataset
 

@@ -20,8 +20,7 @@ from .conversion import convert_pretrained_transformer
 from .converted_pipeline import convert_pipeline
 from .converted_folder import ConversionManifest
 from ..model_card import write_converted_model_card
-from .initial_layers import INITS
-from .time_axis import TIME_PARTITIONS, default_num_inference_steps, sampling_steps_per_block
+from .time_axis import default_num_inference_steps, sampling_steps_per_block
 
 
 def describe_conversion(manifest: ConversionManifest, pipeline_dir: str | None) -> str:
@@ -74,25 +73,3 @@ def command_convert(args: argparse.Namespace) -> int:
     if args.as_pipeline:
         print(f"pipeline: {args.output_dir} (DiffusionPipeline.from_pretrained(..., trust_remote_code=True) loads it routed)")
     return 0
-
-
-def add_convert_command(commands) -> None:
-    """Register `convert` on the `hf-diffusionblocks` sub-command parser."""
-    convert = commands.add_parser("convert", help="split a pretrained diffusers transformer (DiT, PixArt, SD3, Flux) into B blocks")
-    convert.add_argument("source", help="a diffusers transformer folder, or a pipeline folder (transformer in --subfolder)")
-    convert.add_argument("output_dir", help="the converted folder to write")
-    convert.add_argument("--num_blocks", type=int, required=True, help="number of blocks B (at most the number of layers)")
-    convert.add_argument("--partition", choices=TIME_PARTITIONS, default="equiprobable",
-                         help="equal training mass per block, or equal widths of the timestep axis")
-    convert.add_argument("--overlap", type=float, default=0.05, help="training overlap gamma in [0, 1)")
-    convert.add_argument("--subfolder", default=None, help="the transformer's folder in a pipeline (default: transformer)")
-    convert.add_argument("--layers_per_block", type=int, nargs="+", default=None, help="uneven layer counts, one per block")
-    convert.add_argument("--init", choices=INITS, default="contiguous",
-                         help="source layers each block starts from: contiguous (block b: the b-th slice) or strided "
-                              "(every block: layers spread evenly over the whole depth, first and last kept)")
-    convert.add_argument("--logit_mean", type=float, default=0.0, help="flow models: mean of the logit-normal training time")
-    convert.add_argument("--logit_std", type=float, default=1.0, help="flow models: std of the logit-normal training time")
-    convert.add_argument("--as_pipeline", action="store_true",
-                         help="write OUTPUT_DIR as a pipeline folder (the source pipeline's components, the converted "
-                              "transformer in its subfolder) that DiffusionPipeline.from_pretrained(..., trust_remote_code=True) loads")
-    convert.set_defaults(run=command_convert)

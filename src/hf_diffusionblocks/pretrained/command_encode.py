@@ -18,19 +18,3 @@ def command_encode(args: argparse.Namespace) -> int:
                                   args.batch_size, args.max_samples)
     print(f"written: {args.output_file} (" + ", ".join(f"{name} {list(shape)}" for name, shape in shapes.items()) + ")")
     return 0
-
-
-def add_encode_command(commands: argparse._SubParsersAction) -> None:
-    """Register `encode` on the `hf-diffusionblocks` sub-command parser."""
-    encode = commands.add_parser(
-        "encode", help="encode a labelled image dataset with a diffusers DiT pipeline's VAE (the fine-tuning latents file)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    encode.add_argument("pipeline_dir", help="a diffusers pipeline folder with vae/ and a class-conditional transformer/")
-    encode.add_argument("output_file", help="the safetensors file to write (latents, class_labels); must not exist")
-    encode.add_argument("--dataset_name", default="digits",
-                        help="'digits', 'fashion_mnist', an image folder (one sub-folder per class) or a `datasets` name")
-    encode.add_argument("--split", default="train", help="the dataset split to encode")
-    encode.add_argument("--batch_size", type=int, default=256, help="images per VAE forward pass")
-    encode.add_argument("--max_samples", type=int, default=None, help="encode only the first N images (default: all)")
-    encode.set_defaults(run=command_encode)
