@@ -17,8 +17,11 @@ once beforehand) and one tensor per conditioning argument of the transformer's f
 `encoder_hidden_states` and `pooled_projections` for SD3). `--dataset_name digits` (or any dataset
 `load_image_dataset` reads) feeds pixels and `class_labels` to a pixel-space class-conditional model.
 
-The output folder is a complete converted folder: the fine-tuned blocks replace the originals
-(full), or `lora/block_<b>.safetensors` holds each block's adapter, merged on load with
+The output folder has the layout of `--converted_dir`: a converted pipeline folder (what `convert` writes
+for a pipeline source) gives a pipeline folder that `DiffusionPipeline.from_pretrained(output_dir,
+trust_remote_code=True)` samples, its transformer/ a complete converted folder whose fine-tuned blocks
+replace the originals. A converted transformer folder gives one; with `--use_lora` (transformer folders
+only) `lora/block_<b>.safetensors` holds each block's adapter, merged on load with
 `RoutedDiTTransformer2DModel.from_pretrained(output_dir, lora_dir=output_dir + "/lora")`.
 """
 
@@ -31,6 +34,7 @@ import torch
 
 from hf_diffusionblocks.argument_checks import check_integer, check_number
 from hf_diffusionblocks.pretrained.converted_folder import read_manifest
+from hf_diffusionblocks.pretrained.converted_pipeline import converted_model_dir
 from hf_diffusionblocks.pretrained.finetuning import OBJECTIVES
 from hf_diffusionblocks.pretrained.lora import DEFAULT_TARGET_MODULES
 from hf_diffusionblocks.training import HelpFormatter, add_common_training_arguments, validate_common_arguments
@@ -51,7 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_common_training_arguments(parser, defaults={"learning_rate": 1e-4, "lr_warmup_steps": 0, "num_blocks": None},
                                   noise_partition=False, layer_split=False)   # the conversion fixed the split
     group = parser.add_argument_group("pretrained fine-tuning")
-    group.add_argument("--converted_dir", required=True, help="a folder written by `hf-diffusionblocks convert`")
+    group.add_argument("--converted_dir", required=True, help="a folder written by `hf-diffusionblocks convert`: a converted "
+                       "pipeline folder (then --output_dir is one too) or a converted transformer folder")
     group.add_argument("--latents_file", default=None, help="safetensors with `latents` and the forward's conditioning tensors (a class-conditional DiT's: "
                             "`hf-diffusionblocks encode PIPELINE_DIR FILE`); give this or --dataset_name")
     group.add_argument("--blocks_to_train", type=parse_block_list, default=None,
@@ -72,13 +77,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise ValueError(f"--num_blocks {args.num_blocks}: the conversion fixed the blocks; convert again to change B.")
     check_local_paths(args)
     check_lora_and_device_flags(args)
-    manifest = read_manifest(args.converted_dir)
+    manifest = read_manifest(converted_model_dir(args.converted_dir)[0])
     args.num_blocks = manifest.num_blocks
     validate_common_arguments(args)
     if args.training_mode != "blockwise":
         raise ValueError("--training_mode: a converted model is fine-tuned block-wise; convert with --num_blocks 1 for end-to-end.")
     if (args.latents_file is None) == (args.dataset_name is None):
         raise ValueError("give exactly one of --latents_file and --dataset_name.")
+    if args.use_lora and converted_model_dir(args.converted_dir)[1]:
+        raise ValueError(f"--use_lora: --converted_dir {args.converted_dir!r} is a pipeline folder, whose native loading would "
+                         "not apply the adapters; give its transformer folder (--converted_dir "
+                         f"{os.path.join(args.converted_dir, 'transformer')}) and load with lora_dir=.")
     if args.train_stems and args.use_lora:
         raise ValueError("--train_stems trains full stems; it cannot be combined with --use_lora.")
     if args.blocks_to_train is not None:

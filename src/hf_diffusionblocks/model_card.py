@@ -320,10 +320,11 @@ def converted_block_rows(folder: str, manifest: ConversionManifest, lora_folder:
 
 
 def render_converted_model_card(
-    folder: str, figures: dict[str, Any] | None = None, steps_line: str | None = None
+    folder: str, figures: dict[str, Any] | None = None, steps_line: str | None = None, pipeline_folder: bool = False
 ) -> str:
     """The card of a converted folder (see the module docstring); `figures` are listed as JSON, `steps_line`
-    (how many sampling steps each block runs) follows the partition table."""
+    (how many sampling steps each block runs) follows the partition table; `pipeline_folder`: the folder is
+    the transformer of a converted pipeline folder, loaded whole by `DiffusionPipeline.from_pretrained`."""
     manifest = read_manifest(folder)
     environment = jinja2.Environment(undefined=jinja2.StrictUndefined)
     return environment.from_string(package_template("converted_model_card.md")).render(
@@ -339,14 +340,21 @@ def render_converted_model_card(
         pipeline=_SOURCE_PIPELINES[manifest.source_class],
         routed=f"Routed{manifest.source_class}",
         has_lora=os.path.isdir(os.path.join(folder, "lora")),
+        pipeline_folder=pipeline_folder,
         figures=json.dumps(figures, indent=2, sort_keys=True) if figures else None,
     )
 
 
 def write_converted_model_card(
-    folder: str, figures: dict[str, Any] | None = None, steps_line: str | None = None
+    folder: str, figures: dict[str, Any] | None = None, steps_line: str | None = None, pipeline_dir: str | None = None
 ) -> str:
-    """Render and write `README.md` of a converted folder (atomically); returns its path."""
+    """Render and write `README.md` of a converted folder (atomically); returns its path.
+
+    With `pipeline_dir` (the converted pipeline folder that holds `folder`), the card shows the pipeline's
+    native loading and is written at the pipeline's root too, where the Hub shows it."""
+    card = render_converted_model_card(folder, figures, steps_line, pipeline_folder=pipeline_dir is not None)
     path = os.path.join(folder, README_NAME)
-    atomic_write_text(path, render_converted_model_card(folder, figures, steps_line))
+    atomic_write_text(path, card)
+    if pipeline_dir is not None:
+        atomic_write_text(os.path.join(pipeline_dir, README_NAME), card)
     return path

@@ -68,7 +68,7 @@ def add_convert_command(commands: argparse._SubParsersAction) -> None:
         "convert", help="split a pretrained diffusers transformer (DiT, PixArt, SD3, Flux) into B blocks"
     )
     convert.add_argument("source", help="a diffusers transformer folder, or a pipeline folder (transformer in --subfolder)")
-    convert.add_argument("output_dir", help="the converted folder to write")
+    convert.add_argument("output_dir", help="the folder to write: a pipeline folder for a pipeline source, else the converted transformer folder")
     convert.add_argument("--num_blocks", type=int, required=True, help="number of blocks B (at most the number of layers)")
     convert.add_argument("--partition", choices=TIME_PARTITIONS, default="equiprobable",
                          help="equal training mass per block, or equal widths of the timestep axis")
@@ -80,9 +80,10 @@ def add_convert_command(commands: argparse._SubParsersAction) -> None:
                               "(every block: layers spread evenly over the whole depth, first and last kept)")
     convert.add_argument("--logit_mean", type=float, default=0.0, help="flow models: mean of the logit-normal training time")
     convert.add_argument("--logit_std", type=float, default=1.0, help="flow models: std of the logit-normal training time")
-    convert.add_argument("--as_pipeline", action="store_true",
-                         help="write OUTPUT_DIR as a pipeline folder (the source pipeline's components, the converted "
-                              "transformer in its subfolder) that DiffusionPipeline.from_pretrained(..., trust_remote_code=True) loads")
+    convert.add_argument("--transformer_only", action="store_true",
+                         help="for a pipeline source, write only the converted transformer folder; by default OUTPUT_DIR "
+                              "is a pipeline folder (the source's other components, the converted transformer in its "
+                              "subfolder) that DiffusionPipeline.from_pretrained(..., trust_remote_code=True) loads")
 
 
 def add_encode_command(commands: argparse._SubParsersAction) -> None:

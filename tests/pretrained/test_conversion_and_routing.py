@@ -179,7 +179,8 @@ def test_bad_inputs_are_named(pipeline_folders, tmp_path):
 def test_convert_command_prints_the_partition_and_default_steps(pipeline_folders, tmp_path, capsys):
     from hf_diffusionblocks_cli import main
 
-    assert main(["convert", str(pipeline_folders["dit"]), str(tmp_path / "out"), "--num_blocks", "4", "--overlap", "0"]) == 0
+    assert main(["convert", str(pipeline_folders["dit"]), str(tmp_path / "out"), "--num_blocks", "4", "--overlap", "0",
+                 "--transformer_only"]) == 0
     printed = capsys.readouterr().out
     # DiTPipeline's 50 default steps under DDIM ("leading": 980, 960, ..., 0) against boundaries 750/500/250
     assert "DiTPipeline default sampling (50 steps, DDIMScheduler): steps per block [12, 13, 12, 13]" in printed

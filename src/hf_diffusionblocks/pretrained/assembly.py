@@ -126,4 +126,4 @@ def write_merged_folder(model_dir: str, reference: ConvertedInput, merged: Merge
         for block_index, path in merged.adapters.items():
             shutil.copyfile(path, os.path.join(model_dir, LORA_FOLDER, block_weights_name(block_index)))
     write_index_for(model_dir, reference.manifest, load_stems(reference.model_dir, reference.manifest))
-    write_converted_model_card(model_dir)
+    write_converted_model_card(model_dir, pipeline_dir=os.path.dirname(os.path.normpath(model_dir)) if reference.is_pipeline else None)

@@ -2,12 +2,13 @@
 
     hf-diffusionblocks convert SRC OUT --num_blocks B [--partition equiprobable|uniform] [--overlap γ]
         [--subfolder transformer] [--layers_per_block 10 9 9] [--init contiguous|strided]
-        [--logit_mean 0 --logit_std 1] [--as_pipeline]
+        [--logit_mean 0 --logit_std 1] [--transformer_only]
 
 Prints the partition on the model's time axis and, for a pipeline folder, how many of the
-pipeline's default sampling steps each block runs. With `--as_pipeline` (a pipeline source), OUT is a
-pipeline folder that `DiffusionPipeline.from_pretrained(OUT, trust_remote_code=True)` loads with the
-routed transformer (`converted_pipeline.py`); the converted folder is its `transformer/`.
+pipeline's default sampling steps each block runs. A pipeline source gives a pipeline folder OUT that
+`DiffusionPipeline.from_pretrained(OUT, trust_remote_code=True)` loads with the routed transformer
+(`converted_pipeline.py`; the converted folder is its `transformer/`, and both carry the card); a
+transformer source, or `--transformer_only`, gives the converted transformer folder alone.
 """
 
 from __future__ import annotations
@@ -58,18 +59,20 @@ def default_steps_per_block(manifest: ConversionManifest, pipeline_dir: str | No
 
 
 def command_convert(args: argparse.Namespace) -> int:
-    convert = convert_pipeline if args.as_pipeline else convert_pretrained_transformer
+    pipeline_source = os.path.isfile(os.path.join(args.source, "model_index.json"))
+    as_pipeline = pipeline_source and not args.transformer_only
+    convert = convert_pipeline if as_pipeline else convert_pretrained_transformer
     manifest = convert(
         args.source, args.output_dir, args.num_blocks, subfolder=args.subfolder, partition=args.partition,
         overlap=args.overlap, layers_per_block=args.layers_per_block, init=args.init, logit_mean=args.logit_mean, logit_std=args.logit_std,
     )
-    pipeline_dir = args.source if os.path.isfile(os.path.join(args.source, "model_index.json")) else None
-    description = describe_conversion(manifest, pipeline_dir)
+    description = describe_conversion(manifest, args.source if pipeline_source else None)
     print(description)
     steps = [line for line in description.splitlines() if "default sampling" in line]
-    converted_dir = os.path.join(args.output_dir, args.subfolder or "transformer") if args.as_pipeline else args.output_dir
-    write_converted_model_card(converted_dir, steps_line=steps[0] if steps else None)
+    converted_dir = os.path.join(args.output_dir, args.subfolder or "transformer") if as_pipeline else args.output_dir
+    write_converted_model_card(converted_dir, steps_line=steps[0] if steps else None,
+                               pipeline_dir=args.output_dir if as_pipeline else None)
     print(f"written: {converted_dir} (stems.safetensors, block_0..{manifest.num_blocks - 1}.safetensors, diffusion_blocks.json, README.md)")
-    if args.as_pipeline:
+    if as_pipeline:
         print(f"pipeline: {args.output_dir} (DiffusionPipeline.from_pretrained(..., trust_remote_code=True) loads it routed)")
     return 0

@@ -64,6 +64,29 @@ def convert_pipeline(
     return manifest
 
 
+def converted_model_dir(folder: str, subfolder: str = "transformer") -> tuple[str, str]:
+    """(the converted transformer folder, its subfolder): `folder/subfolder` and `subfolder` for a converted
+    pipeline folder (one with `model_index.json`), else `folder` itself and `""`."""
+    if os.path.isfile(os.path.join(str(folder), MODEL_INDEX_NAME)):
+        return os.path.join(str(folder), subfolder), subfolder
+    return str(folder), ""
+
+
+def copy_pipeline_components(pipeline_dir: str, output_dir: str, subfolder: str = "transformer") -> None:
+    """Make `output_dir` the converted pipeline `pipeline_dir` around a transformer written elsewhere: its
+    `model_index.json` and other components (those not yet there, copied unchanged) and the re-export module in
+    `output_dir/subfolder`, so `DiffusionPipeline.from_pretrained(output_dir, trust_remote_code=True)` loads it."""
+    model_index = read_json_file(os.path.join(pipeline_dir, MODEL_INDEX_NAME))
+    os.makedirs(os.path.join(output_dir, subfolder), exist_ok=True)
+    for name in other_components(model_index, subfolder):
+        component, target = os.path.join(pipeline_dir, name), os.path.join(output_dir, name)
+        if os.path.isdir(component) and not os.path.exists(target):
+            with atomic_folder(target) as staging:
+                shutil.copytree(component, staging, dirs_exist_ok=True)
+    write_remote_code_module(os.path.join(output_dir, subfolder))
+    atomic_write_json(os.path.join(output_dir, MODEL_INDEX_NAME), model_index)
+
+
 def other_components(model_index: dict[str, Any], subfolder: str) -> list[str]:
     """The components `model_index` lists besides the transformer (those saved as `[null, null]` have no folder)."""
     return [

@@ -12,10 +12,12 @@ the conversion fixed them) and `--converted_dir`, `--latents_file`, `--blocks_to
 from __future__ import annotations
 
 import argparse
+import os
 import logging
 
 from ..hub import push_root_files_to_hub
 from ..pretrained.converted_folder import read_manifest
+from ..pretrained.converted_pipeline import converted_model_dir, copy_pipeline_components
 from ..pretrained.finetuning import prepare_output_folder
 from ..pretrained.lora import LoraSettings
 from ..model_card import write_converted_model_card
@@ -48,19 +50,24 @@ def train_requested_blocks(task: PretrainedFinetuningTask, args: argparse.Namesp
 def finetune_pretrained(args: argparse.Namespace, project_name: str = "finetune_pretrained") -> dict:
     """Fine-tune the blocks of this process, then write the model card (which blocks are fine-tuned, with what)."""
     accelerator = create_accelerator(args, project_name)
-    manifest = read_manifest(args.converted_dir)
+    model_dir, subfolder = converted_model_dir(args.converted_dir)  # a converted pipeline folder gives a pipeline folder
+    output_model_dir = os.path.join(args.output_dir, subfolder) if subfolder else args.output_dir
+    manifest = read_manifest(model_dir)
     if accelerator.is_main_process:
-        prepare_output_folder(args.converted_dir, args.output_dir)
+        if subfolder:
+            copy_pipeline_components(args.converted_dir, args.output_dir, subfolder)
+        prepare_output_folder(model_dir, output_model_dir)
     accelerator.wait_for_everyone()
     clean, conditioning = load_finetuning_data(manifest, latents_file=args.latents_file, dataset_name=args.dataset_name)
-    task = PretrainedFinetuningTask(manifest, args.converted_dir, args.output_dir, clean, conditioning, objective=args.objective,
+    task = PretrainedFinetuningTask(manifest, model_dir, args.output_dir, clean, conditioning, objective=args.objective,
                                     lora=lora_settings(args), train_stems=args.train_stems,
-                                    teacher_device=args.teacher_device, hub=HubTarget.from_args(args))
+                                    teacher_device=args.teacher_device, hub=HubTarget.from_args(args), subfolder=subfolder)
     logger.info("%s, objective %s (%s), %s, %d samples\n%s", manifest.source_class, args.objective, task.objective.prediction_type,
                 "LoRA" if args.use_lora else "full", task.num_examples, manifest.partition_table())
     outcome = train_requested_blocks(task, args, accelerator)
     if outcome.assignment.is_group_leader:
-        write_converted_model_card(args.output_dir)  # says which blocks are fine-tuned, with what, after this run
+        # says which blocks are fine-tuned, with what, after this run
+        write_converted_model_card(output_model_dir, pipeline_dir=args.output_dir if subfolder else None)
         if args.push_to_hub:
             push_root_files_to_hub(args.output_dir, args.hub_model_id, token=args.hub_token, commit_message="Update model card")
     return finish_run(accelerator, args, manifest.num_blocks, outcome, objective=args.objective, lora=args.use_lora)

@@ -13,6 +13,8 @@ and the file also holds `img_ids` / `txt_ids`, one set shared by every sample.
 
 from __future__ import annotations
 
+import os
+
 import torch
 from accelerate import Accelerator
 
@@ -59,7 +61,8 @@ class PretrainedFinetuningTask(BlockOutputFolder):
     Args:
         manifest (`ConversionManifest`): the conversion (`read_manifest(converted_dir)`).
         converted_dir (`str`): the converted folder, read by the distillation teacher.
-        output_dir (`str`): the output folder, a complete converted folder (`prepare_output_folder`).
+        output_dir (`str`): the output folder: a complete converted folder (`prepare_output_folder`), or a converted
+            pipeline folder holding one in `subfolder`.
         clean (`torch.Tensor` of shape `(N, C, H, W)`, Flux `(N, tokens, C)`), conditioning (`dict[str, torch.Tensor]`,
             N rows each but the routed class's `shared_arguments`): the data.
         objective (`str`): "native" (the model's own target) or "distill" (the original model's prediction).
@@ -67,6 +70,8 @@ class PretrainedFinetuningTask(BlockOutputFolder):
         train_stems (`bool`): also train the shared stems.
         teacher_device (`str`, *optional*): device of the distillation teacher (None: the training device).
         hub (`HubTarget`, *optional*): upload each finished block (or adapter) there.
+        subfolder (`str`): where `output_dir` keeps the converted folder ("" when it is one; "transformer" for a
+            converted pipeline folder).
     """
 
     # the folder is checked against the conversion manifest (prepare_output_folder), not a block config
@@ -74,10 +79,11 @@ class PretrainedFinetuningTask(BlockOutputFolder):
 
     def __init__(self, manifest: ConversionManifest, converted_dir: str, output_dir: str, clean: torch.Tensor,
                  conditioning: dict[str, torch.Tensor], *, objective: str = "native", lora: LoraSettings | None = None,
-                 train_stems: bool = False, teacher_device: str | None = None, hub: HubTarget | None = None):
+                 train_stems: bool = False, teacher_device: str | None = None, hub: HubTarget | None = None, subfolder: str = ""):
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}.")
-        super().__init__(output_dir, weights_subfolder=LORA_FOLDER if lora else "", hub=hub)
+        super().__init__(output_dir, weights_subfolder=os.path.join(subfolder, LORA_FOLDER) if lora else subfolder, hub=hub)
+        self.converted_output_dir = os.path.join(output_dir, subfolder) if subfolder else output_dir
         self.manifest, self.converted_dir = manifest, converted_dir
         self.clean, self.conditioning = clean, conditioning
         self.num_examples = clean.shape[0]
@@ -88,7 +94,7 @@ class PretrainedFinetuningTask(BlockOutputFolder):
     def build_model(self, block_indices: list[int]) -> BlockFinetuningModel:
         if len(block_indices) != 1:
             raise ValueError(f"block_indices: a converted model is fine-tuned one block at a time, got {block_indices}.")
-        return BlockFinetuningModel(self.output_dir, block_indices[0], self.lora, self.train_stems)
+        return BlockFinetuningModel(self.converted_output_dir, block_indices[0], self.lora, self.train_stems)
 
     def get_batch(self, indices: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
         shared = routed_class_for(self.manifest).shared_arguments  # whole, not indexed by sample (Flux's position ids)
