@@ -84,6 +84,10 @@ def add_convert_command(commands: argparse._SubParsersAction) -> None:
                          help="for a pipeline source, write only the converted transformer folder; by default OUTPUT_DIR "
                               "is a pipeline folder (the source's other components, the converted transformer in its "
                               "subfolder) that DiffusionPipeline.from_pretrained(..., trust_remote_code=True) loads")
+    convert.add_argument("--push_to_hub", action="store_true",
+                         help="upload OUTPUT_DIR to --hub_model_id: the shared files in one commit, then each block in its own")
+    convert.add_argument("--hub_model_id", default=None, help="with --push_to_hub: the Hub repo to upload to (created if absent)")
+    convert.add_argument("--hub_token", default=None, help="with --push_to_hub: the token (default: the logged-in one, or HF_TOKEN)")
 
 
 def add_encode_command(commands: argparse._SubParsersAction) -> None:

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from hf_diffusionblocks.hub import push_folder_to_hub
 from hf_diffusionblocks.pretrained.conversion import convert_pretrained_transformer
@@ -38,4 +39,32 @@ def test_finetuning_pushes_each_block_as_its_own_commit(fake_hub, tmp_path, monk
     assert block_commits == [[f"{folder}block_0.safetensors"], [f"{folder}block_1.safetensors"]]
     head = set(fake_hub.head(REPO_ID).files)
     assert {"diffusion_blocks.json", "config.json", "stems.safetensors", "README.md"} <= head
+    assert not any(name.startswith(("checkpoints/", "logs/")) for name in head)
+
+
+def test_a_converted_pipeline_and_its_fine_tuning_push_each_block_as_its_own_commit(fake_hub, tmp_path, monkeypatch, capsys):
+    from hf_diffusionblocks_cli import main
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    source = save_pipeline_folder("dit", tmp_path / "source")
+    assert main(["convert", str(source), str(tmp_path / "converted"), "--num_blocks", "2", "--hub_model_id", REPO_ID]) == 1
+    assert "pass --push_to_hub too" in capsys.readouterr().err and not (tmp_path / "converted").exists()
+    assert main(["convert", str(source), str(tmp_path / "converted"), "--num_blocks", "2", "--push_to_hub",
+                 "--hub_model_id", REPO_ID, "--hub_token", TOKEN]) == 0
+    assert "then 2 block commits" in capsys.readouterr().out
+    block_commits = [commit.added for commit in fake_hub.repos[REPO_ID] if any("block_" in name for name in commit.added)]
+    assert block_commits == [["transformer/block_0.safetensors"], ["transformer/block_1.safetensors"]]
+    head = set(fake_hub.head(REPO_ID).files)
+    assert {"model_index.json", "README.md", "vae/config.json", "scheduler/scheduler_config.json", "transformer/stems.safetensors",
+            "transformer/hf_diffusionblocks_classes.py", "transformer/diffusion_blocks.json"} <= head
+
+    save_file({"latents": torch.randn(8, 4, 8, 8), "class_labels": torch.arange(8)}, tmp_path / "latents.safetensors")
+    load_script("finetune_pretrained").main([
+        "--converted_dir", str(tmp_path / "converted"), "--output_dir", str(tmp_path / "ft"), "--latents_file",
+        str(tmp_path / "latents.safetensors"), "--train_batch_size", "4", "--max_train_steps", "2", "--block_index", "1",
+        "--report_to", "none", "--push_to_hub", "--hub_model_id", REPO_ID + "-ft", "--hub_token", TOKEN])
+    block_commits = [commit.added for commit in fake_hub.repos[REPO_ID + "-ft"] if any("block_" in name for name in commit.added)]
+    assert block_commits == [["transformer/block_1.safetensors"]]
+    head = set(fake_hub.head(REPO_ID + "-ft").files)
+    assert {"model_index.json", "README.md", "vae/config.json", "transformer/hf_diffusionblocks_classes.py"} <= head
     assert not any(name.startswith(("checkpoints/", "logs/")) for name in head)

@@ -2,7 +2,7 @@
 
     hf-diffusionblocks convert SRC OUT --num_blocks B [--partition equiprobable|uniform] [--overlap γ]
         [--subfolder transformer] [--layers_per_block 10 9 9] [--init contiguous|strided]
-        [--logit_mean 0 --logit_std 1] [--transformer_only]
+        [--logit_mean 0 --logit_std 1] [--transformer_only] [--push_to_hub --hub_model_id ID]
 
 Prints the partition on the model's time axis and, for a pipeline folder, how many of the
 pipeline's default sampling steps each block runs. A pipeline source gives a pipeline folder OUT that
@@ -17,6 +17,7 @@ import argparse
 import os
 
 from ..atomic_io import read_json_file
+from ..hub import push_folder_to_hub
 from .conversion import convert_pretrained_transformer
 from .converted_pipeline import convert_pipeline
 from .converted_folder import ConversionManifest
@@ -59,6 +60,10 @@ def default_steps_per_block(manifest: ConversionManifest, pipeline_dir: str | No
 
 
 def command_convert(args: argparse.Namespace) -> int:
+    if args.push_to_hub and not args.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id (the repo to upload to).")
+    if args.hub_model_id and not args.push_to_hub:
+        raise ValueError("--hub_model_id names where --push_to_hub uploads; pass --push_to_hub too.")
     pipeline_source = os.path.isfile(os.path.join(args.source, "model_index.json"))
     as_pipeline = pipeline_source and not args.transformer_only
     convert = convert_pipeline if as_pipeline else convert_pretrained_transformer
@@ -75,4 +80,7 @@ def command_convert(args: argparse.Namespace) -> int:
     print(f"written: {converted_dir} (stems.safetensors, block_0..{manifest.num_blocks - 1}.safetensors, diffusion_blocks.json, README.md)")
     if as_pipeline:
         print(f"pipeline: {args.output_dir} (DiffusionPipeline.from_pretrained(..., trust_remote_code=True) loads it routed)")
+    if args.push_to_hub:
+        commits = push_folder_to_hub(args.output_dir, args.hub_model_id, subfolder=args.subfolder or "transformer", token=args.hub_token)
+        print(f"pushed: {args.hub_model_id} (shared files, then {len(commits) - 1} block commits)")
     return 0
