@@ -5,6 +5,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from conftest import randomize_
+
 import hf_diffusionblocks.training.output_folder as output_folder
 from hf_diffusionblocks import DiffusionBlocksDiTModel, DiffusionBlocksForImageClassification, DiffusionBlocksViTConfig
 from hf_diffusionblocks.training.image_task import (
@@ -89,3 +91,20 @@ def test_first_examples_cuts_both_tensors_or_keeps_all():
     images, labels = first_examples(data, 2)
     assert torch.equal(images, data.images[:2]) and torch.equal(labels, data.labels[:2])
     assert first_examples(data, None)[0] is data.images
+
+
+def test_vit_validation_loss_is_computed_on_the_validation_images(tmp_path, monkeypatch):
+    import hf_diffusionblocks.training.image_task as image_task
+
+    logged = []
+    monkeypatch.setattr(image_task, "log_metrics", lambda accelerator, values, step: logged.append(values))
+    validation = image_set(10, seed=1)
+    task = ViTTrainingTask(tiny_vit_config(), image_set(30), validation, str(tmp_path), objective="cross_entropy")
+    model = randomize_(task.build_model([1])).eval()  # a fresh head predicts ln 10 for any image
+    task.log_validation(model, 1, 3, SimpleNamespace(device=torch.device("cpu"), trackers=[], is_main_process=True))
+    held_out = {"pixel_values": validation.images[:len(task.validation_labels)], "labels": validation.labels[:len(task.validation_labels)]}
+    with torch.no_grad():
+        expected = float(task.loss(model, 1, held_out, torch.Generator().manual_seed(0)))
+        on_training = float(task.loss(model, 1, task.get_batch(torch.arange(len(task.validation_labels)), torch.device("cpu")),
+                                      torch.Generator().manual_seed(0)))
+    assert logged == [{"validation/loss_block_1": expected}] and expected != on_training

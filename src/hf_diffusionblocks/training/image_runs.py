@@ -29,7 +29,7 @@ from ..schedulers import DiffusionBlocksScheduler
 from ..utils.image_grid import save_image_grid
 from .image_task import DiTTrainingTask, ViTTrainingTask, first_examples, log_image
 from .launch import create_accelerator, finish_run, train_assigned_blocks, write_card_and_publish
-from .output_folder import HubTarget, complete_pipeline, present_blocks
+from .output_folder import HubTarget, complete_pipeline, every_block_saved
 from .runtime import setup_logging
 from .tracking import log_metrics
 
@@ -108,12 +108,10 @@ def evaluate_accuracy(args: argparse.Namespace, test_set, accelerator: Accelerat
     eval_results.json (`--max_eval_samples`, `--eval_batch_size`, `--num_inference_steps`)."""
     import evaluate
 
-    config = DiffusionBlocksForImageClassification.load_config(args.output_dir)
-    present = present_blocks(args.output_dir, config.num_blocks)
-    if len(present) < config.num_blocks:
-        logger.info("blocks %s of %d are done; the test accuracy is computed when all are.", present, config.num_blocks)
+    if not every_block_saved(DiffusionBlocksForImageClassification, args.output_dir, "the test accuracy"):
         return None
     model = DiffusionBlocksForImageClassification.from_pretrained(args.output_dir).to(accelerator.device)
+    config = model.config
     images, labels = first_examples(test_set, args.max_eval_samples)
     predictions = predict_labels(model, images, args.eval_batch_size, args.num_inference_steps)
     result = evaluate.load(accuracy_metric_path()).compute(predictions=predictions.tolist(), references=labels.tolist())

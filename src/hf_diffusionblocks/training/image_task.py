@@ -138,9 +138,10 @@ class ViTTrainingTask(LabelledImageTask):
 
     @torch.no_grad()
     def log_validation(self, model, block_index: int, step: int, accelerator: Accelerator) -> None:
-        """The block's loss on a fixed batch with fixed σ and noise. The batch is `get_batch` of the first
-        `len(validation_labels)` indices, so it holds training images, not `validation_images`."""
-        batch = self.get_batch(torch.arange(len(self.validation_labels)), accelerator.device)
+        """The block's loss on the held-out `validation_images` (the first VIT_VALIDATION_IMAGES of the
+        validation split), with fixed σ and noise, so successive values are comparable."""
+        batch = {"pixel_values": self.validation_images.to(accelerator.device),
+                 "labels": self.validation_labels.to(accelerator.device)}
         value = float(self.loss(model, block_index, batch, torch.Generator().manual_seed(0)))
         log_metrics(accelerator, {f"validation/loss_block_{block_index}": value}, step=step)
         logger.info("block %d step %d: validation loss %.4f", block_index, step, value)

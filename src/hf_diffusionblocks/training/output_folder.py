@@ -52,14 +52,21 @@ def present_blocks(model_dir: str, num_blocks: int) -> list[int]:
     return [b for b in range(num_blocks) if os.path.isfile(os.path.join(model_dir, block_weights_name(b)))]
 
 
-def complete_pipeline(pipeline_class: type, model_class: type, output_dir: str, device: torch.device, what: str):
-    """The pipeline saved in `output_dir`, on `device`, when every block of its transformer is there; else None,
-    after logging which blocks are done (`what` is what the run writes once all are, e.g. "the sample grid")."""
-    model_dir = os.path.join(output_dir, "transformer")
+def every_block_saved(model_class: type, model_dir: str, what: str) -> bool:
+    """Whether every block of the model saved in `model_dir` has its file there; if not, log which are done
+    (`what` is what the run makes once all are, e.g. "the sample grid")."""
     num_blocks = model_class.load_config(model_dir).num_blocks
     present = present_blocks(model_dir, num_blocks)
     if len(present) < num_blocks:
-        logger.info("blocks %s of %d are done; %s is written when all are.", present, num_blocks, what)
+        logger.info("blocks %s of %d are done; %s waits until all are.", present, num_blocks, what)
+        return False
+    return True
+
+
+def complete_pipeline(pipeline_class: type, model_class: type, output_dir: str, device: torch.device, what: str):
+    """The pipeline saved in `output_dir`, on `device`, when every block of its transformer is there; else None,
+    after logging which blocks are done (`what` is what the run writes once all are, e.g. "the sample grid")."""
+    if not every_block_saved(model_class, os.path.join(output_dir, "transformer"), what):
         return None
     pipeline = pipeline_class.from_pretrained(output_dir).to(device)
     # diffusers passes tqdm an explicit disable=False on the first process, which overrides TQDM_DISABLE

@@ -45,7 +45,7 @@ from ..tokenization_bpe import encode_corpus, train_bpe_tokenizer
 from ..tokenization_char import CharacterTokenizer
 from .arguments import TRAINING_MODES
 from .launch import create_accelerator, finish_run, train_assigned_blocks, write_card_and_publish
-from .output_folder import complete_pipeline, present_blocks
+from .output_folder import complete_pipeline, every_block_saved
 from .runtime import setup_logging
 from .text_task import TextWindowTask, load_texts_for_run, write_text_samples
 from .tracking import log_metrics
@@ -176,12 +176,10 @@ def write_recurrent_sample(args: argparse.Namespace, model, tokenizer, validatio
 
 def evaluate_recurrent(args: argparse.Namespace, validation_ids: torch.Tensor, accelerator: Accelerator) -> dict | None:
     """When every block is saved: held-out loss / BPC at K = 1 and K = --num_iterations (eval_results.json), and a sample."""
-    config = DiffusionBlocksRecurrentForCausalLM.load_config(args.output_dir)
-    present = present_blocks(args.output_dir, config.num_blocks)
-    if len(present) < config.num_blocks:
-        logger.info("blocks %s of %d are done; evaluation runs when all are.", present, config.num_blocks)
+    if not every_block_saved(DiffusionBlocksRecurrentForCausalLM, args.output_dir, "evaluation"):
         return None
     model = DiffusionBlocksRecurrentForCausalLM.from_pretrained(args.output_dir).to(accelerator.device)
+    config = model.config
     tokenizer = CharacterTokenizer.from_pretrained(args.output_dir)
     result: dict = {"training_mode": args.training_mode, "num_blocks": config.num_blocks, "eval_windows": args.eval_windows,
                     "sequence_length": args.sequence_length}
@@ -303,10 +301,7 @@ class CausalLMTrainingTask(TextWindowTask):
 def write_causal_lm_samples(args: argparse.Namespace, tokenizer, validation_ids: torch.Tensor,
                             accelerator: Accelerator) -> list[str] | None:
     """When every block is in the output folder: continue `--num_samples` validation prompts into samples.txt."""
-    config = DiffusionBlocksForCausalLM.load_config(args.output_dir)
-    present = present_blocks(args.output_dir, config.num_blocks)
-    if len(present) < config.num_blocks:
-        logger.info("blocks %s of %d are done; samples are written when all are.", present, config.num_blocks)
+    if not every_block_saved(DiffusionBlocksForCausalLM, args.output_dir, "writing samples.txt"):
         return None
     model = DiffusionBlocksForCausalLM.from_pretrained(args.output_dir).to(accelerator.device)
     stride = max(1, len(validation_ids) // args.num_samples)
