@@ -89,3 +89,16 @@ def test_the_checksum_covers_the_metadata(saved, changes, capsys):
 
     assert main(["info", str(folder)]) == 1
     assert "foreign block 1: its metadata (block_index, config, training_steps, ...) was edited" in capsys.readouterr().out
+
+
+def test_a_file_written_before_checksums_loads_with_a_warning_naming_it(saved, caplog):
+    model, folder = saved
+    path = folder / "block_2.safetensors"
+    with safe_open(str(path), framework="pt") as file:
+        metadata = {k: v for k, v in file.metadata().items() if k not in ("weights_sha256", "metadata_sha256")}
+    save_file(load_file(path), path, metadata=metadata)  # the header of a file saved before checksums existed
+    with caplog.at_level("WARNING", logger="hf_diffusionblocks.modeling.block_checkpoint"):
+        loaded = DiffusionBlocksDiTModel.from_pretrained(folder)
+    warned = [record.getMessage() for record in caplog.records if "records no checksum" in record.getMessage()]
+    assert len(warned) == 1 and str(path) in warned[0]
+    assert all(torch.equal(a, b) for a, b in zip(loaded.get_block(2).state_dict().values(), model.get_block(2).state_dict().values()))

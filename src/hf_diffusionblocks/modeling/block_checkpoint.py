@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from typing import Any, Mapping
 
 import torch
@@ -29,6 +30,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ..atomic_io import atomic_write, atomic_write_json
+
+logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.json"
 INDEX_NAME = "model.safetensors.index.json"
@@ -126,8 +129,9 @@ def load_block_file(path: str, *, verify_checksum: bool = True, device: str = "c
     """The tensors of a block file, checked against the `weights_sha256` its metadata records.
 
     A truncated or unreadable file, or one whose tensors no longer match their checksum (flipped bits),
-    raises a `ValueError` naming the file and its block. `verify_checksum=False` skips the hashing
-    (faster for large blocks; the file must still parse).
+    raises a `ValueError` naming the file and its block. A file written before checksums existed loads
+    with a warning naming it. `verify_checksum=False` skips the hashing (faster for large blocks; the file
+    must still parse).
     """
     metadata = read_block_metadata(path)
     try:
@@ -135,6 +139,9 @@ def load_block_file(path: str, *, verify_checksum: bool = True, device: str = "c
     except (SafetensorError, OSError) as error:
         raise _unreadable(path, error) from None
     expected = metadata["weights_sha256"]
+    if verify_checksum and expected is None:
+        logger.warning("%s records no checksum (it was written before block files had one): loaded unverified. "
+                       "Save the model again to add one.", path)
     if verify_checksum and expected is not None and tensors_digest(tensors) != expected:
         raise ValueError(
             f"block {metadata['block_index']} ({path}) is corrupt: its tensors do not match the checksum recorded "
