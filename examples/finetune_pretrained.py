@@ -72,6 +72,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                        help="with --use_lora: names of the block's linear layers that get an adapter")
     group.add_argument("--train_stems", action="store_true",
                        help="also train the shared stems (their optimizer state then costs memory, and blocks no longer share them)")
+    group.add_argument("--gradient_checkpointing", action="store_true",
+                       help="recompute the block's layer activations in the backward pass instead of storing them "
+                            "(as in diffusers' training examples: same gradients, less memory, slower steps)")
     args = parser.parse_args(argv)
     if args.num_blocks is not None:
         raise ValueError(f"--num_blocks {args.num_blocks}: the conversion fixed the blocks; convert again to change B.")

@@ -352,3 +352,19 @@ def test_the_script_run_as_a_program_answers_bad_input_in_one_line(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == (
         f"finetune_pretrained.py: error: --converted_dir '{tmp_path / 'missing'}' is not a folder "
         "(one written by `hf-diffusionblocks convert`).")
+
+
+def test_script_gradient_checkpointing_flag_trains_the_same_block(tmp_path, monkeypatch):
+    converted_dir = digits_dit_folder(tmp_path)
+    script = load_script("finetune_pretrained")
+    built, build = [], PretrainedFinetuningTask.build_model
+    monkeypatch.setattr(PretrainedFinetuningTask, "build_model",
+                        lambda task, indices: built.append(build(task, indices)) or built[-1])
+    plain = script.main(script_args(converted_dir, tmp_path / "plain", "--block_index", "1"))
+    checkpointed = script.main(script_args(converted_dir, tmp_path / "gc", "--block_index", "1", "--gradient_checkpointing"))
+    assert plain["gradient_checkpointing"] is False and checkpointed["gradient_checkpointing"] is True
+    assert [model.routed.gradient_checkpointing for model in built] == [False, True]
+    original = load_file(converted_dir / "block_1.safetensors")
+    a, b = load_file(tmp_path / "plain" / "block_1.safetensors"), load_file(tmp_path / "gc" / "block_1.safetensors")
+    assert any(not torch.equal(original[k], a[k]) for k in original)
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)

@@ -80,3 +80,30 @@ def test_a_model_is_built_for_one_block_only(converted_dit, tmp_path):
     with pytest.raises(ValueError, match="block_indices: .* one block at a time, got \\[0, 1\\]"):
         make_task(converted_dit, tmp_path / "out").build_model([0, 1])
 
+
+
+@pytest.mark.parametrize("lora", [None, LoraSettings(rank=2, alpha=2.0)], ids=["full", "lora"])
+def test_gradient_checkpointing_is_on_in_the_built_block_and_gives_the_same_gradients(converted_dit, tmp_path, lora):
+    gradients = []
+    for checkpointing in (False, True):
+        task = make_task(converted_dit, tmp_path / f"out_{checkpointing}", lora=lora, gradient_checkpointing=checkpointing)
+        torch.manual_seed(0)  # peft draws the adapters' initial A from the global generator
+        model = task.build_model([0])
+        with torch.no_grad():  # diffusers zero-initialises the AdaLN gates, which would hide the attention's adapters
+            generator = torch.Generator().manual_seed(1)
+            for name, parameter in model.routed.blocks["0"].named_parameters():
+                if "lora_" not in name:
+                    parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
+        assert model.routed.gradient_checkpointing is checkpointing
+        calls = []
+        if checkpointing:  # every layer of the block goes through diffusers' checkpointing function
+            wrapped = model.routed._gradient_checkpointing_func
+            model.routed._gradient_checkpointing_func = lambda *args, **kwargs: calls.append(1) or wrapped(*args, **kwargs)
+        model.train()
+        batch = task.get_batch(torch.arange(4), torch.device("cpu"))
+        task.loss(model, 0, batch, torch.Generator().manual_seed(0)).backward()
+        assert len(calls) == (len(model.routed.blocks["0"]) if checkpointing else 0)
+        gradients.append([p.grad.clone() for p in model.block_parameters(0)])
+    assert len(gradients[0]) == len(gradients[1]) > 0
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*gradients))
+    assert all(g.abs().sum() > 0 for g in gradients[1] if lora is None) and any(g.abs().sum() > 0 for g in gradients[1])

@@ -6,7 +6,7 @@
 
 Its flags: the shared training flags (`arguments.py`, without the partition and layer-split flags:
 the conversion fixed them) and `--converted_dir`, `--latents_file`, `--blocks_to_train`, `--objective`,
-`--teacher_device`, `--use_lora`, `--lora_rank`, `--lora_alpha`, `--lora_target_modules`, `--train_stems`.
+`--teacher_device`, `--use_lora`, `--lora_rank`, `--lora_alpha`, `--lora_target_modules`, `--train_stems`, `--gradient_checkpointing`.
 """
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ def finetune_pretrained(args: argparse.Namespace, project_name: str = "finetune_
     clean, conditioning = load_finetuning_data(manifest, latents_file=args.latents_file, dataset_name=args.dataset_name)
     task = PretrainedFinetuningTask(manifest, model_dir, args.output_dir, clean, conditioning, objective=args.objective,
                                     lora=lora_settings(args), train_stems=args.train_stems,
-                                    teacher_device=args.teacher_device, hub=HubTarget.from_args(args), subfolder=subfolder)
+                                    teacher_device=args.teacher_device, hub=HubTarget.from_args(args),
+                                    gradient_checkpointing=args.gradient_checkpointing, subfolder=subfolder)
     logger.info("%s, objective %s (%s), %s, %d samples\n%s", manifest.source_class, args.objective, task.objective.prediction_type,
                 "LoRA" if args.use_lora else "full", task.num_examples, manifest.partition_table())
     outcome = train_requested_blocks(task, args, accelerator)
@@ -70,4 +71,5 @@ def finetune_pretrained(args: argparse.Namespace, project_name: str = "finetune_
         write_converted_model_card(output_model_dir, pipeline_dir=args.output_dir if subfolder else None)
         if args.push_to_hub:
             push_root_files_to_hub(args.output_dir, args.hub_model_id, token=args.hub_token, commit_message="Update model card")
-    return finish_run(accelerator, args, manifest.num_blocks, outcome, objective=args.objective, lora=args.use_lora)
+    return finish_run(accelerator, args, manifest.num_blocks, outcome, objective=args.objective, lora=args.use_lora,
+                      gradient_checkpointing=args.gradient_checkpointing)

@@ -68,6 +68,7 @@ class PretrainedFinetuningTask(BlockOutputFolder):
         objective (`str`): "native" (the model's own target) or "distill" (the original model's prediction).
         lora (`LoraSettings`, *optional*): train a LoRA on the block (saved in `lora/`) instead of all its weights.
         train_stems (`bool`): also train the shared stems.
+        gradient_checkpointing (`bool`): recompute the block's layer activations in the backward pass.
         teacher_device (`str`, *optional*): device of the distillation teacher (None: the training device).
         hub (`HubTarget`, *optional*): upload each finished block (or adapter) there.
         subfolder (`str`): where `output_dir` keeps the converted folder ("" when it is one; "transformer" for a
@@ -79,7 +80,8 @@ class PretrainedFinetuningTask(BlockOutputFolder):
 
     def __init__(self, manifest: ConversionManifest, converted_dir: str, output_dir: str, clean: torch.Tensor,
                  conditioning: dict[str, torch.Tensor], *, objective: str = "native", lora: LoraSettings | None = None,
-                 train_stems: bool = False, teacher_device: str | None = None, hub: HubTarget | None = None, subfolder: str = ""):
+                 train_stems: bool = False, teacher_device: str | None = None, hub: HubTarget | None = None,
+                 gradient_checkpointing: bool = False, subfolder: str = ""):
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}.")
         super().__init__(output_dir, weights_subfolder=os.path.join(subfolder, LORA_FOLDER) if lora else subfolder, hub=hub)
@@ -89,12 +91,13 @@ class PretrainedFinetuningTask(BlockOutputFolder):
         self.num_examples = clean.shape[0]
         self.objective = NativeObjective(manifest)
         self.distill, self.teacher_device, self.teacher = objective == "distill", teacher_device, None
-        self.lora, self.train_stems = lora, train_stems
+        self.lora, self.train_stems, self.gradient_checkpointing = lora, train_stems, gradient_checkpointing
 
     def build_model(self, block_indices: list[int]) -> BlockFinetuningModel:
         if len(block_indices) != 1:
             raise ValueError(f"block_indices: a converted model is fine-tuned one block at a time, got {block_indices}.")
-        return BlockFinetuningModel(self.converted_output_dir, block_indices[0], self.lora, self.train_stems)
+        return BlockFinetuningModel(self.converted_output_dir, block_indices[0], self.lora, self.train_stems,
+                                    self.gradient_checkpointing)
 
     def get_batch(self, indices: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
         shared = routed_class_for(self.manifest).shared_arguments  # whole, not indexed by sample (Flux's position ids)
