@@ -221,7 +221,7 @@ def run_memory(args: argparse.Namespace) -> dict[str, dict]:
         pretrained_memory.build_source(os.path.join(workspace, "source"), args)
         for num_blocks in args.num_blocks:
             convert_pretrained_transformer(os.path.join(workspace, "source"), os.path.join(workspace, f"b{num_blocks}"), num_blocks)
-        for row in [*END_TO_END_ROWS, *block_rows(args.num_blocks)]:
+        for row in [row for row in [*END_TO_END_ROWS, *block_rows(args.num_blocks)] if args.rows is None or row in args.rows]:
             command = [sys.executable, os.path.abspath(__file__), "--_measure", row, workspace, "--batch_size", str(args.batch_size),
                        "--sample_size", str(args.sample_size), "--steps", str(args.steps), "--lora_rank", str(args.lora_rank)]
             # only the 8-bit rows see the optional packages (peft imports them when it finds them)
@@ -376,6 +376,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--lora_rank", type=int, default=16, help="LoRA rank (alpha = rank)")
     parser.add_argument("--extra_packages", default=None,
                         help="a folder put on the rows' PYTHONPATH (where bitsandbytes / torchao were installed with pip --target)")
+    parser.add_argument("--rows", nargs="+", default=None,
+                        help="only these memory rows (e2e:full, e2e:full:gc, e2e:lora[:gc], e2e:full:bnb8, e2e:full:torchao8, "
+                             "e2e:full:offload, b<B>:full[:gc], b<B>:lora[:gc]); e2e:full is the reference and always included")
     parser.add_argument("--skip_memory", action="store_true")
     parser.add_argument("--skip_quality", action="store_true")
     parser.add_argument("--quality_dir", default="outputs/pretrained_baselines")
@@ -391,6 +394,8 @@ def main(argv: list[str] | None = None) -> dict:
         result = measure(args._measure[0], args._measure[1], args)
         print("RESULT " + json.dumps(result))
         return result
+    if args.rows is not None:
+        args.rows = sorted(set(args.rows) | {"e2e:full"})
     if args.extra_packages:
         sys.path.insert(0, os.path.abspath(args.extra_packages))
         args.extra_packages = os.path.abspath(args.extra_packages)
