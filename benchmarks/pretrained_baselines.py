@@ -71,7 +71,8 @@ def describe(row: str) -> str:
     kind, mode, *options = row.split(":")
     name = ("end to end" if kind == "e2e" else f"block 0 of B={kind[1:]}") + (", full" if mode == "full" else ", LoRA")
     for option in options:
-        name += {"gc": " + grad. checkpointing", "offload": " + group offload (CPU→CPU)"}.get(option, f" + {OPTIMIZERS_8BIT.get(option, option)}")
+        named = {"gc": " + grad. checkpointing", "offload": " + group offload (CPU→CPU)"}
+        name += named.get(option, f" + {OPTIMIZERS_8BIT.get(option, option)}")
     return name
 
 
@@ -221,13 +222,14 @@ def run_memory(args: argparse.Namespace) -> dict[str, dict]:
         pretrained_memory.build_source(os.path.join(workspace, "source"), args)
         for num_blocks in args.num_blocks:
             convert_pretrained_transformer(os.path.join(workspace, "source"), os.path.join(workspace, f"b{num_blocks}"), num_blocks)
-        for row in [*END_TO_END_ROWS, *block_rows(args.num_blocks)]:
+        for row in [row for row in [*END_TO_END_ROWS, *block_rows(args.num_blocks)] if args.rows is None or row in args.rows]:
             command = [sys.executable, os.path.abspath(__file__), "--_measure", row, workspace, "--batch_size", str(args.batch_size),
                        "--sample_size", str(args.sample_size), "--steps", str(args.steps), "--lora_rank", str(args.lora_rank)]
             # only the 8-bit rows see the optional packages (peft imports them when it finds them)
             extra = args.extra_packages if row.split(":")[-1] in OPTIMIZERS_8BIT else None
             pythonpath = os.pathsep.join(filter(None, [extra, os.environ.get("PYTHONPATH")]))
-            done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath})
+            env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath}
+            done = subprocess.run(command, capture_output=True, text=True, env=env)
             lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
             if done.returncode == 0 and lines:
                 results[row] = json.loads(lines[-1][len("RESULT "):])
@@ -317,7 +319,8 @@ def run_quality(args: argparse.Namespace) -> dict[str, dict]:
     for mode in ("full", "lora"):
         for steps, gc in ((S, ""), (S, ":gc"), (S // B, "")):
             methods[f"b{B}:{mode}{gc}:{steps}"] = args.full_lr if mode == "full" else args.lora_lr
-    models = {"source (pretrained), no fine-tuning": (DiTTransformer2DModel.from_pretrained(os.path.join(source, "transformer")).eval(), {}),
+    pretrained = DiTTransformer2DModel.from_pretrained(os.path.join(source, "transformer")).eval()
+    models = {"source (pretrained), no fine-tuning": (pretrained, {}),
               f"converted to B={B}, no fine-tuning": (RoutedDiTTransformer2DModel.from_pretrained(converted), {})}
     for method, lr in methods.items():
         started = time.perf_counter()
@@ -333,7 +336,8 @@ def run_quality(args: argparse.Namespace) -> dict[str, dict]:
             steps = int(options[-1])
             gc = options[:-1]
             run_dir = os.path.join(out, f"run_{mode}{'_gc' if gc else ''}_b{B}_{steps}steps_lr{lr:g}")
-            extra = (["--use_lora", "--lora_rank", str(args.lora_rank), "--lora_alpha", str(float(args.lora_rank))] if mode == "lora" else [])
+            lora_flags = ["--use_lora", "--lora_rank", str(args.lora_rank), "--lora_alpha", str(float(args.lora_rank))]
+            extra = lora_flags if mode == "lora" else []
             extra += ["--gradient_checkpointing"] if gc else []
             if not os.path.isfile(os.path.join(run_dir, "README.md")):  # the model card is written last
                 quality.finetune(converted, run_dir, steps, SimpleNamespace(**{**vars(qargs), "finetune_lr": lr}), *extra)
@@ -347,7 +351,8 @@ def run_quality(args: argparse.Namespace) -> dict[str, dict]:
     classifier = load_or_train_feature_classifier(train_set.images, train_set.labels, 10, FeatureClassifierTrainingArguments(num_threads=1))
     metric = FrechetClassifierDistance(classifier)
     labels = torch.arange(10).repeat(50)  # 500 samples, 50 per class
-    results = {"reference: real train digits vs test": {"frechet_classifier_distance": metric.compute(test_set.images, train_set.images[:500])}}
+    reference = metric.compute(test_set.images, train_set.images[:500])
+    results = {"reference: real train digits vs test": {"frechet_classifier_distance": reference}}
     for name, (model, info) in models.items():
         results[name] = {**info, "frechet_classifier_distance": metric.compute(test_set.images, quality.sample(model, labels, qargs))}
         print(json.dumps({"quality": name, **results[name]}), flush=True)
@@ -376,6 +381,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--lora_rank", type=int, default=16, help="LoRA rank (alpha = rank)")
     parser.add_argument("--extra_packages", default=None,
                         help="a folder put on the rows' PYTHONPATH (where bitsandbytes / torchao were installed with pip --target)")
+    parser.add_argument("--rows", nargs="+", default=None,
+                        help="only these memory rows (e2e:full, e2e:full:gc, e2e:lora[:gc], e2e:full:bnb8, e2e:full:torchao8, "
+                             "e2e:full:offload, b<B>:full[:gc], b<B>:lora[:gc]); e2e:full is the reference and always included")
     parser.add_argument("--skip_memory", action="store_true")
     parser.add_argument("--skip_quality", action="store_true")
     parser.add_argument("--quality_dir", default="outputs/pretrained_baselines")
@@ -391,6 +399,8 @@ def main(argv: list[str] | None = None) -> dict:
         result = measure(args._measure[0], args._measure[1], args)
         print("RESULT " + json.dumps(result))
         return result
+    if args.rows is not None:
+        args.rows = sorted(set(args.rows) | {"e2e:full"})
     if args.extra_packages:
         sys.path.insert(0, os.path.abspath(args.extra_packages))
         args.extra_packages = os.path.abspath(args.extra_packages)

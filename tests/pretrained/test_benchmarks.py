@@ -46,3 +46,29 @@ def test_init_benchmark_reports_every_init_and_budget(tmp_path):
     assert list(results) == ["source (pretrained)"] + [
         f"{init}, {budget}" for init in ("contiguous", "strided") for budget in ("step 0", "native 1/block", "native 2/block", "native 8/block")]
     assert all(math.isfinite(value) for value in results.values())
+
+
+@pytest.mark.slow
+def test_baselines_benchmark_measures_every_row_and_method(tmp_path):
+    summary = load_benchmark("pretrained_baselines").main([
+        "--hidden_size", "32", "--num_heads", "2", "--num_layers", "4", "--sample_size", "8", "--batch_size", "1",
+        "--num_blocks", "2", "4", "--steps", "2", "--quality_dir", str(tmp_path), "--pretrain_steps", "4",
+        "--quality_steps", "3", "--sampling_steps", "3"])
+    memory = summary["memory"]
+    assert len(memory) == 7 + 2 * 4
+    measured = {row: result for row, result in memory.items() if "error" not in result}
+    # every row but the optional ones (8-bit packages, group offloading a class may refuse) is measured
+    assert set(memory) - set(measured) <= {"e2e:full:bnb8", "e2e:full:torchao8", "e2e:full:offload"}
+    assert all(result["trainable_with_gradient"] for result in measured.values())
+    accounted = {row: result["accounted_bytes"] for row, result in measured.items()}
+    # tensor sizes, not timings: checkpointing keeps the same tensors; a block holds fewer than the whole model
+    assert accounted["e2e:full:gc"] == accounted["e2e:full"] and accounted["b2:lora:gc"] == accounted["b2:lora"]
+    assert accounted["e2e:full"] > accounted["b2:full"] > accounted["b4:full"]
+    for row in ("e2e:full:bnb8", "e2e:full:torchao8"):
+        if row in measured:
+            assert measured[row]["optimizer_state_bytes"] < measured["e2e:full"]["optimizer_state_bytes"]
+    quality = summary["quality"]
+    assert all(math.isfinite(result["frechet_classifier_distance"]) for result in quality.values())
+    plain, checkpointed = quality["end to end, full, 3 steps"], quality["end to end, full + grad. checkpointing, 3 steps"]
+    assert math.isclose(plain["frechet_classifier_distance"], checkpointed["frechet_classifier_distance"], rel_tol=1e-3)
+    assert (tmp_path / "results.json").is_file()
