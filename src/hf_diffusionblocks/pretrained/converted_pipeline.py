@@ -19,6 +19,7 @@ import shutil
 from typing import Any
 
 from ..atomic_io import atomic_folder, atomic_write_json, read_json_file
+from ..hub_download import path_inside
 from ..remote_code import REMOTE_CODE_MODULE, write_remote_code_module
 from .conversion import convert_pretrained_transformer
 from .converted_folder import ConversionManifest
@@ -45,8 +46,9 @@ def convert_pipeline(
     index_path = os.path.join(str(source), MODEL_INDEX_NAME)
     if not os.path.isfile(index_path):
         raise ValueError(f"source {source!r} has no {MODEL_INDEX_NAME}: writing a pipeline folder needs a pipeline folder as source.")
-    model_index = read_json_file(index_path)
+    model_index = read_model_index(index_path)
     subfolder = subfolder or "transformer"
+    path_inside(str(source), subfolder, "subfolder")  # absolute paths and '..' are refused by name
     if not isinstance(model_index.get(subfolder), list):
         raise ValueError(f"{index_path} lists no component {subfolder!r}; pass subfolder= (the transformer's component).")
     if os.path.exists(output_dir) and (not os.path.isdir(output_dir) or os.listdir(output_dir)):
@@ -64,6 +66,14 @@ def convert_pipeline(
     return manifest
 
 
+def read_model_index(path: str) -> dict[str, Any]:
+    """A pipeline's `model_index.json`: a JSON object of components (a `ValueError` naming the file otherwise)."""
+    model_index = read_json_file(path)
+    if not isinstance(model_index, dict):
+        raise ValueError(f"{path} holds JSON but not an object of pipeline components.")
+    return model_index
+
+
 def converted_model_dir(folder: str, subfolder: str = "transformer") -> tuple[str, str]:
     """(the converted transformer folder, its subfolder): `folder/subfolder` and `subfolder` for a converted
     pipeline folder (one with `model_index.json`), else `folder` itself and `""`."""
@@ -76,7 +86,7 @@ def copy_pipeline_components(pipeline_dir: str, output_dir: str, subfolder: str 
     """Make `output_dir` the converted pipeline `pipeline_dir` around a transformer written elsewhere: its
     `model_index.json` and other components (those not yet there, copied unchanged) and the re-export module in
     `output_dir/subfolder`, so `DiffusionPipeline.from_pretrained(output_dir, trust_remote_code=True)` loads it."""
-    model_index = read_json_file(os.path.join(pipeline_dir, MODEL_INDEX_NAME))
+    model_index = read_model_index(os.path.join(pipeline_dir, MODEL_INDEX_NAME))
     os.makedirs(os.path.join(output_dir, subfolder), exist_ok=True)
     for name in other_components(model_index, subfolder):
         component, target = os.path.join(pipeline_dir, name), os.path.join(output_dir, name)
