@@ -310,9 +310,9 @@ def run_quality(args: argparse.Namespace) -> dict[str, dict]:
     if not os.path.isfile(os.path.join(source, "transformer", "config.json")):
         quality.pretrain(source, qargs)
     B, S = args.quality_num_blocks, args.quality_steps
-    converted = os.path.join(out, f"converted_b{B}")
+    converted = os.path.join(out, f"converted_b{B}" + ("" if args.init == "contiguous" else f"_{args.init}"))
     if not os.path.isfile(os.path.join(converted, "diffusion_blocks.json")):
-        convert_pretrained_transformer(source, converted, B, overlap=0.05)
+        convert_pretrained_transformer(source, converted, B, overlap=0.05, init=args.init)
 
     methods = {"e2e:full": args.full_lr, "e2e:full:gc": args.full_lr, "e2e:lora": args.lora_lr, "e2e:lora:gc": args.lora_lr,
                "e2e:full:bnb8": args.full_lr}
@@ -390,6 +390,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--pretrain_steps", type=int, default=3000)
     parser.add_argument("--quality_steps", type=int, default=300, help="S: fine-tuning steps of every method (block-wise: per block)")
     parser.add_argument("--quality_num_blocks", type=int, default=3)
+    parser.add_argument("--init", choices=("contiguous", "strided"), default="contiguous",
+                        help="`convert --init` of the block-wise quality rows (docs/results/pretrained.md's table: contiguous)")
     parser.add_argument("--full_lr", type=float, default=1e-3, help="learning rate of full fine-tuning (AdamW and 8-bit AdamW)")
     parser.add_argument("--lora_lr", type=float, default=3e-3, help="learning rate of LoRA fine-tuning")
     parser.add_argument("--sampling_steps", type=int, default=48)

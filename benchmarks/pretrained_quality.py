@@ -36,6 +36,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from hf_diffusionblocks.data import load_image_dataset
 from hf_diffusionblocks.metrics import FeatureClassifierTrainingArguments, FrechetClassifierDistance, load_or_train_feature_classifier
 from hf_diffusionblocks.pretrained.conversion import convert_pretrained_transformer
+from hf_diffusionblocks.pretrained.initial_layers import INITS
 from hf_diffusionblocks.pretrained.modeling_routed import RoutedDiTTransformer2DModel
 from hf_diffusionblocks.utils.image_grid import save_image_grid
 
@@ -122,6 +123,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--sampling_steps", type=int, default=48)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", choices=INITS, default="contiguous",
+                        help="`convert --init` of the block-wise rows (docs/results/pretrained.md's table was measured with contiguous)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     out = os.path.abspath(args.output_dir)
@@ -130,10 +133,10 @@ def main(argv: list[str] | None = None) -> dict:
     source = os.path.join(out, "source")
     if not os.path.isfile(os.path.join(source, "transformer", "config.json")):
         pretrain(source, args)
-    converted = {b: os.path.join(out, f"converted_b{b}") for b in (1, args.num_blocks)}
+    converted = {b: os.path.join(out, f"converted_b{b}" + ("" if args.init == "contiguous" else f"_{args.init}")) for b in (1, args.num_blocks)}
     for num_blocks, folder in converted.items():
         if not os.path.isfile(os.path.join(folder, "diffusion_blocks.json")):
-            convert_pretrained_transformer(source, folder, num_blocks, overlap=0.05)
+            convert_pretrained_transformer(source, folder, num_blocks, overlap=0.05, init=args.init)
 
     B, S = args.num_blocks, args.finetune_steps
     runs = {  # name → (converted folder, steps per block, extra flags)

@@ -148,7 +148,7 @@ class TinyModels:
         from hf_diffusionblocks.pretrained.conversion import convert_pretrained_transformer
 
         path = str(self.folder / "converted")
-        convert_pretrained_transformer(self.diffusers_pipeline_folder, path, 2)
+        convert_pretrained_transformer(self.diffusers_pipeline_folder, path, 2, init="contiguous")  # rows edit the slices
         return path
 
     def tampered_copy(self, name: str, tamper: Callable[[Path], Any]) -> Path:

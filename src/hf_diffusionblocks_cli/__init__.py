@@ -75,9 +75,10 @@ def add_convert_command(commands: argparse._SubParsersAction) -> None:
     convert.add_argument("--overlap", type=float, default=0.05, help="training overlap gamma in [0, 1)")
     convert.add_argument("--subfolder", default=None, help="the transformer's folder in a pipeline (default: transformer)")
     convert.add_argument("--layers_per_block", type=int, nargs="+", default=None, help="uneven layer counts, one per block")
-    convert.add_argument("--init", choices=INITS, default="contiguous",
-                         help="source layers each block starts from: contiguous (block b: the b-th slice) or strided "
-                              "(every block: layers spread evenly over the whole depth, first and last kept)")
+    convert.add_argument("--init", choices=INITS, default="strided",
+                         help="source layers each block starts from: strided (every block: layers spread evenly over the "
+                              "whole depth, first and last kept; recovers the source in a fraction of the fine-tuning steps) "
+                              "or contiguous (block b: the b-th slice; the blocks together are the source exactly)")
     convert.add_argument("--logit_mean", type=float, default=0.0, help="flow models: mean of the logit-normal training time")
     convert.add_argument("--logit_std", type=float, default=1.0, help="flow models: std of the logit-normal training time")
     convert.add_argument("--transformer_only", action="store_true",

@@ -26,6 +26,7 @@ def pipeline_folders(tmp_path_factory):
 
 
 def convert(folder, out, num_blocks, **kwargs):
+    kwargs.setdefault("init", "contiguous")  # these tests check slices of the stack; strided: test_initial_layers.py
     convert_pretrained_transformer(str(folder), str(out), num_blocks, **kwargs)
     return out
 

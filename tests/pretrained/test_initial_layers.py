@@ -153,7 +153,7 @@ def test_the_distillation_teacher_of_a_strided_conversion_is_the_whole_source(di
 
 def test_manifests_without_per_block_layers_load_as_contiguous(dit_folder, tmp_path):
     folder, transformer = dit_folder
-    out = convert(folder, tmp_path / "old", 2)
+    out = convert(folder, tmp_path / "old", 2, init="contiguous")
     payload = json.loads((out / "diffusion_blocks.json").read_text())
     assert "source_layers" not in payload
     del payload["init"]  # a manifest written before `init` existed
@@ -177,7 +177,7 @@ def test_a_block_of_another_init_is_foreign_and_info_shows_the_layers(dit_folder
     folder, _ = dit_folder
     assert main(["convert", str(folder), str(tmp_path / "strided"), "--num_blocks", "3", "--init", "strided", "--transformer_only"]) == 0
     assert "init: strided" in capsys.readouterr().out
-    contiguous = convert(folder, tmp_path / "contiguous", 3)
+    contiguous = convert(folder, tmp_path / "contiguous", 3, init="contiguous")
     assert main(["info", str(tmp_path / "strided")]) == 0
     printed = capsys.readouterr().out
     assert "init: strided" in printed and printed.count("0,5") == 3
@@ -214,3 +214,13 @@ def test_a_fine_tuned_strided_block_and_its_lora_save_under_its_source_layer_nam
     adapted.save_block(str(tmp_path / "lora"), 1, training_steps=1)
     names = load_file(tmp_path / "lora" / "block_1.safetensors")
     assert {name.split(".")[1] for name in names} == {"0", "2", "3", "5"} and all("lora_" in name for name in names)
+
+
+def test_strided_is_the_default_of_the_api_and_the_command(dit_folder, tmp_path, capsys):
+    from hf_diffusionblocks_cli import main
+
+    folder, _ = dit_folder
+    assert read_manifest(str(convert(folder, tmp_path / "api", 3))).init == "strided"
+    assert main(["convert", str(folder), str(tmp_path / "cli"), "--num_blocks", "3", "--transformer_only"]) == 0
+    assert "init: strided" in capsys.readouterr().out
+    assert read_manifest(str(tmp_path / "cli")).block_source_layers(1) == [0, 5]

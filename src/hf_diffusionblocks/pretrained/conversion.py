@@ -236,7 +236,7 @@ def convert_pretrained_transformer(
     logit_mean: float = 0.0,
     logit_std: float = 1.0,
     scheduler_config: dict | None = None,
-    init: str = "contiguous",
+    init: str = "strided",
 ) -> ConversionManifest:
     """Split a diffusers transformer into stems and `num_blocks` block files in `output_dir`.
 
@@ -252,9 +252,11 @@ def convert_pretrained_transformer(
         logit_mean, logit_std (`float`): the logit-normal the flow model was trained with (SD3: 0, 1).
         scheduler_config (`dict`, *optional*): overrides the pipeline's `scheduler/scheduler_config.json`
             (and the class default when there is none); it sets the time axis and the fine-tuning objective.
-        init (`str`, defaults to `"contiguous"`): which source layers each block starts from, `"contiguous"`
-            (block b: the b-th slice) or `"strided"` (each block: layers spread evenly over the whole
-            depth, first and last kept); see `initial_layers.py`.
+        init (`str`, defaults to `"strided"`): which source layers each block starts from, `"strided"`
+            (each block: layers spread evenly over the whole depth, first and last kept; it recovers the
+            source's quality in a fraction of the fine-tuning steps, docs/results/pretrained.md) or
+            `"contiguous"` (block b: the b-th slice; the blocks together are the source exactly); see
+            `initial_layers.py`.
     Returns:
         The `ConversionManifest` written to `diffusion_blocks.json`.
     """
