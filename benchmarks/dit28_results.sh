@@ -18,7 +18,9 @@
 #   overlap: overlap_0 (γ = 0), overlap_0.2 (γ = 0.2); default: all seven.
 # Defaults are the run reported (CPU, about 1.5 h on 2 shared cores).
 # Environment: OUTPUT_ROOT (default outputs), PYTHON, CLASSIFIER_TRAIN_SIZE (default 10000), LOSS_IMAGES (default 1000),
-#   SEED (default 0).
+#   SEED (default 0), FID_SAMPLES (default unset: no FID; a count N adds the standard FID, Inception-v3 pool3, of N generated
+#   images drawn with the first N test labels against the first N test images, same 48 steps and CFG 2; a model evaluated
+#   before without FID at that N is evaluated again; FID is biased upward at small N: compare only at equal N).
 set -euo pipefail
 steps=${1:-1000}
 size=${2:-XS}
@@ -48,15 +50,17 @@ train_steps_per_block() {  # steps of block 0, 1, 2
   train "$name" --num_blocks 3 --partition equiprobable --max_train_steps_per_block "$@"
   names+=("$name")
 }
-evaluate() {  # name: Fréchet distance and the loss by interval
+fid_flags=()
+if [[ -n "${FID_SAMPLES:-}" ]]; then fid_flags=(--fid --fid_num_samples "$FID_SAMPLES"); fi
+evaluate() {  # name: Fréchet distance (and FID with FID_SAMPLES) and the loss by interval
   local name=$1 out="$root/fmnist28-$1"
-  if [[ ! -s "$out.eval.txt" ]]; then
+  if [[ ! -s "$out.eval.txt" ]] || { [[ -n "${FID_SAMPLES:-}" ]] && ! grep -qE "\"fid_num_samples\": $FID_SAMPLES(,|\$)" "$out.eval.txt"; }; then
     echo "== $(date +%T) evaluate $name"
     local started=$SECONDS
     "$python" examples/evaluate_dit.py --pipeline "$out" --dataset_name fashion_mnist --samples_per_class "$samples_per_class" \
       --classifier_train_size "${CLASSIFIER_TRAIN_SIZE:-10000}" --seed "$seed" --batch_size 250 \
       --denoising_loss_blocks 3 --denoising_loss_partition equiprobable --denoising_loss_images "${LOSS_IMAGES:-1000}" \
-      2>/dev/null > "$out.eval.tmp"
+      "${fid_flags[@]}" 2>/dev/null > "$out.eval.tmp"
     mv "$out.eval.tmp" "$out.eval.txt"
     echo "== $name evaluated in $((SECONDS - started)) s"
   fi
@@ -97,14 +101,17 @@ echo "== table (N=$steps steps per block, DiT-$size, patch $patch, batch $batch,
 "$python" - "$root" "${names[@]}" <<'PY'
 import json, sys
 root, names = sys.argv[1], sys.argv[2:]
-print("| model | training steps | FD (feature classifier) | loss σ-interval 0 (high) | 1 | 2 (low) | total loss |")
-print("|---|---|---|---|---|---|---|")
+metrics = {name: json.load(open(f"{root}/fmnist28-{name}/metrics.json")) for name in names}
+fid = all("fid" in m for m in metrics.values())  # the FID column only when every model has one (FID_SAMPLES)
+print("| model | training steps | FD (feature classifier) |" + (" FID (Inception) |" if fid else "")
+      + " loss σ-interval 0 (high) | 1 | 2 (low) | total loss |")
+print("|---|---|---|" + ("---|" if fid else "") + "---|---|---|---|")
 for name in names:
-    metrics = json.load(open(f"{root}/fmnist28-{name}/metrics.json"))
-    loss = metrics["denoising_loss"]
+    loss = metrics[name]["denoising_loss"]
     cells = [f"{row['conditional_loss']:.4f} ± {row['conditional_standard_error']:.4f}" for row in loss["intervals"]]
-    steps = "+".join(str(s) for s in metrics["training_steps"].values())
-    print(f"| {name} | {steps} | {metrics['frechet_classifier_distance']:.2f} | {' | '.join(cells)} | "
+    steps = "+".join(str(s) for s in metrics[name]["training_steps"].values())
+    fid_cell = f" {metrics[name]['fid']:.2f} (N = {metrics[name]['fid_num_samples']}) |" if fid else ""
+    print(f"| {name} | {steps} | {metrics[name]['frechet_classifier_distance']:.2f} |{fid_cell} {' | '.join(cells)} | "
           f"{loss['loss']:.4f} ± {loss['standard_error']:.4f} |")
 print()
 print("| model minus end-to-end-equal-compute (paired) | loss σ-interval 0 (high) | 1 | 2 (low) | total loss |")

@@ -39,3 +39,14 @@ def test_the_script_prints_the_table_of_every_model(tmp_path):
     assert again.returncode == 0 and "already trained" in again.stdout and "evaluated in" not in again.stdout
     assert [line for line in again.stdout.splitlines() if line.startswith("| ")] == [
         line for line in completed.stdout.splitlines() if line.startswith("| ")]
+    # FID_SAMPLES adds the standard FID: the models evaluated without it are evaluated again, once.
+    with_fid = dict(environment, FID_SAMPLES="20")
+    fid = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1200, env=with_fid)
+    assert fid.returncode == 0, fid.stdout[-3000:] + fid.stderr[-3000:]
+    assert fid.stdout.count("evaluated in") == 5 and "train " not in fid.stdout
+    fid_rows = [line for line in fid.stdout.splitlines() if line.startswith("| ")]
+    assert fid_rows[0].startswith("| model | training steps | FD (feature classifier) | FID (Inception) | loss")
+    assert all(re.search(r"\| [0-9.]+ \(N = 20\) \|", row) for row in fid_rows[1:6])
+    once = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=with_fid)
+    assert once.returncode == 0 and "evaluated in" not in once.stdout
+    assert [line for line in once.stdout.splitlines() if line.startswith("| ")] == fid_rows
