@@ -371,12 +371,7 @@ def quality_table(results: dict[str, dict], args: argparse.Namespace) -> list[st
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--hidden_size", type=int, default=768)
-    parser.add_argument("--num_heads", type=int, default=12)
-    parser.add_argument("--num_layers", type=int, default=12)
-    parser.add_argument("--sample_size", type=int, default=16, help="latent side (tokens = (side / 2)^2)")
-    parser.add_argument("--num_blocks", type=int, nargs="+", default=[2, 3, 4])
-    parser.add_argument("--batch_size", type=int, default=2)
+    load_benchmark("pretrained_memory").add_source_arguments(parser)
     parser.add_argument("--steps", type=int, default=3, help="training steps per memory row (the first is not timed)")
     parser.add_argument("--lora_rank", type=int, default=16, help="LoRA rank (alpha = rank)")
     parser.add_argument("--extra_packages", default=None,

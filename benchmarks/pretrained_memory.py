@@ -132,14 +132,19 @@ def time_sampling(pipeline_dir: str, converted: dict[int, str], steps: int, repe
     return results
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """The random DiT's size (`build_source`), the conversions' B and the batch: shared with pretrained_baselines.py."""
     parser.add_argument("--hidden_size", type=int, default=768)
     parser.add_argument("--num_heads", type=int, default=12)
     parser.add_argument("--num_layers", type=int, default=12)
     parser.add_argument("--sample_size", type=int, default=16, help="latent side (tokens = (side / 2)^2)")
     parser.add_argument("--num_blocks", type=int, nargs="+", default=[2, 3, 4])
     parser.add_argument("--batch_size", type=int, default=2)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_source_arguments(parser)
     parser.add_argument("--steps", type=int, default=2, help="training steps per memory measurement")
     parser.add_argument("--sampling_steps", type=int, default=12, help="DiTPipeline steps per timing run (a multiple of every B)")
     parser.add_argument("--repeats", type=int, default=3)
