@@ -295,8 +295,6 @@ def finetune_end_to_end(source: str, method: str, steps: int, lr: float, quality
 def run_quality(args: argparse.Namespace) -> dict[str, dict]:
     from diffusers import DiTTransformer2DModel
 
-    from hf_diffusionblocks.data import load_image_dataset
-    from hf_diffusionblocks.metrics import FeatureClassifierTrainingArguments, FrechetClassifierDistance, load_or_train_feature_classifier
     from hf_diffusionblocks.pretrained.conversion import convert_pretrained_transformer
     from hf_diffusionblocks.pretrained.modeling_routed import RoutedDiTTransformer2DModel
 
@@ -347,9 +345,7 @@ def run_quality(args: argparse.Namespace) -> dict[str, dict]:
             steps_note = f"{steps}/block ({'equal per block' if steps == S else 'equal total'})"
         models[name + f", {steps_note}"] = (model, {"lr": lr, "finetune_seconds": time.perf_counter() - started})
 
-    train_set, test_set = load_image_dataset("digits", "train"), load_image_dataset("digits", "test")
-    classifier = load_or_train_feature_classifier(train_set.images, train_set.labels, 10, FeatureClassifierTrainingArguments(num_threads=1))
-    metric = FrechetClassifierDistance(classifier)
+    metric, train_set, test_set = quality.digits_distance()
     labels = torch.arange(10).repeat(50)  # 500 samples, 50 per class
     reference = metric.compute(test_set.images, train_set.images[:500])
     results = {"reference: real train digits vs test": {"frechet_classifier_distance": reference}}

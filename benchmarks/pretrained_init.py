@@ -26,8 +26,6 @@ import time
 import torch
 from diffusers import DiTTransformer2DModel
 
-from hf_diffusionblocks.data import load_image_dataset
-from hf_diffusionblocks.metrics import FeatureClassifierTrainingArguments, FrechetClassifierDistance, load_or_train_feature_classifier
 from hf_diffusionblocks.pretrained.conversion import convert_pretrained_transformer
 from hf_diffusionblocks.pretrained.initial_layers import INITS
 from hf_diffusionblocks.pretrained.modeling_routed import RoutedDiTTransformer2DModel
@@ -99,9 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
     models = {"source (pretrained)": DiTTransformer2DModel.from_pretrained(os.path.join(source, "transformer")).eval()}
     models.update(trained_models(quality, source, out, args))
 
-    train_set, test_set = load_image_dataset("digits", "train"), load_image_dataset("digits", "test")
-    classifier = load_or_train_feature_classifier(train_set.images, train_set.labels, 10, FeatureClassifierTrainingArguments(num_threads=1))
-    metric = FrechetClassifierDistance(classifier)
+    metric, _, test_set = quality.digits_distance()
     labels = torch.arange(10).repeat(args.num_samples // 10)
     results = {}
     for name, model in models.items():
