@@ -80,17 +80,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise ValueError(f"--num_blocks {args.num_blocks}: the conversion fixed the blocks; convert again to change B.")
     check_local_paths(args)
     check_lora_and_device_flags(args)
-    manifest = read_manifest(converted_model_dir(args.converted_dir)[0])
+    model_dir, subfolder = converted_model_dir(args.converted_dir)
+    manifest = read_manifest(model_dir)
     args.num_blocks = manifest.num_blocks
     validate_common_arguments(args)
     if args.training_mode != "blockwise":
         raise ValueError("--training_mode: a converted model is fine-tuned block-wise; convert with --num_blocks 1 for end-to-end.")
     if (args.latents_file is None) == (args.dataset_name is None):
         raise ValueError("give exactly one of --latents_file and --dataset_name.")
-    if args.use_lora and converted_model_dir(args.converted_dir)[1]:
+    if args.use_lora and subfolder:
         raise ValueError(f"--use_lora: --converted_dir {args.converted_dir!r} is a pipeline folder, whose native loading would "
                          "not apply the adapters; give its transformer folder (--converted_dir "
-                         f"{os.path.join(args.converted_dir, 'transformer')}) and load with lora_dir=.")
+                         f"{model_dir}) and load with lora_dir=.")
     if args.train_stems and args.use_lora:
         raise ValueError("--train_stems trains full stems; it cannot be combined with --use_lora.")
     if args.blocks_to_train is not None:
