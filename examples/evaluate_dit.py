@@ -59,7 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num_inference_steps", type=int, default=48, help="Sampling steps of the generated images.")
     parser.add_argument("--guidance_scale", type=float, default=2.0, help="Classifier-free guidance weight of the generated images.")
     parser.add_argument("--samples_per_class", type=int, default=None,
-                        help="Default: as many as the test split has of each class.")
+                        help="Images generated per class for the classifier distance. Default: one per test image; "
+                             "with --fid, the FID's images (the first --fid_num_samples test labels), sampled once.")
     parser.add_argument("--batch_size", type=int, default=500, help="Images per sampling batch.")
     parser.add_argument("--classifier_train_size", type=int, default=None,
                         help="Train the feature classifier on the first N training images (default: all).")
@@ -205,7 +206,10 @@ def frechet_results(pipeline, train_set, test_set, args: argparse.Namespace) -> 
         train_set.images[:size], train_set.labels[:size], train_set.num_labels,
         FeatureClassifierTrainingArguments(num_threads=args.classifier_threads),
     )
-    labels = class_balanced_labels(test_set.labels, config.num_labels, args.samples_per_class)
+    if args.fid and args.samples_per_class is None:  # one set of images serves both distances
+        labels = test_set.labels[: min(args.fid_num_samples, len(test_set.labels))].clone()
+    else:
+        labels = class_balanced_labels(test_set.labels, config.num_labels, args.samples_per_class)
     generated, seconds_per_image = generate(pipeline, labels, args)
     metric = FrechetClassifierDistance(classifier)
     results = {
