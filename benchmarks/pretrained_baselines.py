@@ -37,7 +37,7 @@ Prints one JSON line per measurement, then the tables; writes them as JSON to `-
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import json
 import os
 import subprocess
@@ -54,13 +54,6 @@ from memory import current_rss_bytes, peak_rss_bytes, reset_peak_rss  # noqa: E4
 
 END_TO_END_ROWS = ("e2e:full", "e2e:full:gc", "e2e:lora", "e2e:lora:gc", "e2e:full:bnb8", "e2e:full:torchao8", "e2e:full:offload")
 OPTIMIZERS_8BIT = {"bnb8": "bitsandbytes AdamW8bit", "torchao8": "torchao AdamW8bit"}
-
-
-def load_benchmark(name: str):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(BENCHMARKS, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def block_rows(num_blocks: list[int]) -> list[str]:
@@ -214,7 +207,7 @@ def measure(row: str, workspace: str, args: argparse.Namespace) -> dict:
 
 def run_memory(args: argparse.Namespace) -> dict[str, dict]:
     """Every memory row, each in its own subprocess; an optional package that is missing or fails gives an error row."""
-    pretrained_memory = load_benchmark("pretrained_memory")
+    pretrained_memory = importlib.import_module("pretrained_memory")
     from hf_diffusionblocks.pretrained.conversion import convert_pretrained_transformer
 
     results = {}
@@ -298,7 +291,7 @@ def run_quality(args: argparse.Namespace) -> dict[str, dict]:
     from hf_diffusionblocks.pretrained.conversion import convert_pretrained_transformer
     from hf_diffusionblocks.pretrained.modeling_routed import RoutedDiTTransformer2DModel
 
-    quality = load_benchmark("pretrained_quality")
+    quality = importlib.import_module("pretrained_quality")
     torch.set_num_threads(1)
     out = os.path.abspath(args.quality_dir)
     os.makedirs(out, exist_ok=True)
@@ -308,7 +301,7 @@ def run_quality(args: argparse.Namespace) -> dict[str, dict]:
     if not os.path.isfile(os.path.join(source, "transformer", "config.json")):
         quality.pretrain(source, qargs)
     B, S = args.quality_num_blocks, args.quality_steps
-    converted = os.path.join(out, f"converted_b{B}" + ("" if args.init == "contiguous" else f"_{args.init}"))
+    converted = quality.converted_folder(out, B, args.init)
     if not os.path.isfile(os.path.join(converted, "diffusion_blocks.json")):
         convert_pretrained_transformer(source, converted, B, overlap=0.05, init=args.init)
 
@@ -367,7 +360,7 @@ def quality_table(results: dict[str, dict], args: argparse.Namespace) -> list[st
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    load_benchmark("pretrained_memory").add_source_arguments(parser)
+    importlib.import_module("pretrained_memory").add_source_arguments(parser)
     parser.add_argument("--steps", type=int, default=3, help="training steps per memory row (the first is not timed)")
     parser.add_argument("--lora_rank", type=int, default=16, help="LoRA rank (alpha = rank)")
     parser.add_argument("--extra_packages", default=None,

@@ -18,9 +18,9 @@ Prints one JSON line per model and a table; writes the results as JSON to `--out
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
+import sys
 import time
 
 import torch
@@ -30,14 +30,8 @@ from hf_diffusionblocks.pretrained.conversion import convert_pretrained_transfor
 from hf_diffusionblocks.pretrained.initial_layers import INITS
 from hf_diffusionblocks.pretrained.modeling_routed import RoutedDiTTransformer2DModel
 
-
-def load_quality_benchmark():
-    """`pretrained_quality.py` of this folder: its pretraining, fine-tuning and sampling are reused."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained_quality.py")
-    spec = importlib.util.spec_from_file_location("pretrained_quality", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pretrained_quality as quality  # noqa: E402  (this folder's benchmark: its pretraining, fine-tuning and sampling are reused)
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -65,13 +59,13 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def trained_models(quality, source: str, out: str, args: argparse.Namespace) -> dict[str, torch.nn.Module]:
+def trained_models(source: str, out: str, args: argparse.Namespace) -> dict[str, torch.nn.Module]:
     """Step-0 and fine-tuned models of every init, by row name (runs that finished earlier are reused)."""
     models = {}
     budgets = [args.finetune_steps // 8, args.finetune_steps // 4, args.finetune_steps]
     extra = ("--objective", args.objective) if args.objective != "native" else ()
     for init in args.inits:
-        converted = os.path.join(out, f"converted_b{args.num_blocks}_{init}")
+        converted = quality.converted_folder(out, args.num_blocks, init)
         if not os.path.isfile(os.path.join(converted, "diffusion_blocks.json")):
             convert_pretrained_transformer(source, converted, args.num_blocks, overlap=0.05, init=init)
         models[f"{init}, step 0"] = RoutedDiTTransformer2DModel.from_pretrained(converted)
@@ -87,7 +81,6 @@ def trained_models(quality, source: str, out: str, args: argparse.Namespace) -> 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_arguments(argv)
-    quality = load_quality_benchmark()
     torch.set_num_threads(1)
     out = os.path.abspath(args.output_dir)
     os.makedirs(out, exist_ok=True)
@@ -95,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not os.path.isfile(os.path.join(source, "transformer", "config.json")):
         quality.pretrain(source, args)
     models = {"source (pretrained)": DiTTransformer2DModel.from_pretrained(os.path.join(source, "transformer")).eval()}
-    models.update(trained_models(quality, source, out, args))
+    models.update(trained_models(source, out, args))
 
     metric, _, test_set = quality.digits_distance()
     labels = torch.arange(10).repeat(args.num_samples // 10)
@@ -103,7 +96,8 @@ def main(argv: list[str] | None = None) -> dict:
     for name, model in models.items():
         results[name] = metric.compute(test_set.images, quality.sample(model, labels, args))
         print(json.dumps({"model": name, "frechet_classifier_distance": results[name]}), flush=True)
-    name = f"results_init_{args.objective}_B{args.num_blocks}_S{args.finetune_steps}_lr{args.finetune_lr:g}.json"
+    inits = "-".join(args.inits)
+    name = f"results_init_{inits}_{args.objective}_B{args.num_blocks}_S{args.finetune_steps}_lr{args.finetune_lr:g}.json"
     with open(os.path.join(out, name), "w") as file:
         json.dump({"arguments": vars(args), "frechet_classifier_distance": results}, file, indent=2)
     print(f"\nFréchet classifier distance to the test digits (lower is better), B={args.num_blocks}, S={args.finetune_steps}:")

@@ -56,6 +56,11 @@ class IdentityDecoder(ModelMixin, ConfigMixin):
         return SimpleNamespace(sample=latents)
 
 
+def converted_folder(out: str, num_blocks: int, init: str) -> str:
+    """Where a benchmark keeps its source converted into `num_blocks` blocks with `init` (no suffix for contiguous)."""
+    return os.path.join(out, f"converted_b{num_blocks}" + ("" if init == "contiguous" else f"_{init}"))
+
+
 def pretrain(folder: str, args: argparse.Namespace) -> None:
     """End-to-end DDPM training of a small DiT on the digits; saved as a pipeline folder."""
     data = load_image_dataset("digits", "train")
@@ -141,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
     source = os.path.join(out, "source")
     if not os.path.isfile(os.path.join(source, "transformer", "config.json")):
         pretrain(source, args)
-    converted = {b: os.path.join(out, f"converted_b{b}" + ("" if args.init == "contiguous" else f"_{args.init}")) for b in (1, args.num_blocks)}
+    converted = {b: converted_folder(out, b, args.init) for b in (1, args.num_blocks)}
     for num_blocks, folder in converted.items():
         if not os.path.isfile(os.path.join(folder, "diffusion_blocks.json")):
             convert_pretrained_transformer(source, folder, num_blocks, overlap=0.05, init=args.init)
