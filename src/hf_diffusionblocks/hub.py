@@ -215,6 +215,39 @@ def push_folder_to_hub(
     return commits
 
 
+def push_missing_blocks_to_hub(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    subfolder: str = "transformer",
+    token: str | bool | None = None,
+    revision: str | None = None,
+    private: bool | None = None,
+) -> list[CommitInfo]:
+    """Upload, one commit each, the block files of `folder` that the repo does not hold yet.
+
+    What a run that trained only some blocks calls when it ends (fine-tuning blocks 1 and 3 of a converted
+    model, say), so that its repo loads whole: the blocks it did not train reach the repo as the folder holds
+    them. A block the repo already holds is left alone, so a block that another process has pushed is
+    never replaced; a block pushed later replaces this upload.
+
+    Args: as `push_folder_to_hub`.
+    Returns:
+        the `CommitInfo` of each block commit, in block order (empty when the repo held every block).
+    """
+    subfolder = model_subfolder(folder, subfolder)
+    api = HfApi(token=token)
+    _ensure_repo(api, repo_id, private)
+    held = set(api.list_repo_files(repo_id, revision=revision))
+    commits = []
+    for block_index in present_block_indices(folder, subfolder):
+        name = block_weights_name(block_index)
+        if (f"{subfolder}/{name}" if subfolder else name) not in held:
+            commits.append(push_block_to_hub(folder, repo_id, block_index, subfolder=subfolder, token=token,
+                                             revision=revision, private=private))
+    return commits
+
+
 def push_shared_files_and_block(
     folder: str | os.PathLike,
     repo_id: str,

@@ -9,7 +9,7 @@ from hf_diffusionblocks.pretrained.conversion import convert_pretrained_transfor
 from hf_diffusionblocks.pretrained.modeling_routed import RoutedSD3Transformer2DModel
 from script_testing import load_script
 from test_finetuning import digits_dit_folder, script_args
-from fake_hub import REPO_ID, TOKEN
+from fake_hub import REPO_ID, TOKEN, repo_matches_folder
 from tiny_models import random_inputs, save_pipeline_folder
 
 
@@ -34,11 +34,12 @@ def test_finetuning_pushes_each_block_as_its_own_commit(fake_hub, tmp_path, monk
     extra = ["--use_lora", "--lora_rank", "2"] if lora else []
     load_script("finetune_pretrained").main(script_args(converted, tmp_path / "out", "--block_index", "all", "--max_train_steps", "2",
                                                         "--push_to_hub", "--hub_model_id", REPO_ID, "--hub_token", TOKEN, *extra))
-    folder = "lora/" if lora else ""
     block_commits = [commit.added for commit in fake_hub.repos[REPO_ID] if any("block_" in name for name in commit.added)]
-    assert block_commits == [[f"{folder}block_0.safetensors"], [f"{folder}block_1.safetensors"]]
+    blocks = [["block_0.safetensors"], ["block_1.safetensors"]]
+    # LoRA: the adapters as they are trained, then the base blocks, which the repo needs to load
+    assert block_commits == ([["lora/block_0.safetensors"], ["lora/block_1.safetensors"]] + blocks if lora else blocks)
     head = set(fake_hub.head(REPO_ID).files)
-    assert {"diffusion_blocks.json", "config.json", "stems.safetensors", "README.md"} <= head
+    assert {"diffusion_blocks.json", "config.json", "stems.safetensors", "README.md", "block_0.safetensors", "block_1.safetensors"} <= head
     assert not any(name.startswith(("checkpoints/", "logs/")) for name in head)
 
 
@@ -64,7 +65,9 @@ def test_a_converted_pipeline_and_its_fine_tuning_push_each_block_as_its_own_com
         str(tmp_path / "latents.safetensors"), "--train_batch_size", "4", "--max_train_steps", "2", "--block_index", "1",
         "--report_to", "none", "--push_to_hub", "--hub_model_id", REPO_ID + "-ft", "--hub_token", TOKEN])
     block_commits = [commit.added for commit in fake_hub.repos[REPO_ID + "-ft"] if any("block_" in name for name in commit.added)]
-    assert block_commits == [["transformer/block_1.safetensors"]]
+    # the fine-tuned block when it is done; at the end the block this run did not train, so that the repo loads whole
+    assert block_commits == [["transformer/block_1.safetensors"], ["transformer/block_0.safetensors"]]
     head = set(fake_hub.head(REPO_ID + "-ft").files)
     assert {"model_index.json", "README.md", "vae/config.json", "transformer/hf_diffusionblocks_classes.py"} <= head
+    repo_matches_folder(fake_hub, REPO_ID + "-ft", tmp_path / "ft")  # every file, bit for bit
     assert not any(name.startswith(("checkpoints/", "logs/")) for name in head)

@@ -15,7 +15,7 @@ import argparse
 import os
 import logging
 
-from ..hub import push_root_files_to_hub
+from ..hub import push_missing_blocks_to_hub, push_root_files_to_hub
 from ..pretrained.converted_folder import read_manifest
 from ..pretrained.converted_pipeline import converted_model_dir, copy_pipeline_components
 from ..pretrained.finetuning import prepare_output_folder
@@ -71,5 +71,7 @@ def finetune_pretrained(args: argparse.Namespace, project_name: str = "finetune_
         write_converted_model_card(output_model_dir, pipeline_dir=args.output_dir if subfolder else None)
         if args.push_to_hub:
             push_root_files_to_hub(args.output_dir, args.hub_model_id, token=args.hub_token, commit_message="Update model card")
+            # the blocks no process of this run trained: without them the repo would not load
+            push_missing_blocks_to_hub(args.output_dir, args.hub_model_id, token=args.hub_token)
     return finish_run(accelerator, args, manifest.num_blocks, outcome, objective=args.objective, lora=args.use_lora,
                       gradient_checkpointing=args.gradient_checkpointing)
