@@ -77,6 +77,30 @@ def test_the_loss_goes_into_metrics_json_next_to_the_frechet_distance(trained, t
     assert saved["denoising_loss"] == results["denoising_loss"]
 
 
+def _fid_weights_installed() -> bool:
+    from hf_diffusionblocks.metrics.inception import find_fid_weights
+
+    try:
+        find_fid_weights()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _fid_weights_installed(), reason="needs the standard FID's weights (the `fid` extra)")
+def test_with_fid_and_no_samples_per_class_both_distances_read_one_set_of_images(trained, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DIFFUSIONBLOCKS_CACHE", str(tmp_path))
+    evaluate = load_script("evaluate_dit")
+    sampled = []
+    generate = evaluate.generate
+    monkeypatch.setattr(evaluate, "generate", lambda pipeline, labels, args: sampled.append(labels) or generate(pipeline, labels, args))
+    results = evaluate.main(["--pipeline", str(trained / "blockwise"), "--dataset", "digits", "--device", "cpu",
+                             "--num_inference_steps", "3", "--classifier_train_size", "300", "--fid", "--fid_num_samples", "12"])
+    test_labels = load_image_dataset("digits", split="test").labels
+    assert len(sampled) == 1 and torch.equal(sampled[0], test_labels[:12])  # the first test labels, image for image
+    assert results["num_generated"] == results["fid_num_samples"] == 12 and results["fid"] > 0
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--denoising_loss_images", "1"], "--denoising_loss_images must be >= 2"),
     (["--denoising_loss_blocks", "-1"], "--denoising_loss_blocks must be >= 0"),
