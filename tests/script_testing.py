@@ -14,6 +14,19 @@ from safetensors.torch import load_file
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
+
+def _fid_weights_installed() -> bool:
+    from hf_diffusionblocks.metrics.inception import find_fid_weights
+
+    try:
+        find_fid_weights()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+requires_fid_weights = pytest.mark.skipif(not _fid_weights_installed(), reason="needs the standard FID's weights (the `fid` extra)")
+
 def load_script(name: str):
     """`examples/<name>.py` as a fresh module (its `main(argv)` is the script)."""
     spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")

@@ -9,21 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from hf_diffusionblocks.metrics.inception import find_fid_weights
+from script_testing import requires_fid_weights
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _fid_weights_installed() -> bool:
-    try:
-        find_fid_weights()
-    except FileNotFoundError:
-        return False
-    return True
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _fid_weights_installed(), reason="needs the standard FID's weights (the `fid` extra)")
+@requires_fid_weights
 def test_the_sweep_prints_every_row_at_both_protocols(tmp_path):
     environment = dict(os.environ, OMP_NUM_THREADS="1", TQDM_DISABLE="1", OUTPUT_ROOT=str(tmp_path), PYTHON=sys.executable,
                        DATASET="digits", HIDDEN="16", HEADS="2", PATCH="2", FID_SAMPLES="12", SAMPLES_PER_CLASS="2",

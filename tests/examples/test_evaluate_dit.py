@@ -8,7 +8,7 @@ import torch
 from hf_diffusionblocks import DiffusionBlocksImagePipeline
 from hf_diffusionblocks.data import load_image_dataset
 from hf_diffusionblocks.evaluation import estimate_denoising_loss
-from script_testing import load_script
+from script_testing import load_script, requires_fid_weights
 
 
 @pytest.fixture(scope="module")
@@ -77,17 +77,7 @@ def test_the_loss_goes_into_metrics_json_next_to_the_frechet_distance(trained, t
     assert saved["denoising_loss"] == results["denoising_loss"]
 
 
-def _fid_weights_installed() -> bool:
-    from hf_diffusionblocks.metrics.inception import find_fid_weights
-
-    try:
-        find_fid_weights()
-    except FileNotFoundError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _fid_weights_installed(), reason="needs the standard FID's weights (the `fid` extra)")
+@requires_fid_weights
 def test_with_fid_and_no_samples_per_class_both_distances_read_one_set_of_images(trained, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DIFFUSIONBLOCKS_CACHE", str(tmp_path))
     evaluate = load_script("evaluate_dit")
