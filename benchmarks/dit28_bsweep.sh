@@ -101,17 +101,17 @@ fi
 echo "== table (N = $steps steps per block, $layers layers, batch $batch, seeds: $seeds)"
 "$python" - "$root" "${rows[@]}" <<'PY'
 import json, sys
-root, rows = sys.argv[1], [[name] for name in sys.argv[2:]]
+root, names = sys.argv[1], sys.argv[2:]
 print("| model | training steps | FID | FD (feature classifier) | loss by σ interval, minus end to end (high → low) |")
 print("|---|---|---|---|---|")
-for name, *_ in rows:
+for name in names:
     metrics = json.load(open(f"{root}/bsweep-{name}/metrics.json"))
     steps = "+".join(str(s) for s in metrics["training_steps"].values())
     difference = metrics.get("denoising_loss_difference")
     cells = "—" if difference is None else " / ".join(
         f"{row['conditional_loss']:+.4f} ± {row['conditional_standard_error']:.4f}" for row in difference["intervals"])
     print(f"| {name} | {steps} | {metrics['fid']:.2f} | {metrics['frechet_classifier_distance']:.2f} | {cells} |")
-first = json.load(open(f"{root}/bsweep-{rows[0][0]}/metrics.json"))
+first = json.load(open(f"{root}/bsweep-{names[0]}/metrics.json"))
 print(f"FID: {first['fid_num_samples']} generated vs as many test images; {first['num_inference_steps']} Euler steps, "
       f"CFG {first['guidance_scale']}. Loss: {first['denoising_loss']['num_images']} test images.")
 PY
